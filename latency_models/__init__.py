@@ -1,0 +1,1 @@
+"""edgenas: latency_models."""

@@ -1,0 +1,508 @@
+"""The one currency of edgenas: ``Arch``, an immutable architecture value.
+
+An ``Arch`` is a stem, an ordered tuple of ``BlockSpec`` and a head, with every channel count an
+explicit integer.  It round-trips exactly through a dict (YAML/JSON) and through a compact one-line
+string, and ``signatures(arch, resolution)`` gives the per-layer signatures that the MACs counter,
+the latency profiler, the lookup tables and the learned predictor all share.
+
+Arch string grammar (one line, no spaces; layers joined by ``-``)::
+
+    arch   := stem "-" block ("-" block)* "-" head
+    stem   := "stem" ("_" field)*          e.g. stem_i3_o16_k3_s2_hs
+    block  := TYPE ("_" field)*            e.g. mbconv_i16_o24_m64_k3_s2_re
+    head   := "head" ("_" field)*          e.g. head_l960_h1280_hs_d0.2
+
+Fields are a short code followed by the value; fields equal to their default are left out:
+
+    i<int> in channels        o<int> out channels    m<int> mid (expanded/hidden) channels
+    k<int> kernel             s<int> stride          g<int> groups
+    se<int>h|s  SE bottleneck channels with a hard-sigmoid (h) or sigmoid (s) gate
+    re | r6 | hs | sw | li    activation: relu, relu6, hswish, swish, linear (identity)
+    skip                      residual connection (blocks)
+    pool                      3x3/2 max-pool after the stem conv (stem)
+    l<int> 1x1 conv before pooling, h<int> hidden 1x1 after pooling, d<float> dropout (head)
+    x<key>=<int>              block-specific integer option (``BlockSpec.opts``)
+
+``TYPE`` is a block type name registered in ``search_space.blocks`` (mbconv, dwsep, sandglass,
+shufflev2, ...).  Adding a block family adds a type string and a block class, nothing here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Iterator
+
+from search_space.errors import ArchError, field_error
+
+ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "linear")
+SE_GATES = ("hsigmoid", "sigmoid")
+STRIDES = (1, 2)
+ACT_CODES = {"relu": "re", "relu6": "r6", "hswish": "hs", "swish": "sw", "linear": "li"}
+CODE_ACTS = {v: k for k, v in ACT_CODES.items()}
+GATE_CODES = {"hsigmoid": "h", "sigmoid": "s"}
+CODE_GATES = {v: k for k, v in GATE_CODES.items()}
+FORMAT_VERSION = 1
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round channels to a multiple of ``divisor`` (the TF/torchvision/timm rule)."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return int(new_v)
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    """Spatial output size of a 'same'-padded conv (padding k // 2): the only place it is computed."""
+    pad = kernel // 2
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _positive_int(cls_name: str, name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise field_error(ArchError, f"{cls_name}.{name}", value, "a positive integer")
+
+
+# --------------------------------------------------------------------------------------------
+# Layer specs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stem:
+    """kxk conv (stride s) + BN + activation, optionally followed by a 3x3/2 max-pool."""
+
+    out_ch: int
+    kernel: int = 3
+    stride: int = 2
+    act: str = "relu"
+    pool: bool = False
+    in_ch: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("out_ch", "kernel", "in_ch"):
+            _positive_int("stem", name, getattr(self, name))
+        if self.stride not in STRIDES:
+            raise field_error(ArchError, "stem.stride", self.stride, STRIDES)
+        if self.act not in ACTIVATIONS:
+            raise field_error(ArchError, "stem.act", self.act, ACTIVATIONS)
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        h, w = conv_out(h, self.kernel, self.stride), conv_out(w, self.kernel, self.stride)
+        if self.pool:
+            h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
+        return h, w
+
+    def to_string(self) -> str:
+        parts = ["stem", f"i{self.in_ch}", f"o{self.out_ch}", f"k{self.kernel}", f"s{self.stride}",
+                 ACT_CODES[self.act]]
+        if self.pool:
+            parts.append("pool")
+        return "_".join(parts)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block of the body.  ``type`` names a registered block class.
+
+    ``mid_ch`` is the block's inner width: the expanded channels of an mbconv (equal to ``in_ch``
+    means no expansion conv), the hidden (reduced) width of a sandglass, the branch width of a
+    shufflev2 unit.  ``se_ch`` > 0 adds squeeze-and-excitation with that many bottleneck channels.
+    ``opts`` holds block-specific integer options as sorted (key, value) pairs.
+    """
+
+    type: str
+    in_ch: int
+    out_ch: int
+    mid_ch: int = 0
+    kernel: int = 3
+    stride: int = 1
+    se_ch: int = 0
+    se_gate: str = "hsigmoid"
+    act: str = "relu"
+    residual: bool = False
+    groups: int = 1
+    opts: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not re.fullmatch(r"[a-z][a-z0-9]*", self.type or ""):
+            raise field_error(ArchError, "block.type", self.type, "a block type name such as mbconv")
+        for name in ("in_ch", "out_ch", "kernel", "groups"):
+            _positive_int(f"block({self.type})", name, getattr(self, name))
+        if not isinstance(self.mid_ch, int) or self.mid_ch < 0:
+            raise field_error(ArchError, f"block({self.type}).mid_ch", self.mid_ch, "an integer >= 0")
+        if not isinstance(self.se_ch, int) or self.se_ch < 0:
+            raise field_error(ArchError, f"block({self.type}).se_ch", self.se_ch, "an integer >= 0")
+        if self.stride not in STRIDES:
+            raise field_error(ArchError, f"block({self.type}).stride", self.stride, STRIDES)
+        if self.act not in ACTIVATIONS:
+            raise field_error(ArchError, f"block({self.type}).act", self.act, ACTIVATIONS)
+        if self.se_gate not in SE_GATES:
+            raise field_error(ArchError, f"block({self.type}).se_gate", self.se_gate, SE_GATES)
+        if self.residual and (self.stride != 1 or self.in_ch != self.out_ch):
+            raise ArchError(
+                f"block({self.type}).residual: needs stride 1 and in_ch == out_ch, "
+                f"got stride {self.stride}, {self.in_ch} -> {self.out_ch}")
+        opts = self.opts
+        if isinstance(opts, dict):
+            opts = tuple(sorted(opts.items()))
+            object.__setattr__(self, "opts", opts)
+        for item in opts:
+            if (not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], str)
+                    or not re.fullmatch(r"[a-z][a-z0-9]*", item[0]) or not isinstance(item[1], int)):
+                raise field_error(ArchError, f"block({self.type}).opts", item, "(name, int) pairs")
+        if list(opts) != sorted(opts) or len({k for k, _ in opts}) != len(opts):
+            raise field_error(ArchError, f"block({self.type}).opts", opts, "sorted, unique names")
+
+    def opt(self, key: str, default: int = 0) -> int:
+        return dict(self.opts).get(key, default)
+
+    def to_string(self) -> str:
+        parts = [self.type, f"i{self.in_ch}", f"o{self.out_ch}"]
+        if self.mid_ch:
+            parts.append(f"m{self.mid_ch}")
+        parts += [f"k{self.kernel}", f"s{self.stride}"]
+        if self.groups != 1:
+            parts.append(f"g{self.groups}")
+        if self.se_ch:
+            parts.append(f"se{self.se_ch}{GATE_CODES[self.se_gate]}")
+        parts.append(ACT_CODES[self.act])
+        if self.residual:
+            parts.append("skip")
+        parts += [f"x{k}={v}" for k, v in self.opts]
+        return "_".join(parts)
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        return conv_out(h, self.kernel, self.stride), conv_out(w, self.kernel, self.stride)
+
+
+@dataclass(frozen=True)
+class Head:
+    """Optional 1x1 conv + BN + act (``last_ch``), global pool, optional hidden 1x1/linear with
+    bias + act (``hidden_ch``, MobileNetV3's efficient last stage), dropout, classifier."""
+
+    last_ch: int = 0
+    hidden_ch: int = 0
+    act: str = "relu"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("last_ch", "hidden_ch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise field_error(ArchError, f"head.{name}", v, "an integer >= 0")
+        if self.act not in ACTIVATIONS:
+            raise field_error(ArchError, "head.act", self.act, ACTIVATIONS)
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
+            raise field_error(ArchError, "head.dropout", self.dropout, "a number in [0, 1)")
+        object.__setattr__(self, "dropout", float(self.dropout))
+
+    def to_string(self) -> str:
+        parts = ["head"]
+        if self.last_ch:
+            parts.append(f"l{self.last_ch}")
+        if self.hidden_ch:
+            parts.append(f"h{self.hidden_ch}")
+        parts.append(ACT_CODES[self.act])
+        if self.dropout:
+            parts.append(f"d{self.dropout:g}")
+        return "_".join(parts)
+
+    def features(self, in_ch: int) -> int:
+        """Channels that reach the classifier."""
+        return self.hidden_ch or self.last_ch or in_ch
+
+
+# --------------------------------------------------------------------------------------------
+# The architecture
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Arch:
+    stem: Stem
+    blocks: tuple[BlockSpec, ...]
+    head: Head = field(default_factory=Head)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.blocks, list):
+            object.__setattr__(self, "blocks", tuple(self.blocks))
+        if not self.blocks:
+            raise ArchError("arch.blocks: got no blocks; allowed: one or more blocks")
+        prev = self.stem.out_ch
+        for i, b in enumerate(self.blocks):
+            if not isinstance(b, BlockSpec):
+                raise field_error(ArchError, f"arch.blocks[{i}]", type(b).__name__, "BlockSpec")
+            if b.in_ch != prev:
+                raise ArchError(f"arch.blocks[{i}].in_ch: got {b.in_ch}; allowed: {prev} "
+                                f"(the previous layer's out_ch)")
+            prev = b.out_ch
+        from search_space.blocks import check_block  # registry lives with the modules
+
+        for i, b in enumerate(self.blocks):
+            try:
+                check_block(b)
+            except ArchError as exc:
+                raise ArchError(f"arch.blocks[{i}]: {exc}") from None
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def out_ch(self) -> int:
+        return self.blocks[-1].out_ch
+
+    @property
+    def num_features(self) -> int:
+        return self.head.features(self.out_ch)
+
+    def build(self, num_classes: int = 1000):
+        """The ``torch.nn.Module`` of this architecture."""
+        from search_space.builder import build
+
+        return build(self, num_classes=num_classes)
+
+    def replace_block(self, index: int, **changes) -> "Arch":
+        blocks = list(self.blocks)
+        blocks[index] = replace(blocks[index], **changes)
+        return replace(self, blocks=tuple(blocks))
+
+    # -- string form ---------------------------------------------------------------------------
+    def to_string(self) -> str:
+        return "-".join([self.stem.to_string(), *(b.to_string() for b in self.blocks),
+                         self.head.to_string()])
+
+    __str__ = to_string
+
+    @classmethod
+    def from_string(cls, text: str) -> "Arch":
+        return parse_arch_string(text)
+
+    # -- dict / YAML / JSON ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        def block_dict(b: BlockSpec) -> dict[str, Any]:
+            d = {"type": b.type, "in_ch": b.in_ch, "out_ch": b.out_ch}
+            for f in fields(BlockSpec):
+                if f.name in d:
+                    continue
+                v = getattr(b, f.name)
+                if v != f.default:
+                    d[f.name] = dict(v) if f.name == "opts" else v
+            return d
+
+        return {
+            "version": FORMAT_VERSION,
+            "arch": self.to_string(),
+            "stem": asdict(self.stem),
+            "blocks": [block_dict(b) for b in self.blocks],
+            "head": asdict(self.head),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "arch") -> "Arch":
+        if not isinstance(d, dict):
+            raise field_error(ArchError, where, type(d).__name__, "a mapping with stem, blocks, head")
+        version = d.get("version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise field_error(ArchError, f"{where}.version", version, [FORMAT_VERSION])
+        if "stem" not in d or "blocks" not in d:
+            if "arch" in d and isinstance(d["arch"], str):
+                return parse_arch_string(d["arch"])
+            raise ArchError(f"{where}: missing 'stem' or 'blocks'; allowed keys: version, arch, stem, blocks, head")
+        stem = _make(Stem, d["stem"], f"{where}.stem")
+        raw_blocks = d["blocks"]
+        if not isinstance(raw_blocks, list):
+            raise field_error(ArchError, f"{where}.blocks", type(raw_blocks).__name__, "a list of blocks")
+        blocks = []
+        for i, b in enumerate(raw_blocks):
+            if isinstance(b, dict) and isinstance(b.get("opts"), dict):
+                b = {**b, "opts": tuple(sorted(b["opts"].items()))}
+            blocks.append(_make(BlockSpec, b, f"{where}.blocks[{i}]"))
+        head = _make(Head, d.get("head", {}), f"{where}.head")
+        arch = cls(stem, tuple(blocks), head)
+        if isinstance(d.get("arch"), str) and d["arch"] != arch.to_string():
+            raise ArchError(f"{where}.arch: the string does not match the stem/blocks/head given")
+        return arch
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120)
+
+    @classmethod
+    def from_yaml(cls, text: str, where: str = "arch") -> "Arch":
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ArchError(f"{where}: malformed YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(data, where)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "arch") -> "Arch":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"{where}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+        return cls.from_dict(data, where)
+
+    def save(self, path) -> None:
+        from pathlib import Path
+
+        p = Path(path)
+        p.write_text(self.to_json() if p.suffix == ".json" else self.to_yaml())
+
+    @classmethod
+    def load(cls, path) -> "Arch":
+        """Read an arch from a .yaml/.yml/.json file, or a file holding one arch string."""
+        from pathlib import Path
+
+        p = Path(path)
+        if not p.is_file():
+            raise ArchError(f"arch file: {p} does not exist")
+        text = p.read_text()
+        if p.suffix == ".json":
+            return cls.from_json(text, where=str(p))
+        stripped = text.strip()
+        if stripped.startswith("stem_") and "\n" not in stripped:
+            return parse_arch_string(stripped)
+        return cls.from_yaml(text, where=str(p))
+
+
+def _make(cls, d: Any, where: str):
+    if not isinstance(d, dict):
+        raise field_error(ArchError, where, type(d).__name__, "a mapping")
+    names = [f.name for f in fields(cls)]
+    unknown = [k for k in d if k not in names]
+    if unknown:
+        raise field_error(ArchError, f"{where}.{unknown[0]}", unknown[0], names)
+    try:
+        return cls(**d)
+    except TypeError as exc:
+        raise ArchError(f"{where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# String parsing
+# --------------------------------------------------------------------------------------------
+_INT_FIELD = re.compile(r"([a-z])(\d+)$")
+
+
+def _parse_layer(token: str, where: str) -> tuple[str, dict[str, Any]]:
+    parts = token.split("_")
+    kind, out = parts[0], {}
+    for p in parts[1:]:
+        if p in CODE_ACTS:
+            out["act"] = CODE_ACTS[p]
+        elif p == "skip":
+            out["residual"] = True
+        elif p == "pool":
+            out["pool"] = True
+        elif m := re.fullmatch(r"se(\d+)([hs])", p):
+            out["se_ch"], out["se_gate"] = int(m.group(1)), CODE_GATES[m.group(2)]
+        elif m := re.fullmatch(r"d(\d*\.?\d+(?:e-?\d+)?)", p):
+            out["dropout"] = float(m.group(1))
+        elif m := re.fullmatch(r"x([a-z][a-z0-9]*)=(-?\d+)", p):
+            out.setdefault("opts", []).append((m.group(1), int(m.group(2))))
+        elif m := _INT_FIELD.fullmatch(p):
+            out[m.group(1)] = int(m.group(2))
+        else:
+            raise ArchError(f"{where}: cannot parse field {p!r} of {token!r}; allowed: "
+                            "i o m k s g l h <int>, se<int>h|s, re r6 hs sw li, skip, pool, d<float>, x<key>=<int>")
+    if "opts" in out:
+        out["opts"] = tuple(sorted(out["opts"]))
+    return kind, out
+
+
+_STEM_CODES = {"i": "in_ch", "o": "out_ch", "k": "kernel", "s": "stride"}
+_BLOCK_CODES = {"i": "in_ch", "o": "out_ch", "m": "mid_ch", "k": "kernel", "s": "stride", "g": "groups"}
+_HEAD_CODES = {"l": "last_ch", "h": "hidden_ch"}
+
+
+def _rename(kw: dict[str, Any], codes: dict[str, str], allowed_named: set[str], where: str) -> dict[str, Any]:
+    out = {}
+    for k, v in kw.items():
+        if k in codes:
+            out[codes[k]] = v
+        elif k in allowed_named:
+            out[k] = v
+        else:
+            raise ArchError(f"{where}: field {k!r} does not apply here; allowed: "
+                            f"{', '.join(sorted(set(codes) | allowed_named))}")
+    return out
+
+
+def parse_arch_string(text: str) -> Arch:
+    """Parse the one-line arch string (see the module docstring for the grammar)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ArchError("arch string: empty; allowed: stem_...-<block>-...-head_...")
+    tokens = text.strip().split("-")
+    if len(tokens) < 3 or not tokens[0].startswith("stem") or not tokens[-1].startswith("head"):
+        raise ArchError("arch string: must start with 'stem_' and end with 'head_' layers joined by '-'")
+    kind, kw = _parse_layer(tokens[0], "arch string stem")
+    stem = Stem(**_rename(kw, _STEM_CODES, {"act", "pool"}, "arch string stem"))
+    blocks = []
+    for i, tok in enumerate(tokens[1:-1]):
+        where = f"arch string block {i}"
+        kind, kw = _parse_layer(tok, where)
+        kw = _rename(kw, _BLOCK_CODES, {"act", "residual", "se_ch", "se_gate", "opts"}, where)
+        for need in ("in_ch", "out_ch"):
+            if need not in kw:
+                raise ArchError(f"{where}: missing {need} ({'i' if need == 'in_ch' else 'o'}<int>) in {tok!r}")
+        blocks.append(BlockSpec(type=kind, **kw))
+    kind, kw = _parse_layer(tokens[-1], "arch string head")
+    head = Head(**_rename(kw, _HEAD_CODES, {"act", "dropout"}, "arch string head"))
+    return Arch(stem, tuple(blocks), head)
+
+
+# --------------------------------------------------------------------------------------------
+# Signatures: the one place a layer's key at an input shape is derived
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Signature:
+    """A layer at an input shape.  ``kind`` is 'stem', 'head' or the block type."""
+
+    kind: str
+    spec: Stem | BlockSpec | Head
+    in_ch: int
+    h: int
+    w: int
+    num_classes: int = 0
+
+    @property
+    def key(self) -> str:
+        key = f"{self.spec.to_string()}@{self.in_ch}x{self.h}x{self.w}"
+        return key + (f"_n{self.num_classes}" if self.kind == "head" else "")
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        if self.kind == "head":
+            return 1, 1
+        return self.spec.out_hw(self.h, self.w)
+
+
+def signatures(arch: Arch, resolution: int | tuple[int, int] = 224, num_classes: int = 1000) -> list[Signature]:
+    """Stem, each block and the head of ``arch`` at input ``resolution`` (int or (H, W))."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    sigs = [Signature("stem", arch.stem, arch.stem.in_ch, h, w)]
+    h, w = arch.stem.out_hw(h, w)
+    for b in arch.blocks:
+        sigs.append(Signature(b.type, b, b.in_ch, h, w))
+        h, w = b.out_hw(h, w)
+    sigs.append(Signature("head", arch.head, arch.out_ch, h, w, num_classes))
+    return sigs
+
+
+def iter_block_shapes(arch: Arch, resolution: int = 224) -> Iterator[tuple[BlockSpec, int, int]]:
+    for s in signatures(arch, resolution):
+        if s.kind not in ("stem", "head"):
+            yield s.spec, s.h, s.w
+
+
+__all__ = [
+    "ACTIVATIONS", "SE_GATES", "Arch", "BlockSpec", "Head", "Signature", "Stem", "conv_out",
+    "make_divisible", "parse_arch_string", "signatures",
+]

@@ -1,0 +1,61 @@
+"""Errors that carry a one-line message for the user, and the CLI wrapper that prints them.
+
+Every user-facing failure in edgenas raises an ``EdgenasError`` subclass whose message is
+one line naming the field (or path) and what is allowed.  ``cli_entry`` turns such an error
+into ``error: <message>`` on stderr and exit status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, Iterable
+
+
+class EdgenasError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+
+class ArchError(EdgenasError, ValueError):
+    """An architecture value is malformed (bad channels, stride, block type, string...)."""
+
+
+class SpaceError(EdgenasError, ValueError):
+    """A search space file is malformed or an arch lies outside a space."""
+
+
+class DataError(EdgenasError):
+    """A data set is missing or malformed."""
+
+
+class TargetError(EdgenasError):
+    """A latency target is unknown, corrupt or cannot price something."""
+
+
+def allowed(values: Iterable) -> str:
+    """Format a list of allowed values for an error message."""
+    return ", ".join(str(v) for v in values)
+
+
+def field_error(cls: type[EdgenasError], field: str, got, allowed_values) -> EdgenasError:
+    """Build the standard message: ``<field>: got <got>; allowed: <values>``."""
+    if isinstance(allowed_values, str):
+        return cls(f"{field}: got {got!r}; allowed: {allowed_values}")
+    return cls(f"{field}: got {got!r}; allowed: {allowed(allowed_values)}")
+
+
+def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorate a CLI ``main``: user errors become one line on stderr and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            rc = main(*args, **kwargs)
+        except EdgenasError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        return 0 if rc is None else int(rc)
+
+    return wrapper

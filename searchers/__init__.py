@@ -1,0 +1,1 @@
+"""edgenas: searchers."""
