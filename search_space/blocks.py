@@ -1,28 +1,169 @@
-"""Block modules and the block-type registry.
+"""Block types: the registry that maps a ``BlockSpec.type`` to its rules, cost and module.
 
-A block class knows nothing of strings: it is built from a ``BlockSpec`` and registered under
-its type name.  Each class also answers, without torch tensors, whether a spec is valid for it
-(``check``) and what it costs (``cost``: parameters and multiply-accumulates at an input shape).
+A block type knows nothing of strings: given a ``BlockSpec`` it says whether the spec is valid
+(``check``, raising ``ArchError`` with one line naming the field and the allowed values), what it
+costs analytically (``cost(spec, h, w) -> (params, macs)`` at input shape h x w: all parameters
+including BatchNorm affine ones, and the multiply-accumulates of its Conv2d/Linear layers), which
+keyword arguments its ``modules.py`` class takes (``kwargs``) and the module itself (``module``).
+
+Adding a block family = a new class in ``modules.py`` + a new ``BlockType`` registered here.
 """
 from __future__ import annotations
 
-from search_space.arch import BlockSpec
+from search_space.arch import BlockSpec, conv_out
 from search_space.errors import ArchError, field_error
 
-BLOCKS: dict[str, type] = {}
+BLOCKS: dict[str, type["BlockType"]] = {}
 
 
 def register(name: str):
     def deco(cls):
-        BLOCKS[name] = cls
         cls.type_name = name
+        BLOCKS[name] = cls
         return cls
 
     return deco
 
 
+def get_block_type(name: str) -> type["BlockType"]:
+    bt = BLOCKS.get(name)
+    if bt is None:
+        raise field_error(ArchError, "block.type", name, sorted(BLOCKS))
+    return bt
+
+
 def check_block(spec: BlockSpec) -> None:
-    cls = BLOCKS.get(spec.type)
-    if cls is None:
-        raise field_error(ArchError, "type", spec.type, sorted(BLOCKS))
-    cls.check(spec)
+    get_block_type(spec.type).check(spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Analytic cost helpers (shared with profile.py)
+# --------------------------------------------------------------------------------------------
+def conv_cost(in_ch: int, out_ch: int, kernel: int, stride: int, h: int, w: int, groups: int = 1,
+              bias: bool = False, bn: bool = True) -> tuple[int, int, int, int]:
+    """(params, macs, out_h, out_w) of a 'same'-padded conv (+ BN affine params if ``bn``)."""
+    oh, ow = conv_out(h, kernel, stride), conv_out(w, kernel, stride)
+    weights = out_ch * (in_ch // groups) * kernel * kernel
+    params = weights + (out_ch if bias else 0) + (2 * out_ch if bn else 0)
+    return params, weights * oh * ow, oh, ow
+
+
+def se_cost(ch: int, se_ch: int) -> tuple[int, int]:
+    """Squeeze-excite: two 1x1 convs with bias on the pooled vector."""
+    return ch * se_ch + se_ch + se_ch * ch + ch, 2 * ch * se_ch
+
+
+# --------------------------------------------------------------------------------------------
+# Block types
+# --------------------------------------------------------------------------------------------
+class BlockType:
+    type_name = "?"
+    module_class = "?"  # the class name in search_space.modules
+    opts_allowed: dict[str, tuple[int, ...]] = {}
+
+    # -- validation -----------------------------------------------------------------------------
+    @classmethod
+    def check(cls, spec: BlockSpec) -> None:
+        for key, value in spec.opts:
+            if key not in cls.opts_allowed:
+                raise field_error(ArchError, f"block({spec.type}).opts", key,
+                                  sorted(cls.opts_allowed) or "none for this block type")
+            if value not in cls.opts_allowed[key]:
+                raise field_error(ArchError, f"block({spec.type}).opts.{key}", value, cls.opts_allowed[key])
+
+    @classmethod
+    def _require(cls, spec: BlockSpec, name: str, ok: bool, allowed) -> None:
+        if not ok:
+            raise field_error(ArchError, f"block({spec.type}).{name}", getattr(spec, name), allowed)
+
+    # -- cost / module ----------------------------------------------------------------------------
+    @classmethod
+    def cost(cls, spec: BlockSpec, h: int, w: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @classmethod
+    def kwargs(cls, spec: BlockSpec) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def module(cls, spec: BlockSpec):
+        from search_space import modules
+
+        return getattr(modules, cls.module_class)(**cls.kwargs(spec))
+
+
+@register("mbconv")
+class MBConvType(BlockType):
+    """Inverted residual (MobileNetV2/V3, MnasNet, ProxylessNAS, FBNet, OFA); mid_ch == in_ch
+    drops the expansion conv (timm's "ds" block) unless opts pw=1 keeps it (timm ``ir_e1``)."""
+
+    module_class = "MBConv"
+    opts_allowed = {"pw": (0, 1)}
+
+    @classmethod
+    def check(cls, spec: BlockSpec) -> None:
+        super().check(spec)
+        cls._require(spec, "mid_ch", spec.mid_ch > 0, "a positive integer (the expanded channels)")
+        if spec.opt("pw") and spec.mid_ch != spec.in_ch:
+            raise ArchError(f"block(mbconv).opts.pw: got 1 with mid_ch {spec.mid_ch} != in_ch {spec.in_ch}; "
+                            "allowed: pw=1 only when mid_ch == in_ch")
+        cls._require(spec, "kernel", spec.kernel % 2 == 1, "an odd kernel size (1, 3, 5, 7)")
+        g = spec.groups
+        if g != 1:
+            for name in ("in_ch", "mid_ch", "out_ch"):
+                if getattr(spec, name) % g:
+                    raise ArchError(f"block(mbconv).groups: got {g}, which does not divide {name} "
+                                    f"{getattr(spec, name)}; allowed: a common divisor of in_ch, mid_ch, out_ch")
+
+    @classmethod
+    def has_expand(cls, spec: BlockSpec) -> bool:
+        return spec.mid_ch != spec.in_ch or bool(spec.opt("pw"))
+
+    @classmethod
+    def cost(cls, spec: BlockSpec, h: int, w: int) -> tuple[int, int]:
+        params = macs = 0
+        if cls.has_expand(spec):
+            p, m, h, w = conv_cost(spec.in_ch, spec.mid_ch, 1, 1, h, w, spec.groups)
+            params, macs = params + p, macs + m
+        p, m, h, w = conv_cost(spec.mid_ch, spec.mid_ch, spec.kernel, spec.stride, h, w, spec.mid_ch)
+        params, macs = params + p, macs + m
+        if spec.se_ch:
+            p, m = se_cost(spec.mid_ch, spec.se_ch)
+            params, macs = params + p, macs + m
+        p, m, h, w = conv_cost(spec.mid_ch, spec.out_ch, 1, 1, h, w, spec.groups)
+        return params + p, macs + m
+
+    @classmethod
+    def kwargs(cls, spec: BlockSpec) -> dict:
+        return dict(in_ch=spec.in_ch, out_ch=spec.out_ch, mid_ch=spec.mid_ch, kernel=spec.kernel,
+                    stride=spec.stride, se_ch=spec.se_ch, se_gate=spec.se_gate, act=spec.act,
+                    residual=spec.residual, groups=spec.groups, force_expand=bool(spec.opt("pw")))
+
+
+@register("dwsep")
+class DWSepType(BlockType):
+    """MobileNetV1 depthwise-separable conv: dw kxk-BN-act, pw 1x1-BN-act."""
+
+    module_class = "DWSep"
+
+    @classmethod
+    def check(cls, spec: BlockSpec) -> None:
+        super().check(spec)
+        cls._require(spec, "mid_ch", spec.mid_ch == 0, "0 (dwsep has no inner width)")
+        cls._require(spec, "se_ch", spec.se_ch == 0, "0 (dwsep has no SE; use mbconv with mid_ch == in_ch)")
+        cls._require(spec, "groups", spec.groups == 1, [1])
+        cls._require(spec, "residual", not spec.residual, "False (use mbconv with mid_ch == in_ch)")
+        cls._require(spec, "kernel", spec.kernel % 2 == 1, "an odd kernel size (1, 3, 5, 7)")
+
+    @classmethod
+    def cost(cls, spec: BlockSpec, h: int, w: int) -> tuple[int, int]:
+        p1, m1, h, w = conv_cost(spec.in_ch, spec.in_ch, spec.kernel, spec.stride, h, w, spec.in_ch)
+        p2, m2, h, w = conv_cost(spec.in_ch, spec.out_ch, 1, 1, h, w)
+        return p1 + p2, m1 + m2
+
+    @classmethod
+    def kwargs(cls, spec: BlockSpec) -> dict:
+        return dict(in_ch=spec.in_ch, out_ch=spec.out_ch, kernel=spec.kernel, stride=spec.stride, act=spec.act)
+
+
+__all__ = ["BLOCKS", "BlockType", "check_block", "conv_cost", "get_block_type", "register", "se_cost"]
