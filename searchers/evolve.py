@@ -1,0 +1,409 @@
+"""Platform-aware aging evolution: the most accurate network of a space under a latency budget.
+
+    python -m searchers.evolve --target pixel-cpu --budget 60ms
+
+Regularized (aging) evolution (Real et al., 2019) with MnasNet's reward ACC * (LAT / T) ** w:
+a population of the ``--population`` youngest evaluated archs; each step samples ``--sample-size``
+of them, mutates the best (``Space.mutate``; with probability ``--crossover`` it first crosses it
+with a second tournament's winner through ``Space.crossover``), evaluates the child and lets the
+oldest die.  Latency comes from the target's latency model (free), accuracy from the evaluator
+(``supernet`` by default, on Fashion-MNIST).  Before any evaluator time is spent the budget is
+probed with the latency model; a budget no arch of the space meets is an error.
+
+Every evaluated arch is a trial of an Optuna study (``searchers.records``), so a killed search
+resumes (``--resume``), ``--workers N`` processes share one study (their population is its
+youngest finished trials), and machines join through ``--storage postgresql://...``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import socket
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from search_space.errors import EdgenasError, cli_entry
+from searchers.cli_common import (OptionError, SearchSettings, add_search_options, check_names,
+                                  default_study_name, given_options, resolve, sqlite_url)
+from searchers.records import Board, Records, TrialRecord, best_record
+from searchers.reward import Reward
+
+SEARCHER = "evolve"
+MAX_CONSECUTIVE_FAILURES = 5
+DEDUP_TRIES = 10
+INIT_TRIES = 100
+
+
+class SearchError(EdgenasError):
+    """The search cannot go on (infeasible budget, an evaluator that keeps failing...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up shared by the parent and the workers
+# ---------------------------------------------------------------------------------------------
+def run_paths(s: SearchSettings) -> tuple[str, Path, str]:
+    """(study name, run folder, storage URL) from the settings."""
+    study = s.study or default_study_name(SEARCHER, s)
+    out = Path(s.out) if s.out else Path("runs") / study
+    storage = s.storage or sqlite_url(out / "study.db")
+    return study, out, storage
+
+
+@dataclass
+class Context:
+    settings: SearchSettings
+    space: Any
+    model: Any
+    reward: Reward
+    study_name: str
+    out: Path
+    storage: str
+    evaluator: Any = None
+    arch_cache: dict = field(default_factory=dict)
+
+    def arch(self, text: str):
+        a = self.arch_cache.get(text)
+        if a is None:
+            from search_space.arch import Arch
+
+            a = self.arch_cache[text] = Arch.from_string(text)
+        return a
+
+    def get_evaluator(self, progress: bool = True):
+        if self.evaluator is None:
+            from searchers.evaluators import get_evaluator
+
+            s = self.settings
+            self.evaluator = get_evaluator(s.evaluator, space=self.space, dataset=s.dataset, seed=s.seed,
+                                           **s.eval_opts)
+            try:
+                self.evaluator.prepare(progress=progress)
+            except TypeError:
+                self.evaluator.prepare()
+        return self.evaluator
+
+
+def make_context(s: SearchSettings) -> Context:
+    import latency_models
+    from search_space.space import load_space
+
+    check_names(s)
+    space = load_space(s.space)
+    model = latency_models.load(s.target)
+    reward = Reward.make(s.budget_ms, s.reward, s.w)
+    study, out, storage = run_paths(s)
+    return Context(s, space, model, reward, study, out, storage)
+
+
+# ---------------------------------------------------------------------------------------------
+# Budget probe: is any arch of the space under the budget?  (latency model only)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Probe:
+    fastest_ms: float
+    fastest_arch: str
+    feasible_fraction: float
+    samples: int
+
+
+def probe_budget(ctx: Context, seed: int, samples: int = 300, max_s: float = 20.0) -> Probe:
+    """Latency of ``samples`` random archs, then a greedy walk down each decision from the fastest.
+
+    Raises SearchError when even the fastest arch seen is over the budget.
+    """
+    space, model, res, budget = ctx.space, ctx.model, ctx.settings.resolution, ctx.settings.budget_ms
+    rng = random.Random(f"probe:{seed}")
+    t0 = time.perf_counter()
+    archs = []
+    while len(archs) < samples and (time.perf_counter() - t0 < max_s or len(archs) < 10):
+        archs.append(space.sample(rng))
+    lats = [float(x) for x in model.predict_many(archs, resolution=res)]
+    feasible = sum(lat <= budget for lat in lats) / len(lats)
+    i = min(range(len(lats)), key=lats.__getitem__)
+    best_arch, best_lat = archs[i], lats[i]
+    if best_lat > budget:
+        best_arch, best_lat = _greedy_fastest(ctx, best_arch, best_lat, deadline=t0 + 3 * max_s)
+    if best_lat > budget:
+        raise SearchError(f"no architecture of space {space.name} reaches {budget:g} ms on {ctx.settings.target}; "
+                          f"the fastest seen is {best_lat:.1f} ms")
+    return Probe(best_lat, best_arch.to_string(), feasible, len(archs))
+
+
+def _greedy_fastest(ctx: Context, arch, lat: float, deadline: float, passes: int = 3):
+    """Coordinate descent over the encoding: each decision set to its fastest option, repeated."""
+    space, model, res = ctx.space, ctx.model, ctx.settings.resolution
+    from search_space.errors import EdgenasError as _E
+
+    codes = list(space.encode(arch))
+    cards = list(space.cardinalities())
+    for _ in range(passes):
+        improved = False
+        for d, n in enumerate(cards):
+            if time.perf_counter() > deadline:
+                return arch, lat
+            cands = []
+            for v in range(n):
+                if v == codes[d]:
+                    continue
+                trial = codes[:d] + [v] + codes[d + 1:]
+                try:
+                    cands.append((trial, space.decode(trial)))
+                except (_E, ValueError):
+                    continue
+            if not cands:
+                continue
+            lats = model.predict_many([a for _, a in cands], resolution=res)
+            j = min(range(len(cands)), key=lambda k: float(lats[k]))
+            if float(lats[j]) < lat - 1e-9:
+                codes, arch, lat = cands[j][0], cands[j][1], float(lats[j])
+                improved = True
+        if not improved:
+            break
+    return arch, lat
+
+
+# ---------------------------------------------------------------------------------------------
+# The evolution (one worker)
+# ---------------------------------------------------------------------------------------------
+class Evolution:
+    """Aging evolution over ``ctx.space``; trials go to ``records`` (and TensorBoard)."""
+
+    def __init__(self, ctx: Context, records: Records, worker: int = 0, shared: bool = False,
+                 board: Board | None = None, progress: bool = True):
+        self.ctx, self.records, self.worker, self.shared = ctx, records, worker, shared
+        self.board, self.progress = board, progress
+        self.history: list[TrialRecord] = records.complete()  # resume: what is already finished
+        self.accuracy: dict[str, float] = {r.arch: r.accuracy for r in self.history}
+        s = ctx.settings
+        salt = "" if not shared else f":{socket.gethostname()}:{os.getpid()}"
+        self.rng = random.Random(f"evolve:{s.seed}:{worker}:{len(self.history)}{salt}")
+        self.failures = 0
+        self.eval_s = 0.0
+
+    # -- proposals --------------------------------------------------------------------------------
+    def _initial(self):
+        """A random arch, preferably one predicted within the budget (latency is free, accuracy is not)."""
+        space, model, res, budget = self.ctx.space, self.ctx.model, self.ctx.settings.resolution, self.ctx.settings.budget_ms
+        best, best_lat = None, math.inf
+        for _ in range(INIT_TRIES):
+            a = space.sample(self.rng)
+            if a.to_string() in self.accuracy:
+                continue
+            lat = float(model.predict(a, resolution=res))
+            if lat <= budget:
+                return a
+            if lat < best_lat:
+                best, best_lat = a, lat
+        return best if best is not None else space.sample(self.rng)
+
+    def _winner(self, population: list[TrialRecord]) -> TrialRecord:
+        k = min(self.ctx.settings.sample_size, len(population))
+        return max(self.rng.sample(population, k), key=lambda r: (r.reward, -r.number))
+
+    def _child(self, population: list[TrialRecord]):
+        space, s = self.ctx.space, self.ctx.settings
+        parent = self.ctx.arch(self._winner(population).arch)
+        child = None
+        for _ in range(DEDUP_TRIES):
+            if s.crossover > 0 and self.rng.random() < s.crossover:
+                other = self.ctx.arch(self._winner(population).arch)
+                child = space.crossover(parent, other, self.rng)
+                if child == parent or child == other:
+                    child = space.mutate(child, self.rng)
+            else:
+                child = space.mutate(parent, self.rng)
+            if child.to_string() not in self.accuracy:
+                break
+        return child
+
+    def propose(self, history: list[TrialRecord]):
+        pop = self.ctx.settings.population
+        if len(history) < pop:
+            return self._initial()
+        return self._child(history[-pop:])  # the youngest P: the oldest died
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def evaluate(self, arch) -> TrialRecord | None:
+        ctx = self.ctx
+        res = ctx.settings.resolution
+        text = arch.to_string()
+        codes = ctx.space.encode(arch)
+        lat = float(ctx.model.predict(arch, resolution=res))
+        breakdown = ctx.model.breakdown(arch, resolution=res)
+        t0 = time.perf_counter()
+        try:
+            if text in self.accuracy:
+                acc = self.accuracy[text]
+            else:
+                acc = float(ctx.get_evaluator(self.progress).evaluate(arch))
+                if not (0.0 <= acc <= 1.0) or math.isnan(acc):
+                    raise SearchError(f"evaluator {ctx.settings.evaluator} returned accuracy {acc!r}; allowed: [0, 1]")
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # the trial is recorded as FAIL; the study stays
+            dt = time.perf_counter() - t0
+            self.records.add(arch, codes, None, lat, None, breakdown, self.worker, dt, error=f"{type(exc).__name__}: {exc}")
+            self.failures += 1
+            if isinstance(exc, EdgenasError):
+                raise
+            if self.failures >= MAX_CONSECUTIVE_FAILURES:
+                raise SearchError(f"evaluator {ctx.settings.evaluator} failed {self.failures} times in a row; "
+                                  f"last: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            return None
+        dt = time.perf_counter() - t0
+        self.eval_s += dt
+        self.failures = 0
+        r = ctx.reward(acc, lat)
+        number = self.records.add(arch, codes, acc, lat, r, breakdown, self.worker, dt)
+        rec = TrialRecord(number, text, tuple(codes), acc, lat, r, self.worker)
+        self.accuracy[text] = acc
+        if self.board is not None:
+            self.board.trial(rec)
+        return rec
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self, bar=None) -> list[TrialRecord]:
+        trials = self.ctx.settings.trials
+        while True:
+            history = self.records.complete() if self.shared else self.history
+            if self.shared:
+                for r in history:
+                    self.accuracy.setdefault(r.arch, r.accuracy)
+            if len(history) >= trials:
+                break
+            rec = self.evaluate(self.propose(history))
+            if rec is None:
+                continue
+            if not self.shared:
+                self.history.append(rec)
+            if bar is not None:
+                bar.n = min(trials, len(history) + 1) if self.shared else len(self.history)
+                best = best_record(self.history if not self.shared else history + [rec], self.ctx.settings.budget_ms)
+                bar.set_postfix_str(f"best {best.accuracy:.3f} @ {best.latency_ms:.1f} ms", refresh=False)
+                bar.refresh()
+        return self.records.complete()
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers (--workers N): N processes on one study
+# ---------------------------------------------------------------------------------------------
+def _worker_main(settings_dict: dict, worker: int, threads: int) -> int:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        s = SearchSettings(**settings_dict)
+        ctx = make_context(s)
+        records, _ = Records.open(ctx.study_name, ctx.storage, ctx.space, s.identity(), resume=True, searcher=SEARCHER)
+        ctx.get_evaluator(progress=False)
+        board = Board(ctx.out / "tensorboard", worker)
+        try:
+            Evolution(ctx, records, worker, shared=True, board=board, progress=False).run()
+        finally:
+            board.close()
+    except EdgenasError as exc:
+        print(f"error: worker {worker}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_workers(ctx: Context, records: Records) -> None:
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    s = ctx.settings
+    n = s.workers
+    threads = max(1, (os.cpu_count() or 1) // n)
+    mpc = mp.get_context("spawn")
+    with mpc.Pool(n) as pool:
+        results = [pool.apply_async(_worker_main, (s.to_dict(), k, threads)) for k in range(n)]
+        with tqdm(total=s.trials, initial=min(s.trials, records.n_complete()), desc=f"evolve x{n}", unit="arch",
+                  dynamic_ncols=True, file=sys.stderr) as bar:
+            while not all(r.ready() for r in results):
+                time.sleep(1.0)
+                bar.n = min(s.trials, records.n_complete())
+                bar.refresh()
+            bar.n = min(s.trials, records.n_complete())
+            bar.refresh()
+        codes = [r.get() for r in results]
+    if any(codes):
+        raise SearchError(f"{sum(1 for c in codes if c)} of {n} workers failed (see their error lines above); "
+                          f"the finished trials are kept in {ctx.storage}")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m searchers.evolve", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_search_options(p)
+    p.add_argument("--population", help="population size P (default: 50)")
+    p.add_argument("--sample-size", dest="sample_size", help="tournament size S (default: 10)")
+    p.add_argument("--crossover", help="probability of crossover before mutation (default: 0)")
+    p.add_argument("--no-progress", dest="no_progress", action="store_true", default=None,
+                   help="no progress bar")
+    return p
+
+
+def search(s: SearchSettings, progress: bool = True) -> dict:
+    """Run (or continue) the search of ``s`` and write its outputs; returns the summary dict."""
+    from searchers import outputs
+
+    t_start = time.perf_counter()
+    ctx = make_context(s)
+    if progress:
+        print(f"evolve: space {ctx.space.name}, target {s.target} at {s.resolution}, budget {s.budget_ms:g} ms, "
+              f"{s.reward} reward, evaluator {s.evaluator} on {s.dataset}, {s.trials} trials, seed {s.seed}",
+              file=sys.stderr)
+    probe = probe_budget(ctx, s.seed)
+    if progress:
+        print(f"budget probe: fastest {probe.fastest_ms:.1f} ms; {100 * probe.feasible_fraction:.0f}% of "
+              f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
+    records, created = Records.open(ctx.study_name, ctx.storage, ctx.space, s.identity(), resume=s.resume,
+                                    searcher=SEARCHER)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    done = records.n_complete()
+    if progress and not created:
+        print(f"study {ctx.study_name}: {done} finished trials in {records.storage_url}", file=sys.stderr)
+    if done < s.trials:
+        ctx.get_evaluator(progress)  # trains or loads the supernet once, before any worker starts
+        if s.workers > 1:
+            _run_workers(ctx, records)
+        else:
+            from tqdm import tqdm
+
+            board = Board(ctx.out / "tensorboard", 0)
+            evo = Evolution(ctx, records, 0, shared=False, board=board, progress=progress)
+            try:
+                with tqdm(total=s.trials, initial=len(evo.history), desc="evolve", unit="arch", dynamic_ncols=True,
+                          disable=not progress, file=sys.stderr) as bar:
+                    evo.run(bar)
+            finally:
+                board.close()
+    summary = outputs.write_outputs(ctx, records, probe=probe, wall_s=time.perf_counter() - t_start,
+                                    progress=progress)
+    return summary
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    given = given_options(ns)
+    progress = not given.pop("no_progress", False)
+    s = resolve(given)
+    summary = search(s, progress=progress)
+    from searchers.outputs import print_summary
+
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

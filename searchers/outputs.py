@@ -1,0 +1,213 @@
+"""A finished search's files: ``best/`` (arch.yaml, model.py, model.onnx), ``pareto.csv``,
+``pareto.png``, ``zoo.csv``, ``summary.json``, and the TensorBoard Pareto image and hparams."""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from searchers.records import Board, Records, TrialRecord, best_record, pareto_front, safe_url
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("edgenas", "torch", "optuna", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def machine() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def zoo_points(ctx, evaluate: bool = True) -> list[dict[str, Any]]:
+    """The space's zoo networks: predicted latency and, when asked, the evaluator's accuracy."""
+    from search_space import zoo
+
+    out = []
+    try:
+        entries = list(ctx.space.zoo_entries())
+    except Exception:
+        return out
+    for name, width in entries:
+        arch = zoo.get(name, width)
+        row: dict[str, Any] = {"name": name, "width": width,
+                               "latency_ms": float(ctx.model.predict(arch, resolution=ctx.settings.resolution)),
+                               "accuracy": None}
+        if evaluate:
+            try:
+                row["accuracy"] = float(ctx.get_evaluator(False).evaluate(arch))
+            except Exception as exc:  # a reference point only: keep going without it
+                row["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(row)
+    return out
+
+
+def pareto_figure(records: list[TrialRecord], front: list[TrialRecord], best: TrialRecord | None,
+                  budget_ms: float, zoo: list[dict[str, Any]], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    ax.scatter([r.latency_ms for r in records], [r.accuracy for r in records], s=8, c="0.7", label="trials")
+    ax.plot([r.latency_ms for r in front], [r.accuracy for r in front], "o-", c="tab:blue", ms=4, label="Pareto front")
+    if best is not None:
+        ax.scatter([best.latency_ms], [best.accuracy], marker="*", s=200, c="tab:red", zorder=5,
+                   label=f"best: {best.accuracy:.3f} @ {best.latency_ms:.1f} ms")
+    ax.axvline(budget_ms, ls="--", c="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
+    zp = [z for z in zoo if z.get("accuracy") is not None]
+    if zp:
+        ax.scatter([z["latency_ms"] for z in zp], [z["accuracy"] for z in zp], marker="s", s=30, c="tab:green",
+                   zorder=4, label="zoo networks")
+        for z in zp:
+            ax.annotate(f"{z['name']} {z['width']:g}", (z["latency_ms"], z["accuracy"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def write_pareto_csv(path: Path, front: list[TrialRecord]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial", "accuracy", "latency_ms", "reward", "arch"])
+        for r in front:
+            w.writerow([r.number, f"{r.accuracy:.6f}", f"{r.latency_ms:.4f}", f"{r.reward:.6f}", r.arch])
+
+
+def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progress: bool = True,
+                  zoo: bool = True) -> dict[str, Any]:
+    """Write the run's files and return the summary (also written as summary.json)."""
+    from search_space.export import export
+
+    s = ctx.settings
+    out = Path(ctx.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recs = records.complete()
+    best = best_record(recs, s.budget_ms)
+    front = pareto_front(recs)
+    write_pareto_csv(out / "pareto.csv", front)
+    zoo_rows = zoo_points(ctx, evaluate=zoo) if zoo else []
+    if zoo_rows:
+        with open(out / "zoo.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "width", "latency_ms", "accuracy"])
+            for z in zoo_rows:
+                w.writerow([z["name"], z["width"], f"{z['latency_ms']:.4f}",
+                            "" if z["accuracy"] is None else f"{z['accuracy']:.6f}"])
+    title = f"{ctx.study_name}: {len(recs)} trials, {s.target} at {s.resolution}, {s.evaluator} on {s.dataset}"
+    fig = pareto_figure(recs, front, best, s.budget_ms, zoo_rows, title)
+    fig.savefig(out / "pareto.png")
+    files: dict[str, str] = {"pareto.csv": str(out / "pareto.csv"), "pareto.png": str(out / "pareto.png")}
+    best_dict = None
+    if best is not None:
+        arch = ctx.arch(best.arch)
+        num_classes = _num_classes(ctx)
+        exported = export(arch, out / "best", num_classes=num_classes, resolution=s.resolution)
+        files.update({f"best/{Path(p).name}": str(p) for p in exported.values()})
+        best_dict = {"trial": best.number, "arch": best.arch, "latency_ms": best.latency_ms,
+                     "accuracy": best.accuracy, "reward": best.reward,
+                     "within_budget": best.latency_ms <= s.budget_ms, "num_classes": num_classes}
+    board = Board(out / "tensorboard", 0)
+    try:
+        metrics = {"hparam/best_reward": best.reward if best else 0.0,
+                   "hparam/best_accuracy": best.accuracy if best else 0.0,
+                   "hparam/best_latency_ms": best.latency_ms if best else 0.0}
+        hp = {k: v for k, v in s.to_dict().items() if k not in ("eval_opts", "config", "out", "storage", "resume")}
+        hp = {k: ("" if v is None else v) for k, v in hp.items()}
+        board.finish(fig, hp, metrics)
+    finally:
+        board.close()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    summary = {
+        "best": best_dict,
+        "trials": len(recs),
+        "failed_trials": records.n_failed(),
+        "pareto_size": len(front),
+        "budget_ms": s.budget_ms,
+        "target": s.target,
+        "resolution": s.resolution,
+        "space": ctx.space.name,
+        "evaluator": s.evaluator,
+        "dataset": s.dataset,
+        "reward": {"mode": ctx.reward.mode, "alpha": ctx.reward.alpha, "beta": ctx.reward.beta},
+        "seed": s.seed,
+        "settings": {k: v for k, v in s.to_dict().items()},
+        "study": ctx.study_name,
+        "storage": safe_url(ctx.storage),
+        "out": str(out),
+        "files": files,
+        "zoo": zoo_rows,
+        "probe": None if probe is None else {"fastest_ms": probe.fastest_ms, "fastest_arch": probe.fastest_arch,
+                                             "feasible_fraction": probe.feasible_fraction, "samples": probe.samples},
+        "wall_s": round(wall_s, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+        "machine": machine(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _num_classes(ctx) -> int:
+    ev = ctx.evaluator
+    for attr in ("num_classes",):
+        v = getattr(ev, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    try:
+        from searchers.data import load_dataset
+
+        splits = load_dataset(ctx.settings.dataset, seed=ctx.settings.seed)
+        n = getattr(splits, "num_classes", None)
+        if isinstance(n, int) and n > 0:
+            return n
+    except Exception:
+        pass
+    return 10
+
+
+def print_summary(summary: dict[str, Any], file=None) -> None:
+    file = file or sys.stdout
+    b = summary["best"]
+    out = summary["out"]
+    if b is None:
+        print(f"no finished trial in study {summary['study']}; files in {out}/", file=file)
+        return
+    over = "" if b["within_budget"] else "  (OVER the budget: no trial was within it)"
+    print(f"best architecture (trial {b['trial']} of {summary['trials']}):", file=file)
+    print(f"  {b['arch']}", file=file)
+    print(f"  predicted latency: {b['latency_ms']:.2f} ms on {summary['target']} at {summary['resolution']}x"
+          f"{summary['resolution']} (budget {summary['budget_ms']:g} ms){over}", file=file)
+    print(f"  accuracy: {b['accuracy']:.4f} ({summary['evaluator']} evaluator on {summary['dataset']}); "
+          f"reward {b['reward']:.4f}", file=file)
+    print(f"  files: {out}/best/ (arch.yaml, model.py, model.onnx), {out}/pareto.csv, {out}/pareto.png, "
+          f"{out}/summary.json, {out}/tensorboard/", file=file)
+    print(f"  study: {summary['study']} in {summary['storage']}  (optuna-dashboard {summary['storage']})", file=file)

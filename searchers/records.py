@@ -1,0 +1,286 @@
+"""Where searches keep their trials: an Optuna study (+ TensorBoard), shared by every searcher.
+
+Each evaluated architecture is one Optuna trial with two objectives, ``accuracy`` (maximize) and
+``latency (ms)`` (minimize).  Its params are the space's integer encoding (one
+``IntDistribution(0, n - 1)`` per decision, so optuna-dashboard can plot them), its user attrs
+the arch string, the reward, the per-layer latency breakdown and the evaluation time.
+
+A trial is written once, finished, with ``Study.add_trial`` (one transaction): a search killed
+mid-evaluation leaves no half-written or forever-RUNNING trial behind, and a resumed search counts
+exactly the finished ones.  (The searcher, not an Optuna sampler, proposes the archs, so the
+ask/tell round trip would only add a write per param and per attr.)
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from search_space.errors import EdgenasError
+
+METRIC_NAMES = ["accuracy", "latency (ms)"]
+DIRECTIONS = ["maximize", "minimize"]
+SETTINGS_ATTR = "edgenas_settings"
+
+
+class StorageError(EdgenasError):
+    """The study storage cannot be reached, or the study does not match the request."""
+
+
+def _quiet_optuna() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    return None
+
+
+def open_storage(url: str, must_exist: bool = False):
+    """An Optuna ``RDBStorage`` for ``url``; unreachable or malformed URLs raise StorageError."""
+    _quiet_optuna()
+    import optuna
+    import sqlalchemy.exc
+
+    path = sqlite_path(url)
+    if path is not None:
+        if must_exist and not path.is_file():
+            raise StorageError(f"--storage: {safe_url(url)} does not exist (nothing to resume)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
+    last: Exception | None = None
+    for attempt in range(6):  # two workers creating the schema at once may collide: retry
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            last = exc
+            time.sleep(0.3 * (attempt + 1))
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"--storage: cannot use {safe_url(url)}: {reason}") from None
+    raise StorageError(f"--storage: cannot set up {safe_url(url)}: {str(last).splitlines()[0]}")
+
+
+def param_names(space, n: int) -> list[str]:
+    names = getattr(space, "decision_names", None)
+    if callable(names):
+        try:
+            got = list(names())
+            if len(got) == n and len(set(got)) == n:
+                return [f"{i:03d}_{g}" for i, g in enumerate(got)]
+        except Exception:
+            pass
+    return [f"x{i:03d}" for i in range(n)]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A finished trial as a searcher sees it."""
+
+    number: int
+    arch: str
+    codes: tuple[int, ...]
+    accuracy: float
+    latency_ms: float
+    reward: float
+    worker: int = 0
+
+
+class Records:
+    """One search's study: add finished trials, read the finished ones (incrementally)."""
+
+    def __init__(self, study, space, storage_url: str):
+        from optuna.distributions import IntDistribution
+
+        self.study = study
+        self.storage_url = storage_url
+        self.space = space
+        cards = [int(c) for c in space.cardinalities()]
+        self.names = param_names(space, len(cards))
+        self.distributions = {n: IntDistribution(0, max(0, c - 1)) for n, c in zip(self.names, cards)}
+        self._seen: dict[int, TrialRecord] = {}
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, study_name: str, storage_url: str, space, identity: dict[str, Any], resume: bool,
+             searcher: str) -> tuple["Records", bool]:
+        """Create or join the study.  ``resume`` demands that it exist.  Returns (records, created).
+
+        A study remembers the settings that define its search (``identity``); joining it with
+        others is an error naming the first differing option.
+        """
+        import optuna
+
+        storage = open_storage(storage_url, must_exist=resume)
+        created = False
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            if resume:
+                known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+                raise StorageError(
+                    f"--resume: no study {study_name!r} in {safe_url(storage_url)}; "
+                    f"known: {', '.join(known) if known else 'none'}") from None
+            study = optuna.create_study(study_name=study_name, storage=storage, directions=DIRECTIONS,
+                                        load_if_exists=True)
+            created = True
+        if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]:
+            raise StorageError(f"--study: {study_name!r} is not an edgenas search study (objectives differ)")
+        wanted = json.loads(json.dumps({"searcher": searcher, **identity}, sort_keys=True))
+        stored = study.user_attrs.get(SETTINGS_ATTR)
+        if stored is None and not created:  # a creator may be a moment away from writing them
+            for _ in range(20):
+                time.sleep(0.25)
+                stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(SETTINGS_ATTR)
+                if stored is not None:
+                    break
+        if stored is None:
+            study.set_user_attr(SETTINGS_ATTR, wanted)
+            study.set_metric_names(METRIC_NAMES)
+        else:
+            for key in sorted(set(wanted) | set(stored)):
+                if wanted.get(key) != stored.get(key):
+                    opt = "--" + key.replace("_ms", "").replace("_", "-")
+                    raise StorageError(
+                        f"{opt}: study {study_name!r} was run with {stored.get(key)!r}, got {wanted.get(key)!r}; "
+                        f"use the same options or another --study")
+        return cls(study, space, storage_url), created
+
+    # -- writing --------------------------------------------------------------------------------
+    def add(self, arch, codes: Sequence[int], accuracy: float | None, latency_ms: float, reward: float | None,
+            breakdown: Iterable[tuple[str, float]] = (), worker: int = 0, eval_s: float = 0.0,
+            error: str | None = None, extra: dict[str, Any] | None = None) -> int:
+        """Record one evaluated arch (COMPLETE) or a failed evaluation (FAIL).  Returns its number."""
+        import optuna
+        from optuna.trial import TrialState
+
+        codes = [int(c) for c in codes]
+        attrs: dict[str, Any] = {
+            "arch": arch if isinstance(arch, str) else arch.to_string(),
+            "latency_ms": round(float(latency_ms), 6),
+            "latency_breakdown": [[str(k), round(float(v), 5)] for k, v in breakdown],
+            "worker": int(worker),
+            "eval_s": round(float(eval_s), 4),
+        }
+        if extra:
+            attrs.update(extra)
+        if error is None:
+            attrs["reward"] = float(reward)
+            trial = optuna.trial.create_trial(
+                state=TrialState.COMPLETE, values=[float(accuracy), float(latency_ms)],
+                params=dict(zip(self.names, codes)), distributions=self.distributions, user_attrs=attrs)
+        else:
+            attrs["error"] = str(error)[:2000]
+            trial = optuna.trial.create_trial(
+                state=TrialState.FAIL, params=dict(zip(self.names, codes)),
+                distributions=self.distributions, user_attrs=attrs)
+        # Study.add_trial without the number it gave: the same two calls, keeping the id.
+        trial._validate()  # noqa: SLF001
+        storage, study_id = self.study._storage, self.study._study_id  # noqa: SLF001
+        trial_id = storage.create_new_trial(study_id, template_trial=trial)
+        return storage.get_trial_number_from_id(trial_id)
+
+    # -- reading --------------------------------------------------------------------------------
+    def complete(self) -> list[TrialRecord]:
+        """All finished (COMPLETE) trials, ordered by number; only new ones are converted."""
+        from optuna.trial import TrialState
+
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number not in self._seen:
+                self._seen[t.number] = to_record(t, self.names)
+        return [self._seen[n] for n in sorted(self._seen)]
+
+    def n_complete(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def n_failed(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+
+def to_record(t, names: Sequence[str] | None = None) -> TrialRecord:
+    names = names or sorted(t.params)
+    codes = tuple(int(t.params[n]) for n in names if n in t.params)
+    acc, lat = t.values
+    return TrialRecord(t.number, t.user_attrs.get("arch", ""), codes, float(acc), float(lat),
+                       float(t.user_attrs.get("reward", math.nan)), int(t.user_attrs.get("worker", 0)))
+
+
+def pareto_front(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Non-dominated records (higher accuracy, lower latency), by increasing latency."""
+    out: list[TrialRecord] = []
+    best_acc = -math.inf
+    for r in sorted(records, key=lambda r: (r.latency_ms, -r.accuracy, r.number)):
+        if r.accuracy > best_acc:
+            out.append(r)
+            best_acc = r.accuracy
+    return out
+
+
+def best_record(records: Sequence[TrialRecord], budget_ms: float) -> TrialRecord | None:
+    """Highest reward among the archs within the budget; over budget only if none is within it."""
+    if not records:
+        return None
+    feasible = [r for r in records if r.latency_ms <= budget_ms]
+    pool = feasible or list(records)
+    return max(pool, key=lambda r: (r.reward, r.accuracy, -r.number))
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard
+# ---------------------------------------------------------------------------------------------
+class Board:
+    """TensorBoard events in ``<run>/tensorboard``: per-trial reward, accuracy, latency, best so far,
+    and at the end the Pareto scatter (image) and the hparams."""
+
+    def __init__(self, logdir: Path, worker: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.logdir = Path(logdir) / (f"worker{worker}" if worker else "")
+        self.writer = SummaryWriter(log_dir=str(self.logdir), flush_secs=10)
+        self.best = -math.inf
+
+    def trial(self, rec: TrialRecord) -> None:
+        w, step = self.writer, rec.number
+        w.add_scalar("trial/reward", rec.reward, step)
+        w.add_scalar("trial/accuracy", rec.accuracy, step)
+        w.add_scalar("trial/latency_ms", rec.latency_ms, step)
+        self.best = max(self.best, rec.reward)
+        w.add_scalar("best/reward", self.best, step)
+
+    def finish(self, figure=None, hparams: dict | None = None, metrics: dict | None = None) -> None:
+        if figure is not None:
+            self.writer.add_figure("pareto", figure, close=False)
+        if hparams is not None:
+            clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+            self.writer.add_hparams(clean, metrics or {}, run_name=".")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+__all__ = ["Board", "METRIC_NAMES", "Records", "StorageError", "TrialRecord", "best_record", "open_storage",
+           "pareto_front", "to_record"]
