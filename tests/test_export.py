@@ -1,0 +1,250 @@
+"""Export: standalone model.py (fresh interpreter, identical outputs), ONNX (onnxruntime), arch.yaml, CLI."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from search_space.arch import Arch
+from search_space.export import export, generate_model_py, load_generated, main
+from search_space.importers import from_net_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data"
+OFA_MBV3 = DATA / "ofa_specialized" / "LG-G8_lat-16ms_top1-74.7_finetune-25.net.config"
+RES = 64  # small inputs keep the suite fast; the code paths are the same at 224
+NUM_CLASSES = 10
+# one zoo net per block type: mbconv (+SE, h-swish), dwsep, shufflev2, sandglass
+ZOO_CASES = [("mobilenet_v3_small", 1.0), ("mobilenet_v1", 0.25), ("shufflenet_v2", 0.5), ("mobilenext", 0.5)]
+
+
+def _arch(case) -> Arch:
+    if case == "ofa":
+        return from_net_config(OFA_MBV3)
+    from search_space import zoo
+
+    name, width = case
+    return zoo.get(name, width=width)
+
+
+def _case_id(case) -> str:
+    return case if isinstance(case, str) else f"{case[0]}@{case[1]:g}"
+
+
+def _trained_like_weights(model: torch.nn.Module, seed: int) -> dict:
+    """Random weights with non-trivial BN statistics, so that eval-mode BN matters."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("running_var"):
+            v = 0.5 + torch.rand(v.shape, generator=g)
+        elif k.endswith("running_mean"):
+            v = 0.1 * torch.randn(v.shape, generator=g)
+        elif v.is_floating_point():
+            v = v + 0.05 * torch.randn(v.shape, generator=g)
+        sd[k] = v
+    return sd
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Export each case once: {case_id: (arch, out_dir, state_dict, input, framework output)}."""
+    torch.set_num_threads(1)
+    done = {}
+
+    def get(case):
+        cid = _case_id(case)
+        if cid not in done:
+            arch = _arch(case)
+            model = arch.build(NUM_CLASSES).eval()
+            sd = _trained_like_weights(model, seed=len(done))
+            model.load_state_dict(sd)
+            out = tmp_path_factory.mktemp(cid.replace("@", "_"))
+            written = export(arch, out, formats=("py", "onnx", "yaml", "pt"), num_classes=NUM_CLASSES,
+                             resolution=RES, state_dict=sd, name=cid)
+            assert set(written) == {"py", "onnx", "yaml", "pt"}
+            x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad():
+                y = model(x)
+            torch.save({"x": x, "y": y}, out / "io.pt")
+            done[cid] = (arch, out, sd, x, y)
+        return done[cid]
+
+    return get
+
+
+ALL_CASES = ["ofa", *ZOO_CASES]
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=_case_id)
+def test_onnx_matches_torch(exported, case):
+    import onnx
+    import onnxruntime as ort
+
+    arch, out, sd, x, y = exported(case)
+    m = onnx.load(str(out / "model.onnx"))
+    onnx.checker.check_model(m)
+    assert m.opset_import[0].version == 17
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {"input": x.numpy()})  # batch 2: the batch axis is dynamic
+    assert got.shape == (2, NUM_CLASSES)
+    diff = np.abs(got - y.numpy()).max()
+    assert diff < 1e-4, diff
+
+
+FRESH = textwrap.dedent("""
+    import sys
+
+    EDGENAS = ("search_space", "searchers", "latency_models", "experiments")
+
+
+    class BlockEdgenas:  # the repo is installed in the venv: make it unimportable here
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in EDGENAS:
+                raise ImportError("edgenas is blocked in this interpreter: " + name)
+            return None
+
+
+    sys.meta_path.insert(0, BlockEdgenas())
+    try:
+        import search_space  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("the block does not work")
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, sys.argv[1])
+    import model
+    assert "search_space" not in sys.modules, "model.py pulled in edgenas"
+    net = model.build(num_classes=int(sys.argv[2])).eval()
+    net.load_state_dict(torch.load(sys.argv[1] + "/weights.pt", weights_only=True), strict=True)
+    io = torch.load(sys.argv[1] + "/io.pt", weights_only=True)
+    with torch.no_grad():
+        y = net(io["x"])
+    diff = (y - io["y"]).abs().max().item()
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("search_space", "searchers", "latency_models"))
+    print("diff", diff, "equal", torch.equal(y, io["y"]), "leaked", leaked)
+    assert diff < 1e-6, diff
+    assert not leaked, leaked
+""")
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=_case_id)
+def test_model_py_standalone_loads_framework_weights(exported, case, tmp_path):
+    arch, out, sd, x, y = exported(case)
+    source = (out / "model.py").read_text()
+    # imports only torch
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] == "torch" for a in node.names), ast.dump(node)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module.split(".")[0] == "torch", node.module
+    # the arch string sits in the docstring and ARCH, and parses back to the arch
+    mod = load_generated(source)
+    assert arch.to_string() in mod.__doc__ and Arch.from_string(mod.ARCH) == arch
+    # same state_dict keys and shapes as the framework module, in the same order
+    ours = [(k, tuple(v.shape)) for k, v in arch.build(NUM_CLASSES).state_dict().items()]
+    theirs = [(k, tuple(v.shape)) for k, v in mod.build(num_classes=NUM_CLASSES).state_dict().items()]
+    assert ours == theirs
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH)
+    # -I: isolated mode, no PYTHONPATH, no cwd on sys.path; run from outside the repo
+    r = subprocess.run([sys.executable, "-I", str(script), str(out), str(NUM_CLASSES)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "leaked []" in r.stdout
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=_case_id)
+def test_arch_yaml_round_trips(exported, case):
+    arch, out, *_ = exported(case)
+    assert Arch.load(out / "arch.yaml") == arch
+    assert Arch.from_yaml((out / "arch.yaml").read_text()).to_string() == arch.to_string()
+
+
+def test_model_py_has_one_class_per_block_type_used():
+    arch = from_net_config(OFA_MBV3)
+    source = generate_model_py(arch, num_classes=1000, name="ofa")
+    classes = [n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)]
+    assert classes == ["ConvBNAct", "SqueezeExcite", "MBConv", "Stem", "Head", "Ofa"]
+    assert source.count("MBConv(in_ch=") == len(arch.blocks)
+    assert "def build(num_classes=1000):" in source
+
+
+def test_export_rejects_bad_arguments(tmp_path):
+    from search_space.errors import EdgenasError
+
+    arch = from_net_config(OFA_MBV3)
+    with pytest.raises(EdgenasError, match="format: got 'tflite'; allowed: py, onnx, yaml, pt"):
+        export(arch, tmp_path, formats=("py", "tflite"))
+    with pytest.raises(EdgenasError, match="resolution: got 0"):
+        export(arch, tmp_path, resolution=0)
+    sd = arch.build(1000).state_dict()
+    sd.pop(next(iter(sd)))
+    with pytest.raises(EdgenasError, match="weights: do not fit the arch"):
+        export(arch, tmp_path, formats=("yaml",), state_dict=sd)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def test_cli_zoo_name(tmp_path, capsys):
+    from search_space import zoo
+
+    out = tmp_path / "mbv1"
+    assert main(["mobilenet_v1", "--width", "0.25", "--out", str(out), "--format", "py,yaml",
+                 "--num-classes", "10", "--resolution", "32"]) == 0
+    text = capsys.readouterr().out
+    arch = zoo.get("mobilenet_v1", width=0.25)
+    assert f"arch: {arch.to_string()}" in text
+    assert sorted(p.name for p in out.iterdir()) == ["arch.yaml", "model.py"]
+    assert Arch.load(out / "arch.yaml") == arch
+    mod = load_generated((out / "model.py").read_text())
+    assert Arch.from_string(mod.ARCH) == arch and "class MobileNetV1" in (out / "model.py").read_text()
+
+
+def test_cli_arch_file_subprocess(tmp_path):
+    arch = from_net_config(OFA_MBV3)
+    src = tmp_path / "net.yaml"
+    arch.save(src)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "search_space.export", str(src), "--out", str(out),
+                        "--resolution", "32", "--num-classes", "5"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["arch.yaml", "model.onnx", "model.py"]
+    assert Arch.load(out / "arch.yaml") == arch
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})
+    assert y.shape == (1, 5)
+
+
+@pytest.mark.parametrize("kind", ["unknown-zoo-name", "missing-file", "malformed-yaml", "bad-width", "bad-format"])
+def test_cli_bad_input(tmp_path, kind):
+    args = {
+        "unknown-zoo-name": ["mobilenet_v9"],
+        "missing-file": [str(tmp_path / "nope.yaml")],
+        "malformed-yaml": [str(tmp_path / "bad.yaml")],
+        "bad-width": ["mobilenet_v1", "--width", "0.33"],
+        "bad-format": ["mobilenet_v1", "--format", "py,tflite"],
+    }[kind]
+    (tmp_path / "bad.yaml").write_text("stem: {out_ch: 16\nblocks: [\n")
+    r = subprocess.run([sys.executable, "-m", "search_space.export", *args, "--out", str(tmp_path / "o")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    expect = {"unknown-zoo-name": "mobilenet_v9", "missing-file": "does not exist", "malformed-yaml": "malformed YAML",
+              "bad-width": "--width", "bad-format": "tflite"}[kind]
+    assert expect in lines[0]
+    assert not (tmp_path / "o").exists()
