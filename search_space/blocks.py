@@ -98,7 +98,7 @@ class MBConvType(BlockType):
     drops the expansion conv (timm's "ds" block) unless opts pw=1 keeps it (timm ``ir_e1``)."""
 
     module_class = "MBConv"
-    opts_allowed = {"pw": (0, 1)}
+    opts_allowed = {"pw": (1,)}
 
     @classmethod
     def check(cls, spec: BlockSpec) -> None:
@@ -164,6 +164,95 @@ class DWSepType(BlockType):
     @classmethod
     def kwargs(cls, spec: BlockSpec) -> dict:
         return dict(in_ch=spec.in_ch, out_ch=spec.out_ch, kernel=spec.kernel, stride=spec.stride, act=spec.act)
+
+
+
+@register("sandglass")
+class SandGlassType(BlockType):
+    """MobileNeXt sandglass block: [dw kxk-BN-act] -> 1x1 reduce-BN (linear, to mid_ch) ->
+    1x1 expand-BN-act -> [dw kxk/stride-BN (linear)] -> [+ input].  The authors' code drops the
+    first dw (opts dw1=0) when a stage changes width, and both dws (dw1=0, dw2=0) for such a block
+    at stride 1; the stride sits on the second dw."""
+
+    module_class = "SandGlass"
+    opts_allowed = {"dw1": (0,), "dw2": (0,)}
+
+    @classmethod
+    def check(cls, spec: BlockSpec) -> None:
+        super().check(spec)
+        cls._require(spec, "mid_ch", spec.mid_ch > 0, "a positive integer (the reduced hidden channels)")
+        cls._require(spec, "se_ch", spec.se_ch == 0, [0])
+        cls._require(spec, "groups", spec.groups == 1, [1])
+        cls._require(spec, "kernel", spec.kernel % 2 == 1, "an odd kernel size (1, 3, 5, 7)")
+        if spec.stride != 1 and not spec.opt("dw2", 1):
+            raise ArchError("block(sandglass).stride: got 2 with opts dw2=0; allowed: stride 1 "
+                            "without the second depthwise conv (the stride sits on it)")
+
+    @classmethod
+    def cost(cls, spec: BlockSpec, h: int, w: int) -> tuple[int, int]:
+        params = macs = 0
+        if spec.opt("dw1", 1):
+            p, m, h, w = conv_cost(spec.in_ch, spec.in_ch, spec.kernel, 1, h, w, spec.in_ch)
+            params, macs = params + p, macs + m
+        p, m, h, w = conv_cost(spec.in_ch, spec.mid_ch, 1, 1, h, w)
+        params, macs = params + p, macs + m
+        p, m, h, w = conv_cost(spec.mid_ch, spec.out_ch, 1, 1, h, w)
+        params, macs = params + p, macs + m
+        if spec.opt("dw2", 1):
+            p, m, h, w = conv_cost(spec.out_ch, spec.out_ch, spec.kernel, spec.stride, h, w, spec.out_ch)
+            params, macs = params + p, macs + m
+        return params, macs
+
+    @classmethod
+    def kwargs(cls, spec: BlockSpec) -> dict:
+        return dict(in_ch=spec.in_ch, out_ch=spec.out_ch, mid_ch=spec.mid_ch, kernel=spec.kernel,
+                    stride=spec.stride, act=spec.act, residual=spec.residual,
+                    dw1=bool(spec.opt("dw1", 1)), dw2=bool(spec.opt("dw2", 1)))
+
+
+@register("shufflev2")
+class ShuffleV2Type(BlockType):
+    """ShuffleNetV2 unit; ``mid_ch`` is the branch width and out_ch == 2 * mid_ch.  At stride 1
+    the input is split in half (in_ch == out_ch); at stride 2 both branches see the whole input."""
+
+    module_class = "ShuffleV2"
+
+    @classmethod
+    def check(cls, spec: BlockSpec) -> None:
+        super().check(spec)
+        cls._require(spec, "se_ch", spec.se_ch == 0, [0])
+        cls._require(spec, "groups", spec.groups == 1, [1])
+        cls._require(spec, "residual", not spec.residual, "False (the split/concat is the shortcut)")
+        cls._require(spec, "kernel", spec.kernel % 2 == 1, "an odd kernel size (3, 5, 7)")
+        cls._require(spec, "out_ch", spec.out_ch % 2 == 0, "an even number (two branches of mid_ch)")
+        cls._require(spec, "mid_ch", spec.mid_ch * 2 == spec.out_ch, f"out_ch / 2 = {spec.out_ch // 2}")
+        if spec.stride == 1 and spec.in_ch != spec.out_ch:
+            raise ArchError(f"block(shufflev2).in_ch: got {spec.in_ch} at stride 1; allowed: "
+                            f"{spec.out_ch} (== out_ch: the unit splits its input in half)")
+
+    @classmethod
+    def cost(cls, spec: BlockSpec, h: int, w: int) -> tuple[int, int]:
+        k, s, mid = spec.kernel, spec.stride, spec.mid_ch
+        params = macs = 0
+        if s > 1:
+            p, m, oh, ow = conv_cost(spec.in_ch, spec.in_ch, k, s, h, w, spec.in_ch)
+            params, macs = params + p, macs + m
+            p, m, _, _ = conv_cost(spec.in_ch, mid, 1, 1, oh, ow)
+            params, macs = params + p, macs + m
+            b2_in = spec.in_ch
+        else:
+            b2_in = spec.in_ch // 2
+        p, m, h, w = conv_cost(b2_in, mid, 1, 1, h, w)
+        params, macs = params + p, macs + m
+        p, m, h, w = conv_cost(mid, mid, k, s, h, w, mid)
+        params, macs = params + p, macs + m
+        p, m, h, w = conv_cost(mid, mid, 1, 1, h, w)
+        return params + p, macs + m
+
+    @classmethod
+    def kwargs(cls, spec: BlockSpec) -> dict:
+        return dict(in_ch=spec.in_ch, out_ch=spec.out_ch, mid_ch=spec.mid_ch, kernel=spec.kernel,
+                    stride=spec.stride, act=spec.act)
 
 
 __all__ = ["BLOCKS", "BlockType", "check_block", "conv_cost", "get_block_type", "register", "se_cost"]
