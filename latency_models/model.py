@@ -1,0 +1,205 @@
+"""``LatencyModel``: a lookup table of measured layers + a learned predictor + network overhead.
+
+A target file (``latency_models/targets/<name>.json``) holds everything a model needs::
+
+    {"format": "edgenas-latency-target", "version": 1, "target": "pixel-cpu",
+     "meta": {device, runtime, threads, resolutions, date, repeats, made_by, made_from, notes...},
+     "table": {"any": {key: {ms, spread, n}}, "224": {...}},      # measured layers
+     "predictor": {...},                                         # latency_models.predictor
+     "error": {...}}                                             # held-out error, how measured
+
+Prediction of a network: each layer (``search_space.arch.signatures``) costs its table entry if
+the table has its key (at the network's input resolution first), else the regressor's estimate;
+the network costs ``scale * sum + overhead_ms``.  Per-layer costs are cached by (resolution,
+layer spec, input shape), so a search that meets the same blocks again pays a dict lookup.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from latency_models.features import layer_features, lookup_key
+from latency_models.predictor import Predictor
+from latency_models.table import LatencyTable
+from search_space.arch import Arch, signatures
+from search_space.errors import TargetError
+
+FORMAT = "edgenas-latency-target"
+VERSION = 1
+
+
+class LatencyModel:
+    def __init__(self, name: str, table: LatencyTable, predictor: Predictor | None,
+                 meta: dict[str, Any] | None = None, error: dict[str, Any] | None = None,
+                 path: str | None = None) -> None:
+        self.name = name
+        self.table = table
+        self.predictor = predictor
+        self.meta = meta or {}
+        self.error = error or {}
+        self.path = path
+        self._cache: dict[tuple, float] = {}
+        self.scale = predictor.scale if predictor else 1.0
+        self.overhead_ms = predictor.overhead_ms if predictor else 0.0
+
+    def __repr__(self) -> str:
+        return f"LatencyModel({self.name!r}, {len(self.table)} table entries)"
+
+    # -- per-layer costs ------------------------------------------------------------------------
+    @staticmethod
+    def _cache_key(res, sig) -> tuple:
+        if sig.kind == "head":
+            return (res, sig.spec, sig.in_ch, sig.h, sig.w, sig.num_classes)
+        return (res, sig.spec, sig.h, sig.w)
+
+    def _fill(self, items: Sequence[tuple[Arch, Any]], num_classes: int = 1000) -> None:
+        """Price every layer of the given (arch, resolution) pairs not yet in the cache: table
+        lookups first, then one vectorized regressor call for the rest."""
+        miss_keys, miss_sigs, miss_where = [], [], []
+        seen = set()
+        for arch, res in items:
+            rkey = res if isinstance(res, int) else tuple(res)
+            table_res = rkey if isinstance(rkey, int) else (rkey[0] if rkey[0] == rkey[1] else None)
+            for i, sig in enumerate(signatures(arch, res, num_classes)):
+                ck = self._cache_key(rkey, sig)
+                if ck in self._cache or ck in seen:
+                    continue
+                entry = self.table.get(lookup_key(sig), table_res)
+                if entry is not None:
+                    self._cache[ck] = entry.ms
+                    continue
+                seen.add(ck)
+                miss_keys.append(ck)
+                miss_sigs.append(sig)
+                miss_where.append("stem" if sig.kind == "stem" else "head" if sig.kind == "head"
+                                  else f"arch.blocks[{i - 1}]")
+        if not miss_sigs:
+            return
+        if self.predictor is None:
+            sig = miss_sigs[0]
+            raise TargetError(f"target {self.name}: no table entry for {lookup_key(sig)} ({miss_where[0]}) "
+                              "and no predictor in the target file")
+        for sig, where in zip(miss_sigs, miss_where):
+            if not self.predictor.can_price(sig.kind):
+                raise TargetError(f"target {self.name}: cannot price block type {sig.kind!r} at {where} "
+                                  f"({lookup_key(sig)}): no table entry and no regressor; regressors for: "
+                                  f"{', '.join(self.predictor.kinds())}")
+        X = np.stack([layer_features(s) for s in miss_sigs])
+        ms = self.predictor.predict_rows([s.kind for s in miss_sigs], X)
+        for ck, v in zip(miss_keys, ms):
+            self._cache[ck] = float(v)
+
+    def _layers_sum(self, arch: Arch, res) -> float | None:
+        """Sum of cached layer costs, or None if any is missing (the hot path)."""
+        cache = self._cache
+        if isinstance(res, int):
+            h = w = res
+            rkey = res
+        else:
+            h, w = res
+            rkey = tuple(res)
+        stem = arch.stem
+        v = cache.get((rkey, stem, h, w))
+        if v is None:
+            return None
+        total = v
+        h, w = stem.out_hw(h, w)
+        for b in arch.blocks:
+            v = cache.get((rkey, b, h, w))
+            if v is None:
+                return None
+            total += v
+            h, w = b.out_hw(h, w)
+        v = cache.get((rkey, arch.head, arch.blocks[-1].out_ch, h, w, 1000))
+        if v is None:
+            return None
+        return total + v
+
+    # -- public API -------------------------------------------------------------------------------
+    def predict(self, arch: Arch, resolution: int = 224) -> float:
+        """Latency of ``arch`` at input ``resolution`` in ms (batch 1, 1000 classes)."""
+        s = self._layers_sum(arch, resolution)
+        if s is None:
+            self._fill([(arch, resolution)])
+            s = self._layers_sum(arch, resolution)
+        return self.scale * s + self.overhead_ms
+
+    def predict_many(self, archs: Iterable[Arch], resolution: int = 224) -> np.ndarray:
+        archs = list(archs)
+        out = np.empty(len(archs))
+        missing = []
+        for i, a in enumerate(archs):
+            s = self._layers_sum(a, resolution)
+            if s is None:
+                missing.append(i)
+            else:
+                out[i] = s
+        if missing:
+            self._fill([(archs[i], resolution) for i in missing])
+            for i in missing:
+                out[i] = self._layers_sum(archs[i], resolution)
+        return self.scale * out + self.overhead_ms
+
+    def breakdown(self, arch: Arch, resolution: int = 224) -> list[tuple[str, float]]:
+        """(signature key, ms) per layer; a last ("network overhead", ms) row when the target has
+        one, so that the rows sum to ``predict``."""
+        self._fill([(arch, resolution)])
+        rkey = resolution if isinstance(resolution, int) else tuple(resolution)
+        rows = [(lookup_key(s), self.scale * self._cache[self._cache_key(rkey, s)])
+                for s in signatures(arch, resolution)]
+        if self.overhead_ms:
+            rows.append(("network overhead", self.overhead_ms))
+        return rows
+
+    def source_of(self, arch: Arch, resolution: int = 224) -> list[str]:
+        """'table' or 'predictor' per layer (for reports and tests)."""
+        table_res = resolution if isinstance(resolution, int) else None
+        return ["table" if self.table.get(lookup_key(s), table_res) is not None else "predictor"
+                for s in signatures(arch, resolution)]
+
+    # -- files --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "target": self.name,
+            "meta": self.meta,
+            "error": self.error,
+            "predictor": self.predictor.to_dict() if self.predictor else None,
+            "table": self.table.to_dict(),
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "LatencyModel":
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise TargetError(f"{where}: target file does not exist")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TargetError(f"{where}: corrupt target file (not JSON: {exc})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise TargetError(f"{where}: format {got!r} is not a latency target; allowed: {FORMAT}")
+        if d.get("version") != VERSION:
+            raise TargetError(f"{where}: version {d.get('version')!r} is not supported; allowed: {VERSION}")
+        name = d.get("target")
+        if not isinstance(name, str) or not name:
+            raise TargetError(f"{where}.target: got {name!r}; allowed: the target's name")
+        table = LatencyTable.from_dict(d.get("table", {}), f"{where}.table")
+        pred = d.get("predictor")
+        predictor = Predictor.from_dict(pred, f"{where}.predictor") if pred is not None else None
+        if predictor is None and not len(table):
+            raise TargetError(f"{where}: neither table entries nor a predictor")
+        return cls(name, table, predictor, d.get("meta") or {}, d.get("error") or {}, where)

@@ -1,0 +1,139 @@
+"""Learned per-layer latency: a non-negative linear regressor per layer kind on ``features``.
+
+Each kind (``stem``, ``head``, ``mbconv``, ``dwsep``, ...) with enough measurements gets its own
+coefficients; every other kind uses the ``generic`` coefficients, fitted on all layers.  Weights are
+non-negative (more MACs or bytes never make a layer faster), fitted by scikit-learn's
+``LinearRegression(positive=True)`` on relative error (sample weight 1 / y^2), so a 0.1 ms block
+counts as much as a 10 ms one.  A network's latency is ``scale * sum(layers) + ms`` (the
+per-network overhead term, fitted on whole-network measurements where they exist).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from latency_models.features import FEATURES, N_FEATURES, SCALE
+from search_space.errors import TargetError
+
+
+def fit_linear(X: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None, ridge: float = 1e-6) -> np.ndarray:
+    """Non-negative weights minimising the (weighted) squared relative error of X @ coef vs y.
+
+    X is in scaled units (``features.SCALE``).  A tiny ridge row per feature keeps unused
+    features at zero and the solution unique.
+    """
+    from sklearn.linear_model import LinearRegression
+
+    X = np.asarray(X, float)
+    y = np.asarray(y, float)
+    w = (1.0 / np.maximum(y, 1e-6) ** 2) * (1.0 if weight is None else np.asarray(weight, float))
+    if ridge:
+        k = X.shape[1]
+        X = np.vstack([X, np.eye(k) * np.sqrt(ridge)])
+        y = np.concatenate([y, np.zeros(k)])
+        w = np.concatenate([w, np.ones(k)])
+    reg = LinearRegression(positive=True, fit_intercept=False)
+    reg.fit(X, y, sample_weight=w)
+    return np.asarray(reg.coef_, float)
+
+
+class Predictor:
+    """Coefficients per kind (on scaled features) plus the network overhead term."""
+
+    def __init__(self, coefs: dict[str, np.ndarray], scale: float = 1.0, overhead_ms: float = 0.0,
+                 fitted_on: dict[str, Any] | None = None) -> None:
+        self.coefs = {k: np.asarray(v, float) for k, v in coefs.items()}
+        self.scale = float(scale)
+        self.overhead_ms = float(overhead_ms)
+        self.fitted_on = fitted_on or {}
+
+    def kinds(self) -> list[str]:
+        return sorted(self.coefs)
+
+    def coef_for(self, kind: str) -> np.ndarray | None:
+        c = self.coefs.get(kind)
+        return c if c is not None else self.coefs.get("generic")
+
+    def can_price(self, kind: str) -> bool:
+        return self.coef_for(kind) is not None
+
+    def predict_rows(self, kinds: Iterable[str], X: np.ndarray) -> np.ndarray:
+        """Per-layer ms for unscaled feature rows ``X`` of the given kinds (vectorized by kind)."""
+        kinds = list(kinds)
+        X = np.asarray(X, float) * SCALE
+        out = np.zeros(len(kinds))
+        by_kind: dict[str, list[int]] = {}
+        for i, k in enumerate(kinds):
+            by_kind.setdefault(k, []).append(i)
+        for k, idx in by_kind.items():
+            c = self.coef_for(k)
+            if c is None:
+                raise TargetError(f"block type {k!r}: this target has no regressor for it; "
+                                  f"allowed: {', '.join(self.kinds())}")
+            out[idx] = X[idx] @ c
+        return out
+
+    # -- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "linear-positive",
+            "features": list(FEATURES),
+            "coefs": {k: [float(f"{x:.6g}") for x in v] for k, v in sorted(self.coefs.items())},
+            "network": {"scale": round(self.scale, 6), "overhead_ms": round(self.overhead_ms, 6)},
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Predictor":
+        if not isinstance(d, dict) or d.get("kind") != "linear-positive":
+            got = d.get("kind") if isinstance(d, dict) else type(d).__name__
+            raise TargetError(f"{where}.kind: got {got!r}; allowed: linear-positive")
+        if d.get("features") != list(FEATURES):
+            raise TargetError(f"{where}.features: do not match this version's features; allowed: {', '.join(FEATURES)}")
+        coefs = d.get("coefs")
+        if not isinstance(coefs, dict):
+            raise TargetError(f"{where}.coefs: got {type(coefs).__name__}; allowed: a mapping kind -> list of numbers")
+        out = {}
+        for k, v in coefs.items():
+            if (not isinstance(v, list) or len(v) != N_FEATURES
+                    or not all(isinstance(x, (int, float)) and x >= 0 for x in v)):
+                raise TargetError(f"{where}.coefs.{k}: allowed: {N_FEATURES} non-negative numbers")
+            out[k] = np.array(v, float)
+        net = d.get("network", {})
+        if not isinstance(net, dict):
+            raise TargetError(f"{where}.network: allowed: a mapping with scale, overhead_ms")
+        return cls(out, net.get("scale", 1.0), net.get("overhead_ms", 0.0), d.get("fitted_on"))
+
+
+def fit_predictor(kinds: Sequence[str], X: np.ndarray, y: np.ndarray, min_rows: int = 5,
+                  own_kinds: Iterable[str] | None = None, fitted_on: dict[str, Any] | None = None) -> Predictor:
+    """Fit ``generic`` coefficients on all layer rows and a kind's own on its rows when it has at
+    least ``min_rows`` (restricted to ``own_kinds`` if given).  X unscaled, y in ms."""
+    kinds = list(kinds)
+    Xs = np.asarray(X, float) * SCALE
+    y = np.asarray(y, float)
+    coefs = {"generic": fit_linear(Xs, y)}
+    for k in sorted(set(kinds)):
+        idx = [i for i, kk in enumerate(kinds) if kk == k]
+        if len(idx) >= min_rows and (own_kinds is None or k in own_kinds):
+            coefs[k] = fit_linear(Xs[idx], y[idx])
+    counts = {k: kinds.count(k) for k in sorted(set(kinds))}
+    return Predictor(coefs, fitted_on={**(fitted_on or {}), "layers": counts})
+
+
+def fit_network_terms(pred_sums: np.ndarray, measured: np.ndarray, scale: bool = True) -> tuple[float, float]:
+    """(scale, overhead_ms) with measured ~= scale * pred_sum + overhead_ms, overhead >= 0, fitted on
+    relative error; ``scale=False`` fits the overhead alone."""
+    p = np.asarray(pred_sums, float)
+    m = np.asarray(measured, float)
+    w = 1.0 / m ** 2
+    if scale:
+        X = np.stack([p, np.ones_like(p)], 1)
+        from sklearn.linear_model import LinearRegression
+
+        reg = LinearRegression(positive=True, fit_intercept=False).fit(X, m, sample_weight=w)
+        s, c = (float(v) for v in reg.coef_)
+        return s, c
+    c = float(np.sum(w * (m - p)) / np.sum(w))
+    return 1.0, max(0.0, c)
