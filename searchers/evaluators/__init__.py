@@ -1,0 +1,35 @@
+"""Accuracy evaluators: one interface, three costs.
+
+    get_evaluator(name, space=<Space or name>, dataset="fashion-mnist", seed=0, **opts) -> Evaluator
+    ev.prepare()                 # one-off work (train / load the supernet, load data)
+    ev.evaluate(arch) -> float   # accuracy in [0, 1]; ev.last_cost_s holds its cost in seconds
+
+``supernet``  weight-sharing supernet (searchers.supernet): ~1 s per arch once trained.
+``train``     stand-alone short training (searchers.training.Recipe): the ground truth, minutes.
+``proxy``     trainless zero-cost score (naswot / synflow / gradnorm): instant; a rank, not an accuracy.
+"""
+from __future__ import annotations
+
+from search_space.errors import field_error
+from searchers.evaluators.base import Evaluator, EvaluatorError
+
+_NAMES = ("supernet", "train", "proxy")
+
+
+def evaluator_names() -> list[str]:
+    return list(_NAMES)
+
+
+def get_evaluator(name: str, space=None, dataset="fashion-mnist", seed: int = 0, **opts) -> Evaluator:
+    if name == "supernet":
+        from searchers.evaluators.supernet import SupernetEvaluator as cls
+    elif name == "train":
+        from searchers.evaluators.train import TrainEvaluator as cls
+    elif name == "proxy":
+        from searchers.evaluators.proxy import ProxyEvaluator as cls
+    else:
+        raise field_error(EvaluatorError, "evaluator", name, _NAMES)
+    return cls(space=space, dataset=dataset, seed=seed, **opts)
+
+
+__all__ = ["Evaluator", "EvaluatorError", "evaluator_names", "get_evaluator"]

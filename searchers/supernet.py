@@ -1,0 +1,618 @@
+"""A weight-sharing supernet over a search space, trained by sandwich-rule uniform sampling.
+
+Design (practical for a 2-core CPU, and exact by construction):
+
+* **Arch-level envelope.**  The supernet does not re-implement the blocks.  For every arch of the
+  space, ``arch.build()`` (``search_space.builder``) defines a ``modules.Net`` whose parameters have
+  fixed names (``stem.conv.weight``, ``blocks.3.expand.conv.weight``, ``head.classifier.weight``...).
+  Each block's names are re-keyed to a *layer position* of the space plus its block type::
+
+      blocks.<i>.<rest>  ->  o<H>.<j>.<type>/<rest>
+
+  where ``H`` is the block's output size at 224x224 (from ``signatures()``, i.e. the stage's
+  resolution) and ``j`` its index among the blocks with that output size.  The supernet holds, for
+  every such key, one tensor of the *largest* shape any arch of the space asks for (the elementwise
+  maximum over the space's zoo points, one decode per option of every decision, and random samples).
+  Per-layer block types are separate branches (``<type>`` in the key); SE, activation, kernel,
+  expansion, width and depth are all elastic:
+
+  - elastic width / expansion / SE ratio: the leading channels of each dimension;
+  - elastic kernel: the centre crop of the largest kernel (OFA's crop, without its transform matrix);
+  - elastic depth: a shallower stage simply uses the first ``j`` positions of its resolution;
+  - activation / SE gate switches carry no weights; stem and head are shared the same way.
+
+* **Running a subnet** = ``torch.func.functional_call`` of the arch's own module (built once on the
+  ``meta`` device, cached) with the sliced tensors (differentiable views of the supernet's).  So the
+  supernet path and the extracted subnet (``extract(arch)``: ``arch.build(num_classes)`` with the
+  slices copied in) run the very same code and agree exactly.
+
+* **Training**: single-path uniform sampling with the sandwich rule: every step trains the largest
+  and the smallest arch of the space (by MACs at the data resolution, among the envelope's
+  candidates) and ``n_random`` uniformly sampled ones (``space.sample``), the others distilled from the
+  largest's soft labels (in-place distillation, as BigNAS / OFA), gradients summed, one SGD step.
+
+* **Evaluating** an arch = inherit weights (extract), re-estimate BatchNorm statistics on a few
+  training batches, score top-1 on a fixed subset of the validation split.
+
+Limits (documented, by design): weights are shared by (output resolution, index, block type), so in
+a space whose stages vary in depth the later stages of one resolution shift position with the
+earlier ones' depth; spaces that vary stem or head widths share those by leading channels as well.
+The supernet is trained and scored at the data set's resolution (32x32 for Fashion-MNIST), with the
+networks unchanged (no stride adaptation).  ``mobile-unified`` holds every zoo family (four block
+types at most positions), so its envelope is the widest; see ``SupernetRecipe.max_channels``.
+
+CLI::
+
+    python -m searchers.supernet train --space mobile-unified --dataset fashion-mnist --epochs 4
+    python -m searchers.supernet eval --space mobile-unified --arch <arch string>
+    python -m searchers.supernet info --space mobile-unified
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from search_space.arch import Arch, signatures
+from search_space.errors import EdgenasError, SpaceError, cli_entry, field_error
+
+FORMAT = 1
+REF_RESOLUTION = 224            # position keys use each block's output size at 224x224
+
+
+def cache_dir() -> Path:
+    return Path(os.path.expanduser(os.environ.get("EDGENAS_CACHE", "~/.cache/edgenas")))
+
+
+class SupernetError(EdgenasError, ValueError):
+    """A supernet recipe, checkpoint or arch does not fit."""
+
+
+# --------------------------------------------------------------------------------------------
+# Recipe
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SupernetRecipe:
+    epochs: int = 4
+    images_per_epoch: int = 12800
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    warmup: float = 0.05
+    n_random: int = 2                 # random subnets per step besides the largest and smallest
+    distill: bool = True              # in-place distillation from the largest subnet
+    envelope_samples: int = 300       # random samples used (with zoo points and decodes) for the envelope
+    max_channels: int = 0             # 0: none; >0: drop candidate archs wider than this (see docs)
+    calib_batches: int = 3            # BN re-estimation batches per evaluation
+    calib_batch_size: int = 256
+    eval_images: int = 2000           # validation images scored per evaluation
+    checkpoint_every: int = 50        # steps between checkpoints
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "images_per_epoch", "batch_size", "envelope_samples", "calib_batches",
+                     "calib_batch_size", "eval_images", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise field_error(SupernetError, f"recipe.{name}", v, "a positive integer")
+        for name in ("n_random", "max_channels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise field_error(SupernetError, f"recipe.{name}", v, "an integer >= 0")
+        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
+            raise field_error(SupernetError, "recipe.lr", self.lr, "a number in (0, 10)")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.images_per_epoch / self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def training_key(self) -> dict:
+        """The fields that change the trained weights (evaluation settings excluded)."""
+        d = asdict(self)
+        for k in ("calib_batches", "calib_batch_size", "eval_images", "checkpoint_every"):
+            d.pop(k)
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# Meta modules and keys
+# --------------------------------------------------------------------------------------------
+def _meta_module(arch: Arch, num_classes: int) -> nn.Module:
+    """``arch.build(num_classes)``'s module structure on the meta device (no memory, no init)."""
+    from search_space import modules
+    from search_space.builder import module_plan
+
+    plan = module_plan(arch, num_classes)
+    with torch.device("meta"):
+        built = [getattr(modules, name)(**kw) for name, kw in plan]
+        return modules.Net(stem=built[0], blocks=built[1:-1], head=built[-1])
+
+
+def position_keys(arch: Arch) -> list[str]:
+    """``o<H>.<j>.<type>`` for each block: output size at 224, index within that size, type."""
+    sigs = [s for s in signatures(arch, REF_RESOLUTION) if s.kind not in ("stem", "head")]
+    seen: dict[int, int] = defaultdict(int)
+    keys = []
+    for s in sigs:
+        h = s.out_hw[0]
+        keys.append(f"o{h}.{seen[h]}.{s.kind}")
+        seen[h] += 1
+    return keys
+
+
+def shared_name(local: str, pos: list[str]) -> str:
+    """Module-local state name -> supernet key (``blocks.3.dw.conv.weight`` -> ``o56.1.mbconv/dw.conv.weight``)."""
+    if local.startswith("blocks."):
+        _, i, rest = local.split(".", 2)
+        return f"{pos[int(i)]}/{rest}"
+    part, rest = local.split(".", 1)
+    return f"{part}/{rest}"
+
+
+def _slices(full: tuple[int, ...], want: tuple[int, ...], name: str) -> tuple[slice, ...]:
+    """Leading channels on every dim; the centre crop on a conv weight's two kernel dims."""
+    out = []
+    for d, (f, w) in enumerate(zip(full, want)):
+        if len(full) == 4 and d >= 2:
+            off = (f - w) // 2
+            out.append(slice(off, off + w))
+        else:
+            out.append(slice(0, w))
+    return tuple(out)
+
+
+def _init_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """torchvision's MobileNet init, by tensor kind (see search_space.builder.init_weights)."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "running_var":
+        return torch.ones(shape)
+    if leaf in ("running_mean", "bias"):
+        return torch.zeros(shape)
+    if leaf == "num_batches_tracked":
+        return torch.zeros(shape, dtype=torch.long)
+    if len(shape) == 4:                                       # conv: kaiming normal, fan_out
+        t = torch.empty(shape)
+        nn.init.kaiming_normal_(t, mode="fan_out")
+        return t
+    if len(shape) == 2:                                       # linear
+        return torch.empty(shape).normal_(0, 0.01)
+    return torch.ones(shape)                                  # BN weight
+
+
+# --------------------------------------------------------------------------------------------
+# The supernet
+# --------------------------------------------------------------------------------------------
+class Supernet(nn.Module):
+    """Envelope tensors keyed by ``position/type/param``; ``forward(x, arch)`` runs a subnet."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], num_classes: int, space_name: str = "",
+                 largest: Arch | None = None, smallest: Arch | None = None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.space_name = space_name
+        self.largest, self.smallest = largest, smallest
+        self.shapes = dict(shapes)
+        self._names: dict[str, str] = {}                      # shared key -> attribute name
+        self.params = nn.ParameterDict()
+        for i, (key, shape) in enumerate(sorted(self.shapes.items())):
+            attr = f"t{i}"
+            self._names[key] = attr
+            t = _init_tensor(key, shape)
+            leaf = key.rsplit(".", 1)[-1]
+            if leaf in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(attr, t)
+            else:
+                self.params[attr] = nn.Parameter(t)
+        self._templates: OrderedDict[str, tuple[nn.Module, list[tuple[str, str, tuple]]]] = OrderedDict()
+
+    # -- tensors ------------------------------------------------------------------------------
+    def tensor(self, key: str) -> torch.Tensor:
+        attr = self._names[key]
+        return self.params[attr] if attr in self.params else getattr(self, attr)
+
+    def _template(self, arch: Arch):
+        s = arch.to_string()
+        hit = self._templates.get(s)
+        if hit is not None:
+            self._templates.move_to_end(s)
+            return hit
+        module = _meta_module(arch, self.num_classes)
+        pos = position_keys(arch)
+        plan = []
+        for local, t in module.state_dict(keep_vars=True).items():
+            key = shared_name(local, pos)
+            want = tuple(t.shape)
+            full = self.shapes.get(key)
+            if full is None:
+                raise SpaceError(f"supernet: arch layer {key} is not in the supernet of space "
+                                 f"{self.space_name!r}; allowed: archs of that space")
+            if len(full) != len(want) or any(w > f for w, f in zip(want, full)):
+                raise SpaceError(f"supernet: arch layer {key} needs shape {want}, beyond the supernet's "
+                                 f"{full}; allowed: archs of space {self.space_name!r}")
+            plan.append((local, key, _slices(full, want, key)))
+        self._templates[s] = (module, plan)
+        while len(self._templates) > 256:
+            self._templates.popitem(last=False)
+        return module, plan
+
+    def sliced(self, arch: Arch) -> dict[str, torch.Tensor]:
+        """The arch's state as views of the supernet's tensors (module-local names)."""
+        _, plan = self._template(arch)
+        return {local: self.tensor(key)[sl] for local, key, sl in plan}
+
+    def check(self, arch: Arch) -> None:
+        """Raise SpaceError when ``arch`` does not fit the supernet."""
+        self._template(arch)
+
+    # -- running ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        module, _ = self._template(arch)
+        module.train(self.training)
+        return torch.func.functional_call(module, self.sliced(arch), (x,), strict=True)
+
+    @torch.no_grad()
+    def extract(self, arch: Arch) -> nn.Module:
+        """``arch.build(num_classes)`` with the inherited (sliced, copied) weights loaded."""
+        model = arch.build(num_classes=self.num_classes)
+        state = {k: v.detach().clone() for k, v in self.sliced(arch).items()}
+        model.load_state_dict(state, strict=True)
+        return model
+
+    # -- persistence --------------------------------------------------------------------------
+    def meta(self) -> dict:
+        return {"format": FORMAT, "num_classes": self.num_classes, "space": self.space_name,
+                "shapes": {k: list(v) for k, v in sorted(self.shapes.items())},
+                "largest": self.largest.to_string() if self.largest else None,
+                "smallest": self.smallest.to_string() if self.smallest else None}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "Supernet":
+        if meta.get("format") != FORMAT:
+            raise SupernetError(f"supernet checkpoint format: got {meta.get('format')!r}; allowed: {FORMAT}")
+        big = Arch.from_string(meta["largest"]) if meta.get("largest") else None
+        small = Arch.from_string(meta["smallest"]) if meta.get("smallest") else None
+        return cls({k: tuple(v) for k, v in meta["shapes"].items()}, meta["num_classes"], meta.get("space", ""),
+                   big, small)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Envelope from a space
+# --------------------------------------------------------------------------------------------
+def _arch_width(arch: Arch) -> int:
+    return max([arch.stem.out_ch, arch.head.last_ch, arch.head.hidden_ch]
+               + [max(b.in_ch, b.out_ch, b.mid_ch) for b in arch.blocks])
+
+
+def candidate_archs(space, samples: int = 300, seed: int = 0, max_channels: int = 0) -> list[Arch]:
+    """Archs that span the space: its zoo points, one decode per option of every decision
+    (from a sampled base point), and ``samples`` uniform samples."""
+    rng = random.Random(seed)
+    out: dict[str, Arch] = {}
+
+    def add(a):
+        if a is not None and (not max_channels or _arch_width(a) <= max_channels):
+            out.setdefault(a.to_string(), a)
+
+    try:
+        from search_space import zoo
+
+        for name, width in space.zoo_entries():
+            add(zoo.get(name, width))
+    except (EdgenasError, ImportError, AttributeError):
+        pass
+    for _ in range(samples):
+        add(space.sample(rng))
+    try:
+        cards = space.cardinalities()
+        for rep in range(2):
+            base = space.encode(space.sample(rng))
+            for d, n in enumerate(cards):
+                for o in range(n):
+                    codes = list(base)
+                    codes[d] = o
+                    try:
+                        add(space.decode(codes))
+                    except EdgenasError:
+                        pass
+    except (AttributeError, NotImplementedError):
+        pass
+    if not out:
+        raise SupernetError(f"supernet: space {getattr(space, 'name', space)!r} gave no archs "
+                            f"(max_channels={max_channels}); allowed: a larger max_channels or 0")
+    return list(out.values())
+
+
+def envelope(archs: list[Arch], num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Elementwise max shape per supernet key over ``archs``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for a in archs:
+        pos = position_keys(a)
+        for local, t in _meta_module(a, num_classes).state_dict().items():
+            key = shared_name(local, pos)
+            s = tuple(t.shape)
+            old = shapes.get(key)
+            if old is None:
+                shapes[key] = s
+            elif len(old) != len(s):
+                raise SupernetError(f"supernet: {key} has shapes {old} and {s} of different rank")
+            else:
+                shapes[key] = tuple(max(x, y) for x, y in zip(old, s))
+    return shapes
+
+
+def build_supernet(space, num_classes: int, recipe: SupernetRecipe = SupernetRecipe(), seed: int = 0,
+                   resolution: tuple[int, int] = (32, 32)) -> Supernet:
+    from search_space.profile import profile
+
+    archs = candidate_archs(space, recipe.envelope_samples, seed, recipe.max_channels)
+    macs = [profile(a, resolution, num_classes)["macs"] for a in archs]
+    largest = archs[max(range(len(archs)), key=macs.__getitem__)]
+    smallest = archs[min(range(len(archs)), key=macs.__getitem__)]
+    torch.manual_seed(int(seed))
+    return Supernet(envelope(archs, num_classes), num_classes, getattr(space, "name", ""), largest, smallest)
+
+
+# --------------------------------------------------------------------------------------------
+# Training, caching, evaluation
+# --------------------------------------------------------------------------------------------
+def space_fingerprint(space) -> str:
+    """What identifies a space for the cache: its name, decisions and size."""
+    parts = [getattr(space, "name", type(space).__name__)]
+    for attr in ("cardinalities", "size"):
+        try:
+            parts.append(str(getattr(space, attr)()))
+        except Exception:  # noqa: BLE001 -- a fingerprint must not fail
+            pass
+    return "|".join(parts)
+
+
+def supernet_key(space, data, recipe: SupernetRecipe, seed: int) -> str:
+    blob = json.dumps({"format": FORMAT, "space": space_fingerprint(space), "data": data.key,
+                       "classes": data.num_classes, "recipe": recipe.training_key(), "seed": seed},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def supernet_dir(space, data, recipe: SupernetRecipe, seed: int, root: Path | None = None) -> Path:
+    name = f"{getattr(space, 'name', 'space')}-{data.name}-{supernet_key(space, data, recipe, seed)}"
+    return Path(root or cache_dir()) / "supernets" / name
+
+
+TRAIN_CALLS = {"count": 0}            # how many times train_supernet ran (tests check cache hits)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed: int = 0,
+                   out_dir: Path | None = None, resume: bool = True, progress: bool = True,
+                   log=None) -> Supernet:
+    """Train (or resume) the supernet of ``space`` on ``data``; write ``supernet.pt`` in ``out_dir``."""
+    from searchers.training import lr_at, param_groups
+
+    TRAIN_CALLS["count"] += 1
+    out_dir = Path(out_dir or supernet_dir(space, data, recipe, seed))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+    step = 0
+    state = None
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        net = Supernet.from_meta(state["meta"])
+        net.load_state_dict(state["model"])
+        step = state["step"]
+    else:
+        net = build_supernet(space, data.num_classes, recipe, seed, data.resolution)
+    opt = torch.optim.SGD(param_groups(net, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
+                          nesterov=recipe.momentum > 0)
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        rng.setstate(state["rng"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+    else:
+        torch.manual_seed(int(seed))
+    total = recipe.total_steps
+    ce = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=f"supernet {net.space_name}", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    net.train()
+    idx = None
+    while step < total:
+        epoch, within = divmod(step, recipe.steps_per_epoch)
+        if idx is None or within == 0:
+            # this epoch's images: a permutation drawn from a per-epoch seed (so resume is exact)
+            g = torch.Generator().manual_seed(int(seed) * 100003 + epoch)
+            idx = torch.randperm(len(data.train), generator=g)[: recipe.images_per_epoch]
+        batch = idx[within * recipe.batch_size:(within + 1) * recipe.batch_size]
+        if len(batch) == 0:
+            step += 1
+            continue
+        x, y = data.train.batch(batch)
+        lr = lr_at(step, total, recipe.lr, recipe.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        archs = [net.largest, net.smallest] + [space.sample(rng) for _ in range(recipe.n_random)]
+        opt.zero_grad(set_to_none=True)
+        soft = None
+        losses = []
+        for k, a in enumerate(archs):
+            logits = net(x, a)
+            if k == 0 or not recipe.distill:
+                loss = ce(logits, y)
+                if k == 0:
+                    soft = logits.detach().softmax(1)
+            else:
+                loss = torch.sum(-soft * torch.log_softmax(logits, 1), 1).mean()
+            loss.backward()
+            losses.append(float(loss.detach()))
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        step += 1
+        if not all(math.isfinite(v) for v in losses):
+            raise SupernetError(f"supernet training diverged at step {step} (losses {losses}); "
+                                f"allowed: a smaller recipe.lr than {recipe.lr}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(big=f"{losses[0]:.3f}", small=f"{losses[1]:.3f}", lr=f"{lr:.3f}")
+        if log is not None and (step % 10 == 0 or step == total):
+            log(f"step {step}/{total} loss_big {losses[0]:.4f} loss_small {losses[1]:.4f} "
+                f"lr {lr:.4f} elapsed {time.perf_counter() - t0:.1f}s")
+        if step % recipe.checkpoint_every == 0 or step == total:
+            _atomic_save({"meta": net.meta(), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                          "step": step, "rng": rng.getstate(), "gen": gen.get_state(),
+                          "torch_rng": torch.get_rng_state(), "recipe": asdict(recipe)}, ckpt_path)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0 + (state or {}).get("seconds", 0.0)
+    _atomic_save({"meta": net.meta(), "model": net.state_dict(), "recipe": asdict(recipe), "seed": seed,
+                  "data": data.key, "space": space_fingerprint(space), "train_seconds": seconds},
+                 out_dir / "supernet.pt")
+    (out_dir / "info.json").write_text(json.dumps(
+        {"space": net.space_name, "data": data.key, "recipe": asdict(recipe), "seed": seed,
+         "train_seconds": round(seconds, 1), "steps": total, "params": net.num_params(),
+         "largest": net.meta()["largest"], "smallest": net.meta()["smallest"]}, indent=1))
+    return net
+
+
+def load_supernet(path: Path) -> Supernet:
+    path = Path(path)
+    if not path.is_file():
+        raise SupernetError(f"supernet: {path} does not exist; allowed: a supernet.pt written by "
+                            "'python -m searchers.supernet train'")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        net = Supernet.from_meta(state["meta"])
+        net.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, EOFError, OSError) as exc:
+        raise SupernetError(f"supernet: {path} is not a readable supernet checkpoint ({type(exc).__name__}); "
+                            "delete it to retrain") from None
+    net.train_seconds = state.get("train_seconds", 0.0)
+    return net
+
+
+def get_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed: int = 0,
+                 root: Path | None = None, progress: bool = True, log=None) -> tuple[Supernet, bool]:
+    """The cached supernet for (space, data, recipe, seed), trained if missing.  Returns
+    (supernet, trained_now)."""
+    d = supernet_dir(space, data, recipe, seed, root)
+    final = d / "supernet.pt"
+    if final.is_file():
+        return load_supernet(final), False
+    return train_supernet(space, data, recipe, seed, d, resume=True, progress=progress, log=log), True
+
+
+def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = SupernetRecipe(),
+                    seed: int = 0) -> float:
+    """Inherit weights, re-estimate BN on a few training batches, top-1 on the validation subset."""
+    from searchers.training import accuracy, recalibrate_bn
+
+    model = net.extract(arch)
+    recalibrate_bn(model, data.train, batches=recipe.calib_batches, batch_size=recipe.calib_batch_size, seed=seed)
+    return accuracy(model, data.val, limit=recipe.eval_images, batch_size=1000)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def _recipe_from_args(args) -> SupernetRecipe:
+    r = SupernetRecipe()
+    changes = {k: getattr(args, k) for k in ("epochs", "images_per_epoch", "batch_size", "lr", "n_random",
+                                             "max_channels") if getattr(args, k, None) is not None}
+    return replace(r, **changes)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m searchers.supernet",
+                                description="Train / inspect / query the weight-sharing supernet of a space.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, help_ in (("train", "train (or resume) the supernet; cached by (space, data, recipe)"),
+                        ("eval", "score arch strings with the trained supernet"),
+                        ("info", "show the supernet's envelope and cache path")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--space", default="mobile-unified", help="space name or YAML path")
+        s.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, an image folder or an .npz")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--epochs", type=int)
+        s.add_argument("--images-per-epoch", type=int, dest="images_per_epoch")
+        s.add_argument("--batch-size", type=int, dest="batch_size")
+        s.add_argument("--lr", type=float)
+        s.add_argument("--n-random", type=int, dest="n_random")
+        s.add_argument("--max-channels", type=int, dest="max_channels")
+        s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+        s.add_argument("--cache-dir", help="override $EDGENAS_CACHE")
+        if name == "train":
+            s.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+            s.add_argument("--force", action="store_true", help="retrain even if the cached supernet exists")
+        if name == "eval":
+            s.add_argument("--arch", action="append", required=True, help="arch string (repeatable)")
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from search_space.space import load_space
+    from searchers.data import load_dataset
+
+    recipe = _recipe_from_args(args)
+    space = load_space(args.space)
+    data = load_dataset(args.dataset, seed=args.seed)
+    root = Path(args.cache_dir).expanduser() if args.cache_dir else None
+    d = supernet_dir(space, data, recipe, args.seed, root)
+    if args.cmd == "info":
+        net = build_supernet(space, data.num_classes, recipe, args.seed, data.resolution)
+        print(json.dumps({"dir": str(d), "trained": (d / "supernet.pt").is_file(), "params": net.num_params(),
+                          "tensors": len(net.shapes), "largest": net.largest.to_string(),
+                          "smallest": net.smallest.to_string(), "steps": recipe.total_steps}, indent=1))
+        return 0
+    if args.cmd == "train":
+        if (d / "supernet.pt").is_file() and not args.force:
+            print(f"cached: {d / 'supernet.pt'}")
+            return 0
+        t0 = time.perf_counter()
+        train_supernet(space, data, recipe, args.seed, d, resume=not args.no_resume, progress=True,
+                       log=lambda m: print(m, file=sys.stderr, flush=True) if not sys.stderr.isatty() else None)
+        print(f"trained in {time.perf_counter() - t0:.0f}s: {d / 'supernet.pt'}")
+        return 0
+    net = load_supernet(d / "supernet.pt")
+    for s in args.arch:
+        arch = Arch.from_string(s)
+        t0 = time.perf_counter()
+        acc = evaluate_subnet(net, arch, data, recipe, args.seed)
+        print(f"{acc:.4f}\t{time.perf_counter() - t0:.2f}s\t{s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

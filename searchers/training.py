@@ -1,0 +1,185 @@
+"""The stand-alone short-training recipe: one fixed recipe for every architecture.
+
+It is the ground truth the supernet and the zero-cost proxy are judged against, the ``train``
+evaluator, and the short-term fine-tuning of NetAdapt and the last-mile trainer (``train_model``
+takes any ``nn.Module``, e.g. a subnet extracted from the supernet).
+
+Recipe (``Recipe()``): SGD with Nesterov momentum 0.9, peak learning rate 0.1 after a linear
+warm-up over the first 5% of the steps, cosine decay to 0, weight decay 4e-5 on conv/linear weights
+only (not on BatchNorm or biases), label smoothing 0.1, batch 128, ``epochs`` passes over a fixed-size
+random subset of the training split (``images_per_epoch``, drawn anew each epoch from ``seed``).
+Scores are top-1 accuracy on the validation split (or its first ``eval_images`` images).
+Every random draw (init, batch order, dropout) comes from ``seed``, so a run is repeatable.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from search_space.errors import EdgenasError, field_error
+
+
+class RecipeError(EdgenasError, ValueError):
+    """A training recipe field is out of range."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int = 2
+    images_per_epoch: int = 10000
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    warmup: float = 0.05          # fraction of the steps with a linear warm-up
+    eval_images: int = 5000       # validation images scored (the whole 5k split by default)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "images_per_epoch", "batch_size", "eval_images"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise field_error(RecipeError, f"recipe.{name}", v, "a positive integer")
+        for name, lo, hi in (("lr", 0.0, 10.0), ("momentum", 0.0, 1.0), ("weight_decay", 0.0, 1.0),
+                             ("label_smoothing", 0.0, 1.0), ("warmup", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not lo <= float(v) < hi or (name == "lr" and v == 0):
+                raise field_error(RecipeError, f"recipe.{name}", v, f"a number in [{lo}, {hi})")
+
+    def steps(self, train_size: int) -> int:
+        per_epoch = math.ceil(min(self.images_per_epoch, train_size) / self.batch_size)
+        return self.epochs * per_epoch
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Recipe":
+        return replace(self, **changes)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv / linear weights only (ndim > 1), not on BN or biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
+    """Linear warm-up then cosine decay to zero (step counts from 0)."""
+    warm = int(total * warmup)
+    if step < warm:
+        return peak * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+
+
+def epoch_indices(n: int, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
+    """This epoch's training images: a fresh random subset of ``images_per_epoch``."""
+    return torch.randperm(n, generator=generator)[: min(recipe.images_per_epoch, n)]
+
+
+def train_model(model: nn.Module, data, recipe: Recipe = Recipe(), seed: int = 0,
+                progress: bool | Callable = False, desc: str = "train") -> dict:
+    """Train ``model`` in place on ``data.train`` with ``recipe``; returns stats (loss, seconds)."""
+    g = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    model.train()
+    opt = make_optimizer(param_groups(model, recipe.weight_decay), recipe)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    total = recipe.steps(len(data.train))
+    bar = _bar(total, desc, progress)
+    step, t0, losses = 0, time.perf_counter(), []
+    for _ in range(recipe.epochs):
+        idx = epoch_indices(len(data.train), recipe, g)
+        for start in range(0, len(idx), recipe.batch_size):
+            x, y = data.train.batch(idx[start:start + recipe.batch_size])
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, recipe.lr, recipe.warmup)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    if bar is not None:
+        bar.close()
+    if not all(math.isfinite(v) for v in losses[-5:]):
+        raise RecipeError(f"training diverged (loss {losses[-1]}); allowed: a smaller recipe.lr than {recipe.lr}")
+    return {"steps": step, "seconds": time.perf_counter() - t0,
+            "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:]))}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split, limit: int | None = None, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on the first ``limit`` images of ``split``."""
+    was = model.training
+    model.eval()
+    correct = seen = 0
+    for x, y in split.batches(batch_size, limit=limit):
+        correct += int((model(x).argmax(1) == y).sum())
+        seen += len(y)
+    model.train(was)
+    return correct / max(1, seen)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, split, batches: int = 4, batch_size: int = 256, seed: int = 0) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them (cumulative average) on
+    ``batches`` random training batches: what a subnet needs after inheriting supernet weights."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was = model.training
+    model.train()
+    g = torch.Generator().manual_seed(int(seed))
+    try:
+        for x, _ in split.batches(batch_size, shuffle=True, generator=g, limit=batches * batch_size):
+            model(x)
+    finally:
+        for m, mom in saved:
+            m.momentum = mom
+        model.train(was)
+
+
+def train_arch(arch, data, recipe: Recipe = Recipe(), seed: int = 0, progress: bool | Callable = False,
+               split: str = "val") -> tuple[nn.Module, dict]:
+    """Build ``arch`` for the data set's classes, train it with ``recipe``, score it.
+
+    Returns (model, stats) with stats["accuracy"] on ``split`` ("val" or "test")."""
+    if split not in ("val", "test"):
+        raise field_error(RecipeError, "split", split, ["val", "test"])
+    torch.manual_seed(int(seed))
+    model = arch.build(num_classes=data.num_classes)
+    stats = train_model(model, data, recipe, seed=seed, progress=progress, desc=f"train {arch.to_string()[:40]}")
+    t0 = time.perf_counter()
+    stats["accuracy"] = accuracy(model, getattr(data, split), limit=recipe.eval_images)
+    stats["eval_seconds"] = time.perf_counter() - t0
+    return model, stats
+
+
+def _bar(total: int, desc: str, progress):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+__all__ = ["Recipe", "RecipeError", "accuracy", "lr_at", "param_groups", "recalibrate_bn", "train_arch",
+           "train_model"]
