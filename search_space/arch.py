@@ -140,6 +140,10 @@ class BlockSpec:
             raise field_error(ArchError, f"block({self.type}).act", self.act, ACTIVATIONS)
         if self.se_gate not in SE_GATES:
             raise field_error(ArchError, f"block({self.type}).se_gate", self.se_gate, SE_GATES)
+        if not self.se_ch and self.se_gate != "hsigmoid":
+            # the gate means nothing without SE; keep one canonical value so that the string form
+            # (which omits it) round-trips to an equal BlockSpec
+            object.__setattr__(self, "se_gate", "hsigmoid")
         if self.residual and (self.stride != 1 or self.in_ch != self.out_ch):
             raise ArchError(
                 f"block({self.type}).residual: needs stride 1 and in_ch == out_ch, "
