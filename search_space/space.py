@@ -1,0 +1,858 @@
+"""Search spaces as data: ``load_space(name_or_path) -> Space``.
+
+A space is a YAML file (``search_space/spaces/<name>.yaml``) describing a stem, stages and a head,
+each with *choices*.  A field given as a scalar is fixed; a field given as a list is a decision.
+The encoding is MnasNet's factorized hierarchical one: every stage has its own decisions, shared by
+all its layers (``stage.kernel: [3, 5]``) or made per layer (``stage.layer.kernel: [3, 5, 7]``,
+one decision per layer slot up to the stage's largest depth)::
+
+    name: ofa-mbv3                      # the space's name (defaults to the file stem)
+    description: ...                    # free text
+    zoo: [mobilenet_v3_large@1.0]       # zoo points the space claims (tests check them)
+    mid_rule: divisible                 # expand -> mid: divisible (make_divisible(in*e, 8)),
+                                        #   expand (round(in*e)), sandglass (in // e raised to
+                                        #   make_divisible(ceil(out/6), 16))
+    se_rule: v3                         # SE size when se is true: v3 | mnasnet | {of, round, gate, ratio}
+    stem: {out_ch: [16, 24], kernel: 3, stride: 2, act: hswish, pool: false}
+    stages:
+      - depth: [2, 3, 4]                # layers in the stage (0 allowed: the stage is skipped)
+        stride: 2                       # stride of its first layer (the rest have stride 1)
+        out_ch: [24, 32]                # the stage's width (explicit channel counts)
+        type: mbconv                    # block type (per stage)
+        act: relu                       # shared fields: kernel expand mid se act skip opts
+        layer: {kernel: [3, 5, 7], expand: [3, 4, 6]}   # per-layer decisions
+        first: {opts: {dw1: 0}}         # fixed overrides for the first layer of the stage
+    head: {last_ch: 960, hidden_ch: 1280, act: hswish, dropout: [0.1, 0.2]}
+
+Derived fields: mid channels come from ``expand`` (via ``mid_rule``) or ``mid`` (explicit), are 0
+for dwsep and out // 2 for shufflev2; SE channels come from the se rule; the residual is on when
+the layer can have one (stride 1, in == out, mbconv or sandglass) unless ``skip`` is false; an
+mbconv's ``pw`` option is dropped when the block has an expansion anyway.
+
+``encode(arch)`` returns one integer per decision with more than one option, in a fixed order
+(stem, then per stage: depth, shared decisions, per-layer decisions slot by slot, then head).
+Slots beyond a stage's depth, and decisions that do not change the arch (e.g. ``skip`` on a
+stride-2 layer), get code 0, so every arch has exactly one code list and
+``decode(encode(a)) == a``.  ``size()`` counts those canonical code lists, which is the number of
+distinct archs when the stage boundaries of an arch are unambiguous (true when consecutive
+stages differ in stride or width, as in all shipped spaces).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable
+
+from search_space.arch import ACTIVATIONS, SE_GATES, Arch, BlockSpec, Head, Stem, make_divisible
+from search_space.errors import ArchError, SpaceError, allowed, field_error
+
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+
+TOP_KEYS = ("name", "description", "zoo", "mid_rule", "se_rule", "stem", "stages", "head")
+STEM_KEYS = ("out_ch", "kernel", "stride", "act", "pool")
+HEAD_KEYS = ("last_ch", "hidden_ch", "act", "dropout")
+LAYER_FIELDS = ("kernel", "expand", "mid", "se", "act", "skip", "opts")  # order = dependency order
+STAGE_KEYS = ("depth", "stride", "out_ch", "type", *LAYER_FIELDS, "layer", "first")
+FIRST_KEYS = ("type", *LAYER_FIELDS)
+MID_RULES = ("divisible", "expand", "sandglass")
+SE_PRESETS = {
+    "v3": {"of": "mid", "round": "divisible", "gate": "hsigmoid", "ratio": 0.25},
+    "mnasnet": {"of": "in", "round": "round", "gate": "sigmoid", "ratio": 0.25},
+}
+SE_RULE_KEYS = ("of", "round", "gate", "ratio")
+RESIDUAL_TYPES = ("mbconv", "sandglass")
+MAX_TRIES = 200
+
+
+def _err(where: str, got, allowed_values) -> SpaceError:
+    return field_error(SpaceError, where, got, allowed_values)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsed space pieces
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Decision:
+    """One position of the code list: ``name`` (e.g. ``stages[2].layer[1].kernel``) and its options."""
+
+    name: str
+    options: tuple
+
+    @property
+    def size(self) -> int:
+        return len(self.options)
+
+
+@dataclass
+class StageDef:
+    index: int
+    depth: tuple[int, ...]
+    stride: tuple[int, ...]
+    out_ch: tuple[int, ...]
+    type: tuple[str, ...]
+    shared: dict[str, tuple]          # field -> options, same for every layer of the stage
+    layer: dict[str, tuple]           # field -> options, chosen per layer slot
+    first: dict[str, Any]             # fixed overrides for the first layer
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth)
+
+    @property
+    def shared_names(self) -> list[str]:
+        """Stage-level decisions, in code order (depth first)."""
+        return ["depth", "stride", "out_ch", "type", *[f for f in LAYER_FIELDS if f in self.shared]]
+
+    def options(self, name: str) -> tuple:
+        if name in ("depth", "stride", "out_ch", "type"):
+            return getattr(self, name)
+        return self.shared[name]
+
+
+# --------------------------------------------------------------------------------------------
+# YAML -> Space
+# --------------------------------------------------------------------------------------------
+def _as_options(value, where: str) -> tuple:
+    if isinstance(value, list):
+        if not value:
+            raise _err(where, value, "a value or a non-empty list of values")
+        opts = tuple(_freeze(v) for v in value)
+        if len(set(map(repr, opts))) != len(opts):
+            raise SpaceError(f"{where}: got repeated options {value!r}; allowed: distinct values")
+        return opts
+    return (_freeze(value),)
+
+
+def _freeze(v):
+    if isinstance(v, dict):
+        return tuple(sorted(v.items()))
+    return v
+
+
+def _check_keys(d, keys: Iterable[str], where: str) -> dict:
+    if not isinstance(d, dict):
+        raise _err(where, type(d).__name__, "a mapping")
+    keys = tuple(keys)
+    for k in d:
+        if k not in keys:
+            raise SpaceError(f"{where}.{k}: unknown field {k!r}; allowed keys: {allowed(keys)}")
+    return d
+
+
+def _check_values(opts: tuple, where: str, ok, allowed_values) -> tuple:
+    for v in opts:
+        if not ok(v):
+            raise _err(where, v, allowed_values)
+    return opts
+
+
+def _pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _expand_value(v):
+    """An expansion ratio: int, float or an exact fraction written 'a/b'."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)) and v > 0:
+        return v
+    if isinstance(v, str):
+        try:
+            f = Fraction(v)
+        except (ValueError, ZeroDivisionError):
+            return None
+        return f if f > 0 else None
+    return None
+
+
+def _se_rule(value, where: str) -> dict | None:
+    if value in (False, None, "none", 0):
+        return None
+    if isinstance(value, str):
+        if value not in SE_PRESETS:
+            raise _err(where, value, ["none", *SE_PRESETS, "a mapping {of, round, gate, ratio}"])
+        return dict(SE_PRESETS[value])
+    if isinstance(value, (dict, tuple)):
+        d = dict(value)
+        _check_keys(d, SE_RULE_KEYS, where)
+        rule = {**SE_PRESETS["v3"], **d}
+        if rule["of"] not in ("mid", "in"):
+            raise _err(f"{where}.of", rule["of"], ["mid", "in"])
+        if rule["round"] not in ("divisible", "round"):
+            raise _err(f"{where}.round", rule["round"], ["divisible", "round"])
+        if rule["gate"] not in SE_GATES:
+            raise _err(f"{where}.gate", rule["gate"], SE_GATES)
+        if not isinstance(rule["ratio"], (int, float)) or not 0 < rule["ratio"] <= 1:
+            raise _err(f"{where}.ratio", rule["ratio"], "a number in (0, 1]")
+        return rule
+    raise _err(where, value, ["none", *SE_PRESETS, "a mapping {of, round, gate, ratio}"])
+
+
+class Space:
+    """A search space read from YAML; see the module docstring for the schema."""
+
+    def __init__(self, data: dict, source: str = "<space>"):
+        from search_space.blocks import BLOCKS
+
+        where = source
+        _check_keys(data, TOP_KEYS, where)
+        for need in ("stem", "stages", "head"):
+            if need not in data:
+                raise SpaceError(f"{where}: missing {need!r}; required keys: stem, stages, head")
+        self.source = source
+        self.name = str(data.get("name") or Path(source).stem)
+        self.description = str(data.get("description", ""))
+        self.mid_rule = data.get("mid_rule", "divisible")
+        if self.mid_rule not in MID_RULES:
+            raise _err("mid_rule", self.mid_rule, MID_RULES)
+        self.se_rule = _se_rule(data.get("se_rule", "v3"), "se_rule") or SE_PRESETS["v3"]
+        self._zoo = self._parse_zoo(data.get("zoo", []))
+
+        # stem
+        stem = _check_keys(data["stem"], STEM_KEYS, "stem")
+        if "out_ch" not in stem:
+            raise SpaceError("stem: missing 'out_ch'; required keys: out_ch")
+        self.stem = {
+            "out_ch": _check_values(_as_options(stem["out_ch"], "stem.out_ch"), "stem.out_ch", _pos_int,
+                                    "positive integers"),
+            "kernel": _check_values(_as_options(stem.get("kernel", 3), "stem.kernel"), "stem.kernel",
+                                    _pos_int, "positive integers"),
+            "stride": _check_values(_as_options(stem.get("stride", 2), "stem.stride"), "stem.stride",
+                                    lambda v: v in (1, 2), [1, 2]),
+            "act": _check_values(_as_options(stem.get("act", "relu"), "stem.act"), "stem.act",
+                                 lambda v: v in ACTIVATIONS, ACTIVATIONS),
+            "pool": _check_values(_as_options(stem.get("pool", False), "stem.pool"), "stem.pool",
+                                  lambda v: isinstance(v, bool), [False, True]),
+        }
+        # head
+        head = _check_keys(data["head"], HEAD_KEYS, "head")
+        self.head = {
+            "last_ch": _check_values(_as_options(head.get("last_ch", 0), "head.last_ch"), "head.last_ch",
+                                     lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                                     "integers >= 0"),
+            "hidden_ch": _check_values(_as_options(head.get("hidden_ch", 0), "head.hidden_ch"), "head.hidden_ch",
+                                       lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                                       "integers >= 0"),
+            "act": _check_values(_as_options(head.get("act", "relu"), "head.act"), "head.act",
+                                 lambda v: v in ACTIVATIONS, ACTIVATIONS),
+            "dropout": _check_values(_as_options(head.get("dropout", 0.0), "head.dropout"), "head.dropout",
+                                     lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                                     and 0 <= v < 1, "numbers in [0, 1)"),
+        }
+        self.head["dropout"] = tuple(float(v) for v in self.head["dropout"])
+        # stages
+        stages = data["stages"]
+        if not isinstance(stages, list) or not stages:
+            raise _err("stages", type(stages).__name__, "a non-empty list of stages")
+        self.stages = [self._parse_stage(i, s, BLOCKS) for i, s in enumerate(stages)]
+        if all(min(s.depth) == 0 for s in self.stages) and not any(s.max_depth for s in self.stages):
+            raise SpaceError("stages: every stage has depth 0; allowed: at least one layer")
+        self.decisions = self._decisions()
+
+    # -- parsing ----------------------------------------------------------------------------------
+    def _parse_zoo(self, zoo) -> list[tuple[str, float]]:
+        if not isinstance(zoo, list):
+            raise _err("zoo", type(zoo).__name__, "a list of 'name@width' strings")
+        out = []
+        for i, z in enumerate(zoo):
+            if isinstance(z, str) and "@" in z:
+                n, w = z.rsplit("@", 1)
+                try:
+                    out.append((n, float(w)))
+                    continue
+                except ValueError:
+                    pass
+            raise _err(f"zoo[{i}]", z, "'name@width' strings such as mobilenet_v2@1.0")
+        return out
+
+    def _parse_stage(self, i: int, s, blocks) -> StageDef:
+        where = f"stages[{i}]"
+        _check_keys(s, STAGE_KEYS, where)
+        for need in ("depth", "out_ch"):
+            if need not in s:
+                raise SpaceError(f"{where}: missing {need!r}; required keys: depth, out_ch")
+        depth = _check_values(_as_options(s["depth"], f"{where}.depth"), f"{where}.depth",
+                              lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "integers >= 0")
+        stride = _check_values(_as_options(s.get("stride", 1), f"{where}.stride"), f"{where}.stride",
+                               lambda v: v in (1, 2), [1, 2])
+        out_ch = _check_values(_as_options(s["out_ch"], f"{where}.out_ch"), f"{where}.out_ch", _pos_int,
+                               "positive integers")
+        types = _check_values(_as_options(s.get("type", "mbconv"), f"{where}.type"), f"{where}.type",
+                              lambda v: v in blocks, sorted(blocks))
+        layer = _check_keys(s.get("layer", {}) or {}, LAYER_FIELDS, f"{where}.layer")
+        first = _check_keys(s.get("first", {}) or {}, FIRST_KEYS, f"{where}.first")
+        shared, per_layer = {}, {}
+        for f in LAYER_FIELDS:
+            if f in s and f in layer:
+                raise SpaceError(f"{where}.{f}: given both per stage and per layer; allowed: one of them")
+            if f in layer:
+                per_layer[f] = self._field_options(f, layer[f], f"{where}.layer.{f}")
+            else:
+                default = {"kernel": 3, "act": "relu", "se": False, "skip": True, "opts": {}}.get(f)
+                if f in s:
+                    shared[f] = self._field_options(f, s[f], f"{where}.{f}")
+                elif default is not None:
+                    shared[f] = self._field_options(f, default, f"{where}.{f}")
+        has = lambda f: f in shared or f in per_layer  # noqa: E731
+        if has("expand") and has("mid"):
+            raise SpaceError(f"{where}: both 'expand' and 'mid' given; allowed: one of them")
+        if not has("expand") and not has("mid"):
+            shared["expand"] = (1,)
+        for k, v in first.items():
+            if isinstance(v, list):
+                raise _err(f"{where}.first.{k}", v, "a single value (first-layer overrides are fixed)")
+            self._field_options(k, v, f"{where}.first.{k}") if k != "type" else None
+        first = {k: _freeze(v) for k, v in first.items()}
+        return StageDef(i, depth, stride, out_ch, types, shared, per_layer, first)
+
+    def _field_options(self, f: str, value, where: str) -> tuple:
+        opts = _as_options(value, where)
+        if f == "kernel":
+            return _check_values(opts, where, lambda v: _pos_int(v) and v % 2 == 1, "odd positive integers")
+        if f == "expand":
+            bad = [v for v in opts if _expand_value(v) is None]
+            if bad:
+                raise _err(where, bad[0], "positive numbers or fractions like '11/3'")
+            return tuple(_expand_value(v) for v in opts)
+        if f == "mid":
+            return _check_values(opts, where, _pos_int, "positive integers")
+        if f == "se":
+            for v in opts:
+                _se_rule(v if not isinstance(v, bool) or not v else self.se_rule, where)
+            return opts
+        if f == "act":
+            return _check_values(opts, where, lambda v: v in ACTIVATIONS, ACTIVATIONS)
+        if f == "skip":
+            return _check_values(opts, where, lambda v: isinstance(v, bool), [True, False])
+        if f == "opts":
+            for v in opts:
+                if not isinstance(v, tuple) or not all(isinstance(k, str) and isinstance(x, int) for k, x in v):
+                    raise _err(where, v, "mappings of option name to integer, e.g. {pw: 1}")
+            return opts
+        raise _err(where, f, LAYER_FIELDS)  # pragma: no cover
+
+    def _decisions(self) -> list[Decision]:
+        """Every field with its options, in code order (including fixed ones)."""
+        out = [Decision(f"stem.{k}", v) for k, v in self.stem.items()]
+        for s in self.stages:
+            out += [Decision(f"stages[{s.index}].{n}", s.options(n)) for n in s.shared_names]
+            for j in range(s.max_depth):
+                out += [Decision(f"stages[{s.index}].layer[{j}].{f}", s.layer[f]) for f in LAYER_FIELDS
+                        if f in s.layer]
+        out += [Decision(f"head.{k}", v) for k, v in self.head.items()]
+        return out
+
+    # -- public description --------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Space({self.name!r}, {len(self.cardinalities())} decisions, size {self.size():.3e})"
+
+    def decision_names(self) -> list[str]:
+        """Names of the code positions, same order as ``encode``."""
+        return [d.name for d in self.decisions if d.size > 1]
+
+    def cardinalities(self) -> list[int]:
+        """Number of options per code position (same length and order as ``encode``)."""
+        return [d.size for d in self.decisions if d.size > 1]
+
+    def zoo_entries(self) -> list[tuple[str, float]]:
+        """The (zoo name, width) points this space claims to contain."""
+        return list(self._zoo)
+
+    # -- derivation: choices -> layer fields ------------------------------------------------------
+    def _mid(self, btype: str, in_ch: int, out_ch: int, key: str, value) -> int:
+        if btype == "dwsep":
+            return 0
+        if btype == "shufflev2":
+            return out_ch // 2
+        if key == "mid":
+            return int(value)
+        e = value
+        if btype == "sandglass" or self.mid_rule == "sandglass":
+            hidden = int(in_ch // e)
+            if hidden < out_ch / 6.0:
+                hidden = make_divisible(math.ceil(out_ch / 6.0), 16)
+            return hidden
+        if self.mid_rule == "expand":
+            return int(round(in_ch * e))
+        return make_divisible(float(in_ch * e), 8)
+
+    def _se(self, btype: str, in_ch: int, mid: int, expand, value) -> tuple[int, str]:
+        if btype != "mbconv":
+            return 0, "hsigmoid"
+        rule = self.se_rule if value is True else _se_rule(value, "se")
+        if rule is None:
+            return 0, "hsigmoid"
+        ratio = rule["ratio"]
+        if rule["of"] == "mid":
+            v = mid * ratio
+        else:  # sized from the block input: ratio / e of the mid channels (timm), or of in_ch
+            v = mid * ratio / float(expand) if expand is not None else in_ch * ratio
+        se_ch = make_divisible(v, 8) if rule["round"] == "divisible" else max(1, int(round(v)))
+        return se_ch, rule["gate"]
+
+    def _layer(self, btype: str, in_ch: int, out_ch: int, stride: int, v: dict) -> dict:
+        """The BlockSpec fields of one layer, computed field by field in ``LAYER_FIELDS`` order.
+        Missing later fields are fine: each field depends only on earlier ones."""
+        out: dict[str, Any] = {"type": btype, "in_ch": in_ch, "out_ch": out_ch, "stride": stride}
+        if "kernel" in v:
+            out["kernel"] = v["kernel"]
+        key = "mid" if "mid" in v else "expand"
+        if key in v:
+            out["mid_ch"] = self._mid(btype, in_ch, out_ch, key, v[key])
+        if "se" in v and "mid_ch" in out:
+            out["se_ch"], out["se_gate"] = self._se(btype, in_ch, out["mid_ch"], v.get("expand"), v["se"])
+        if "act" in v:
+            out["act"] = v["act"]
+        if "skip" in v:
+            out["residual"] = bool(v["skip"]) and btype in RESIDUAL_TYPES and stride == 1 and in_ch == out_ch
+        if "opts" in v and "mid_ch" in out:
+            opts = dict(v["opts"])
+            if btype == "mbconv" and opts.get("pw") and out["mid_ch"] != in_ch:
+                opts.pop("pw")
+            out["opts"] = tuple(sorted(opts.items()))
+        return out
+
+    @staticmethod
+    def _project(f: str, spec: dict):
+        """The BlockSpec fields a layer field decides."""
+        if f in ("expand", "mid"):
+            return spec.get("mid_ch")
+        if f == "se":
+            return spec.get("se_ch"), spec.get("se_gate") if spec.get("se_ch") else "hsigmoid"
+        if f == "skip":
+            return spec.get("residual")
+        return spec.get({"kernel": "kernel", "act": "act", "opts": "opts"}[f])
+
+    # -- decode --------------------------------------------------------------------------------
+    def _full(self, codes) -> list[int]:
+        """Code list (decisions with > 1 option) -> index for every decision."""
+        card = self.cardinalities()
+        if not isinstance(codes, (list, tuple)) or len(codes) != len(card):
+            n = len(codes) if isinstance(codes, (list, tuple)) else type(codes).__name__
+            raise SpaceError(f"codes: got {n} values; allowed: a list of {len(card)} integers "
+                             f"(space {self.name})")
+        it = iter(codes)
+        names = self.decision_names()
+        full = []
+        k = 0
+        for d in self.decisions:
+            if d.size == 1:
+                full.append(0)
+                continue
+            c = next(it)
+            if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < d.size:
+                raise SpaceError(f"codes[{k}] ({names[k]}): got {c!r}; allowed: 0..{d.size - 1}")
+            full.append(int(c))
+            k += 1
+        return full
+
+    def decode(self, codes) -> Arch:
+        """The arch of a code list (``len(cardinalities())`` integers, each below its cardinality)."""
+        full = self._full(codes)
+        it = iter(zip(self.decisions, full))
+        pick = lambda: (lambda d, i: d.options[i])(*next(it))  # noqa: E731
+        stem = Stem(out_ch=pick(), kernel=pick(), stride=pick(), act=pick(), pool=pick())
+        blocks: list[BlockSpec] = []
+        in_ch = stem.out_ch
+        for s in self.stages:
+            sv = {n: pick() for n in s.shared_names}
+            slots = [{f: pick() for f in LAYER_FIELDS if f in s.layer} for _ in range(s.max_depth)]
+            for j in range(sv["depth"]):
+                v = {**{f: sv[f] for f in LAYER_FIELDS if f in sv}, **slots[j]}
+                btype = sv["type"]
+                if j == 0:
+                    v.update({k: x for k, x in s.first.items() if k != "type"})
+                    btype = s.first.get("type", btype)
+                stride = sv["stride"] if j == 0 else 1
+                spec = self._layer(btype, in_ch, sv["out_ch"], stride, v)
+                try:
+                    blocks.append(BlockSpec(**spec))
+                except ArchError as exc:
+                    raise SpaceError(f"decode: stages[{s.index}] layer {j} is not a valid block: {exc}") from None
+                in_ch = sv["out_ch"]
+        head = Head(last_ch=pick(), hidden_ch=pick(), act=pick(), dropout=pick())
+        try:
+            return Arch(stem, tuple(blocks), head)
+        except ArchError as exc:
+            raise SpaceError(f"decode: the codes give an invalid arch: {exc}") from None
+
+    # -- encode --------------------------------------------------------------------------------
+    def encode(self, arch: Arch) -> list[int]:
+        """The code list of ``arch``; SpaceError naming the first layer/field outside the space."""
+        if not isinstance(arch, Arch):
+            raise _err("arch", type(arch).__name__, "an Arch")
+        full: list[int] = []
+        for k, opts in self.stem.items():
+            full.append(self._index(opts, getattr(arch.stem, k), f"stem.{k}"))
+        if arch.stem.in_ch != 3:
+            raise _err("stem.in_ch", arch.stem.in_ch, [3])
+        self._fail: tuple[int, str] = (-1, "")
+        parsed = self._parse(arch.blocks, 0, 0, arch.stem.out_ch)
+        if parsed is None:
+            raise SpaceError(self._fail[1] or "arch: blocks do not fit the stages of space " + self.name)
+        for part in parsed:
+            full += part
+        for k, opts in self.head.items():
+            full.append(self._index(opts, getattr(arch.head, k), f"head.{k}"))
+        return [i for d, i in zip(self.decisions, full) if d.size > 1]
+
+    @staticmethod
+    def _index(opts: tuple, value, where: str) -> int:
+        for i, o in enumerate(opts):
+            if o == value and type(o) is not bool or o is value:
+                return i
+        raise _err(where, value, opts)
+
+    def _note(self, b: int, msg: str) -> None:
+        if b >= self._fail[0]:
+            self._fail = (b, msg)
+
+    def _parse(self, blocks: tuple, si: int, b: int, in_ch: int) -> list[list[int]] | None:
+        """Backtracking split of ``blocks[b:]`` over stages ``si..``; the first split that fits."""
+        if si == len(self.stages):
+            if b == len(blocks):
+                return []
+            self._note(b, f"arch.blocks[{b}]: more blocks than the space's stages allow "
+                          f"(max {sum(s.max_depth for s in self.stages)} blocks)")
+            return None
+        s = self.stages[si]
+        for di, d in enumerate(s.depth):
+            if b + d > len(blocks):
+                self._note(len(blocks), f"arch.blocks: {len(blocks)} blocks, too few for stages[{si}] "
+                                        f"depth {d} (allowed depths: {allowed(s.depth)})")
+                continue
+            part = self._encode_stage(s, di, blocks[b:b + d], b, in_ch)
+            if part is None:
+                continue
+            rest = self._parse(blocks, si + 1, b + d, blocks[b + d - 1].out_ch if d else in_ch)
+            if rest is not None:
+                return [part, *rest]
+        return None
+
+    def _encode_stage(self, s: StageDef, di: int, layers: tuple, b0: int, in_ch: int) -> list[int] | None:
+        """Indices of the stage's decisions (shared, then slot by slot) for ``layers``, or None."""
+        shared_idx = {n: 0 for n in s.shared_names}
+        shared_idx["depth"] = di
+        slot_idx = [{f: 0 for f in s.layer} for _ in range(s.max_depth)]
+        if layers:
+            where = f"arch.blocks[{b0}]"
+            first = layers[0]
+            for n in ("out_ch", "stride"):
+                value, opts = getattr(first, n), s.options(n)
+                if value not in opts:
+                    self._note(b0, f"{where}.{n}: got {value!r}; allowed: {allowed(opts)} (stages[{s.index}])")
+                    return None
+                shared_idx[n] = opts.index(value)
+            stage_type = first.type
+            if "type" in s.first:  # the first layer's type is fixed; the stage type shows from layer 1
+                if first.type != s.first["type"]:
+                    self._note(b0, f"{where}.type: got {first.type!r}; allowed: {s.first['type']} "
+                                   f"(stages[{s.index}] first layer)")
+                    return None
+                stage_type = layers[1].type if len(layers) > 1 else None
+            if stage_type is not None:
+                if stage_type not in s.type:
+                    self._note(b0, f"{where}.type: got {stage_type!r}; allowed: {allowed(s.type)} "
+                                   f"(stages[{s.index}])")
+                    return None
+                shared_idx["type"] = s.type.index(stage_type)
+            out_ch, btype = first.out_ch, s.type[shared_idx["type"]]
+            for j, blk in enumerate(layers):
+                w = f"arch.blocks[{b0 + j}]"
+                t = s.first.get("type", btype) if j == 0 else btype
+                stride = s.stride[shared_idx["stride"]] if j == 0 else 1
+                exp_in = in_ch if j == 0 else out_ch
+                for n, want in (("type", t), ("out_ch", out_ch), ("stride", stride), ("in_ch", exp_in)):
+                    if getattr(blk, n) != want:
+                        self._note(b0 + j, f"{w}.{n}: got {getattr(blk, n)!r}; allowed: {want} "
+                                           f"(stages[{s.index}] layer {j})")
+                        return None
+            # layer fields in dependency order; a shared one must fit every layer
+            chosen: list[dict] = [{} for _ in layers]
+            for j in range(len(layers)):
+                if j == 0:
+                    chosen[0].update({k: v for k, v in s.first.items() if k != "type"})
+            for f in LAYER_FIELDS:
+                if f in s.shared:
+                    cands = [i for i, o in enumerate(s.shared[f])
+                             if all(self._fits(s, layers, j, chosen[j], f, o, in_ch) for j in range(len(layers)))]
+                    if not cands:
+                        j = next((j for j in range(len(layers)) if not any(
+                            self._fits(s, layers, j, chosen[j], f, o, in_ch) for o in s.shared[f])), None)
+                        if j is None:
+                            self._note(b0, f"arch.blocks[{b0}:{b0 + len(layers)}]: no single {f} fits every "
+                                           f"layer; allowed: one of {allowed(s.shared[f])} shared by "
+                                           f"stages[{s.index}]")
+                        else:
+                            self._note_field(s, layers, j, chosen, f, s.shared[f], in_ch, b0, shared=True)
+                        return None
+                    shared_idx[f] = cands[0]
+                    for j in range(len(layers)):
+                        chosen[j].setdefault(f, s.shared[f][cands[0]])
+                elif f in s.layer:
+                    for j in range(len(layers)):
+                        if f in chosen[j]:  # fixed by `first`
+                            continue
+                        cands = [i for i, o in enumerate(s.layer[f])
+                                 if self._fits(s, layers, j, chosen[j], f, o, in_ch)]
+                        if not cands:
+                            self._note_field(s, layers, j, chosen, f, s.layer[f], in_ch, b0, shared=False)
+                            return None
+                        slot_idx[j][f] = cands[0]
+                        chosen[j][f] = s.layer[f][cands[0]]
+            # opts/kernel etc. all matched field by field; confirm the whole layer (nothing else differs)
+            for j, blk in enumerate(layers):
+                spec = self._spec_for(s, layers, j, chosen[j], in_ch)
+                if BlockSpec(**spec) != blk:
+                    diff = next((k for k in spec if getattr(blk, k) != spec[k]), "groups")
+                    self._note(b0 + j, f"arch.blocks[{b0 + j}].{diff}: got {getattr(blk, diff)!r}; "
+                                       f"allowed: {spec.get(diff, 1)!r} (stages[{s.index}] layer {j})")
+                    return None
+        out = [shared_idx[n] for n in s.shared_names]
+        for j in range(s.max_depth):
+            out += [slot_idx[j][f] for f in LAYER_FIELDS if f in s.layer]
+        return out
+
+    def _spec_for(self, s: StageDef, layers: tuple, j: int, values: dict, in_ch: int) -> dict:
+        blk = layers[j]
+        return self._layer(blk.type, blk.in_ch, blk.out_ch, blk.stride, values)
+
+    def _fits(self, s: StageDef, layers: tuple, j: int, values: dict, f: str, option, in_ch: int) -> bool:
+        if j == 0 and f in s.first:  # fixed for the first layer: any shared option fits it
+            return True
+        spec = self._spec_for(s, layers, j, {**values, f: option}, in_ch)
+        blk = layers[j]
+        want = self._project(f, {"mid_ch": blk.mid_ch, "se_ch": blk.se_ch, "se_gate": blk.se_gate,
+                                 "residual": blk.residual, "kernel": blk.kernel, "act": blk.act,
+                                 "opts": blk.opts})
+        return self._project(f, spec) == want
+
+    def _note_field(self, s, layers, j, chosen, f, opts, in_ch, b0, shared: bool) -> None:
+        blk = layers[j]
+        got = self._project(f, {"mid_ch": blk.mid_ch, "se_ch": blk.se_ch, "se_gate": blk.se_gate,
+                                "residual": blk.residual, "kernel": blk.kernel, "act": blk.act, "opts": blk.opts})
+        can = []
+        for o in opts:
+            p = self._project(f, self._spec_for(s, layers, j, {**chosen[j], f: o}, in_ch))
+            if p not in can:
+                can.append(p)
+        label = {"expand": "mid_ch", "mid": "mid_ch", "se": "se_ch, se_gate", "skip": "residual"}.get(f, f)
+        scope = f"stages[{s.index}].{f}" + (" (shared by the stage)" if shared else f" layer {j}")
+        self._note(b0 + j, f"arch.blocks[{b0 + j}].{label}: got {got!r}; allowed: {allowed(can)} ({scope})")
+
+    def contains(self, arch: Arch) -> bool:
+        try:
+            self.encode(arch)
+        except SpaceError:
+            return False
+        return True
+
+    def explain(self, arch: Arch) -> str:
+        """'' if ``arch`` is in the space, else the one-line reason it is not."""
+        try:
+            self.encode(arch)
+        except SpaceError as exc:
+            return str(exc)
+        return ""
+
+    # -- sampling and variation ------------------------------------------------------------------
+    def random_codes(self, rng: random.Random) -> list[int]:
+        return [rng.randrange(c) for c in self.cardinalities()]
+
+    def sample(self, rng: random.Random) -> Arch:
+        """A random arch: uniform over the decisions (resampled if a combination is not a valid block)."""
+        last = None
+        for _ in range(MAX_TRIES):
+            try:
+                return self.decode(self.random_codes(rng))
+            except SpaceError as exc:
+                last = exc
+        raise SpaceError(f"sample: no valid arch in {MAX_TRIES} tries in space {self.name}: {last}")
+
+    def mutate(self, arch: Arch, rng: random.Random, n: int | None = None) -> Arch:
+        """Change one to three decisions (``n`` if given) so that the arch differs; stays inside."""
+        codes = self.encode(arch)
+        card = self.cardinalities()
+        if not card:
+            return arch
+        for _ in range(MAX_TRIES):
+            new = list(codes)
+            k = n if n is not None else rng.choice((1, 1, 1, 2, 3))
+            for i in rng.sample(range(len(card)), min(k, len(card))):
+                new[i] = rng.choice([c for c in range(card[i]) if c != codes[i]])
+            try:
+                child = self.decode(new)
+            except SpaceError:
+                continue
+            if child != arch:
+                return child
+        return arch
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        """Uniform crossover over the decisions of two archs of the space."""
+        ca, cb = self.encode(a), self.encode(b)
+        for _ in range(MAX_TRIES):
+            try:
+                return self.decode([x if rng.random() < 0.5 else y for x, y in zip(ca, cb)])
+            except SpaceError:
+                continue
+        return a
+
+    # -- size ------------------------------------------------------------------------------------
+    def size(self) -> int:
+        """Number of distinct archs (canonical code lists), exact, as a Python int."""
+        if getattr(self, "_size", None) is None:
+            self._size = self._count()
+        return self._size
+
+    def _count(self) -> int:
+        stems: dict[int, int] = {}
+        rest = 1
+        for k, opts in self.stem.items():
+            if k != "out_ch":
+                rest *= len(opts)
+        for o in self.stem["out_ch"]:
+            stems[o] = stems.get(o, 0) + rest
+        states = stems
+        for s in self.stages:
+            new: dict[int, int] = {}
+            for in_ch, cnt in states.items():
+                for c_out, n in self._count_stage(s, in_ch).items():
+                    key = in_ch if c_out is None else c_out
+                    new[key] = new.get(key, 0) + cnt * n
+            states = new
+        heads = math.prod(len(v) for v in self.head.values())
+        return sum(states.values()) * heads
+
+    def _layer_set(self, s: StageDef, btype: str, in_ch: int, out_ch: int, stride: int,
+                   shared: dict, first: bool) -> frozenset:
+        """Distinct layer specs for one layer slot given the stage's shared values."""
+        fixed = dict(shared)
+        if first:
+            fixed.update({k: v for k, v in s.first.items() if k != "type"})
+            btype = s.first.get("type", btype)
+        free = [f for f in s.layer if f not in fixed]
+        out = set()
+        for combo in itertools.product(*(s.layer[f] for f in free)):
+            v = {**fixed, **dict(zip(free, combo))}
+            spec = self._layer(btype, in_ch, out_ch, stride, v)
+            out.add(tuple(sorted(spec.items(), key=lambda kv: kv[0])))
+        return frozenset(out)
+
+    def _count_stage(self, s: StageDef, in_ch: int) -> dict[int | None, int]:
+        """{out_ch (None: stage skipped): number of distinct layer sequences} from ``in_ch``."""
+        result: dict[int | None, int] = {}
+        shared_fields = [f for f in LAYER_FIELDS if f in s.shared]
+        for d in s.depth:
+            if d == 0:
+                result[None] = result.get(None, 0) + 1
+                continue
+            for out_ch in s.out_ch:
+                products = set()  # each: (first-layer set, rest-layer set or None)
+                for stride in s.stride:
+                    for btype in s.type:
+                        for combo in itertools.product(*(s.shared[f] for f in shared_fields)):
+                            sv = dict(zip(shared_fields, combo))
+                            a = self._layer_set(s, btype, in_ch, out_ch, stride, sv, True)
+                            r = self._layer_set(s, btype, out_ch, out_ch, 1, sv, False) if d > 1 else None
+                            products.add((a, r))
+                result[out_ch] = result.get(out_ch, 0) + _union_of_products(list(products), d)
+        return result
+
+
+def _union_of_products(products: list[tuple[frozenset, frozenset | None]], d: int) -> int:
+    """|U_i A_i x R_i^(d-1)|, exact (inclusion-exclusion within groups that overlap)."""
+    def size(p):
+        a, r = p
+        return len(a) * (len(r) ** (d - 1) if r is not None else 1)
+
+    def inter(p, q):
+        a = p[0] & q[0]
+        r = (p[1] & q[1]) if p[1] is not None else None
+        return a, r
+
+    def empty(p):
+        return not p[0] or (p[1] is not None and not p[1])
+
+    # group overlapping products (connected components)
+    n = len(products)
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if not empty(inter(products[i], products[j])):
+                parent[root(i)] = root(j)
+    groups: dict[int, list] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(products[i])
+    total = 0
+    for g in groups.values():
+        if len(g) == 1:
+            total += size(g[0])
+            continue
+        if len(g) > 16:
+            raise SpaceError(f"size: {len(g)} overlapping stage variants; cannot count exactly")
+        for k in range(1, len(g) + 1):
+            for sub in itertools.combinations(g, k):
+                p = sub[0]
+                for q in sub[1:]:
+                    p = inter(p, q)
+                    if empty(p):
+                        break
+                if not empty(p):
+                    total += (-1) ** (k + 1) * size(p)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def space_names() -> list[str]:
+    """Names of the shipped spaces (``search_space/spaces/*.yaml``)."""
+    order = ["mobile-unified", "mnasnet", "mobilenetv3", "proxylessnas", "ofa-mbv3", "shufflenetv2"]
+    have = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    return [n for n in order if n in have] + [n for n in have if n not in order]
+
+
+def load_space(name_or_path) -> Space:
+    """A shipped space by name, or a space YAML file by path."""
+    import yaml
+
+    if isinstance(name_or_path, Space):
+        return name_or_path
+    key = str(name_or_path)
+    path = SPACES_DIR / f"{key}.yaml"
+    if not path.is_file():
+        path = Path(key).expanduser()
+        if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+            raise SpaceError(f"space: got {key!r}; allowed: {allowed(space_names())}, "
+                             "or the path of a space .yaml file")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpaceError(f"{path}: malformed YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: got {type(data).__name__}; allowed: a mapping with stem, stages, head")
+    return Space(data, source=str(path))
+
+
+def space_from_dict(data: dict, name: str = "<space>") -> Space:
+    """A space from an already-parsed mapping (tests, programmatic spaces)."""
+    return Space(data, source=name)
+
+
+__all__ = ["Decision", "Space", "load_space", "space_from_dict", "space_names"]
