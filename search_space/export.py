@@ -83,9 +83,12 @@ def _imports_for(tree: ast.Module, src: str, used: set[str]) -> list[str]:
 
 
 def _class_name(name: str) -> str:
-    parts = re.split(r"[^0-9a-zA-Z]+", name)
+    """``mobilenet_v3_small@0.75`` -> ``MobileNetV3Small`` (the width stays in the docstring)."""
+    parts = re.split(r"[^0-9a-zA-Z]+", name.split("@")[0])
     out = "".join(p[:1].upper() + p[1:] for p in parts if p)
-    out = out.replace("Mobilenet", "MobileNet").replace("Shufflenet", "ShuffleNet").replace("Mnasnet", "MnasNet")
+    for plain, styled in (("Mobilenext", "MobileNeXt"), ("Mobilenet", "MobileNet"), ("Shufflenet", "ShuffleNet"),
+                          ("Mnasnet", "MnasNet"), ("Proxylessnas", "ProxylessNAS"), ("Fbnet", "FBNet")):
+        out = out.replace(plain, styled)
     if not out or not out[0].isalpha():
         out = "Net" + out
     return out
@@ -232,8 +235,6 @@ def export(arch: Arch, out_dir, formats=DEFAULT_FORMATS, num_classes: int = 1000
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ExportError(f"out: {out} exists and is not a directory; allowed: a directory path")
-    out.mkdir(parents=True, exist_ok=True)
-
     model = arch.build(num_classes=num_classes).eval()
     if state_dict is not None:
         try:
@@ -241,6 +242,7 @@ def export(arch: Arch, out_dir, formats=DEFAULT_FORMATS, num_classes: int = 1000
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()
             raise ExportError(f"weights: do not fit the arch: {' '.join(first[:2])[:300]}") from None
+    out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 
     if "py" in formats:
@@ -316,7 +318,7 @@ def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
     widths = zoo.widths(target)
     if w not in widths:
         raise field_error(ArchError, f"--width (for {target})", w, widths)
-    label = target if w == 1.0 else f"{target}_{w:g}".replace(".", "_")
+    label = target if w == 1.0 else f"{target}@{w:g}"
     return zoo.get(target, width=w), label
 
 

@@ -228,9 +228,12 @@ def test_cli_arch_file_subprocess(tmp_path):
     assert y.shape == (1, 5)
 
 
-@pytest.mark.parametrize("kind", ["unknown-zoo-name", "missing-file", "malformed-yaml", "bad-width", "bad-format"])
+@pytest.mark.parametrize("kind", ["unknown-zoo-name", "missing-file", "malformed-yaml", "bad-width", "bad-format",
+                                  "bad-weights"])
 def test_cli_bad_input(tmp_path, kind):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "w.pt")
     args = {
+        "bad-weights": [str(OFA_MBV3), "--weights", str(tmp_path / "w.pt")],
         "unknown-zoo-name": ["mobilenet_v9"],
         "missing-file": [str(tmp_path / "nope.yaml")],
         "malformed-yaml": [str(tmp_path / "bad.yaml")],
@@ -245,6 +248,6 @@ def test_cli_bad_input(tmp_path, kind):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     expect = {"unknown-zoo-name": "mobilenet_v9", "missing-file": "does not exist", "malformed-yaml": "malformed YAML",
-              "bad-width": "--width", "bad-format": "tflite"}[kind]
+              "bad-width": "--width", "bad-format": "tflite", "bad-weights": "weights: do not fit"}[kind]
     assert expect in lines[0]
     assert not (tmp_path / "o").exists()
