@@ -307,6 +307,8 @@ def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
             nc = read_net_config(p)
             return nc.arch, nc.name
         return Arch.load(p), p.stem if p.stem != "arch" else "network"
+    if p.exists():
+        raise ArchError(f"arch file: {target} is not a file; allowed: a .yaml/.yml/.json arch or a net.config")
     if looks_like_file:
         raise ArchError(f"arch file: {target} does not exist")
     from search_space import zoo

@@ -210,6 +210,14 @@ def test_cli_zoo_name(tmp_path, capsys):
     assert Arch.from_string(mod.ARCH) == arch and "class MobileNetV1" in (out / "model.py").read_text()
 
 
+def test_cli_net_config(tmp_path, capsys):
+    out = tmp_path / "ofa"
+    assert main([str(OFA_MBV3), "--out", str(out), "--format", "yaml"]) == 0
+    assert Arch.load(out / "arch.yaml") == from_net_config(OFA_MBV3)
+    assert main([str(tmp_path), "--out", str(out)]) == 2  # a directory is not an arch file
+    assert "is not a file" in capsys.readouterr().err
+
+
 def test_cli_arch_file_subprocess(tmp_path):
     arch = from_net_config(OFA_MBV3)
     src = tmp_path / "net.yaml"
