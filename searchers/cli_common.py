@@ -253,8 +253,9 @@ def check_names(s: SearchSettings) -> None:
     from search_space.space import space_names
 
     targets = list(latency_models.targets())
-    if s.target not in targets:
-        raise OptionError(f"--target: got {s.target!r}; allowed: {', '.join(targets)}")
+    is_file = s.target.endswith(".json") and Path(s.target).is_file()
+    if s.target not in targets and not is_file:
+        raise OptionError(f"--target: got {s.target!r}; allowed: {', '.join(targets)} or a target .json file")
     names = list(space_names())
     if s.space not in names and not (s.space.endswith((".yaml", ".yml")) and Path(s.space).is_file()):
         raise OptionError(f"--space: got {s.space!r}; allowed: {', '.join(names)} or a space YAML file")

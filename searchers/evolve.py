@@ -17,6 +17,7 @@ youngest finished trials), and machines join through ``--storage postgresql://..
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -81,9 +82,11 @@ class Context:
             s = self.settings
             self.evaluator = get_evaluator(s.evaluator, space=self.space, dataset=s.dataset, seed=s.seed,
                                            **s.eval_opts)
-            try:
+            import inspect
+
+            if "progress" in inspect.signature(self.evaluator.prepare).parameters:
                 self.evaluator.prepare(progress=progress)
-            except TypeError:
+            else:
                 self.evaluator.prepare()
         return self.evaluator
 
@@ -184,6 +187,16 @@ class Evolution:
         self.rng = random.Random(f"evolve:{s.seed}:{worker}:{len(self.history)}{salt}")
         self.failures = 0
         self.eval_s = 0.0
+        self.journal = None  # a local JSON-lines log of the trials this process wrote
+
+    def open_journal(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.journal = open(path, "a", buffering=1)
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
     # -- proposals --------------------------------------------------------------------------------
     def _initial(self):
@@ -262,6 +275,9 @@ class Evolution:
         number = self.records.add(arch, codes, acc, lat, r, breakdown, self.worker, dt)
         rec = TrialRecord(number, text, tuple(codes), acc, lat, r, self.worker)
         self.accuracy[text] = acc
+        if self.journal is not None:
+            self.journal.write(json.dumps({"trial": number, "worker": self.worker, "accuracy": acc,
+                                           "latency_ms": lat, "reward": r, "arch": text}) + "\n")
         if self.board is not None:
             self.board.trial(rec)
         return rec
@@ -289,6 +305,13 @@ class Evolution:
         return self.records.complete()
 
 
+def sqlite_path_of(url: str) -> str | None:
+    from searchers.records import sqlite_path
+
+    p = sqlite_path(url)
+    return str(p.resolve()) if p is not None else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Workers (--workers N): N processes on one study
 # ---------------------------------------------------------------------------------------------
@@ -302,9 +325,12 @@ def _worker_main(settings_dict: dict, worker: int, threads: int) -> int:
         records, _ = Records.open(ctx.study_name, ctx.storage, ctx.space, s.identity(), resume=True, searcher=SEARCHER)
         ctx.get_evaluator(progress=False)
         board = Board(ctx.out / "tensorboard", worker)
+        evo = Evolution(ctx, records, worker, shared=True, board=board, progress=False)
+        evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w{worker}.jsonl")
         try:
-            Evolution(ctx, records, worker, shared=True, board=board, progress=False).run()
+            evo.run()
         finally:
+            evo.close()
             board.close()
     except EdgenasError as exc:
         print(f"error: worker {worker}: {exc}", file=sys.stderr)
@@ -380,12 +406,15 @@ def search(s: SearchSettings, progress: bool = True) -> dict:
             from tqdm import tqdm
 
             board = Board(ctx.out / "tensorboard", 0)
-            evo = Evolution(ctx, records, 0, shared=False, board=board, progress=progress)
+            shared = not (sqlite_path_of(ctx.storage) or "").startswith(str(ctx.out.resolve()))
+            evo = Evolution(ctx, records, 0, shared=shared, board=board, progress=progress)
+            evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w0.jsonl")
             try:
                 with tqdm(total=s.trials, initial=len(evo.history), desc="evolve", unit="arch", dynamic_ncols=True,
                           disable=not progress, file=sys.stderr) as bar:
                     evo.run(bar)
             finally:
+                evo.close()
                 board.close()
     summary = outputs.write_outputs(ctx, records, probe=probe, wall_s=time.perf_counter() - t_start,
                                     progress=progress)

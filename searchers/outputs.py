@@ -128,11 +128,20 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
     if best is not None:
         arch = ctx.arch(best.arch)
         num_classes = _num_classes(ctx)
-        exported = export(arch, out / "best", num_classes=num_classes, resolution=s.resolution)
+        state_dict = None
+        extract = getattr(ctx.evaluator, "extract", None)  # the supernet's inherited weights, when it has them
+        if callable(extract):
+            try:
+                state_dict = extract(arch).state_dict()
+            except Exception:
+                state_dict = None
+        exported = export(arch, out / "best", num_classes=num_classes, resolution=s.resolution,
+                          state_dict=state_dict)
         files.update({f"best/{Path(p).name}": str(p) for p in exported.values()})
         best_dict = {"trial": best.number, "arch": best.arch, "latency_ms": best.latency_ms,
                      "accuracy": best.accuracy, "reward": best.reward,
-                     "within_budget": best.latency_ms <= s.budget_ms, "num_classes": num_classes}
+                     "within_budget": best.latency_ms <= s.budget_ms, "num_classes": num_classes,
+                     "weights": "inherited from the supernet" if state_dict is not None else "random init"}
     board = Board(out / "tensorboard", 0)
     try:
         metrics = {"hparam/best_reward": best.reward if best else 0.0,

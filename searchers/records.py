@@ -55,6 +55,17 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def driver_url(url: str) -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; use psycopg2 when only it is installed."""
+    import importlib.util
+
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
 def open_storage(url: str, must_exist: bool = False):
     """An Optuna ``RDBStorage`` for ``url``; unreachable or malformed URLs raise StorageError."""
     _quiet_optuna()
@@ -70,11 +81,14 @@ def open_storage(url: str, must_exist: bool = False):
     last: Exception | None = None
     for attempt in range(6):  # two workers creating the schema at once may collide: retry
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             last = exc
             time.sleep(0.3 * (attempt + 1))
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+        except ImportError:
+            raise StorageError(f"--storage: no database driver for {safe_url(url)}; allowed: sqlite:///PATH, or "
+                               "postgresql://... with psycopg2-binary installed (pip install 'edgenas[postgres]')") from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, OSError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StorageError(f"--storage: cannot use {safe_url(url)}: {reason}") from None
     raise StorageError(f"--storage: cannot set up {safe_url(url)}: {str(last).splitlines()[0]}")

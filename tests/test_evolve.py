@@ -1,0 +1,293 @@
+"""searchers.evolve end to end on the real space, latency model, proxy evaluator and Optuna storage.
+
+Small on purpose (tens of trials, the trainless proxy evaluator on an 8-image batch); the search
+quality and overhead goals are measured by benchmarks/search_quality.py and search_overhead.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SPACE = "mobile-unified"
+TARGET = "pixel-cpu"
+FAST = ["--evaluator", "proxy", "--eval-opt", "batch_size=8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def budget_ms() -> float:
+    """A budget about a third of random archs meet: from the real latency model itself."""
+    import latency_models
+    from search_space.space import load_space
+
+    space, model = load_space(SPACE), latency_models.load(TARGET)
+    rng = random.Random(1)
+    lats = sorted(float(x) for x in model.predict_many([space.sample(rng) for _ in range(60)]))
+    return round(lats[len(lats) // 3], 1)
+
+
+def run_main(args: list[str]) -> int:
+    from searchers.evolve import main
+
+    return main([str(a) for a in args])
+
+
+def load_study(out: Path, name: str | None = None):
+    import optuna
+
+    storage = f"sqlite:///{out / 'study.db'}"
+    names = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name or names[0], storage=storage)
+
+
+def complete(study):
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+# ------------------------------------------------------------------------------------------------
+# Budgets and reward
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,ms", [("60ms", 60.0), ("60 ms", 60.0), ("0.06s", 60.0), (" 7.5ms ", 7.5),
+                                     ("1e2ms", 100.0)])
+def test_budget_accepts(text, ms):
+    from searchers.cli_common import parse_budget
+
+    assert parse_budget(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text,msg", [("60", "without a unit"), (60, "without a unit"), ("60us", "allowed: a positive"),
+                                      ("0ms", "allowed: a positive"), ("-5ms", "allowed: a positive"),
+                                      ("", "allowed: a positive"), ("fast", "allowed: a positive"),
+                                      ("60 m s", "allowed: a positive")])
+def test_budget_rejects(text, msg):
+    from searchers.cli_common import OptionError, parse_budget
+
+    with pytest.raises(OptionError, match=msg) as exc:
+        parse_budget(text)
+    assert str(exc.value).startswith("--budget: got ") and "\n" not in str(exc.value)
+
+
+def test_reward_is_mnasnets():
+    from searchers.reward import Reward
+
+    soft = Reward.make(80.0)  # MnasNet: alpha = beta = -0.07
+    assert (soft.alpha, soft.beta) == (-0.07, -0.07)
+    assert soft(0.75, 80.0) == pytest.approx(0.75)
+    # "a model twice as slow gets about 5% lower reward" (2 ** -0.07 = 0.9526)
+    assert soft(0.75, 160.0) == pytest.approx(0.75 * 0.952638, rel=1e-5)
+    assert soft(0.75, 40.0) == pytest.approx(0.75 * 1.049717, rel=1e-5)
+    hard = Reward.make(80.0, "hard")  # alpha = 0, beta = -1
+    assert hard(0.75, 40.0) == 0.75 and hard(0.75, 80.0) == 0.75
+    assert hard(0.75, 160.0) == pytest.approx(0.375)
+    assert Reward.make(80.0, "soft", w=-0.15)(0.5, 160.0) == pytest.approx(0.5 * 2 ** -0.15)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2, nothing recorded lost
+# ------------------------------------------------------------------------------------------------
+def _bad(args, capsys):
+    rc = run_main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_inputs(tmp_path, capsys, budget_ms):
+    ok = ["--budget", f"{budget_ms}ms", "--out", tmp_path / "run"]
+    msg = _bad(["--target", "nokia-3310", *ok, *FAST], capsys)
+    assert "--target: got 'nokia-3310'; allowed:" in msg and "pixel-cpu" in msg and "note10-cpu" in msg
+    msg = _bad(["--target", TARGET, *ok, "--space", "nope", *FAST], capsys)
+    assert "--space: got 'nope'" in msg and SPACE in msg and "ofa-mbv3" in msg
+    msg = _bad(["--target", TARGET, *ok, "--evaluator", "oracle", "--no-progress"], capsys)
+    assert msg == "error: --evaluator: got 'oracle'; allowed: supernet, train, proxy"
+    msg = _bad(["--target", TARGET, "--budget", "60", "--out", tmp_path / "run", *FAST], capsys)
+    assert "--budget: got '60' without a unit" in msg
+    msg = _bad(["--target", TARGET, "--budget=-3ms", "--out", tmp_path / "run", *FAST], capsys)
+    assert "--budget: got '-3ms'; allowed: a positive latency" in msg
+    msg = _bad(["--target", TARGET, *ok, "--resume", *FAST], capsys)
+    assert "does not exist (nothing to resume)" in msg
+    assert not (tmp_path / "run" / "study.db").exists()
+    msg = _bad(["--target", TARGET, *ok, "--storage", "postgresql://nobody:secret@127.0.0.1:9/none", *FAST], capsys)
+    assert msg.startswith("error: --storage: cannot use postgresql://nobody:***@127.0.0.1:9/none") and "secret" not in msg
+    # an infeasible budget is found by the latency model before any evaluation
+    msg = _bad(["--target", TARGET, "--budget", "0.5ms", "--out", tmp_path / "run", *FAST], capsys)
+    assert re.fullmatch(rf"error: no architecture of space {SPACE} reaches 0.5 ms on {TARGET}; "
+                        r"the fastest seen is \d+\.\d ms", msg), msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_prints_no_traceback():
+    r = subprocess.run([PY, "-m", "searchers.evolve", "--target", TARGET, "--budget", "60 parsecs"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --budget: got '60 parsecs'; allowed: a positive latency such as 60ms, 60 ms or 0.06s"
+
+
+# ------------------------------------------------------------------------------------------------
+# A real (small) search
+# ------------------------------------------------------------------------------------------------
+def test_search_records_outputs_and_determinism(tmp_path, capsys, budget_ms):
+    import optuna
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import latency_models
+    from search_space.arch import Arch, signatures
+    from search_space.space import load_space
+    from searchers.records import pareto_front, to_record
+
+    args = ["--target", TARGET, "--budget", f"{budget_ms}ms", "--trials", 12, "--population", 6,
+            "--sample-size", 3, "--seed", 3, *FAST]
+    assert run_main([*args, "--out", tmp_path / "a"]) == 0
+    out = capsys.readouterr().out
+    assert "best architecture (trial" in out and "predicted latency:" in out and "accuracy:" in out
+    assert str(tmp_path / "a") in out
+
+    space, model = load_space(SPACE), latency_models.load(TARGET)
+    study = load_study(tmp_path / "a")
+    assert study.metric_names == ["accuracy", "latency (ms)"]
+    trials = complete(study)
+    assert len(trials) == 12 and len(study.trials) == 12
+    for t in trials:
+        arch = Arch.from_string(t.user_attrs["arch"])
+        assert [t.params[n] for n in sorted(t.params)] == list(space.encode(arch))  # params = the encoding
+        assert set(t.distributions.values()) <= {optuna.distributions.IntDistribution(0, c - 1)
+                                                 for c in space.cardinalities()}
+        acc, lat = t.values
+        assert lat == pytest.approx(model.predict(arch, resolution=224), rel=1e-9)
+        assert t.user_attrs["reward"] == pytest.approx(acc * (lat / budget_ms) ** -0.07)
+        keys = [k for k, _ in t.user_attrs["latency_breakdown"]]
+        assert keys == [k for k, _ in model.breakdown(arch, resolution=224)]
+        assert len(keys) >= len(signatures(arch, 224)) - 1
+    # the first six are the initial population, then children of it
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    best = summary["best"]
+    assert summary["trials"] == 12 and summary["seed"] == 3 and summary["versions"]["optuna"] == optuna.__version__
+    feasible = [t for t in trials if t.values[1] <= budget_ms]
+    if feasible:
+        assert best["within_budget"]
+        assert best["reward"] == pytest.approx(max(t.user_attrs["reward"] for t in feasible))
+    for f in ("best/arch.yaml", "best/model.py", "best/model.onnx", "pareto.csv", "pareto.png", "summary.json"):
+        assert (tmp_path / "a" / f).stat().st_size > 0, f
+    assert Arch.load(tmp_path / "a" / "best" / "arch.yaml").to_string() == best["arch"]
+    rows = (tmp_path / "a" / "pareto.csv").read_text().splitlines()
+    front = pareto_front([to_record(t) for t in trials])
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [r.number for r in front]
+    for r in front:  # nothing on the front is dominated
+        assert not any(t.values[0] > r.accuracy and t.values[1] < r.latency_ms for t in trials)
+    acc = EventAccumulator(str(tmp_path / "a" / "tensorboard")).Reload()
+    tags = acc.Tags()
+    assert {"trial/reward", "trial/accuracy", "trial/latency_ms", "best/reward"} <= set(tags["scalars"])
+    assert len(acc.Scalars("trial/reward")) == 12 and "pareto" in tags["images"]
+
+    # the same seed gives the same search
+    assert run_main([*args, "--out", tmp_path / "b"]) == 0
+    again = complete(load_study(tmp_path / "b"))
+    assert [t.user_attrs["arch"] for t in again] == [t.user_attrs["arch"] for t in trials]
+    assert [t.values for t in again] == [t.values for t in trials]
+    # rerunning a finished study adds nothing; --trials extends it (the population comes from the study)
+    assert run_main([*args, "--out", tmp_path / "b", "--trials", 15]) == 0
+    more = complete(load_study(tmp_path / "b"))
+    assert len(more) == 15 and [t.user_attrs["arch"] for t in more[:12]] == [t.user_attrs["arch"] for t in trials]
+    # joining a study with other search-defining options is refused
+    msg = _bad([*args, "--out", tmp_path / "b", "--study", study.study_name, "--reward", "hard"], capsys)
+    assert "--reward: study" in msg and "'soft'" in msg
+
+
+def test_failing_evaluation_is_a_fail_trial(tmp_path, capsys, monkeypatch, budget_ms):
+    from optuna.trial import TrialState
+
+    from searchers.evaluators.proxy import ProxyEvaluator
+
+    real = ProxyEvaluator._evaluate
+    calls = {"n": 0}
+
+    def flaky(self, arch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return real(self, arch)
+
+    monkeypatch.setattr(ProxyEvaluator, "_evaluate", flaky)
+    args = ["--target", TARGET, "--budget", f"{budget_ms}ms", "--trials", 6, "--population", 4,
+            "--sample-size", 2, "--out", tmp_path, *FAST]
+    assert run_main(args) == 0
+    study = load_study(tmp_path)
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert len(complete(study)) == 6 and len(failed) == 1
+    assert failed[0].user_attrs["error"] == "RuntimeError: out of memory (simulated)"
+    assert json.loads((tmp_path / "summary.json").read_text())["failed_trials"] == 1
+
+    # an evaluator that keeps failing stops the search with one line; the study keeps its trials
+    monkeypatch.setattr(ProxyEvaluator, "_evaluate", lambda self, arch: 1 / 0)
+    msg = _bad([*args[:-len(FAST)], *FAST, "--trials", 9], capsys)
+    assert "failed 5 times in a row; last: ZeroDivisionError" in msg
+    study = load_study(tmp_path)
+    assert len(complete(study)) == 6 and len(study.get_trials(states=(TrialState.FAIL,))) == 6
+
+
+# ------------------------------------------------------------------------------------------------
+# Kill -9 and resume; several worker processes on one SQLite study
+# ------------------------------------------------------------------------------------------------
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_resume_after_sigkill(tmp_path, budget_ms):
+    args = [PY, "-m", "searchers.evolve", "--target", TARGET, "--budget", f"{budget_ms}ms", "--trials", "30",
+            "--population", "8", "--sample-size", "3", "--out", str(tmp_path), *FAST]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = tmp_path / "study.db"
+    deadline = time.time() + 300
+    while _count(db) < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = [(t.number, t.user_attrs["arch"], tuple(t.values)) for t in complete(load_study(tmp_path))]
+    assert 10 <= len(before) < 30
+
+    r = subprocess.run(args + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = load_study(tmp_path)
+    after = [(t.number, t.user_attrs["arch"], tuple(t.values)) for t in complete(study)]
+    assert after[:len(before)] == before  # nothing finished was lost or changed
+    assert len(after) == 30 and len({n for n, _, _ in after}) == 30  # the count is reached, nothing twice
+    assert all(t.state.is_finished() for t in study.trials)  # no trial left RUNNING by the kill
+    assert f"{len(before)} finished trials" in r.stderr
+
+
+def test_workers_share_one_sqlite_study(tmp_path, budget_ms):
+    args = [PY, "-m", "searchers.evolve", "--target", TARGET, "--budget", f"{budget_ms}ms", "--trials", "16",
+            "--population", "6", "--sample-size", "3", "--workers", "2", "--out", str(tmp_path), *FAST]
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    trials = complete(load_study(tmp_path))
+    assert 16 <= len(trials) <= 17  # each worker stops when it sees the count reached
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    journal = [json.loads(line) for f in (tmp_path / "journal").glob("*-w[01].jsonl") for line in f.read_text().splitlines()]
+    # every trial a worker wrote is in the study exactly once, and nothing else is
+    assert sorted(j["trial"] for j in journal) == sorted(t.number for t in trials)
+    by_number = {t.number: t for t in trials}
+    assert all(by_number[j["trial"]].user_attrs["arch"] == j["arch"] for j in journal)
