@@ -257,6 +257,9 @@ def test_cli_list_and_show():
     (("show", "resnet50"), "error: zoo name: got 'resnet50'; allowed: mobilenet_v1"),
     (("show", "mobilenext", "--width", "0.6"), "error: zoo mobilenext width: got 0.6; allowed: 1.0, 0.75, 0.5, 1.4"),
     (("show", "mobilenext", "--resolution", "0"), "error: --resolution: got 0; allowed: a positive integer"),
+    (("show", "mobilenext", "--width", "wide"), "error: python -m search_space.zoo show: argument --width: invalid float value: 'wide'"),
+    (("frobnicate",), "error: python -m search_space.zoo: argument cmd: invalid choice: 'frobnicate'"),
+    ((), "error: python -m search_space.zoo: the following arguments are required: cmd"),
 ])
 def test_cli_bad_input(args, message):
     r = _cli(*args)
