@@ -187,6 +187,7 @@ class Evolution:
         self.rng = random.Random(f"evolve:{s.seed}:{worker}:{len(self.history)}{salt}")
         self.failures = 0
         self.eval_s = 0.0
+        self.evaluated = 0
         self.journal = None  # a local JSON-lines log of the trials this process wrote
 
     def open_journal(self, path: Path) -> None:
@@ -270,6 +271,7 @@ class Evolution:
             return None
         dt = time.perf_counter() - t0
         self.eval_s += dt
+        self.evaluated += 1
         self.failures = 0
         r = ctx.reward(acc, lat)
         number = self.records.add(arch, codes, acc, lat, r, breakdown, self.worker, dt)
@@ -383,12 +385,15 @@ def search(s: SearchSettings, progress: bool = True) -> dict:
     from searchers import outputs
 
     t_start = time.perf_counter()
+    timing: dict[str, float] = {}
     ctx = make_context(s)
     if progress:
         print(f"evolve: space {ctx.space.name}, target {s.target} at {s.resolution}, budget {s.budget_ms:g} ms, "
               f"{s.reward} reward, evaluator {s.evaluator} on {s.dataset}, {s.trials} trials, seed {s.seed}",
               file=sys.stderr)
+    t = time.perf_counter()
     probe = probe_budget(ctx, s.seed)
+    timing["probe_s"] = time.perf_counter() - t
     if progress:
         print(f"budget probe: fastest {probe.fastest_ms:.1f} ms; {100 * probe.feasible_fraction:.0f}% of "
               f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
@@ -399,15 +404,18 @@ def search(s: SearchSettings, progress: bool = True) -> dict:
     if progress and not created:
         print(f"study {ctx.study_name}: {done} finished trials in {records.storage_url}", file=sys.stderr)
     if done < s.trials:
+        t = time.perf_counter()
         ctx.get_evaluator(progress)  # trains or loads the supernet once, before any worker starts
+        timing["prepare_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         if s.workers > 1:
             _run_workers(ctx, records)
         else:
             from tqdm import tqdm
 
             board = Board(ctx.out / "tensorboard", 0)
-            shared = not (sqlite_path_of(ctx.storage) or "").startswith(str(ctx.out.resolve()))
-            evo = Evolution(ctx, records, 0, shared=shared, board=board, progress=progress)
+            own = sqlite_path_of(ctx.storage) == str((ctx.out / "study.db").resolve())
+            evo = Evolution(ctx, records, 0, shared=not own, board=board, progress=progress)
             evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w0.jsonl")
             try:
                 with tqdm(total=s.trials, initial=len(evo.history), desc="evolve", unit="arch", dynamic_ncols=True,
@@ -416,8 +424,15 @@ def search(s: SearchSettings, progress: bool = True) -> dict:
             finally:
                 evo.close()
                 board.close()
+            timing["eval_s"] = evo.eval_s
+            timing["evaluated"] = evo.evaluated
+        timing["loop_s"] = time.perf_counter() - t
+        if "eval_s" in timing and timing["loop_s"] > 0:
+            timing["overhead_fraction"] = 1.0 - timing["eval_s"] / timing["loop_s"]
+    t = time.perf_counter()
     summary = outputs.write_outputs(ctx, records, probe=probe, wall_s=time.perf_counter() - t_start,
-                                    progress=progress)
+                                    progress=progress, timing=timing)
+    timing["outputs_s"] = time.perf_counter() - t
     return summary
 
 

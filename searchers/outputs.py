@@ -101,7 +101,7 @@ def write_pareto_csv(path: Path, front: list[TrialRecord]) -> None:
 
 
 def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progress: bool = True,
-                  zoo: bool = True) -> dict[str, Any]:
+                  zoo: bool = True, timing: dict | None = None) -> dict[str, Any]:
     """Write the run's files and return the summary (also written as summary.json)."""
     from search_space.export import export
 
@@ -177,6 +177,7 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
         "probe": None if probe is None else {"fastest_ms": probe.fastest_ms, "fastest_arch": probe.fastest_arch,
                                              "feasible_fraction": probe.feasible_fraction, "samples": probe.samples},
         "wall_s": round(wall_s, 2),
+        "timing": {k: round(v, 4) for k, v in (timing or {}).items()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),
         "machine": machine(),

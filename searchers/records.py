@@ -72,6 +72,8 @@ def open_storage(url: str, must_exist: bool = False):
     import optuna
     import sqlalchemy.exc
 
+    if url == ":memory:":  # benchmarks and tests: an in-process study
+        return optuna.storages.InMemoryStorage()
     path = sqlite_path(url)
     if path is not None:
         if must_exist and not path.is_file():

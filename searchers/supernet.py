@@ -7,10 +7,12 @@ Design (practical for a 2-core CPU, and exact by construction):
   fixed names (``stem.conv.weight``, ``blocks.3.expand.conv.weight``, ``head.classifier.weight``...).
   Each block's names are re-keyed to a *layer position* of the space plus its block type::
 
-      blocks.<i>.<rest>  ->  o<H>.<j>.<type>/<rest>
+      blocks.<i>.<rest>  ->  o<H>.s<k>.<j>.<type>/<rest>
 
-  where ``H`` is the block's output size at 224x224 (from ``signatures()``, i.e. the stage's
-  resolution) and ``j`` its index among the blocks with that output size.  The supernet holds, for
+  where ``H`` is the block's output size at 224x224 (from ``signatures()``), ``k`` the index of its
+  stage among the stages of that resolution and ``j`` its index in the stage (a stage starts at a
+  stride-2 block or a width change), so a shallower stage uses the first positions of its stage
+  (OFA's elastic depth) and the next stage's layers keep their weights.  The supernet holds, for
   every such key, one tensor of the *largest* shape any arch of the space asks for (the elementwise
   maximum over the space's zoo points, one decode per option of every decision, and random samples).
   Per-layer block types are separate branches (``<type>`` in the key); SE, activation, kernel,
@@ -34,9 +36,10 @@ Design (practical for a 2-core CPU, and exact by construction):
 * **Evaluating** an arch = inherit weights (extract), re-estimate BatchNorm statistics on a few
   training batches, score top-1 on a fixed subset of the validation split.
 
-Limits (documented, by design): weights are shared by (output resolution, index, block type), so in
-a space whose stages vary in depth the later stages of one resolution shift position with the
-earlier ones' depth; spaces that vary stem or head widths share those by leading channels as well.
+Limits (documented, by design): weights are shared by (resolution, stage, index, block type); stage
+boundaries are inferred from the arch (stride 2 or a width change), so two consecutive stride-1
+stages that happen to get the same width merge into one (their layers shift position); spaces that
+vary stem or head widths share those by leading channels as well.
 The supernet is trained and scored at the data set's resolution (32x32 for Fashion-MNIST), with the
 networks unchanged (no stride adaptation).  ``mobile-unified`` holds every zoo family (four block
 types at most positions), so its envelope is the widest; see ``SupernetRecipe.max_channels``.
@@ -145,14 +148,21 @@ def _meta_module(arch: Arch, num_classes: int) -> nn.Module:
 
 
 def position_keys(arch: Arch) -> list[str]:
-    """``o<H>.<j>.<type>`` for each block: output size at 224, index within that size, type."""
+    """``o<H>.s<k>.<j>.<type>`` for each block: its output size at 224, the index ``k`` of its stage
+    among the stages with that output size, its index ``j`` in the stage, and its type.  A stage
+    starts at a stride-2 block or at a width change (``in_ch != out_ch``), as in every MnasNet-style
+    space (a stage has one width; its later layers keep it)."""
     sigs = [s for s in signatures(arch, REF_RESOLUTION) if s.kind not in ("stem", "head")]
-    seen: dict[int, int] = defaultdict(int)
-    keys = []
+    stages_at: dict[int, int] = defaultdict(lambda: -1)
+    keys, j, h_prev = [], 0, None
     for s in sigs:
-        h = s.out_hw[0]
-        keys.append(f"o{h}.{seen[h]}.{s.kind}")
-        seen[h] += 1
+        b, h = s.spec, s.out_hw[0]
+        if b.stride != 1 or b.in_ch != b.out_ch or h != h_prev or not keys:
+            stages_at[h] += 1
+            j = 0
+        keys.append(f"o{h}.s{stages_at[h]}.{j}.{s.kind}")
+        j += 1
+        h_prev = h
     return keys
 
 
@@ -586,8 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     from searchers.data import load_dataset
 
     recipe = _recipe_from_args(args)
-    space = load_space(args.space)
     data = load_dataset(args.dataset, seed=args.seed)
+    space = load_space(args.space)
     root = Path(args.cache_dir).expanduser() if args.cache_dir else None
     d = supernet_dir(space, data, recipe, args.seed, root)
     if args.cmd == "info":

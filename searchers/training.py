@@ -8,7 +8,10 @@ Recipe (``Recipe()``): SGD with Nesterov momentum 0.9, peak learning rate 0.1 af
 warm-up over the first 5% of the steps, cosine decay to 0, weight decay 4e-5 on conv/linear weights
 only (not on BatchNorm or biases), label smoothing 0.1, batch 128, ``epochs`` passes over a fixed-size
 random subset of the training split (``images_per_epoch``, drawn anew each epoch from ``seed``).
-Scores are top-1 accuracy on the validation split (or its first ``eval_images`` images).
+After training, BatchNorm statistics are re-estimated on ``precise_bn`` batches of 256 training
+images ("precise BN"; a short run's running averages lag behind its weights), the same step the
+supernet evaluator applies to an inherited subnet.  Scores are top-1 accuracy on the validation
+split (or its first ``eval_images`` images).
 Every random draw (init, batch order, dropout) comes from ``seed``, so a run is repeatable.
 """
 from __future__ import annotations
@@ -39,11 +42,12 @@ class Recipe:
     label_smoothing: float = 0.1
     warmup: float = 0.05          # fraction of the steps with a linear warm-up
     eval_images: int = 5000       # validation images scored (the whole 5k split by default)
+    precise_bn: int = 4           # batches (of 256) re-estimating BN statistics after training; 0: off
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "images_per_epoch", "batch_size", "eval_images"):
+        for name in ("epochs", "images_per_epoch", "batch_size", "eval_images", "precise_bn"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0 and not (name == "precise_bn" and v == 0):
                 raise field_error(RecipeError, f"recipe.{name}", v, "a positive integer")
         for name, lo, hi in (("lr", 0.0, 10.0), ("momentum", 0.0, 1.0), ("weight_decay", 0.0, 1.0),
                              ("label_smoothing", 0.0, 1.0), ("warmup", 0.0, 1.0)):
@@ -119,6 +123,8 @@ def train_model(model: nn.Module, data, recipe: Recipe = Recipe(), seed: int = 0
         bar.close()
     if not all(math.isfinite(v) for v in losses[-5:]):
         raise RecipeError(f"training diverged (loss {losses[-1]}); allowed: a smaller recipe.lr than {recipe.lr}")
+    if recipe.precise_bn:
+        recalibrate_bn(model, data.train, batches=recipe.precise_bn, batch_size=256, seed=seed + 1)
     return {"steps": step, "seconds": time.perf_counter() - t0,
             "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:]))}
 

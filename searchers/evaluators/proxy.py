@@ -22,8 +22,9 @@ from searchers.evaluators.base import Evaluator, EvaluatorError
 from search_space.errors import field_error
 
 PROXIES = ("naswot", "synflow", "gradnorm")
-# centre and scale of the squash (typical raw values at 32x32, batch 64, 10 classes)
-_SQUASH = {"naswot": (150.0, 50.0), "synflow": (50.0, 20.0), "gradnorm": (2.0, 2.0)}
+# the squash: logistic((t(score) - centre) / scale), t = naswot / batch size, log synflow (already a
+# log), log gradnorm; centres and scales span the zoo's raw values at 32x32 (Fashion-MNIST, batch 64)
+_SQUASH = {"naswot": (9.0, 2.0), "synflow": (20.0, 15.0), "gradnorm": (4.0, 2.0)}
 _RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.LeakyReLU)
 
 
@@ -62,7 +63,7 @@ def synflow_score(model: nn.Module, shape: tuple[int, ...]) -> float:
     total = 0.0
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None:
-            total += float((m.weight * m.weight.grad).abs().sum())
+            total += float((m.weight * m.weight.grad).abs().sum().detach())
     return math.log(total) if total > 0 else -1e9
 
 
@@ -70,7 +71,7 @@ def gradnorm_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.train()
     model.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
-    return float(sum(m.weight.grad.norm() for m in model.modules()
+    return float(sum(float(m.weight.grad.norm()) for m in model.modules()
                      if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None))
 
 
@@ -112,5 +113,10 @@ class ProxyEvaluator(Evaluator):
     def _evaluate(self, arch) -> float:
         self.last_score = self.score(arch)
         centre, scale = _SQUASH[self.proxy]
-        z = max(-60.0, min(60.0, (self.last_score - centre) / scale))
+        t = self.last_score
+        if self.proxy == "naswot":
+            t = t / self.batch_size
+        elif self.proxy == "gradnorm":
+            t = math.log(max(t, 1e-12))
+        z = max(-60.0, min(60.0, (t - centre) / scale))
         return 1.0 / (1.0 + math.exp(-z))
