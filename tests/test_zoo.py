@@ -170,6 +170,14 @@ def test_widths_shrink_and_grow_monotonically():
         assert costs == sorted(costs) and len(set(costs)) == len(costs), name
 
 
+@pytest.mark.parametrize("width,mmacs,mparams", [(1.0, 569, 4.2), (0.75, 325, 2.6), (0.5, 149, 1.3), (0.25, 41, 0.5)])
+def test_mobilenet_v1_widths_match_the_paper(width, mmacs, mparams):
+    """Howard et al. 2017, Table 6 (millions of mult-adds, millions of parameters, as printed)."""
+    p = profile(zoo.get("mobilenet_v1", width))
+    assert round(p["macs"] / 1e6) == mmacs
+    assert round(p["params"] / 1e6, 1) == mparams
+
+
 def test_proxylessnas_matches_the_authors_config():
     """Parameter count and layer list implied by proxyless_mobile.config, computed from the JSON."""
     cfg = json.loads((DATA / "proxylessnas" / "proxyless_mobile.config").read_text())
