@@ -1,0 +1,309 @@
+"""Measure this machine and write the ``local-cpu`` target.
+
+    python -m latency_models.build --target local-cpu [--space mobile-unified]
+        [--backend onnxruntime|torch] [--threads 1] [--blocks 400] [--nets 12] [--passes 3]
+
+1. Design: sample ``--pool`` archs of the space (seeded), collect the distinct layers (stem, blocks,
+   head) they meet at each ``--resolutions``, plus every layer of the zoo networks (``--zoo``), and
+   choose ``--blocks`` of the space's layers stratified by (kind, input size, stride, kernel,
+   activation, SE), round robin over strata.  Whole networks: the zoo networks and ``--nets``
+   other random archs of the space.
+2. Measure (``latency_models.profile``): each pass runs in a fresh process and times every item
+   against the reference block; results are appended to a partial file as they come, so a killed
+   build resumes where it stopped.  A layer's cost is the minimum over passes of its relative cost,
+   minus the cost of one backend call, times the reference's median time.
+3. Fit the per-kind regressors on the measured layers (held-out: a seeded 20% of layers), the
+   network terms (scale, overhead) on the zoo networks, and judge whole-network error on the
+   random archs (not fitted on).  Write the target file with how it was made and the drift seen.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency_models.features import layer_features, lookup_key
+from latency_models.model import LatencyModel
+from latency_models.predictor import fit_network_terms, fit_predictor
+from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items
+from latency_models.table import Entry, LatencyTable
+from search_space.arch import Arch, signatures
+from search_space.errors import TargetError, cli_entry, field_error
+
+REPO = Path(__file__).resolve().parents[1]
+BUILDABLE = ("local-cpu",)
+
+
+def _stratum(sig) -> tuple:
+    s = sig.spec
+    if sig.kind in ("stem", "head"):
+        return (sig.kind, sig.h)
+    return (sig.kind, sig.h, s.stride, s.kernel, s.act, s.se_ch > 0)
+
+
+def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int, seed: int,
+           zoo_mode: str = "all") -> tuple[list, list]:
+    """(layer signatures, (arch, resolution, label) networks) to measure."""
+    from search_space import zoo
+
+    rng = random.Random(seed)
+    archs = [space.sample(rng) for _ in range(pool)]
+    must: dict[str, Any] = {}
+    if zoo_mode != "none":
+        names = ([f"{n}@{w}" for n, w in space.zoo_entries()] if zoo_mode == "space"
+                 else [f"{n}@1.0" for n in zoo.names()])
+        zoo_archs = [(zoo.get(n.split("@")[0], float(n.split("@")[1])), n) for n in names]
+    else:
+        zoo_archs = []
+    for a, _ in zoo_archs:
+        for r in resolutions:
+            for s in signatures(a, r):
+                must.setdefault(lookup_key(s), s)
+    strata: dict[tuple, dict[str, Any]] = defaultdict(dict)
+    for a in archs:
+        for r in resolutions:
+            for s in signatures(a, r):
+                k = lookup_key(s)
+                if k in must:
+                    continue
+                if s.kind in ("stem", "head"):
+                    must[k] = s  # few and always met: measure them all
+                else:
+                    strata[_stratum(s)][k] = s
+    chosen: dict[str, Any] = {}
+    lists = {st: sorted(d.items()) for st, d in sorted(strata.items(), key=lambda kv: str(kv[0]))}
+    for st in lists:
+        rng.shuffle(lists[st])
+    while len(chosen) < n_blocks and any(lists.values()):
+        for st in list(lists):
+            if lists[st] and len(chosen) < n_blocks:
+                k, s = lists[st].pop()
+                chosen[k] = s
+    layers = list(must.values()) + list(chosen.values())
+    nets = [(a, resolutions[-1], label) for a, label in zoo_archs]
+    net_rng = random.Random(seed + 1)
+    for i in range(n_nets):
+        nets.append((space.sample(net_rng), resolutions[-1], f"{space.name}#{i}"))
+    return layers, nets
+
+
+def _read_partial(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        for i, line in enumerate(path.read_text().splitlines()):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(path.read_text().splitlines()) - 1:  # only the last line may be cut short
+                    raise TargetError(f"{path}: corrupt line {i + 1}; delete the file to start over") from None
+    return rows
+
+
+def measure(items: list[tuple[str, Any, str]], partial: Path, passes: int, backend: str, threads: int,
+            rounds: int, deadline: float, chunk: int = 8, log=print) -> list[dict]:
+    """Run the passes, appending to ``partial``; returns every measurement row (old and new)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    rows = _read_partial(partial)
+    done = {(r["pass"], r["key"]) for r in rows}
+    total = passes * len(items)
+    bar = tqdm(total=total, initial=sum(1 for p in range(passes) for _, _, k in items if (p, k) in done),
+               desc="measuring", unit="item", file=sys.stderr)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "a") as fh:
+        for p in range(passes):
+            todo = [(kind, item) for kind, item, key in items if (p, key) not in done]
+            if not todo:
+                continue
+            if time.time() > deadline:
+                log(f"time limit reached: pass {p + 1} of {passes} not measured")
+                break
+            with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:  # a fresh process per pass
+                for i in range(0, len(todo), chunk):
+                    if time.time() > deadline:
+                        log(f"time limit reached during pass {p + 1}")
+                        break
+                    res = ex.submit(measure_items, todo[i:i + chunk], backend, threads, rounds).result()
+                    for r in res:
+                        r["pass"] = p
+                        fh.write(json.dumps(r) + "\n")
+                        rows.append(r)
+                    fh.flush()
+                    bar.update(len(res))
+    bar.close()
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict[str, Any]:
+    """Min over passes of each key's relative cost; the reference's absolute time and drift."""
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_key[r["key"]].append(r)
+    refs = [r["ref_ms"] for r in rows]
+    ref_ms = statistics.median(refs)
+    per_pass = defaultdict(list)
+    for r in rows:
+        per_pass[r["pass"]].append(r["ref_ms"])
+    pass_meds = [statistics.median(v) for _, v in sorted(per_pass.items())]
+    q05, q95 = np.percentile(refs, [5, 95])
+    drift = {"reference_ms_median": round(ref_ms, 4), "reference_ms_p5_p95": [round(q05, 4), round(q95, 4)],
+             "reference_ms_per_pass": [round(x, 4) for x in pass_meds],
+             "spread_p5_p95_pct": round(100 * (q95 - q05) / ref_ms, 1)}
+    best = {}
+    for k, rs in by_key.items():
+        b = min(rs, key=lambda r: r["rel"])
+        best[k] = {"rel": b["rel"], "spread": b["spread"], "n": sum(r["n"] for r in rs), "passes": len(rs)}
+    null_rel = best.pop("null", {"rel": 0.0})["rel"]
+    return {"best": best, "ref_ms": ref_ms, "null_rel": null_rel, "drift": drift}
+
+
+def _errors(pred, true) -> dict:
+    from scipy.stats import spearmanr
+
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    rel = np.abs(pred - true) / true
+    return {"n": int(len(true)), "mape_pct": round(100 * float(rel.mean()), 2),
+            "within_10pct": round(float((rel <= 0.10).mean()), 3), "max_err_pct": round(100 * float(rel.max()), 2),
+            "spearman": round(float(spearmanr(pred, true).statistic), 4) if len(true) > 2 else None}
+
+
+def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0) -> LatencyModel:
+    best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
+    entries, kinds, X, y = {}, [], [], []
+    for s in layers:
+        k = lookup_key(s)
+        if k not in best:
+            continue
+        b = best[k]
+        ms = max(1e-4, (b["rel"] - null_rel) * ref_ms)
+        entries[k] = Entry(ms, b["spread"] * ms, b["n"])
+        kinds.append(s.kind)
+        X.append(layer_features(s))
+        y.append(ms)
+    if len(y) < 3:
+        raise TargetError("build: fewer than 3 layers measured; run it again (it resumes) or raise --blocks")
+    X, y = np.array(X), np.array(y)
+    # held-out layers: a seeded 20%
+    idx = list(range(len(y)))
+    random.Random(seed).shuffle(idx)
+    n_held = max(1, len(idx) // 5)
+    held, train = idx[:n_held], idx[n_held:]
+    p_train = fit_predictor([kinds[i] for i in train], X[train], y[train], min_rows=min_rows)
+    layer_err = _errors(p_train.predict_rows([kinds[i] for i in held], X[held]), y[held])
+    predictor = fit_predictor(kinds, X, y, min_rows=min_rows,
+                              fitted_on={"measured_layers": len(y)})
+    table = LatencyTable(entries)
+    model = LatencyModel("local-cpu", table, predictor, meta)
+    # network terms: fitted on the zoo networks, judged on the random archs
+    measured = []
+    for a, r, label in nets:
+        key = f"{a.to_string()}@{r}"
+        if key in best:
+            measured.append((a, r, label, best[key]["rel"] * ref_ms))
+    zoo_rows = [m for m in measured if "#" not in m[2]]
+    rnd_rows = [m for m in measured if "#" in m[2]]
+    error: dict[str, Any] = {"layers_held_out": {"split": f"random.Random({seed}) 20% of measured layers",
+                                                 **layer_err}}
+    if zoo_rows:
+        sums = np.array([model.predict(a, r) for a, r, _, _ in zoo_rows])
+        scale, overhead = fit_network_terms(sums, np.array([m[3] for m in zoo_rows]), scale=len(zoo_rows) >= 4)
+        predictor.scale, predictor.overhead_ms = scale, overhead
+        model = LatencyModel("local-cpu", table, predictor, meta)
+        error["zoo_networks_fitted"] = _errors([model.predict(a, r) for a, r, _, _ in zoo_rows],
+                                               [m[3] for m in zoo_rows])
+    if rnd_rows:
+        error["random_networks_held_out"] = _errors([model.predict(a, r) for a, r, _, _ in rnd_rows],
+                                                    [m[3] for m in rnd_rows])
+    error["note"] = ("measured here, relative to the reference block; `python -m latency_models.validate "
+                     "--target local-cpu` re-measures fresh random archs")
+    model.error = error
+    return model
+
+
+@cli_entry
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m latency_models.build", description=__doc__.split("\n")[0])
+    ap.add_argument("--target", default="local-cpu")
+    ap.add_argument("--space", default="mobile-unified")
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resolutions", default="224", help="comma-separated input resolutions")
+    ap.add_argument("--blocks", type=int, default=400, help="layers of the space to measure")
+    ap.add_argument("--nets", type=int, default=12, help="random whole networks to measure")
+    ap.add_argument("--pool", type=int, default=1000, help="archs sampled to find the space's layers")
+    ap.add_argument("--zoo", default="all", choices=("all", "space", "none"), help="zoo layers/networks to measure")
+    ap.add_argument("--passes", type=int, default=3, help="fresh processes; min of medians over them")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-minutes", type=float, default=30.0)
+    ap.add_argument("--out", default=None, help="target file (default latency_models/targets/<target>.json)")
+    ap.add_argument("--partial", default=None, help="resumable measurements (default in the cache dir)")
+    ap.add_argument("--fresh", action="store_true", help="discard earlier partial measurements")
+    args = ap.parse_args(argv)
+    if args.target not in BUILDABLE:
+        raise field_error(TargetError, "--target", args.target, BUILDABLE)
+    if args.backend not in BACKENDS:
+        raise field_error(TargetError, "--backend", args.backend, BACKENDS)
+    if args.threads < 1:
+        raise field_error(TargetError, "--threads", args.threads, "an integer >= 1")
+    try:
+        resolutions = sorted({int(x) for x in args.resolutions.split(",")})
+    except ValueError:
+        raise field_error(TargetError, "--resolutions", args.resolutions, "comma-separated integers") from None
+    from search_space.space import load_space
+
+    space = load_space(args.space)
+    t0 = time.time()
+    deadline = t0 + 60 * args.max_minutes
+    layers, nets = design(space, resolutions, args.blocks, args.nets, args.pool, args.seed, args.zoo)
+    items = [("null", None, "null")] + [("layer", s, lookup_key(s)) for s in layers] + \
+            [("net", (a, r), f"{a.to_string()}@{r}") for a, r, _ in nets]
+    tag = f"{args.target}-{space.name}-{args.backend}-t{args.threads}-s{args.seed}-b{args.blocks}-n{args.nets}"
+    partial = Path(args.partial) if args.partial else cache_dir() / "latency" / f"{tag}.partial.jsonl"
+    if args.fresh and partial.is_file():
+        partial.unlink()
+    print(f"{len(layers)} layers + {len(nets)} networks x {args.passes} passes; partial file {partial}")
+    rows = measure(items, partial, args.passes, args.backend, args.threads, args.rounds, deadline)
+    agg = aggregate(rows)
+    info = machine_info(args.backend, args.threads)
+    meta = {
+        "device": f"{info['cpu']} ({info['cores']} cores, shared VM)", "runtime": args.backend,
+        "runtime_version": info.get("onnxruntime", info["torch"]), "threads": args.threads,
+        "resolutions": resolutions, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "repeats": {"passes": args.passes, "rounds": args.rounds, "rule": "min over passes of the median over rounds"},
+        "reference": {"key": lookup_key(REFERENCE), "ms": round(agg["ref_ms"], 4)},
+        "call_overhead_ms": round(agg["null_rel"] * agg["ref_ms"], 4),
+        "drift": agg["drift"],
+        "made_by": "python -m latency_models.build " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "made_from": {"space": space.name, "seed": args.seed, "layers": len(layers), "networks": len(nets),
+                      "zoo": args.zoo},
+        "build_minutes": round((time.time() - t0) / 60, 1),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    model = fit_target(layers, nets, agg, meta, seed=args.seed)
+    out = Path(args.out) if args.out else REPO / "latency_models" / "targets" / f"{args.target}.json"
+    model.save(out)
+    print(f"reference {agg['ref_ms']:.3f} ms, drift p5..p95 {agg['drift']['spread_p5_p95_pct']}%, "
+          f"call overhead {meta['call_overhead_ms']} ms")
+    for k, v in model.error.items():
+        print(f"  {k}: {v}")
+    print(f"wrote {out} ({len(model.table)} table entries)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Measure layers and whole networks on this machine, batch 1.
+
+Backends: ``onnxruntime`` (default; the module is exported to ONNX opset 17 and run by a CPU
+session with ``threads`` intra-op threads, sequential execution, all graph optimisations) and
+``torch`` (eager, ``torch.set_num_threads(threads)``, inference mode).
+
+These machines are shared, small VMs whose speed drifts 10-25% within minutes, so every
+measurement is *relative*: the measured item and a fixed reference block (``REFERENCE``) are timed
+in alternating rounds (warm-up, then ``rounds`` x (``reps`` runs of the reference, ``reps`` runs of
+the item)), and the item's cost is the median over rounds of (item median / reference median).
+Rounds whose ratio lies more than 20% off the median are re-measured once, interleaved again.
+The reference's own median (ms) is kept with each measurement.  ``call_overhead`` measures the
+cost of one ``run`` call on a 1-element model (it is not part of a layer inside a network).
+
+    python -m latency_models.profile --arch mobilenet_v2 [--backend torch] [--threads 1]
+prints one network's measured latency (zoo name or arch string).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from search_space.arch import Arch, BlockSpec, Signature
+from search_space.errors import TargetError, cli_entry, field_error
+
+BACKENDS = ("onnxruntime", "torch")
+# the fixed reference: an MBConv at 56x56 (~44 M MACs, ~1 ms on one core with ONNX Runtime)
+REFERENCE = Signature("mbconv", BlockSpec("mbconv", 32, 32, mid_ch=192, kernel=3, stride=1, act="relu6",
+                                          residual=True), 32, 56, 56)
+
+
+def cache_dir() -> Path:
+    return Path(os.path.expanduser(os.environ.get("EDGENAS_CACHE", "~/.cache/edgenas")))
+
+
+def machine_info(backend: str = "onnxruntime", threads: int = 1) -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "backend": backend,
+            "threads": threads}
+    import torch
+
+    info["torch"] = torch.__version__
+    if backend == "onnxruntime":
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# Modules of single layers
+# --------------------------------------------------------------------------------------------
+def layer_module(sig: Signature):
+    """The torch module of one layer (stem, block or head) and its input shape."""
+    from search_space import modules
+    from search_space.blocks import get_block_type
+    from search_space.builder import head_kwargs, stem_kwargs
+
+    if sig.kind == "stem":
+        m = modules.Stem(**stem_kwargs(sig.spec))
+    elif sig.kind == "head":
+        m = modules.Head(**head_kwargs(sig.spec, sig.in_ch, sig.num_classes or 1000))
+    else:
+        m = get_block_type(sig.spec.type).module(sig.spec)
+    return m, (1, sig.in_ch, sig.h, sig.w)
+
+
+def _randomize_bn(module) -> None:
+    """Give BatchNorm non-trivial statistics (not needed for timing, but keeps values finite/real)."""
+    import torch
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.fill_(1.0)
+
+
+class Runner:
+    """One compiled item: ``run()`` executes it once on a fixed input."""
+
+    def __init__(self, module, shape: tuple[int, ...], backend: str, threads: int, key: str = "") -> None:
+        import torch
+
+        if backend not in BACKENDS:
+            raise field_error(TargetError, "backend", backend, BACKENDS)
+        module.eval()
+        _randomize_bn(module)
+        x = torch.randn(*shape)
+        self.backend = backend
+        if backend == "torch":
+            torch.set_num_threads(threads)
+            self._mod, self._x = module, x
+
+            def run():
+                with torch.inference_mode():
+                    module(x)
+        else:
+            import onnxruntime as ort
+
+            data = onnx_bytes(module, x, key)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+            feed = {sess.get_inputs()[0].name: x.numpy()}
+            self._sess = sess
+
+            def run():
+                sess.run(None, feed)
+        self.run: Callable[[], None] = run
+
+
+def onnx_bytes(module, x, key: str = "") -> bytes:
+    """ONNX opset 17 export (cached on disk by ``key`` when given)."""
+    import torch
+
+    path = None
+    if key:
+        digest = hashlib.sha1(f"{key}|{tuple(x.shape)}|{torch.__version__}".encode()).hexdigest()[:20]
+        path = cache_dir() / "onnx" / f"{digest}.onnx"
+        if path.is_file():
+            return path.read_bytes()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), f, opset_version=17, dynamo=False, input_names=["x"], output_names=["y"])
+    data = f.getvalue()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return data
+
+
+def layer_runner(sig: Signature, backend: str, threads: int) -> Runner:
+    m, shape = layer_module(sig)
+    return Runner(m, shape, backend, threads, key=f"layer|{sig.key}")
+
+
+def net_runner(arch: Arch, resolution: int, backend: str, threads: int, num_classes: int = 1000) -> Runner:
+    return Runner(arch.build(num_classes), (1, 3, resolution, resolution), backend, threads,
+                  key=f"net|{arch.to_string()}|{resolution}|{num_classes}")
+
+
+def null_runner(backend: str, threads: int) -> Runner:
+    """A 1-element ReLU: the cost of one call of the backend."""
+    import torch
+
+    return Runner(torch.nn.ReLU(), (1, 1, 1, 1), backend, threads, key="null")
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+def _time(run: Callable[[], None], reps: int) -> float:
+    """Median wall time of ``reps`` calls, in ms."""
+    ts = []
+    pc = time.perf_counter
+    for _ in range(reps):
+        t0 = pc()
+        run()
+        ts.append(pc() - t0)
+    return 1e3 * statistics.median(ts)
+
+
+@dataclass
+class Measurement:
+    rel: float          # item / reference, median over rounds
+    spread: float       # relative spread of the per-round ratios (IQR / median)
+    ref_ms: float       # the reference's median over rounds
+    ms: float           # rel * ref_ms
+    n: int              # timed runs of the item
+    remeasured: int     # rounds re-measured as outliers
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def reps_for(ms_guess: float, budget_ms: float = 15.0, lo: int = 3, hi: int = 50) -> int:
+    return int(min(hi, max(lo, budget_ms / max(ms_guess, 1e-3))))
+
+
+def measure_relative(run: Callable[[], None], ref: Callable[[], None], rounds: int = 7,
+                     reps: int | None = None, ref_reps: int | None = None, outlier: float = 0.2) -> Measurement:
+    """Interleaved relative timing of ``run`` against ``ref`` (see the module docstring)."""
+    # warm-up (and a first guess of each cost)
+    for _ in range(3):
+        ref()
+        run()
+    g_ref, g_run = _time(ref, 3), _time(run, 3)
+    reps = reps or reps_for(g_run)
+    ref_reps = ref_reps or reps_for(g_ref)
+    ratios, refs = [], []
+    for _ in range(rounds):
+        r = _time(ref, ref_reps)
+        t = _time(run, reps)
+        ratios.append(t / r)
+        refs.append(r)
+    med = statistics.median(ratios)
+    remeasured = 0
+    for i, q in enumerate(ratios):
+        if abs(q / med - 1.0) > outlier:
+            r = _time(ref, ref_reps)
+            t = _time(run, reps)
+            ratios[i], refs[i] = t / r, r
+            remeasured += 1
+    rel = statistics.median(ratios)
+    q1, q3 = np.percentile(ratios, [25, 75])
+    ref_ms = statistics.median(refs)
+    return Measurement(rel, float((q3 - q1) / rel), ref_ms, rel * ref_ms, reps * (rounds + remeasured), remeasured)
+
+
+def measure_absolute(run: Callable[[], None], rounds: int = 7, reps: int | None = None) -> tuple[float, float]:
+    """(median ms, relative IQR) of ``run`` alone."""
+    for _ in range(3):
+        run()
+    reps = reps or reps_for(_time(run, 3))
+    meds = [_time(run, reps) for _ in range(rounds)]
+    q1, q3 = np.percentile(meds, [25, 75])
+    m = statistics.median(meds)
+    return m, float((q3 - q1) / m)
+
+
+# --------------------------------------------------------------------------------------------
+# Worker: measures a list of items in this process (run in a fresh process per pass)
+# --------------------------------------------------------------------------------------------
+def measure_items(items: list[tuple[str, Any]], backend: str, threads: int, rounds: int = 7) -> list[dict]:
+    """items: ("layer", Signature) | ("net", (Arch, resolution)) | ("null", None).
+    Returns one dict per item: key, kind, rel, spread, ref_ms, ms, n, pid."""
+    import torch
+
+    torch.set_num_threads(threads)
+    ref = layer_runner(REFERENCE, backend, threads)
+    out = []
+    for kind, item in items:
+        if kind == "layer":
+            from latency_models.features import lookup_key
+
+            key, runner = lookup_key(item), layer_runner(item, backend, threads)
+        elif kind == "net":
+            arch, res = item
+            key, runner = f"{arch.to_string()}@{res}", net_runner(arch, res, backend, threads)
+        else:
+            key, runner = "null", null_runner(backend, threads)
+        m = measure_relative(runner.run, ref.run, rounds=rounds)
+        out.append({"key": key, "kind": kind, **m.to_dict(), "pid": os.getpid()})
+        del runner
+    return out
+
+
+@cli_entry
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m latency_models.profile", description="Measure one network.")
+    ap.add_argument("--arch", required=True, help="a zoo name (optionally name@width) or an arch string")
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args(argv)
+    arch = resolve_arch(args.arch)
+    res = measure_items([("net", (arch, args.resolution))], args.backend, args.threads, args.rounds)[0]
+    info = machine_info(args.backend, args.threads)
+    print(f"{args.arch} @ {args.resolution}: {res['ms']:.3f} ms ({res['rel']:.3f} x reference at "
+          f"{res['ref_ms']:.3f} ms; spread {100 * res['spread']:.1f}%) on {info['cpu']}, {args.backend}, "
+          f"{args.threads} thread(s)")
+    return 0
+
+
+def resolve_arch(text: str) -> Arch:
+    from search_space import zoo
+
+    name, _, width = text.partition("@")
+    if name in zoo.names():
+        return zoo.get(name, float(width) if width else 1.0)
+    return Arch.from_string(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
