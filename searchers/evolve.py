@@ -112,6 +112,7 @@ class Probe:
     fastest_arch: str
     feasible_fraction: float
     samples: int
+    feasible: list = field(default_factory=list)  # archs seen within the budget (for the first population)
 
 
 def probe_budget(ctx: Context, seed: int, samples: int = 300, max_s: float = 20.0) -> Probe:
@@ -134,7 +135,8 @@ def probe_budget(ctx: Context, seed: int, samples: int = 300, max_s: float = 20.
     if best_lat > budget:
         raise SearchError(f"no architecture of space {space.name} reaches {budget:g} ms on {ctx.settings.target}; "
                           f"the fastest seen is {best_lat:.1f} ms")
-    return Probe(best_lat, best_arch.to_string(), feasible, len(archs))
+    ok = [a for a, lat in zip(archs, lats) if lat <= budget] or [best_arch]
+    return Probe(best_lat, best_arch.to_string(), feasible, len(archs), ok)
 
 
 def _greedy_fastest(ctx: Context, arch, lat: float, deadline: float, passes: int = 3):
@@ -177,8 +179,9 @@ class Evolution:
     """Aging evolution over ``ctx.space``; trials go to ``records`` (and TensorBoard)."""
 
     def __init__(self, ctx: Context, records: Records, worker: int = 0, shared: bool = False,
-                 board: Board | None = None, progress: bool = True):
+                 board: Board | None = None, progress: bool = True, seeds: list | None = None):
         self.ctx, self.records, self.worker, self.shared = ctx, records, worker, shared
+        self.seeds = list(seeds or [])
         self.board, self.progress = board, progress
         self.history: list[TrialRecord] = records.complete()  # resume: what is already finished
         self.accuracy: dict[str, float] = {r.arch: r.accuracy for r in self.history}
@@ -201,11 +204,18 @@ class Evolution:
 
     # -- proposals --------------------------------------------------------------------------------
     def _initial(self):
-        """A random arch, preferably one predicted within the budget (latency is free, accuracy is not)."""
+        """A random arch predicted within the budget (latency is free, accuracy is not): a uniform
+        sample when some of a few dozen are within it, else a random walk from the archs the probe
+        found within it (a tight budget in a big space), else the fastest sample seen."""
         space, model, res, budget = self.ctx.space, self.ctx.model, self.ctx.settings.resolution, self.ctx.settings.budget_ms
         best, best_lat = None, math.inf
-        for _ in range(INIT_TRIES):
-            a = space.sample(self.rng)
+        for i in range(2 * INIT_TRIES):
+            if i < INIT_TRIES or not self.seeds:
+                a = space.sample(self.rng)
+            else:
+                a = self.rng.choice(self.seeds)
+                for _ in range(self.rng.randint(1, 4)):
+                    a = space.mutate(a, self.rng)
             if a.to_string() in self.accuracy:
                 continue
             lat = float(model.predict(a, resolution=res))
@@ -326,8 +336,9 @@ def _worker_main(settings_dict: dict, worker: int, threads: int) -> int:
         ctx = make_context(s)
         records, _ = Records.open(ctx.study_name, ctx.storage, ctx.space, s.identity(), resume=True, searcher=SEARCHER)
         ctx.get_evaluator(progress=False)
+        probe = probe_budget(ctx, s.seed)
         board = Board(ctx.out / "tensorboard", worker)
-        evo = Evolution(ctx, records, worker, shared=True, board=board, progress=False)
+        evo = Evolution(ctx, records, worker, shared=True, board=board, progress=False, seeds=probe.feasible)
         evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w{worker}.jsonl")
         try:
             evo.run()
@@ -415,7 +426,7 @@ def search(s: SearchSettings, progress: bool = True) -> dict:
 
             board = Board(ctx.out / "tensorboard", 0)
             own = sqlite_path_of(ctx.storage) == str((ctx.out / "study.db").resolve())
-            evo = Evolution(ctx, records, 0, shared=not own, board=board, progress=progress)
+            evo = Evolution(ctx, records, 0, shared=not own, board=board, progress=progress, seeds=probe.feasible)
             evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w0.jsonl")
             try:
                 with tqdm(total=s.trials, initial=len(evo.history), desc="evolve", unit="arch", dynamic_ncols=True,
