@@ -21,6 +21,7 @@ Fields are a short code followed by the value; fields equal to their default are
     skip                      residual connection (blocks)
     pool                      3x3/2 max-pool after the stem conv (stem)
     l<int> 1x1 conv before pooling, h<int> hidden 1x1 after pooling, d<float> dropout (head)
+    nobias                    the hidden layer has no bias (head; Once-for-All's feature_mix_layer)
     x<key>=<int>              block-specific integer option (``BlockSpec.opts``)
 
 ``TYPE`` is a block type name registered in ``search_space.blocks`` (mbconv, dwsep, sandglass,
@@ -29,7 +30,6 @@ shufflev2, ...).  Adding a block family adds a type string and a block class, no
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Iterator
@@ -190,6 +190,7 @@ class Head:
     hidden_ch: int = 0
     act: str = "relu"
     dropout: float = 0.0
+    hidden_bias: bool = True
 
     def __post_init__(self) -> None:
         for name in ("last_ch", "hidden_ch"):
@@ -201,6 +202,10 @@ class Head:
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
             raise field_error(ArchError, "head.dropout", self.dropout, "a number in [0, 1)")
         object.__setattr__(self, "dropout", float(self.dropout))
+        if not isinstance(self.hidden_bias, bool):
+            raise field_error(ArchError, "head.hidden_bias", self.hidden_bias, "true, false")
+        if not self.hidden_ch and not self.hidden_bias:
+            raise ArchError("head.hidden_bias: false needs a hidden layer (hidden_ch > 0)")
 
     def to_string(self) -> str:
         parts = ["head"]
@@ -208,6 +213,8 @@ class Head:
             parts.append(f"l{self.last_ch}")
         if self.hidden_ch:
             parts.append(f"h{self.hidden_ch}")
+        if not self.hidden_bias:
+            parts.append("nobias")
         parts.append(ACT_CODES[self.act])
         if self.dropout:
             parts.append(f"d{self.dropout:g}")
@@ -405,6 +412,8 @@ def _parse_layer(token: str, where: str) -> tuple[str, dict[str, Any]]:
             out["residual"] = True
         elif p == "pool":
             out["pool"] = True
+        elif p == "nobias":
+            out["hidden_bias"] = False
         elif m := re.fullmatch(r"se(\d+)([hs])", p):
             out["se_ch"], out["se_gate"] = int(m.group(1)), CODE_GATES[m.group(2)]
         elif m := re.fullmatch(r"d(\d*\.?\d+(?:e-?\d+)?)", p):
@@ -415,7 +424,7 @@ def _parse_layer(token: str, where: str) -> tuple[str, dict[str, Any]]:
             out[m.group(1)] = int(m.group(2))
         else:
             raise ArchError(f"{where}: cannot parse field {p!r} of {token!r}; allowed: "
-                            "i o m k s g l h <int>, se<int>h|s, re r6 hs sw li, skip, pool, d<float>, x<key>=<int>")
+                            "i o m k s g l h <int>, se<int>h|s, re r6 hs sw li, skip, pool, nobias, d<float>, x<key>=<int>")
     if "opts" in out:
         out["opts"] = tuple(sorted(out["opts"]))
     return kind, out
@@ -458,7 +467,7 @@ def parse_arch_string(text: str) -> Arch:
                 raise ArchError(f"{where}: missing {need} ({'i' if need == 'in_ch' else 'o'}<int>) in {tok!r}")
         blocks.append(BlockSpec(type=kind, **kw))
     kind, kw = _parse_layer(tokens[-1], "arch string head")
-    head = Head(**_rename(kw, _HEAD_CODES, {"act", "dropout"}, "arch string head"))
+    head = Head(**_rename(kw, _HEAD_CODES, {"act", "dropout", "hidden_bias"}, "arch string head"))
     return Arch(stem, tuple(blocks), head)
 
 

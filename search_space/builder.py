@@ -13,8 +13,11 @@ def stem_kwargs(stem: Stem) -> dict:
 
 
 def head_kwargs(head: Head, in_ch: int, num_classes: int) -> dict:
-    return dict(in_ch=in_ch, num_classes=num_classes, last_ch=head.last_ch, hidden_ch=head.hidden_ch,
-                act=head.act, dropout=head.dropout)
+    kw = dict(in_ch=in_ch, num_classes=num_classes, last_ch=head.last_ch, hidden_ch=head.hidden_ch,
+              act=head.act, dropout=head.dropout)
+    if not head.hidden_bias:
+        kw["hidden_bias"] = False
+    return kw
 
 
 def module_plan(arch: Arch, num_classes: int = 1000) -> list[tuple[str, dict]]:
@@ -61,7 +64,8 @@ def init_weights(net) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 __all__ = ["build", "head_kwargs", "init_weights", "module_plan", "stem_kwargs"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +250,8 @@ def arch_from_net_config(cfg: Any, where: str = "net.config") -> tuple[Arch, int
         raise r.err("classifier.dropout_rate", dropout, "a number in [0, 1)")
 
     head_kw: dict[str, Any] = dict(last_ch=last_ch, hidden_ch=hidden_ch, act=head_act, dropout=float(dropout))
-    if hidden_ch and "hidden_bias" in {f.name for f in fields(Head)}:
-        head_kw["hidden_bias"] = False  # OFA's feature_mix_layer has no bias
+    if hidden_ch:
+        head_kw["hidden_bias"] = False  # OFA's feature_mix_layer is a ConvLayer: no bias
     try:
         arch = Arch(stem, tuple(blocks), Head(**head_kw))
     except ArchError as exc:

@@ -192,7 +192,8 @@ class Head(nn.Module):
     """[1x1 conv last_ch + BN + act] -> global avg pool -> [Linear hidden_ch (bias) + act] ->
     dropout -> Linear classifier."""
 
-    def __init__(self, in_ch, num_classes=1000, last_ch=0, hidden_ch=0, act="relu", dropout=0.0):
+    def __init__(self, in_ch, num_classes=1000, last_ch=0, hidden_ch=0, act="relu", dropout=0.0,
+                 hidden_bias=True):
         super().__init__()
         ch = in_ch
         if last_ch:
@@ -203,7 +204,7 @@ class Head(nn.Module):
         else:
             self.conv = self.bn = self.act = None
         if hidden_ch:
-            self.hidden = nn.Linear(ch, hidden_ch)
+            self.hidden = nn.Linear(ch, hidden_ch, bias=hidden_bias)
             self.hidden_act = make_act(act)
             ch = hidden_ch
         else:

@@ -22,7 +22,7 @@ def head_cost(head: Head, in_ch: int, h: int, w: int, num_classes: int) -> tuple
         p, m, _, _ = conv_cost(ch, head.last_ch, 1, 1, h, w)
         params, macs, ch = params + p, macs + m, head.last_ch
     if head.hidden_ch:
-        params += ch * head.hidden_ch + head.hidden_ch
+        params += ch * head.hidden_ch + (head.hidden_ch if head.hidden_bias else 0)
         macs += ch * head.hidden_ch
         ch = head.hidden_ch
     return params + ch * num_classes + num_classes, macs + ch * num_classes
