@@ -131,3 +131,16 @@ def test_bad_dicts():
         Arch.load("/nonexistent/arch.yaml")
     with pytest.raises(ArchError, match=r"block\(mbconv\)\.opts: got .*; allowed: sorted, unique names"):
         BlockSpec("mbconv", 16, 16, mid_ch=16, opts=(("pw", 1), ("dw", 0)))
+
+
+def test_head_without_hidden_bias_round_trips_and_counts():
+    from search_space.profile import profile
+
+    a = Arch.from_string(TEXT.replace("head_l576_h1024_hs_d0.2", "head_l576_h1024_nobias_hs"))
+    assert a.head.hidden_bias is False
+    assert Arch.from_string(a.to_string()) == a and Arch.from_yaml(a.to_yaml()) == a
+    with_bias = dataclasses.replace(a, head=dataclasses.replace(a.head, hidden_bias=True))
+    assert profile(with_bias)["params"] - profile(a)["params"] == 1024
+    assert sum(p.numel() for p in a.build().parameters()) == profile(a)["params"]
+    with pytest.raises(ArchError, match="head.hidden_bias"):
+        Head(last_ch=16, hidden_bias=False)
