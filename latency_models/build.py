@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from latency_models.features import layer_features, lookup_key
+from latency_models.features import SCALE, layer_features, lookup_key
 from latency_models.model import LatencyModel
-from latency_models.predictor import fit_network_terms, fit_predictor
+from latency_models.predictor import fit_network_model, fit_predictor
 from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items
 from latency_models.table import Entry, LatencyTable
 from search_space.arch import Arch, signatures
@@ -99,14 +99,21 @@ def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int,
 
 
 def _read_partial(path: Path) -> list[dict]:
+    """Rows of a partial file; a last line cut short by a kill is dropped (and cut from the file)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = text.splitlines()
     rows = []
-    if path.is_file():
-        for i, line in enumerate(path.read_text().splitlines()):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i < len(path.read_text().splitlines()) - 1:  # only the last line may be cut short
-                    raise TargetError(f"{path}: corrupt line {i + 1}; delete the file to start over") from None
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise TargetError(f"{path}: corrupt line {i + 1}; delete the file to start over") from None
+            path.write_text("".join(line + "\n" for line in lines[:-1]))
+    if text and not text.endswith("\n") and len(rows) == len(lines):
+        path.write_text(text + "\n")
     return rows
 
 
@@ -208,26 +215,30 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0)
                               fitted_on={"measured_layers": len(y)})
     table = LatencyTable(entries)
     model = LatencyModel("local-cpu", table, predictor, meta)
-    # network terms: fitted on the zoo networks, judged on the random archs
+    # in-network terms: fitted on all measured networks; error by leave-one-network-out
     measured = []
     for a, r, label in nets:
         key = f"{a.to_string()}@{r}"
         if key in best:
             measured.append((a, r, label, best[key]["rel"] * ref_ms))
-    zoo_rows = [m for m in measured if "#" not in m[2]]
-    rnd_rows = [m for m in measured if "#" in m[2]]
     error: dict[str, Any] = {"layers_held_out": {"split": f"random.Random({seed}) 20% of measured layers",
                                                  **layer_err}}
-    if zoo_rows:
-        sums = np.array([model.predict(a, r) for a, r, _, _ in zoo_rows])
-        scale, overhead = fit_network_terms(sums, np.array([m[3] for m in zoo_rows]), scale=len(zoo_rows) >= 4)
-        predictor.scale, predictor.overhead_ms = scale, overhead
+    if len(measured) >= 3:
+        sums = np.array([model.predict(a, r) for a, r, _, _ in measured])
+        feats = np.array([np.sum([layer_features(s) for s in signatures(a, r)], axis=0) for a, r, _, _ in measured])
+        true = np.array([m[3] for m in measured])
+        loo = []
+        for i in range(len(measured)):
+            keep = [j for j in range(len(measured)) if j != i]
+            sc, nc, oh = fit_network_model(sums[keep], feats[keep], true[keep])
+            loo.append(sc * sums[i] + float((feats[i] * SCALE) @ nc) + oh)
+        error["networks_leave_one_out"] = _errors(loo, true)
+        error["networks_without_in_network_terms"] = _errors(sums, true)
+        sc, nc, oh = fit_network_model(sums, feats, true)
+        predictor.scale, predictor.net_coef, predictor.overhead_ms = sc, nc, oh
+        predictor.fitted_on["measured_networks"] = len(measured)
         model = LatencyModel("local-cpu", table, predictor, meta)
-        error["zoo_networks_fitted"] = _errors([model.predict(a, r) for a, r, _, _ in zoo_rows],
-                                               [m[3] for m in zoo_rows])
-    if rnd_rows:
-        error["random_networks_held_out"] = _errors([model.predict(a, r) for a, r, _, _ in rnd_rows],
-                                                    [m[3] for m in rnd_rows])
+        error["networks_fitted"] = _errors(model.predict_many([m[0] for m in measured], measured[0][1]), true)
     error["note"] = ("measured here, relative to the reference block; `python -m latency_models.validate "
                      "--target local-cpu` re-measures fresh random archs")
     model.error = error

@@ -10,7 +10,8 @@ A target file (``latency_models/targets/<name>.json``) holds everything a model 
 
 Prediction of a network: each layer (``search_space.arch.signatures``) costs its table entry if
 the table has its key (at the network's input resolution first), else the regressor's estimate;
-the network costs ``scale * sum + overhead_ms``.  Per-layer costs are cached by (resolution,
+in a network a layer costs ``scale * that + features . layer_coefs`` (the in-network term, fitted on
+whole-network measurements where they show one) and the network the sum plus ``overhead_ms``.  Per-layer costs are cached by (resolution,
 layer spec, input shape), so a search that meets the same blocks again pays a dict lookup.
 """
 from __future__ import annotations
@@ -58,7 +59,8 @@ class LatencyModel:
     def _fill(self, items: Sequence[tuple[Arch, Any]], num_classes: int = 1000) -> None:
         """Price every layer of the given (arch, resolution) pairs not yet in the cache: table
         lookups first, then one vectorized regressor call for the rest."""
-        miss_keys, miss_sigs, miss_where = [], [], []
+        new_keys, new_sigs, new_base = [], [], []  # every newly priced layer
+        miss_idx, miss_where = [], []              # those the table lacks
         seen = set()
         for arch, res in items:
             rkey = res if isinstance(res, int) else tuple(res)
@@ -67,29 +69,39 @@ class LatencyModel:
                 ck = self._cache_key(rkey, sig)
                 if ck in self._cache or ck in seen:
                     continue
-                entry = self.table.get(lookup_key(sig), table_res)
-                if entry is not None:
-                    self._cache[ck] = entry.ms
-                    continue
                 seen.add(ck)
-                miss_keys.append(ck)
-                miss_sigs.append(sig)
-                miss_where.append("stem" if sig.kind == "stem" else "head" if sig.kind == "head"
-                                  else f"arch.blocks[{i - 1}]")
-        if not miss_sigs:
+                entry = self.table.get(lookup_key(sig), table_res)
+                new_keys.append(ck)
+                new_sigs.append(sig)
+                new_base.append(entry.ms if entry is not None else 0.0)
+                if entry is None:
+                    miss_idx.append(len(new_sigs) - 1)
+                    miss_where.append("stem" if sig.kind == "stem" else "head" if sig.kind == "head"
+                                      else f"arch.blocks[{i - 1}]")
+        if not new_sigs:
             return
-        if self.predictor is None:
-            sig = miss_sigs[0]
+        if miss_idx and self.predictor is None:
+            sig = new_sigs[miss_idx[0]]
             raise TargetError(f"target {self.name}: no table entry for {lookup_key(sig)} ({miss_where[0]}) "
                               "and no predictor in the target file")
-        for sig, where in zip(miss_sigs, miss_where):
+        for j, where in zip(miss_idx, miss_where):
+            sig = new_sigs[j]
             if not self.predictor.can_price(sig.kind):
                 raise TargetError(f"target {self.name}: cannot price block type {sig.kind!r} at {where} "
                                   f"({lookup_key(sig)}): no table entry and no regressor; regressors for: "
                                   f"{', '.join(self.predictor.kinds())}")
-        X = np.stack([layer_features(s) for s in miss_sigs])
-        ms = self.predictor.predict_rows([s.kind for s in miss_sigs], X)
-        for ck, v in zip(miss_keys, ms):
+        base = np.array(new_base)
+        need_x = bool(miss_idx) or (self.predictor is not None and self.predictor.net_coef.any())
+        if need_x:
+            X = np.stack([layer_features(s) for s in new_sigs])
+            kinds = [s.kind for s in new_sigs]
+            if miss_idx:
+                base[miss_idx] = self.predictor.predict_rows([kinds[j] for j in miss_idx], X[miss_idx])
+            extra = self.predictor.in_network(kinds, X) if self.predictor is not None else 0.0
+        else:
+            extra = 0.0
+        cost = self.scale * base + extra
+        for ck, v in zip(new_keys, cost):
             self._cache[ck] = float(v)
 
     def _layers_sum(self, arch: Arch, res) -> float | None:
@@ -125,7 +137,7 @@ class LatencyModel:
         if s is None:
             self._fill([(arch, resolution)])
             s = self._layers_sum(arch, resolution)
-        return self.scale * s + self.overhead_ms
+        return s + self.overhead_ms
 
     def predict_many(self, archs: Iterable[Arch], resolution: int = 224) -> np.ndarray:
         archs = list(archs)
@@ -141,14 +153,14 @@ class LatencyModel:
             self._fill([(archs[i], resolution) for i in missing])
             for i in missing:
                 out[i] = self._layers_sum(archs[i], resolution)
-        return self.scale * out + self.overhead_ms
+        return out + self.overhead_ms
 
     def breakdown(self, arch: Arch, resolution: int = 224) -> list[tuple[str, float]]:
         """(signature key, ms) per layer; a last ("network overhead", ms) row when the target has
         one, so that the rows sum to ``predict``."""
         self._fill([(arch, resolution)])
         rkey = resolution if isinstance(resolution, int) else tuple(resolution)
-        rows = [(lookup_key(s), self.scale * self._cache[self._cache_key(rkey, s)])
+        rows = [(lookup_key(s), self._cache[self._cache_key(rkey, s)])
                 for s in signatures(arch, resolution)]
         if self.overhead_ms:
             rows.append(("network overhead", self.overhead_ms))

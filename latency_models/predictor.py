@@ -42,11 +42,19 @@ class Predictor:
     """Coefficients per kind (on scaled features) plus the network overhead term."""
 
     def __init__(self, coefs: dict[str, np.ndarray], scale: float = 1.0, overhead_ms: float = 0.0,
-                 fitted_on: dict[str, Any] | None = None) -> None:
+                 fitted_on: dict[str, Any] | None = None, net_coef: np.ndarray | None = None) -> None:
         self.coefs = {k: np.asarray(v, float) for k, v in coefs.items()}
         self.scale = float(scale)
         self.overhead_ms = float(overhead_ms)
+        # in-network extra cost per layer (e.g. activations that no longer stay in cache), on features
+        self.net_coef = np.zeros(N_FEATURES) if net_coef is None else np.asarray(net_coef, float)
         self.fitted_on = fitted_on or {}
+
+    def in_network(self, kinds: Sequence[str], X: np.ndarray) -> np.ndarray:
+        """Extra in-network ms of layers with unscaled features X (zero unless fitted)."""
+        if not self.net_coef.any():
+            return np.zeros(len(X))
+        return (np.asarray(X, float) * SCALE) @ self.net_coef
 
     def kinds(self) -> list[str]:
         return sorted(self.coefs)
@@ -80,7 +88,8 @@ class Predictor:
             "kind": "linear-positive",
             "features": list(FEATURES),
             "coefs": {k: [float(f"{x:.6g}") for x in v] for k, v in sorted(self.coefs.items())},
-            "network": {"scale": round(self.scale, 6), "overhead_ms": round(self.overhead_ms, 6)},
+            "network": {"scale": round(self.scale, 6), "overhead_ms": round(self.overhead_ms, 6),
+                        "layer_coefs": [float(f"{x:.6g}") for x in self.net_coef]},
             "fitted_on": self.fitted_on,
         }
 
@@ -103,7 +112,12 @@ class Predictor:
         net = d.get("network", {})
         if not isinstance(net, dict):
             raise TargetError(f"{where}.network: allowed: a mapping with scale, overhead_ms")
-        return cls(out, net.get("scale", 1.0), net.get("overhead_ms", 0.0), d.get("fitted_on"))
+        nc = net.get("layer_coefs")
+        if nc is not None and (not isinstance(nc, list) or len(nc) != N_FEATURES
+                               or not all(isinstance(x, (int, float)) and x >= 0 for x in nc)):
+            raise TargetError(f"{where}.network.layer_coefs: allowed: {N_FEATURES} non-negative numbers")
+        return cls(out, net.get("scale", 1.0), net.get("overhead_ms", 0.0), d.get("fitted_on"),
+                   None if nc is None else np.array(nc, float))
 
 
 def fit_predictor(kinds: Sequence[str], X: np.ndarray, y: np.ndarray, min_rows: int = 5,
@@ -120,6 +134,23 @@ def fit_predictor(kinds: Sequence[str], X: np.ndarray, y: np.ndarray, min_rows: 
             coefs[k] = fit_linear(Xs[idx], y[idx])
     counts = {k: kinds.count(k) for k in sorted(set(kinds))}
     return Predictor(coefs, fitted_on={**(fitted_on or {}), "layers": counts})
+
+
+NET_FEATURES = ("in_bytes", "out_bytes", "mid_bytes", "weight_bytes", "ops")
+
+
+def fit_network_model(pred_sums: np.ndarray, feat_sums: np.ndarray, measured: np.ndarray,
+                      features: Sequence[str] = NET_FEATURES) -> tuple[float, np.ndarray, float]:
+    """(scale, per-feature in-network coefs (all FEATURES, zeros elsewhere), overhead_ms) with
+    measured ~= scale * pred_sum + feat_sum . coefs + overhead, all >= 0, on relative error.
+    ``feat_sums`` are the networks' unscaled feature sums."""
+    idx = [FEATURES.index(f) for f in features]
+    G = np.asarray(feat_sums, float) * SCALE
+    A = np.column_stack([np.asarray(pred_sums, float), G[:, idx], np.ones(len(G))])
+    coef = fit_linear(A, np.asarray(measured, float), ridge=1e-4)
+    net = np.zeros(N_FEATURES)
+    net[idx] = coef[1:-1]
+    return float(coef[0]), net, float(coef[-1])
 
 
 def fit_network_terms(pred_sums: np.ndarray, measured: np.ndarray, scale: bool = True) -> tuple[float, float]:

@@ -1,0 +1,202 @@
+"""Check a latency target against measurements it was not fitted on.
+
+    python -m latency_models.validate --target local-cpu --archs 50 [--space mobile-unified] [--png out.png]
+    python -m latency_models.validate --target pixel-cpu
+
+``local-cpu`` (any target measured here): re-measures the reference block first and reports the
+drift since the build, then measures ``--archs`` random archs of the space
+(``load_space(S).sample(random.Random(seed))``) and every zoo network end-to-end on the target's
+backend and thread count, each relative to the reference (so the comparison is in the build's
+time scale).  Prints MAPE, the share within +/-10%, Spearman's rho, and writes a scatter plot of
+predicted vs measured (PNG).
+
+``pixel-cpu``: compares the target with the held-out published rows of its fit (see
+``latency_models.fit_pixel``).  ``note10-cpu``: random OFA-space networks at a resolution without
+a table (200) priced by the regressor vs the exact table sums at the two nearest tables' mean.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import latency_models
+from latency_models.profile import BACKENDS, REFERENCE, layer_runner, machine_info, measure_absolute, measure_items
+from search_space.errors import TargetError, cli_entry, field_error
+
+
+def stats(pred, true) -> dict:
+    from scipy.stats import spearmanr
+
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    rel = np.abs(pred - true) / true
+    return {"n": int(len(true)), "mape_pct": round(100 * float(rel.mean()), 2),
+            "within_10pct": round(float((rel <= 0.10).mean()), 3),
+            "spearman": round(float(spearmanr(pred, true).statistic), 4) if len(true) > 2 else float("nan"),
+            "max_err_pct": round(100 * float(rel.max()), 2)}
+
+
+def scatter(path: Path, groups: dict[str, tuple[list, list]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    lo, hi = float("inf"), 0.0
+    for (label, (pred, true)), marker in zip(groups.items(), "o^sD"):
+        if len(true):
+            ax.scatter(true, pred, s=18, marker=marker, label=f"{label} ({len(true)})", alpha=0.8)
+            lo, hi = min(lo, min(true), min(pred)), max(hi, max(true), max(pred))
+    if hi > 0:
+        xs = np.array([lo * 0.9, hi * 1.1])
+        ax.plot(xs, xs, "k-", lw=0.8)
+        ax.fill_between(xs, xs * 0.9, xs * 1.1, color="grey", alpha=0.15, label="+/-10%")
+    ax.set_xlabel("measured (ms)")
+    ax.set_ylabel("predicted (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _print(label: str, s: dict) -> None:
+    print(f"{label:28s} MAPE {s['mape_pct']:6.2f}%  within +/-10% {s['within_10pct']:6.1%}  "
+          f"Spearman {s['spearman']:.3f}  max {s['max_err_pct']:.1f}%  (n={s['n']})")
+
+
+def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path, chunk: int = 5,
+                      rounds: int = 5, zoo_nets: bool = True) -> dict:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from search_space import zoo
+    from search_space.space import load_space
+
+    backend = model.meta.get("runtime", "onnxruntime")
+    threads = int(model.meta.get("threads") or 1)
+    if backend not in BACKENDS:
+        raise field_error(TargetError, f"target {model.name}: meta.runtime", backend, BACKENDS)
+    ref_build = float(model.meta.get("reference", {}).get("ms") or 0.0)
+    if ref_build <= 0:
+        raise TargetError(f"target {model.name}: meta.reference.ms missing; rebuild it with latency_models.build")
+    info = machine_info(backend, threads)
+    print(f"machine: {info['cpu']}, {info['cores']} cores; {backend} {info.get('onnxruntime', info['torch'])}, "
+          f"{threads} thread(s)")
+    ref_now, ref_spread = measure_absolute(layer_runner(REFERENCE, backend, threads).run, rounds=9)
+    drift = ref_now / ref_build - 1.0
+    print(f"reference block now {ref_now:.3f} ms (spread {100 * ref_spread:.1f}%), at build "
+          f"{ref_build:.3f} ms: drift {100 * drift:+.1f}%")
+    space = load_space(space_name)
+    rng = random.Random(seed)
+    items = [(space.sample(rng), f"{space.name}#{i}") for i in range(n_archs)]
+    if zoo_nets:
+        items += [(zoo.get(n), n) for n in zoo.names()]
+    res = int(max(model.meta.get("resolutions") or [224]))
+    work = [("net", (a, res)) for a, _ in items]
+    measured = []
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex, \
+            tqdm(total=len(work), desc="measuring networks", unit="net", file=sys.stderr) as bar:
+        for i in range(0, len(work), chunk):
+            out = ex.submit(measure_items, work[i:i + chunk], backend, threads, rounds).result()
+            measured += out
+            bar.update(len(out))
+    true = np.array([m["rel"] * ref_build for m in measured])   # in the build's time scale
+    raw = np.array([m["ms"] for m in measured])                   # as timed now
+    pred = model.predict_many([a for a, _ in items], res)
+    is_zoo = np.array(["#" not in label for _, label in items])
+    result = {"drift_pct": round(100 * drift, 1), "reference_ms_now": round(ref_now, 4)}
+    if (~is_zoo).any():
+        result["random_archs"] = stats(pred[~is_zoo], true[~is_zoo])
+        _print(f"random {space.name} archs", result["random_archs"])
+    if is_zoo.any():
+        result["zoo"] = stats(pred[is_zoo], true[is_zoo])
+        _print("zoo networks", result["zoo"])
+        for (a, label), p, t in zip(items, pred, true):
+            if "#" not in label:
+                print(f"    {label:22s} measured {t:8.2f} ms  predicted {p:8.2f} ms  ({100 * (p / t - 1):+.1f}%)")
+    result["all"] = stats(pred, true)
+    _print("all", result["all"])
+    result["all_raw_ms_no_drift_correction"] = stats(pred, raw)
+    _print("all, raw ms (no drift corr.)", result["all_raw_ms_no_drift_correction"])
+    scatter(png, {f"random {space.name}": (list(pred[~is_zoo]), list(true[~is_zoo])),
+                  "zoo": (list(pred[is_zoo]), list(true[is_zoo]))},
+            f"{model.name}: predicted vs measured at {res} ({info['cpu']}, drift {100 * drift:+.1f}%)")
+    print(f"wrote {png}")
+    return result
+
+
+def validate_pixel(model, png: Path) -> dict:
+    from latency_models import fit_pixel
+    from search_space import zoo
+
+    rows = fit_pixel.published_rows(fit_pixel.DATA)
+    train, held = fit_pixel.split(rows)
+    pred = [model.predict(zoo.get(r.zoo, r.width), r.resolution)
+            * (model.predictor.fitted_on.get("old_tflite_scale", 1.0) if r.old_tflite else 1.0) for r in held]
+    true = [r.ms for r in held]
+    s = stats(pred, true)
+    print("held-out published rows (pixel1-cpu-1bigcore-tflite-fp32); note: the shipped model was refitted on "
+          "all rows, the target file's 'error' holds the strictly held-out fit's numbers")
+    for r, p in zip(held, pred):
+        print(f"    {r.network:24s} x{r.width:<5} published {r.ms:7.1f} ms  predicted {p:7.1f} ms")
+    _print("held-out rows", s)
+    e = model.error.get("held_out")
+    if e:
+        print(f"{'target file (held-out fit)':28s} MAPE {e['mape_pct']:6.2f}%  within +/-10% {e['within_10pct']:6.1%}  "
+              f"(baseline MAdds line {model.error['baseline_macs_linear_held_out']['mape_pct']}%)")
+    scatter(png, {"held-out published": (pred, true)}, "pixel-cpu vs published Pixel 1 rows")
+    print(f"wrote {png}")
+    return {"held_out": s}
+
+
+def validate_note10(model, png: Path, n: int = 100, seed: int = 0) -> dict:
+    from latency_models.fit_note10 import random_ofa_arch
+
+    rng = random.Random(seed)
+    archs = [random_ofa_arch(rng) for _ in range(n)]
+    lo, hi = model.predict_many(archs, 192), model.predict_many(archs, 208)
+    mid = model.predict_many(archs, 200)
+    ok = (mid > lo) & (mid < hi)
+    print(f"OFA archs at 200 (no table, regressor only) lie between their exact 192 and 208 table sums: "
+          f"{ok.mean():.0%} of {n}")
+    for k, v in model.error.items():
+        print(f"  target file {k}: {v}")
+    scatter(png, {"200 vs mean of 192/208": (list(mid), list((lo + hi) / 2))}, "note10-cpu: regressor vs tables")
+    return {"between_tables": float(ok.mean())}
+
+
+@cli_entry
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m latency_models.validate", description=__doc__.split("\n")[0])
+    ap.add_argument("--target", default="local-cpu")
+    ap.add_argument("--archs", type=int, default=50)
+    ap.add_argument("--space", default="mobile-unified")
+    ap.add_argument("--seed", type=int, default=1, help="sampling seed (the build samples with 0 and 1)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-zoo", action="store_true", help="skip the zoo networks")
+    ap.add_argument("--png", default=None, help="scatter plot path (default validate-<target>.png)")
+    args = ap.parse_args(argv)
+    if args.archs < 0:
+        raise field_error(TargetError, "--archs", args.archs, "an integer >= 0")
+    model = latency_models.load(args.target)
+    png = Path(args.png or f"validate-{model.name}.png")
+    if model.name == "pixel-cpu":
+        validate_pixel(model, png)
+    elif model.name == "note10-cpu":
+        validate_note10(model, png)
+    else:
+        validate_measured(model, args.space, args.archs, args.seed + 1000, png, rounds=args.rounds,
+                          zoo_nets=not args.no_zoo)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""local-cpu tooling: profiler (onnxruntime + torch), resumable build on a tiny sample, validate CLI,
+CLI errors, predict_many speed."""
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import latency_models
+from latency_models import build, profile, validate
+from latency_models.features import lookup_key
+from search_space.arch import BlockSpec, Signature
+from search_space.space import load_space
+
+torch.set_num_threads(1)
+
+SIG = Signature("mbconv", BlockSpec("mbconv", 16, 24, mid_ch=64, kernel=5, stride=2, se_ch=16, act="hswish"),
+                16, 28, 28)
+
+
+def test_onnx_runner_is_the_same_network_as_torch():
+    import onnxruntime as ort
+
+    m, shape = profile.layer_module(SIG)
+    m.eval()
+    profile._randomize_bn(m)
+    x = torch.randn(*shape)
+    data = profile.onnx_bytes(m, x)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = m(x).numpy()
+    assert y.shape == (1, 24, 14, 14)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_relative_timing_sees_twice_the_work():
+    # two pure-python loops, one twice as long: relative cost ~2 on any machine speed
+    def work(n):
+        def run():
+            s = 0
+            for i in range(n):
+                s += i
+        return run
+
+    m = profile.measure_relative(work(40000), work(20000), rounds=5)
+    assert 1.5 < m.rel < 2.7
+    assert m.ref_ms > 0 and m.ms == pytest.approx(m.rel * m.ref_ms) and m.n >= 15
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_measure_items_both_backends(backend):
+    rows = profile.measure_items([("layer", SIG), ("null", None)], backend, 1, rounds=2)
+    assert [r["key"] for r in rows] == [lookup_key(SIG), "null"]
+    layer, null = rows
+    assert layer["ms"] > null["ms"] > 0 and layer["rel"] > 0
+
+
+def _build_args(tmp_path, passes=2):
+    return ["--space", "proxylessnas", "--blocks", "3", "--nets", "1", "--pool", "3", "--zoo", "none",
+            "--passes", str(passes), "--rounds", "2", "--out", str(tmp_path / "lc.json"),
+            "--partial", str(tmp_path / "lc.partial.jsonl")]
+
+
+def test_build_small_sample_is_resumable(tmp_path, capsys):
+    part = tmp_path / "lc.partial.jsonl"
+    assert build.main(_build_args(tmp_path, passes=1)) == 0
+    n1 = len(part.read_text().splitlines())
+    first = part.read_text().splitlines()
+    # a second pass resumes: the first pass is kept, only the second is measured
+    assert build.main(_build_args(tmp_path, passes=2)) == 0
+    lines = part.read_text().splitlines()
+    assert len(lines) == 2 * n1 and lines[:n1] == first
+    # a killed run: the partial file ends in a cut line; the build re-measures only what is missing
+    part.write_text("\n".join(lines[:n1 + 2]) + "\n" + lines[n1 + 2][:15])
+    assert build.main(_build_args(tmp_path, passes=2)) == 0
+    rows = [json.loads(x) for x in part.read_text().splitlines()[: n1 + 2]]
+    assert [r["key"] for r in rows] == [json.loads(x)["key"] for x in lines[: n1 + 2]]
+    done = [json.loads(x) for x in part.read_text().splitlines() if x.startswith("{") and x.endswith("}")]
+    assert sorted((r["pass"], r["key"]) for r in done) == sorted({(r["pass"], r["key"]) for r in done})
+    assert len({(r["pass"], r["key"]) for r in done}) == 2 * n1
+
+    model = latency_models.load(str(tmp_path / "lc.json"))
+    assert model.name == "local-cpu" and len(model.table) == n1 - 2  # minus the null item and one net
+    for field in ("device", "runtime", "runtime_version", "threads", "resolutions", "date", "repeats",
+                  "reference", "drift", "made_by", "made_from"):
+        assert field in model.meta, field
+    assert model.meta["runtime"] == "onnxruntime" and model.meta["threads"] == 1
+    assert model.meta["reference"]["ms"] > 0
+    arch = load_space("proxylessnas").sample(random.Random(5))
+    assert model.predict(arch) > 0
+    assert sum(ms for _, ms in model.breakdown(arch)) == pytest.approx(model.predict(arch))
+
+
+def test_build_and_validate_cli_errors(tmp_path, capsys):
+    assert build.main(["--backend", "tvm"]) == 2
+    assert "error: --backend: got 'tvm'; allowed: onnxruntime, torch" in capsys.readouterr().err
+    assert build.main(["--target", "pixel-cpu"]) == 2
+    assert "allowed: local-cpu" in capsys.readouterr().err
+    assert build.main(["--space", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "mobile-unified" in err and "Traceback" not in err
+    assert validate.main(["--target", "iphone"]) == 2
+    assert "allowed: " in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert validate.main(["--target", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json: corrupt target file" in err and err.count("\n") == 1
+
+
+def test_validate_pixel_cli(tmp_path, capsys):
+    png = tmp_path / "pixel.png"
+    assert validate.main(["--target", "pixel-cpu", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "held-out rows" in out and "MAPE" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_many_throughput():
+    model = latency_models.load("pixel-cpu")
+    space = load_space("proxylessnas")
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(2000)]
+    model.predict_many(archs)  # first call prices the unseen layers (vectorized)
+    t = time.perf_counter()
+    out = model.predict_many(archs)
+    rate = len(archs) / (time.perf_counter() - t)
+    assert out.shape == (2000,) and np.all(out > 0)
+    assert rate > 5000, f"{rate:.0f} archs/s"  # the benchmark asks 20,000/s on a quiet core
