@@ -410,9 +410,13 @@ class Space:
         if "skip" in v:
             out["residual"] = bool(v["skip"]) and btype in RESIDUAL_TYPES and stride == 1 and in_ch == out_ch
         if "opts" in v and "mid_ch" in out:
-            opts = dict(v["opts"])
+            # options the block type does not take, or that cannot apply to this layer, are dropped
+            known = _opts_allowed(btype)
+            opts = {k: x for k, x in dict(v["opts"]).items() if k in known}
             if btype == "mbconv" and opts.get("pw") and out["mid_ch"] != in_ch:
                 opts.pop("pw")
+            if btype == "sandglass" and stride != 1:
+                opts.pop("dw2", None)  # the stride sits on the second depthwise conv
             out["opts"] = tuple(sorted(opts.items()))
         return out
 
@@ -740,7 +744,9 @@ class Space:
         for combo in itertools.product(*(s.layer[f] for f in free)):
             v = {**fixed, **dict(zip(free, combo))}
             spec = self._layer(btype, in_ch, out_ch, stride, v)
-            out.add(tuple(sorted(spec.items(), key=lambda kv: kv[0])))
+            key = tuple(sorted(spec.items(), key=lambda kv: kv[0]))
+            if key not in out and _valid(spec):
+                out.add(key)
         return frozenset(out)
 
     def _count_stage(self, s: StageDef, in_ch: int) -> dict[int | None, int]:
@@ -762,6 +768,23 @@ class Space:
                             products.add((a, r))
                 result[out_ch] = result.get(out_ch, 0) + _union_of_products(list(products), d)
         return result
+
+
+def _opts_allowed(btype: str) -> dict:
+    from search_space.blocks import BLOCKS
+
+    return getattr(BLOCKS.get(btype), "opts_allowed", {}) or {}
+
+
+def _valid(spec: dict) -> bool:
+    """Whether layer fields make a valid block (the block type's own check)."""
+    from search_space.blocks import check_block
+
+    try:
+        check_block(BlockSpec(**spec))
+    except ArchError:
+        return False
+    return True
 
 
 def _union_of_products(products: list[tuple[frozenset, frozenset | None]], d: int) -> int:
