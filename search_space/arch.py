@@ -16,16 +16,29 @@ Fields are a short code followed by the value; fields equal to their default are
 
     i<int> in channels        o<int> out channels    m<int> mid (expanded/hidden) channels
     k<int> kernel             s<int> stride          g<int> groups
+    s<int>x<int>              a (sH, sW) stride pair (blocks only; PP-OCR's (2, 1) text-line strides)
+    valid | ceil              padding: none ('valid'), or none with ceil-mode rounding ('ceil', pools
+                              only); the default 'same' pads k // 2 and is left out (stem, blocks)
+    nobn                      the stem conv has a bias and no BatchNorm (SqueezeNet) (stem)
     se<int>h|s  SE bottleneck channels with a hard-sigmoid (h) or sigmoid (s) gate
     re | r6 | hs | sw | li    activation: relu, relu6, hswish, swish, linear (identity)
     skip                      residual connection (blocks)
     pool                      3x3/2 max-pool after the stem conv (stem)
     l<int> 1x1 conv before pooling, h<int> hidden 1x1 after pooling, d<float> dropout (head)
     nobias                    the hidden layer has no bias (head; Once-for-All's feature_mix_layer)
+    convcls                   the classifier is a 1x1 conv (bias) + act before the global pool,
+                              after the dropout (head; SqueezeNet)
+    clsnobias                 the classifier has no bias (head; the official ShuffleNetV1 code)
     x<key>=<int>              block-specific integer option (``BlockSpec.opts``)
 
 ``TYPE`` is a block type name registered in ``search_space.blocks`` (mbconv, dwsep, sandglass,
-shufflev2, ...).  Adding a block family adds a type string and a block class, nothing here.
+shufflev2, fire, shufflev1, xception, conv, maxpool, ...).  Adding a block family adds a type string
+and a block class, nothing here.
+
+Every field added after the first release has a default that the string and the dict leave out, so
+an older string or file means exactly what it meant before.  Strides are ints where square (``s2``);
+a block may have an ``(sH, sW)`` pair (``s2x1``), normalized so that ``(2, 2)`` is stored as ``2``.
+Spatial sizes follow one rule, ``conv_out`` (and ``out_hw`` built on it, which ``signatures`` uses).
 """
 from __future__ import annotations
 
@@ -39,6 +52,8 @@ from search_space.errors import ArchError, field_error
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "linear")
 SE_GATES = ("hsigmoid", "sigmoid")
 STRIDES = (1, 2)
+PADDINGS = ("same", "valid", "ceil")
+HEAD_CLASSIFIERS = ("linear", "conv")
 ACT_CODES = {"relu": "re", "relu6": "r6", "hswish": "hs", "swish": "sw", "linear": "li"}
 CODE_ACTS = {v: k for k, v in ACT_CODES.items()}
 GATE_CODES = {"hsigmoid": "h", "sigmoid": "s"}
@@ -55,10 +70,46 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, rou
     return int(new_v)
 
 
-def conv_out(size: int, kernel: int, stride: int) -> int:
-    """Spatial output size of a 'same'-padded conv (padding k // 2): the only place it is computed."""
-    pad = kernel // 2
-    return (size + 2 * pad - kernel) // stride + 1
+def conv_out(size: int, kernel: int, stride: int, padding: str = "same") -> int:
+    """Spatial output size along one axis: the only place it is computed.
+
+    ``padding`` 'same' pads k // 2 on both sides, 'valid' pads nothing, 'ceil' pads nothing and
+    rounds up like torch's ``ceil_mode=True`` pooling (a last window must start inside the input).
+    """
+    if padding == "same":
+        return (size + 2 * (kernel // 2) - kernel) // stride + 1
+    if padding == "valid":
+        return (size - kernel) // stride + 1
+    if padding == "ceil":
+        out = -(-(size - kernel) // stride) + 1
+        if (out - 1) * stride >= size:
+            out -= 1
+        return out
+    raise field_error(ArchError, "padding", padding, PADDINGS)
+
+
+def stride_hw(stride) -> tuple[int, int]:
+    """(sH, sW) of an int or pair stride."""
+    return (stride, stride) if isinstance(stride, int) else (int(stride[0]), int(stride[1]))
+
+
+def out_hw(h: int, w: int, kernel: int, stride, padding: str = "same") -> tuple[int, int]:
+    """(H, W) after a kxk window with an int or (sH, sW) stride (``conv_out`` on each axis)."""
+    sh, sw = stride_hw(stride)
+    return conv_out(h, kernel, sh, padding), conv_out(w, kernel, sw, padding)
+
+
+def _normalize_stride(where: str, value):
+    """An int stride, or a (sH, sW) pair stored as an int when square; lists become tuples."""
+    if isinstance(value, (list, tuple)):
+        if (len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v not in STRIDES
+                                   for v in value)):
+            raise field_error(ArchError, where, value, "1, 2 or a pair (sH, sW) of them")
+        value = tuple(value)
+        return value[0] if value[0] == value[1] else value
+    if isinstance(value, bool) or value not in STRIDES:
+        raise field_error(ArchError, where, value, STRIDES)
+    return value
 
 
 def _positive_int(cls_name: str, name: str, value) -> None:
@@ -71,7 +122,11 @@ def _positive_int(cls_name: str, name: str, value) -> None:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stem:
-    """kxk conv (stride s) + BN + activation, optionally followed by a 3x3/2 max-pool."""
+    """kxk conv (stride s) + BN + activation, optionally followed by a 3x3/2 max-pool (padding 1).
+
+    ``bn`` False: the conv has a bias and no BatchNorm (SqueezeNet).  ``padding`` 'same' (k // 2)
+    or 'valid' (none: SqueezeNet, Xception).
+    """
 
     out_ch: int
     kernel: int = 3
@@ -79,19 +134,26 @@ class Stem:
     act: str = "relu"
     pool: bool = False
     in_ch: int = 3
+    bn: bool = True
+    padding: str = "same"
 
     def __post_init__(self) -> None:
         for name in ("out_ch", "kernel", "in_ch"):
             _positive_int("stem", name, getattr(self, name))
-        if self.stride not in STRIDES:
+        if isinstance(self.stride, bool) or self.stride not in STRIDES:
             raise field_error(ArchError, "stem.stride", self.stride, STRIDES)
         if self.act not in ACTIVATIONS:
             raise field_error(ArchError, "stem.act", self.act, ACTIVATIONS)
+        for name in ("pool", "bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise field_error(ArchError, f"stem.{name}", getattr(self, name), "true, false")
+        if self.padding not in ("same", "valid"):
+            raise field_error(ArchError, "stem.padding", self.padding, ("same", "valid"))
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
-        h, w = conv_out(h, self.kernel, self.stride), conv_out(w, self.kernel, self.stride)
+        h, w = out_hw(h, w, self.kernel, self.stride, self.padding)
         if self.pool:
-            h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
+            h, w = out_hw(h, w, 3, 2)
         return h, w
 
     def to_string(self) -> str:
@@ -99,6 +161,10 @@ class Stem:
                  ACT_CODES[self.act]]
         if self.pool:
             parts.append("pool")
+        if not self.bn:
+            parts.append("nobn")
+        if self.padding != "same":
+            parts.append(self.padding)
         return "_".join(parts)
 
 
@@ -109,7 +175,9 @@ class BlockSpec:
     ``mid_ch`` is the block's inner width: the expanded channels of an mbconv (equal to ``in_ch``
     means no expansion conv), the hidden (reduced) width of a sandglass, the branch width of a
     shufflev2 unit.  ``se_ch`` > 0 adds squeeze-and-excitation with that many bottleneck channels.
-    ``opts`` holds block-specific integer options as sorted (key, value) pairs.
+    ``opts`` holds block-specific integer options as sorted (key, value) pairs.  ``stride`` is an
+    int, or an (sH, sW) pair for the block types that take one.  ``padding`` is 'same' (k // 2),
+    'valid' (none) or 'ceil' (none, ceil-mode: pools) for the block types that allow it.
     """
 
     type: str
@@ -124,6 +192,7 @@ class BlockSpec:
     residual: bool = False
     groups: int = 1
     opts: tuple[tuple[str, int], ...] = ()
+    padding: str = "same"
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not re.fullmatch(r"[a-z][a-z0-9]*", self.type or ""):
@@ -134,8 +203,9 @@ class BlockSpec:
             raise field_error(ArchError, f"block({self.type}).mid_ch", self.mid_ch, "an integer >= 0")
         if not isinstance(self.se_ch, int) or self.se_ch < 0:
             raise field_error(ArchError, f"block({self.type}).se_ch", self.se_ch, "an integer >= 0")
-        if self.stride not in STRIDES:
-            raise field_error(ArchError, f"block({self.type}).stride", self.stride, STRIDES)
+        object.__setattr__(self, "stride", _normalize_stride(f"block({self.type}).stride", self.stride))
+        if self.padding not in PADDINGS:
+            raise field_error(ArchError, f"block({self.type}).padding", self.padding, PADDINGS)
         if self.act not in ACTIVATIONS:
             raise field_error(ArchError, f"block({self.type}).act", self.act, ACTIVATIONS)
         if self.se_gate not in SE_GATES:
@@ -166,7 +236,10 @@ class BlockSpec:
         parts = [self.type, f"i{self.in_ch}", f"o{self.out_ch}"]
         if self.mid_ch:
             parts.append(f"m{self.mid_ch}")
-        parts += [f"k{self.kernel}", f"s{self.stride}"]
+        stride = self.stride if isinstance(self.stride, int) else f"{self.stride[0]}x{self.stride[1]}"
+        parts += [f"k{self.kernel}", f"s{stride}"]
+        if self.padding != "same":
+            parts.append(self.padding)
         if self.groups != 1:
             parts.append(f"g{self.groups}")
         if self.se_ch:
@@ -178,19 +251,26 @@ class BlockSpec:
         return "_".join(parts)
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
-        return conv_out(h, self.kernel, self.stride), conv_out(w, self.kernel, self.stride)
+        return out_hw(h, w, self.kernel, self.stride, self.padding)
 
 
 @dataclass(frozen=True)
 class Head:
     """Optional 1x1 conv + BN + act (``last_ch``), global pool, optional hidden 1x1/linear with
-    bias + act (``hidden_ch``, MobileNetV3's efficient last stage), dropout, classifier."""
+    bias + act (``hidden_ch``, MobileNetV3's efficient last stage), dropout, classifier.
+
+    ``classifier`` 'conv' (SqueezeNet): after the optional last conv come dropout, a 1x1 conv to
+    the classes (with bias), the activation, and the global pool.  ``classifier_bias`` False: the
+    classifier has no bias (the official ShuffleNetV1 code).
+    """
 
     last_ch: int = 0
     hidden_ch: int = 0
     act: str = "relu"
     dropout: float = 0.0
     hidden_bias: bool = True
+    classifier: str = "linear"
+    classifier_bias: bool = True
 
     def __post_init__(self) -> None:
         for name in ("last_ch", "hidden_ch"):
@@ -206,6 +286,13 @@ class Head:
             raise field_error(ArchError, "head.hidden_bias", self.hidden_bias, "true, false")
         if not self.hidden_ch and not self.hidden_bias:
             raise ArchError("head.hidden_bias: false needs a hidden layer (hidden_ch > 0)")
+        if self.classifier not in HEAD_CLASSIFIERS:
+            raise field_error(ArchError, "head.classifier", self.classifier, HEAD_CLASSIFIERS)
+        if not isinstance(self.classifier_bias, bool):
+            raise field_error(ArchError, "head.classifier_bias", self.classifier_bias, "true, false")
+        if self.classifier == "conv" and self.hidden_ch:
+            raise ArchError(f"head.hidden_ch: got {self.hidden_ch} with classifier conv; allowed: 0 "
+                            "(the conv classifier works on the feature map, before pooling)")
 
     def to_string(self) -> str:
         parts = ["head"]
@@ -215,6 +302,10 @@ class Head:
             parts.append(f"h{self.hidden_ch}")
         if not self.hidden_bias:
             parts.append("nobias")
+        if self.classifier == "conv":
+            parts.append("convcls")
+        if not self.classifier_bias:
+            parts.append("clsnobias")
         parts.append(ACT_CODES[self.act])
         if self.dropout:
             parts.append(f"d{self.dropout:g}")
@@ -295,15 +386,21 @@ class Arch:
                     continue
                 v = getattr(b, f.name)
                 if v != f.default:
-                    d[f.name] = dict(v) if f.name == "opts" else v
+                    d[f.name] = dict(v) if f.name == "opts" else list(v) if isinstance(v, tuple) else v
             return d
+
+        def plain(obj, later: tuple[str, ...]) -> dict[str, Any]:
+            # fields added later are written only when they differ from their default, so that
+            # existing files stay byte-identical
+            defaults = {f.name: f.default for f in fields(obj)}
+            return {k: v for k, v in asdict(obj).items() if k not in later or v != defaults[k]}
 
         return {
             "version": FORMAT_VERSION,
             "arch": self.to_string(),
-            "stem": asdict(self.stem),
+            "stem": plain(self.stem, ("bn", "padding")),
             "blocks": [block_dict(b) for b in self.blocks],
-            "head": asdict(self.head),
+            "head": plain(self.head, ("classifier", "classifier_bias")),
         }
 
     @classmethod
@@ -414,6 +511,16 @@ def _parse_layer(token: str, where: str) -> tuple[str, dict[str, Any]]:
             out["pool"] = True
         elif p == "nobias":
             out["hidden_bias"] = False
+        elif p == "nobn":
+            out["bn"] = False
+        elif p in ("valid", "ceil"):
+            out["padding"] = p
+        elif p == "convcls":
+            out["classifier"] = "conv"
+        elif p == "clsnobias":
+            out["classifier_bias"] = False
+        elif m := re.fullmatch(r"s(\d+)x(\d+)", p):
+            out["s"] = (int(m.group(1)), int(m.group(2)))
         elif m := re.fullmatch(r"se(\d+)([hs])", p):
             out["se_ch"], out["se_gate"] = int(m.group(1)), CODE_GATES[m.group(2)]
         elif m := re.fullmatch(r"d(\d*\.?\d+(?:e-?\d+)?)", p):
@@ -424,7 +531,8 @@ def _parse_layer(token: str, where: str) -> tuple[str, dict[str, Any]]:
             out[m.group(1)] = int(m.group(2))
         else:
             raise ArchError(f"{where}: cannot parse field {p!r} of {token!r}; allowed: "
-                            "i o m k s g l h <int>, se<int>h|s, re r6 hs sw li, skip, pool, nobias, d<float>, x<key>=<int>")
+                            "i o m k s g l h <int>, s<int>x<int>, se<int>h|s, re r6 hs sw li, skip, pool, nobn, valid, ceil, "
+                            "nobias, convcls, clsnobias, d<float>, x<key>=<int>")
     if "opts" in out:
         out["opts"] = tuple(sorted(out["opts"]))
     return kind, out
@@ -456,18 +564,19 @@ def parse_arch_string(text: str) -> Arch:
     if len(tokens) < 3 or not tokens[0].startswith("stem") or not tokens[-1].startswith("head"):
         raise ArchError("arch string: must start with 'stem_' and end with 'head_' layers joined by '-'")
     kind, kw = _parse_layer(tokens[0], "arch string stem")
-    stem = Stem(**_rename(kw, _STEM_CODES, {"act", "pool"}, "arch string stem"))
+    stem = Stem(**_rename(kw, _STEM_CODES, {"act", "pool", "bn", "padding"}, "arch string stem"))
     blocks = []
     for i, tok in enumerate(tokens[1:-1]):
         where = f"arch string block {i}"
         kind, kw = _parse_layer(tok, where)
-        kw = _rename(kw, _BLOCK_CODES, {"act", "residual", "se_ch", "se_gate", "opts"}, where)
+        kw = _rename(kw, _BLOCK_CODES, {"act", "residual", "se_ch", "se_gate", "opts", "padding"}, where)
         for need in ("in_ch", "out_ch"):
             if need not in kw:
                 raise ArchError(f"{where}: missing {need} ({'i' if need == 'in_ch' else 'o'}<int>) in {tok!r}")
         blocks.append(BlockSpec(type=kind, **kw))
     kind, kw = _parse_layer(tokens[-1], "arch string head")
-    head = Head(**_rename(kw, _HEAD_CODES, {"act", "dropout", "hidden_bias"}, "arch string head"))
+    head = Head(**_rename(kw, _HEAD_CODES, {"act", "dropout", "hidden_bias", "classifier", "classifier_bias"},
+                          "arch string head"))
     return Arch(stem, tuple(blocks), head)
 
 
@@ -516,6 +625,6 @@ def iter_block_shapes(arch: Arch, resolution: int = 224) -> Iterator[tuple[Block
 
 
 __all__ = [
-    "ACTIVATIONS", "SE_GATES", "Arch", "BlockSpec", "Head", "Signature", "Stem", "conv_out",
-    "make_divisible", "parse_arch_string", "signatures",
+    "ACTIVATIONS", "PADDINGS", "SE_GATES", "Arch", "BlockSpec", "Head", "Signature", "Stem", "conv_out",
+    "make_divisible", "out_hw", "parse_arch_string", "signatures", "stride_hw",
 ]

@@ -8,8 +8,13 @@ from search_space.errors import ArchError, field_error
 
 
 def stem_kwargs(stem: Stem) -> dict:
-    return dict(in_ch=stem.in_ch, out_ch=stem.out_ch, kernel=stem.kernel, stride=stem.stride,
-                act=stem.act, pool=stem.pool)
+    kw = dict(in_ch=stem.in_ch, out_ch=stem.out_ch, kernel=stem.kernel, stride=stem.stride,
+              act=stem.act, pool=stem.pool)
+    if not stem.bn:
+        kw["bn"] = False
+    if stem.padding != "same":
+        kw["padding"] = stem.padding
+    return kw
 
 
 def head_kwargs(head: Head, in_ch: int, num_classes: int) -> dict:
@@ -17,6 +22,10 @@ def head_kwargs(head: Head, in_ch: int, num_classes: int) -> dict:
               act=head.act, dropout=head.dropout)
     if not head.hidden_bias:
         kw["hidden_bias"] = False
+    if head.classifier != "linear":
+        kw["classifier"] = head.classifier
+    if not head.classifier_bias:
+        kw["classifier_bias"] = False
     return kw
 
 

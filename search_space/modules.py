@@ -35,12 +35,22 @@ def make_gate(name):
     raise ValueError(f"se_gate: got {name!r}; allowed: hsigmoid, sigmoid")
 
 
-class ConvBNAct(nn.Module):
-    """kxk conv (no bias, 'same' padding k // 2) + BatchNorm + activation."""
+def pad_of(kernel, padding="same"):
+    """Conv/pool padding: k // 2 for 'same', 0 for 'valid' and 'ceil'."""
+    if padding == "same":
+        return kernel // 2
+    if padding in ("valid", "ceil"):
+        return 0
+    raise ValueError(f"padding: got {padding!r}; allowed: same, valid, ceil")
 
-    def __init__(self, in_ch, out_ch, kernel=1, stride=1, groups=1, act="relu"):
+
+class ConvBNAct(nn.Module):
+    """kxk conv (no bias; padding k // 2, or none if 'valid') + BatchNorm + activation.
+    ``stride`` is an int or an (sH, sW) pair."""
+
+    def __init__(self, in_ch, out_ch, kernel=1, stride=1, groups=1, act="relu", padding="same"):
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, pad_of(kernel, padding), groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_ch)
         self.act = make_act(act)
 
@@ -91,15 +101,26 @@ class MBConv(nn.Module):
 
 
 class DWSep(nn.Module):
-    """Depthwise-separable conv of MobileNetV1: dw kxk/stride-BN-act, pw 1x1-BN-act."""
+    """Depthwise-separable conv of MobileNetV1: dw kxk/stride-BN-act, [SE], pw 1x1-BN-act.
 
-    def __init__(self, in_ch, out_ch, kernel=3, stride=1, act="relu"):
+    SE after the depthwise conv as PaddleOCR's MobileNetV1Enhance; ``dw_bn`` False: a bare
+    depthwise conv, no BN nor act (Xception's SeparableConv2d followed by BN + act).
+    """
+
+    def __init__(self, in_ch, out_ch, kernel=3, stride=1, act="relu", se_ch=0, se_gate="hsigmoid", dw_bn=True):
         super().__init__()
-        self.dw = ConvBNAct(in_ch, in_ch, kernel, stride, in_ch, act)
+        if dw_bn:
+            self.dw = ConvBNAct(in_ch, in_ch, kernel, stride, in_ch, act)
+        else:
+            self.dw = nn.Conv2d(in_ch, in_ch, kernel, stride, kernel // 2, groups=in_ch, bias=False)
+        self.se = SqueezeExcite(in_ch, se_ch, se_gate) if se_ch else None
         self.pw = ConvBNAct(in_ch, out_ch, 1, 1, 1, act)
 
     def forward(self, x):
-        return self.pw(self.dw(x))
+        x = self.dw(x)
+        if self.se is not None:
+            x = self.se(x)
+        return self.pw(x)
 
 
 class SandGlass(nn.Module):
@@ -173,28 +194,158 @@ class ShuffleV2(nn.Module):
         return channel_shuffle(out, 2)
 
 
-class Stem(nn.Module):
-    """kxk/stride conv + BN + act, optionally followed by a 3x3/2 max-pool."""
+class MaxPool(nn.Module):
+    """kxk max-pool; padding k // 2 ('same'), none ('valid') or none with ceil mode ('ceil')."""
 
-    def __init__(self, in_ch, out_ch, kernel=3, stride=2, act="relu", pool=False):
+    def __init__(self, kernel=3, stride=2, padding="same"):
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
+        self.pool = nn.MaxPool2d(kernel, stride, pad_of(kernel, padding), ceil_mode=padding == "ceil")
+
+    def forward(self, x):
+        return self.pool(x)
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire module (torchvision's): squeeze 1x1 + act, expand 1x1 and expand kxk
+    (out_ch // 2 each) + act, concatenated; convs with bias, no BN; optional simple bypass."""
+
+    def __init__(self, in_ch, out_ch, mid_ch, kernel=3, act="relu", residual=False):
+        super().__init__()
+        self.residual = residual
+        self.squeeze = nn.Conv2d(in_ch, mid_ch, 1)
+        self.squeeze_act = make_act(act)
+        self.expand1x1 = nn.Conv2d(mid_ch, out_ch // 2, 1)
+        self.expand1x1_act = make_act(act)
+        self.expand3x3 = nn.Conv2d(mid_ch, out_ch - out_ch // 2, kernel, padding=kernel // 2)
+        self.expand3x3_act = make_act(act)
+
+    def forward(self, x):
+        s = self.squeeze_act(self.squeeze(x))
+        y = torch.cat([self.expand1x1_act(self.expand1x1(s)), self.expand3x3_act(self.expand3x3(s))], 1)
+        return x + y if self.residual else y
+
+
+class ShuffleV1(nn.Module):
+    """ShuffleNetV1 unit (the authors' ShuffleNet-Series ShuffleV1Block).
+
+    1x1 (groups, or 1 if ``first_group``) to mid_ch-BN-act, channel shuffle (groups > 1),
+    dw kxk/stride-BN, 1x1 (groups)-BN; stride 1: act(x + y); stride 2: concat(avgpool 3x3/2 (x),
+    act(y)), y with out_ch - in_ch channels.
+    """
+
+    def __init__(self, in_ch, out_ch, mid_ch, kernel=3, stride=1, groups=1, act="relu", first_group=False):
+        super().__init__()
+        self.stride = stride
+        self.groups = groups
+        branch_out = out_ch - in_ch if stride != 1 else out_ch
+        self.branch_main_1 = nn.Sequential(
+            nn.Conv2d(in_ch, mid_ch, 1, 1, 0, groups=1 if first_group else groups, bias=False),
+            nn.BatchNorm2d(mid_ch),
+            make_act(act),
+            nn.Conv2d(mid_ch, mid_ch, kernel, stride, kernel // 2, groups=mid_ch, bias=False),
+            nn.BatchNorm2d(mid_ch),
+        )
+        self.branch_main_2 = nn.Sequential(
+            nn.Conv2d(mid_ch, branch_out, 1, 1, 0, groups=groups, bias=False),
+            nn.BatchNorm2d(branch_out),
+        )
+        self.act = make_act(act)
+        self.branch_proj = nn.AvgPool2d(3, 2, 1) if stride != 1 else None
+
+    def forward(self, x):
+        y = self.branch_main_1(x)
+        if self.groups > 1:
+            y = channel_shuffle(y, self.groups)
+        y = self.branch_main_2(y)
+        if self.branch_proj is None:
+            return self.act(x + y)
+        return torch.cat((self.branch_proj(x), self.act(y)), 1)
+
+
+class SeparableConv(nn.Module):
+    """Xception's SeparableConv2d: depthwise kxk (padding k // 2) then pointwise 1x1, no bias, no BN between."""
+
+    def __init__(self, in_ch, out_ch, kernel=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, in_ch, kernel, 1, kernel // 2, groups=in_ch, bias=False)
+        self.pointwise = nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False)
+
+    def forward(self, x):
+        return self.pointwise(self.conv1(x))
+
+
+class XceptionBlock(nn.Module):
+    """Xception block (Cadene's pretrainedmodels / timm legacy ``Block``).
+
+    skip: 1x1/stride conv + BN when the shape changes (registered first, as in the reference);
+    rep: ``reps`` x [act, SeparableConv, BN] (widths in -> mid ... mid -> out; no act first if
+    ``act_first`` is False), then a kxk/stride max-pool (padding k // 2) when stride != 1; out = rep + skip.
+    """
+
+    def __init__(self, in_ch, out_ch, mid_ch, kernel=3, stride=1, act="relu", reps=2, act_first=True):
+        super().__init__()
+        if in_ch != out_ch or stride != 1:
+            self.skip = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+            self.skipbn = nn.BatchNorm2d(out_ch)
+        else:
+            self.skip = self.skipbn = None
+        if reps == 1:
+            widths = [(in_ch, out_ch)]
+        else:
+            widths = [(in_ch, mid_ch)] + [(mid_ch, mid_ch)] * (reps - 2) + [(mid_ch, out_ch)]
+        rep = []
+        for i, (cin, cout) in enumerate(widths):
+            if i > 0 or act_first:
+                rep.append(make_act(act) if i > 0 else make_act_copy(act))
+            rep += [SeparableConv(cin, cout, kernel), nn.BatchNorm2d(cout)]
+        if stride != 1:
+            rep.append(nn.MaxPool2d(kernel, stride, kernel // 2))
+        self.rep = nn.Sequential(*rep)
+
+    def forward(self, x):
+        skip = x if self.skip is None else self.skipbn(self.skip(x))
+        return self.rep(x) + skip
+
+
+def make_act_copy(name):
+    """An activation that does not modify its input in place (the input is also the skip)."""
+    act = make_act(name)
+    if hasattr(act, "inplace"):
+        act.inplace = False
+    return act
+
+
+class Stem(nn.Module):
+    """kxk/stride conv + BN + act, optionally followed by a 3x3/2 max-pool (padding 1).
+    ``bn`` False: the conv has a bias and no BN (SqueezeNet); ``padding`` 'valid': no padding."""
+
+    def __init__(self, in_ch, out_ch, kernel=3, stride=2, act="relu", pool=False, bn=True, padding="same"):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, pad_of(kernel, padding), bias=not bn)
+        self.bn = nn.BatchNorm2d(out_ch) if bn else None
         self.act = make_act(act)
         self.pool = nn.MaxPool2d(3, 2, 1) if pool else None
 
     def forward(self, x):
-        x = self.act(self.bn(self.conv(x)))
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        x = self.act(x)
         return x if self.pool is None else self.pool(x)
 
 
 class Head(nn.Module):
     """[1x1 conv last_ch + BN + act] -> global avg pool -> [Linear hidden_ch (bias) + act] ->
-    dropout -> Linear classifier."""
+    dropout -> Linear classifier.
+
+    ``classifier`` 'conv' (SqueezeNet): [1x1 conv last_ch + BN + act] -> dropout -> 1x1 conv
+    classifier -> act -> global avg pool.  ``classifier_bias`` False: no classifier bias.
+    """
 
     def __init__(self, in_ch, num_classes=1000, last_ch=0, hidden_ch=0, act="relu", dropout=0.0,
-                 hidden_bias=True):
+                 hidden_bias=True, classifier="linear", classifier_bias=True):
         super().__init__()
+        self.conv_classifier = classifier == "conv"
         ch = in_ch
         if last_ch:
             self.conv = nn.Conv2d(ch, last_ch, 1, 1, 0, bias=False)
@@ -210,17 +361,26 @@ class Head(nn.Module):
         else:
             self.hidden = self.hidden_act = None
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.classifier = nn.Linear(ch, num_classes)
+        if self.conv_classifier:
+            self.classifier = nn.Conv2d(ch, num_classes, 1, bias=classifier_bias)
+            self.classifier_act = make_act(act)
+        else:
+            self.classifier = nn.Linear(ch, num_classes, bias=classifier_bias)
 
     def forward_features(self, x):
+        """What reaches the classifier: the pooled vector, or the feature map for a conv classifier."""
         if self.conv is not None:
             x = self.act(self.bn(self.conv(x)))
+        if self.conv_classifier:
+            return x
         x = x.mean((2, 3))
         if self.hidden is not None:
             x = self.hidden_act(self.hidden(x))
         return x
 
     def forward(self, x):
+        if self.conv_classifier:
+            return self.classifier_act(self.classifier(self.dropout(self.forward_features(x)))).mean((2, 3))
         return self.classifier(self.dropout(self.forward_features(x)))
 
 

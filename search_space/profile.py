@@ -11,7 +11,8 @@ from search_space.blocks import conv_cost, get_block_type
 
 
 def stem_cost(stem: Stem, h: int, w: int) -> tuple[int, int]:
-    p, m, _, _ = conv_cost(stem.in_ch, stem.out_ch, stem.kernel, stem.stride, h, w)
+    p, m, _, _ = conv_cost(stem.in_ch, stem.out_ch, stem.kernel, stem.stride, h, w, bias=not stem.bn,
+                           bn=stem.bn, padding=stem.padding)
     return p, m
 
 
@@ -25,7 +26,9 @@ def head_cost(head: Head, in_ch: int, h: int, w: int, num_classes: int) -> tuple
         params += ch * head.hidden_ch + (head.hidden_ch if head.hidden_bias else 0)
         macs += ch * head.hidden_ch
         ch = head.hidden_ch
-    return params + ch * num_classes + num_classes, macs + ch * num_classes
+    positions = h * w if head.classifier == "conv" else 1  # a conv classifier runs on the feature map
+    bias = num_classes if head.classifier_bias else 0
+    return params + ch * num_classes + bias, macs + ch * num_classes * positions
 
 
 def layer_cost(sig: Signature) -> tuple[int, int]:

@@ -153,7 +153,8 @@ def test_stem_pool_and_resolution():
 # Bad input: one line naming the field and the allowed values
 # --------------------------------------------------------------------------------------------
 BAD = [
-    (dict(type="fire", in_ch=16, out_ch=16), r"block\.type: got 'fire'; allowed: dwsep, mbconv, sandglass, shufflev2"),
+    (dict(type="resnet", in_ch=16, out_ch=16), r"block\.type: got 'resnet'; allowed: conv, dwsep, fire, maxpool, mbconv, "
+                                               r"sandglass, shufflev1, shufflev2, xception"),
     (dict(type="shufflev2", in_ch=24, out_ch=25, mid_ch=12, stride=2), r"block\(shufflev2\)\.out_ch: got 25; allowed: an even number"),
     (dict(type="shufflev2", in_ch=24, out_ch=48, mid_ch=20, stride=2), r"block\(shufflev2\)\.mid_ch: got 20; allowed: out_ch / 2 = 24"),
     (dict(type="shufflev2", in_ch=24, out_ch=48, mid_ch=24, stride=1), r"block\(shufflev2\)\.in_ch: got 24 at stride 1; allowed: 48"),
@@ -165,7 +166,7 @@ BAD = [
     (dict(type="mbconv", in_ch=16, out_ch=24, mid_ch=64, opts=(("dw1", 0),)), r"block\(mbconv\)\.opts: got 'dw1'; allowed: pw"),
     (dict(type="mbconv", in_ch=16, out_ch=24, mid_ch=64, act="gelu"), r"block\(mbconv\)\.act: got 'gelu'; allowed: relu, relu6, hswish, swish, linear"),
     (dict(type="mbconv", in_ch=16, out_ch=16, mid_ch=64, stride=2, residual=True), r"block\(mbconv\)\.residual: needs stride 1"),
-    (dict(type="dwsep", in_ch=16, out_ch=32, se_ch=4), r"block\(dwsep\)\.se_ch: got 4; allowed: 0"),
+    (dict(type="dwsep", in_ch=16, out_ch=32, groups=2), r"block\(dwsep\)\.groups: got 2; allowed: 1"),
     (dict(type="dwsep", in_ch=16, out_ch=32, mid_ch=8), r"block\(dwsep\)\.mid_ch: got 8; allowed: 0"),
     (dict(type="sandglass", in_ch=16, out_ch=32, mid_ch=8, stride=2, opts=(("dw2", 0),)), r"block\(sandglass\)\.stride: got 2 with opts dw2=0"),
     (dict(type="sandglass", in_ch=16, out_ch=32, mid_ch=8, opts=(("dw1", 1),)), r"block\(sandglass\)\.opts\.dw1: got 1; allowed: 0"),
@@ -188,7 +189,7 @@ def test_bad_block_specs(kw, message):
 
 
 def test_bad_arch_strings_and_yaml():
-    with pytest.raises(ArchError, match=r"arch\.blocks\[0\]: block\.type: got 'resnet'; allowed: dwsep, mbconv"):
+    with pytest.raises(ArchError, match=r"arch\.blocks\[0\]: block\.type: got 'resnet'; allowed: conv, dwsep, fire"):
         Arch.from_string("stem_i3_o16_k3_s2_re-resnet_i16_o16_k3_s1_re-head_re")
     with pytest.raises(ArchError, match=r"block\(shufflev2\)\.out_ch: got 15"):
         Arch.from_string("stem_i3_o16_k3_s2_re-shufflev2_i16_o15_m7_k3_s2_re-head_re")
