@@ -230,7 +230,8 @@ class ShuffleV1(nn.Module):
 
     1x1 (groups, or 1 if ``first_group``) to mid_ch-BN-act, channel shuffle (groups > 1),
     dw kxk/stride-BN, 1x1 (groups)-BN; stride 1: act(x + y); stride 2: concat(avgpool 3x3/2 (x),
-    act(y)), y with out_ch - in_ch channels.
+    act(y)), y with out_ch - in_ch channels.  The shuffle is the authors' (reshape to
+    (c // groups, groups), transpose), so that their trained weights give their outputs.
     """
 
     def __init__(self, in_ch, out_ch, mid_ch, kernel=3, stride=1, groups=1, act="relu", first_group=False):
@@ -255,7 +256,8 @@ class ShuffleV1(nn.Module):
     def forward(self, x):
         y = self.branch_main_1(x)
         if self.groups > 1:
-            y = channel_shuffle(y, self.groups)
+            n, c, h, w = y.shape
+            y = y.reshape(n, c // self.groups, self.groups, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
         y = self.branch_main_2(y)
         if self.branch_proj is None:
             return self.act(x + y)

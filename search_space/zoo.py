@@ -15,20 +15,24 @@ Zoo YAML schema (one file per family, ``nets: {name: spec}``); a spec has:
 
     reference   {width: "where the reference comes from"}
     widths      [w, ...] the multipliers offered
+    base_width  a multiplier built into the net (PP-OCR's scale 0.35): channels use width * base_width
     round       {divisor: 8} -> a channel c becomes make_divisible(c * w, 8); "none": c as written
-    stem        {c, k, s, act, pool, scale}
-    block       defaults for every row (type, act, mid, se_rule, keep_pw, ...)
-    stages      rows {type, e | exp, c, n, s, k, se, act, scale, skip, opts, first}; a row expands to
-                n blocks, the first with stride s (and ``first`` overrides), the rest stride 1
-    head        {last, hidden, act, dropout, last_scale, hidden_scale}
+    stem        {c, k, s, act, pool, scale, bn, padding}
+    block       defaults for every row (type, act, mid, se_rule, keep_pw, g, padding, ...)
+    stages      rows {type, e | exp, c, n, s, k, g, se, act, scale, skip, opts, padding, first}; a row
+                expands to n blocks, the first with stride s (an int or [sH, sW]; ``first`` overrides),
+                the rest stride 1; a row without ``c`` keeps the channels (maxpool)
+    head        {last, hidden, act, dropout, last_scale, hidden_scale, classifier, classifier_bias}
     per_width   {w: patch}: ``c: [...]`` replaces the rows' c in order; stem/head/block dicts merge
 
 ``scale`` of a channel value: width (c * w, the default), min1 (c * max(1, w): the head of
 MobileNetV2), fixed (c as written).  Mid-channel rules (``block.mid``): expand (round(in * e)),
 divisible (make_divisible(in * e), timm), explicit (``exp`` column scaled like channels),
-sandglass (in // e, raised to make_divisible(ceil(out / 6), 16)), branch (out // 2), none (0).
+sandglass (in // e, raised to make_divisible(ceil(out / 6), 16)), branch (out // 2), out_div (out // e:
+ShuffleNetV1's bottleneck), none (0).
 SE rule (``block.se_rule``): {of: mid | in, round: divisible | round, gate}: se * mid rounded
 (MobileNetV3), or round(mid * se / e) (timm's EfficientNet family: SE sized from the block input).
+A dwsep block's SE is sized from its depthwise width (in).
 Residual: automatic (stride 1 and in == out) unless a row says ``skip: false``.
 """
 from __future__ import annotations
@@ -70,7 +74,9 @@ def _specs() -> dict[str, dict[str, Any]]:
 def names() -> list[str]:
     """Zoo network names, in the order of the data files."""
     order = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1",
-             "mnasnet_b1", "mnasnet_small", "proxylessnas_mobile", "fbnet_c", "shufflenet_v2", "mobilenext"]
+             "mnasnet_b1", "mnasnet_small", "proxylessnas_mobile", "fbnet_c", "shufflenet_v2", "mobilenext",
+             "squeezenet1_0", "squeezenet1_1", "shufflenet_v1_g1", "shufflenet_v1_g2", "shufflenet_v1_g3",
+             "shufflenet_v1_g4", "shufflenet_v1_g8", "xception", "ppocr_mv3_small_x035", "ppocr_mv1_enhance"]
     have = list(_specs())
     return [n for n in order if n in have] + sorted(n for n in have if n not in order)
 
@@ -150,9 +156,11 @@ def _mid(rule: str, in_ch: int, out_ch: int, row: dict, width: float, rounding) 
         return hidden
     if rule == "branch":
         return out_ch // 2
+    if rule == "out_div":
+        return out_ch // int(e)
     if rule == "none":
         return 0
-    raise ArchError(f"zoo: mid: got {rule!r}; allowed: expand, divisible, explicit, sandglass, branch, none")
+    raise ArchError(f"zoo: mid: got {rule!r}; allowed: expand, divisible, explicit, sandglass, branch, out_div, none")
 
 
 def _se(row: dict, rule: dict, mid: int) -> int:
@@ -175,7 +183,7 @@ def get(name: str, width: float = 1.0) -> Arch:
         raise field_error(ArchError, f"zoo {name} width", width, widths(name)) from None
     if width not in widths(name):
         raise field_error(ArchError, f"zoo {name} width", width, widths(name))
-    return _build_arch(_width_spec(spec, width), width)
+    return _build_arch(_width_spec(spec, width), width * float(spec.get("base_width", 1.0)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,18 +195,22 @@ def _build_arch(spec: dict, width: float) -> Arch:
     rounding = spec.get("round", {"divisor": 8})
     s = spec["stem"]
     stem = Stem(out_ch=_channels(s["c"], width, s.get("scale", "width"), rounding), kernel=s.get("k", 3),
-                stride=s.get("s", 2), act=s.get("act", "relu"), pool=bool(s.get("pool", False)))
+                stride=s.get("s", 2), act=s.get("act", "relu"), pool=bool(s.get("pool", False)),
+                bn=bool(s.get("bn", True)), padding=s.get("padding", "same"))
     defaults = spec.get("block", {})
     blocks: list[BlockSpec] = []
     in_ch = stem.out_ch
     for row in spec["stages"]:
         row = {**defaults, **row}
-        out_ch = _channels(row["c"], width, row.get("scale", "width"), rounding)
+        out_ch = _channels(row["c"], width, row.get("scale", "width"), rounding) if "c" in row else in_ch
         btype = row.get("type", "mbconv")
         for i in range(int(row.get("n", 1))):
             r = _merge(row, row.get("first", {})) if i == 0 else row
-            stride = int(r.get("s", 1)) if i == 0 else 1
-            mid = _mid(r.get("mid", "none" if btype == "dwsep" else "expand"), in_ch, out_ch, r, width, rounding)
+            stride = r.get("s", 1) if i == 0 else 1
+            stride = tuple(int(v) for v in stride) if isinstance(stride, list) else int(stride)
+            # blocks without an inner width ignore the family's mid rule
+            mid_rule = "none" if btype in ("dwsep", "conv", "maxpool") else r.get("mid", "expand")
+            mid = _mid(mid_rule, in_ch, out_ch, r, width, rounding)
             opts = dict(r.get("opts") or {})
             if r.get("keep_pw") and mid == in_ch and btype == "mbconv":
                 opts["pw"] = 1
@@ -207,14 +219,16 @@ def _build_arch(spec: dict, width: float) -> Arch:
             se_rule = r.get("se_rule", {})
             blocks.append(BlockSpec(
                 type=btype, in_ch=in_ch, out_ch=out_ch, mid_ch=mid, kernel=int(r.get("k", 3)), stride=stride,
-                se_ch=_se(r, se_rule, mid), se_gate=se_rule.get("gate", "hsigmoid"), act=r.get("act", "relu"),
-                residual=residual and btype in ("mbconv", "sandglass"), opts=tuple(sorted(opts.items()))))
+                se_ch=_se(r, se_rule, mid if btype != "dwsep" else in_ch), se_gate=se_rule.get("gate", "hsigmoid"),
+                act=r.get("act", "relu"), residual=residual and btype in ("mbconv", "sandglass"),
+                groups=int(r.get("g", 1)), opts=tuple(sorted(opts.items())), padding=r.get("padding", "same")))
             in_ch = out_ch
     h = spec.get("head", {})
     head = Head(last_ch=_channels(h["last"], width, h.get("last_scale", "width"), rounding) if h.get("last") else 0,
                 hidden_ch=_channels(h["hidden"], width, h.get("hidden_scale", "fixed"), rounding)
                 if h.get("hidden") else 0,
-                act=h.get("act", "relu"), dropout=float(h.get("dropout", 0.0)))
+                act=h.get("act", "relu"), dropout=float(h.get("dropout", 0.0)),
+                classifier=h.get("classifier", "linear"), classifier_bias=bool(h.get("classifier_bias", True)))
     return Arch(stem, tuple(blocks), head)
 
 

@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
 REFERENCE = json.loads((DATA / "reference_nets.json").read_text())["nets"]
-REF_ENTRIES = sorted(k for k in REFERENCE if "@" in k)
+REF_ENTRIES = sorted(k for k in REFERENCE if k != "about")  # "name@width", or a SqueezeNet version name
 
 EXPECTED_WIDTHS = {
     "mobilenet_v1": [1.0, 0.75, 0.5, 0.25],
@@ -39,6 +39,16 @@ EXPECTED_WIDTHS = {
     "fbnet_c": [1.0],
     "shufflenet_v2": [0.5, 1.0, 1.5, 2.0],
     "mobilenext": [1.0, 0.75, 0.5, 1.4],
+    "squeezenet1_0": [1.0],
+    "squeezenet1_1": [1.0],
+    "shufflenet_v1_g1": [1.0],
+    "shufflenet_v1_g2": [1.0],
+    "shufflenet_v1_g3": [1.0],
+    "shufflenet_v1_g4": [1.0],
+    "shufflenet_v1_g8": [1.0],
+    "xception": [1.0],
+    "ppocr_mv3_small_x035": [1.0],
+    "ppocr_mv1_enhance": [1.0],
 }
 
 # (zoo name, width): (params, conv+linear MACs at 224) -- the published references of issue 2.
@@ -67,6 +77,8 @@ PUBLISHED = {
     ("mobilenet_v3_small", 0.5): (1_593_224, 24_188_688),    # timm mobilenetv3_small_050
     ("fbnet_c", 1.0): (5_572_200, 384_960_160),              # timm fbnetc_100
     ("mobilenext", 1.0): (3_535_416, 311_342_592),           # MobileNeXt authors' code (DESIGN.md)
+    ("squeezenet1_0", 1.0): (1_248_424, 818_924_576),        # torchvision squeezenet1_0 (issue 9)
+    ("squeezenet1_1", 1.0): (1_235_496, 349_151_936),        # torchvision squeezenet1_1 (issue 9)
 }
 
 
@@ -80,6 +92,8 @@ def _as_conv(shape) -> list[int]:
 
 
 def _split(key: str) -> tuple[str, float]:
+    if "@" not in key:  # SqueezeNet: the version is the name
+        return key, 1.0
     name, width = key.split("@")
     return name, float(width)
 
@@ -94,7 +108,7 @@ def test_names_and_widths():
 
 def test_reference_file_covers_the_published_table():
     for (name, width), (params, macs) in PUBLISHED.items():
-        ref = REFERENCE[f"{name}@{width}"]
+        ref = REFERENCE[name if name.startswith("squeezenet") else f"{name}@{width}"]
         assert (ref["params"], ref["macs"]) == (params, macs), (name, width)
 
 
@@ -119,7 +133,8 @@ def test_reference_fixed_point(key):
         assert _as_conv(s1) == _as_conv(s2), f"{key}: {k1} {s1} vs reference {k2} {s2}"
 
 
-@pytest.mark.parametrize("key", ["mobilenet_v3_small@1.0", "mnasnet_a1@0.75", "shufflenet_v2@0.5", "mobilenext@0.5"])
+@pytest.mark.parametrize("key", ["mobilenet_v3_small@1.0", "mnasnet_a1@0.75", "shufflenet_v2@0.5", "mobilenext@0.5",
+                                 "squeezenet1_0"])
 def test_reference_weights_load_one_to_one(key):
     """Reference-shaped tensors, in the reference's order, load through a positional key map and
     land in the matching parameters (Linear <-> 1x1 conv reshaped)."""
