@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from search_space.arch import BlockSpec, Head, Signature, Stem, conv_out
+from search_space.arch import BlockSpec, Head, Signature, Stem, out_hw, stride_hw
 from search_space.errors import TargetError
 
 FEATURES = (
@@ -49,7 +49,7 @@ class _Acc:
     __slots__ = ("v",)
 
     def __init__(self) -> None:
-        self.v = np.zeros(N_FEATURES)
+        self.v = [0.0] * N_FEATURES
 
     def add(self, name: str, value: float) -> None:
         self.v[_IDX[name]] += value
@@ -63,10 +63,10 @@ class _Acc:
         self.add("weight_bytes", 4 * (cin * cout / groups + 2 * cout))
         self.add("ops", 1)
 
-    def dw(self, ch: int, k: int, stride: int, hw_out: int) -> None:
+    def dw(self, ch: int, k: int, stride, hw_out: int) -> None:
         macs = ch * k * k * hw_out
         self.add("dw3_macs" if k <= 3 else "dw5_macs" if k <= 5 else "dw7_macs", macs)
-        if stride > 1:
+        if max(stride_hw(stride)) > 1:
             self.add("dws2_macs", macs)
         self.add("weight_bytes", 4 * (ch * k * k + 2 * ch))
         self.add("ops", 1)
@@ -88,7 +88,7 @@ class _Acc:
 
 def _mbconv(s: BlockSpec, h: int, w: int, a: _Acc) -> None:
     mid = s.mid_ch or s.in_ch
-    ho, wo = conv_out(h, s.kernel, s.stride), conv_out(w, s.kernel, s.stride)
+    ho, wo = s.out_hw(h, w)
     if mid != s.in_ch or s.opt("pw"):
         a.pw(s.in_ch, mid, h * w, s.groups)
         a.mid(mid * h * w)
@@ -105,7 +105,7 @@ def _mbconv(s: BlockSpec, h: int, w: int, a: _Acc) -> None:
 
 
 def _dwsep(s: BlockSpec, h: int, w: int, a: _Acc) -> None:
-    ho, wo = conv_out(h, s.kernel, s.stride), conv_out(w, s.kernel, s.stride)
+    ho, wo = s.out_hw(h, w)
     a.dw(s.in_ch, s.kernel, s.stride, ho * wo)
     a.mid(s.in_ch * ho * wo)
     a.act(s.act, s.in_ch * ho * wo)
@@ -119,7 +119,7 @@ def _dwsep(s: BlockSpec, h: int, w: int, a: _Acc) -> None:
 def _sandglass(s: BlockSpec, h: int, w: int, a: _Acc) -> None:
     # [dw kxk on the wide input + act] -> 1x1 reduce (linear) -> 1x1 expand + act -> [dw kxk/s, linear]
     hidden = s.mid_ch or max(1, s.in_ch // 6)
-    ho, wo = conv_out(h, s.kernel, s.stride), conv_out(w, s.kernel, s.stride)
+    ho, wo = s.out_hw(h, w)
     if s.opt("dw1", 1):
         a.dw(s.in_ch, s.kernel, 1, h * w)
         a.mid(s.in_ch * h * w)
@@ -137,9 +137,9 @@ def _sandglass(s: BlockSpec, h: int, w: int, a: _Acc) -> None:
 
 def _shufflev2(s: BlockSpec, h: int, w: int, a: _Acc) -> None:
     # torchvision's unit: branch width mid (= out // 2); stride 2 adds branch1 = dw kxk/2 + 1x1
-    ho, wo = conv_out(h, s.kernel, s.stride), conv_out(w, s.kernel, s.stride)
+    ho, wo = s.out_hw(h, w)
     mid = s.mid_ch or s.out_ch // 2
-    if s.stride == 1:
+    if max(stride_hw(s.stride)) == 1:
         cin = s.in_ch // 2
     else:
         cin = s.in_ch
@@ -176,7 +176,7 @@ DECOMPOSE: dict[str, Callable[[BlockSpec, int, int, _Acc], None]] = {
 
 
 def _stem(s: Stem, h: int, w: int, a: _Acc) -> None:
-    ho, wo = conv_out(h, s.kernel, s.stride), conv_out(w, s.kernel, s.stride)
+    ho, wo = out_hw(h, w, s.kernel, s.stride, getattr(s, "padding", "same"))
     a.dense(s.in_ch, s.out_ch, s.kernel, ho * wo)
     a.act(s.act, s.out_ch * ho * wo)
     if s.pool:
@@ -192,6 +192,10 @@ def _head(s: Head, cin: int, h: int, w: int, num_classes: int, a: _Acc) -> None:
         a.mid(s.last_ch * h * w)
         ch = s.last_ch
     a.add("ops", 1)  # global pool
+    if getattr(s, "classifier", "linear") == "conv":  # SqueezeNet: 1x1 conv to the classes, then pool
+        a.pw(ch, num_classes, h * w)
+        a.mid(num_classes * h * w)
+        return
     if s.hidden_ch:
         a.pw(ch, s.hidden_ch, 1)
         a.act(s.act, s.hidden_ch)
@@ -213,10 +217,34 @@ def layer_features(sig: Signature) -> np.ndarray:
         _head(sig.spec, sig.in_ch, h, w, sig.num_classes or 1000, a)
         a.add("out_bytes", 4 * (sig.num_classes or 1000))
     else:
-        DECOMPOSE.get(sig.kind, _generic)(sig.spec, h, w, a)
+        dec = DECOMPOSE.get(sig.kind)
+        if dec is not None:
+            dec(sig.spec, h, w, a)
+            if not _macs_agree(sig, a):  # a variant this decomposition does not know: price it generically
+                a = _Acc()
+                a.add("in_bytes", 4 * sig.in_ch * h * w)
+                a.add("one", 1)
+                _generic(sig.spec, h, w, a)
+        else:
+            _generic(sig.spec, h, w, a)
         ho, wo = sig.out_hw
         a.add("out_bytes", 4 * sig.spec.out_ch * ho * wo)
-    return a.v
+    return np.array(a.v)
+
+
+_MAC_NAMES = [i for i, n in enumerate(FEATURES) if n.endswith("macs") and n != "dws2_macs"]
+
+
+def _macs_agree(sig: Signature, a: _Acc) -> bool:
+    """The decomposition's conv+linear MACs equal the block type's analytic count (within 1%)."""
+    from search_space.blocks import BLOCKS
+
+    cls = BLOCKS.get(sig.spec.type)
+    if cls is None:
+        return True
+    _, macs = cls.cost(sig.spec, sig.h, sig.w)
+    mine = sum(a.v[i] for i in _MAC_NAMES)
+    return abs(mine - macs) <= 0.01 * max(macs, 1)
 
 
 def is_generic(kind: str) -> bool:
@@ -237,4 +265,4 @@ def lookup_key(sig: Signature) -> str:
 
 def total_macs(sig: Signature) -> float:
     v = layer_features(sig)
-    return float(sum(v[_IDX[n]] for n in FEATURES if n.endswith("macs") and n != "dws2_macs"))  # conv+linear
+    return float(sum(v[i] for i in _MAC_NAMES))  # conv+linear

@@ -101,8 +101,8 @@ class LatencyModel:
         else:
             extra = 0.0
         cost = self.scale * base + extra
-        for ck, v in zip(new_keys, cost):
-            self._cache[ck] = float(v)
+        for ck, v, sig in zip(new_keys, cost, new_sigs):
+            self._cache[ck] = (float(v), *sig.out_hw)  # the output shape rides along: no recomputation
 
     def _layers_sum(self, arch: Arch, res) -> float | None:
         """Sum of cached layer costs, or None if any is missing (the hot path)."""
@@ -113,22 +113,20 @@ class LatencyModel:
         else:
             h, w = res
             rkey = tuple(res)
-        stem = arch.stem
-        v = cache.get((rkey, stem, h, w))
+        v = cache.get((rkey, arch.stem, h, w))
         if v is None:
             return None
-        total = v
-        h, w = stem.out_hw(h, w)
+        total, h, w = v
         for b in arch.blocks:
             v = cache.get((rkey, b, h, w))
             if v is None:
                 return None
-            total += v
-            h, w = b.out_hw(h, w)
+            c, h, w = v
+            total += c
         v = cache.get((rkey, arch.head, arch.blocks[-1].out_ch, h, w, 1000))
         if v is None:
             return None
-        return total + v
+        return total + v[0]
 
     # -- public API -------------------------------------------------------------------------------
     def predict(self, arch: Arch, resolution: int = 224) -> float:
@@ -160,7 +158,7 @@ class LatencyModel:
         one, so that the rows sum to ``predict``."""
         self._fill([(arch, resolution)])
         rkey = resolution if isinstance(resolution, int) else tuple(resolution)
-        rows = [(lookup_key(s), self._cache[self._cache_key(rkey, s)])
+        rows = [(lookup_key(s), self._cache[self._cache_key(rkey, s)][0])
                 for s in signatures(arch, resolution)]
         if self.overhead_ms:
             rows.append(("network overhead", self.overhead_ms))
