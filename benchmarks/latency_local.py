@@ -1,0 +1,42 @@
+"""local-cpu accuracy: measures random archs of a space and the zoo networks end-to-end here and
+compares with the local-cpu target (goal: >= 95% of random archs within +/-10%, Spearman >= 0.95).
+Run it on a quiet machine (check `uptime`): it measures, and other load distorts whole-network times.
+
+    .venv/bin/python benchmarks/latency_local.py [--archs 50] [--space mobile-unified] [--png latency_local.png]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from latency_common import header  # noqa: E402
+
+import latency_models  # noqa: E402
+from latency_models.validate import validate_measured  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--archs", type=int, default=50)
+    ap.add_argument("--space", default="mobile-unified")
+    ap.add_argument("--seed", type=int, default=1001)
+    ap.add_argument("--png", default="latency_local.png")
+    args = ap.parse_args()
+    header("local-cpu accuracy (measured here vs predicted)")
+    model = latency_models.load("local-cpu")
+    print(f"   target built {model.meta.get('date')} on {model.meta.get('device')}; drift seen at build: "
+          f"{model.meta.get('drift')}")
+    r = validate_measured(model, args.space, args.archs, args.seed, Path(args.png))
+    rnd = r.get("random_archs", r["all"])
+    ok = rnd["within_10pct"] >= 0.95 and rnd["spearman"] >= 0.95
+    print(f"   goal >= 95% within +/-10% and Spearman >= 0.95 on random archs: {'PASS' if ok else 'FAIL'} "
+          f"({rnd['within_10pct']:.0%}, {rnd['spearman']:.3f})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
