@@ -31,11 +31,25 @@ VARIANTS = [
     BlockSpec("sandglass", 32, 48, mid_ch=16, kernel=5, stride=1, act="relu6", opts=(("dw1", 0), ("dw2", 0))),
     BlockSpec("shufflev2", 24, 48, mid_ch=24, kernel=3, stride=2),
     BlockSpec("shufflev2", 48, 48, mid_ch=24, kernel=5, stride=1),
+    # issue 9: the rest of the family
+    BlockSpec("dwsep", 16, 24, kernel=5, stride=2, se_ch=4, act="hswish"),                # PP-OCR MV1Enhance
+    BlockSpec("dwsep", 16, 24, kernel=3, stride=1, opts=(("dwbn", 0),)),                  # Xception exit
+    BlockSpec("fire", 16, 32, mid_ch=8, kernel=3),
+    BlockSpec("fire", 32, 32, mid_ch=8, kernel=3, residual=True),                         # simple bypass
+    BlockSpec("shufflev1", 24, 48, mid_ch=12, kernel=3, stride=2, groups=3, opts=(("gpw1", 1),)),
+    BlockSpec("shufflev1", 48, 48, mid_ch=12, kernel=3, stride=1, groups=4),
+    BlockSpec("xception", 16, 32, mid_ch=32, kernel=3, stride=2, opts=(("relu1", 0),)),
+    BlockSpec("xception", 16, 16, mid_ch=16, kernel=3, stride=1, opts=(("reps", 3),)),
+    BlockSpec("xception", 16, 32, mid_ch=16, kernel=5, stride=1, act="hswish"),
+    BlockSpec("xception", 16, 24, mid_ch=24, kernel=3, stride=1, opts=(("reps", 1),)),
+    BlockSpec("conv", 16, 32, kernel=3, stride=2, groups=2, act="hswish"),
+    BlockSpec("conv", 16, 32, kernel=1, stride=1),
+    BlockSpec("maxpool", 16, 16, kernel=3, stride=2),
 ]
 
 
 def test_registry_has_the_four_families():
-    assert {"mbconv", "dwsep", "sandglass", "shufflev2"} <= set(BLOCKS)
+    assert {"mbconv", "dwsep", "sandglass", "shufflev2", "fire", "shufflev1", "xception", "conv", "maxpool"} <= set(BLOCKS)
     for name, bt in BLOCKS.items():
         assert bt.type_name == name
         assert hasattr(modules, bt.module_class)
