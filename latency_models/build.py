@@ -47,8 +47,10 @@ BUILDABLE = ("local-cpu",)
 
 def _stratum(sig) -> tuple:
     s = sig.spec
-    if sig.kind in ("stem", "head"):
-        return (sig.kind, sig.h)
+    if sig.kind == "stem":
+        return (sig.kind, sig.h, s.kernel, s.act, s.pool)
+    if sig.kind == "head":
+        return (sig.kind, sig.h, s.last_ch > 0, s.hidden_ch > 0, s.act)
     return (sig.kind, sig.h, s.stride, s.kernel, s.act, s.se_ch > 0)
 
 
@@ -77,8 +79,8 @@ def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int,
                 k = lookup_key(s)
                 if k in must:
                     continue
-                if s.kind in ("stem", "head"):
-                    must[k] = s  # few and always met: measure them all
+                if s.kind == "stem":
+                    must[k] = s  # few: measure them all
                 else:
                     strata[_stratum(s)][k] = s
     chosen: dict[str, Any] = {}
@@ -86,7 +88,9 @@ def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int,
     for st in lists:
         rng.shuffle(lists[st])
     while len(chosen) < n_blocks and any(lists.values()):
-        for st in list(lists):
+        order = list(lists)
+        rng.shuffle(order)  # every stratum gets a fair chance when there are more strata than blocks
+        for st in order:
             if lists[st] and len(chosen) < n_blocks:
                 k, s = lists[st].pop()
                 chosen[k] = s
