@@ -56,7 +56,7 @@ def ofa_w12_arch(depths, kernels, expands) -> Arch:
             blocks.append(BlockSpec("mbconv", cin, cout, mid_ch=mid, kernel=kernels[i], stride=s, se_ch=se_ch,
                                     se_gate="hsigmoid", act=act, residual=(s == 1 and cin == cout)))
             cin, i = cout, i + 1
-    return Arch(Stem(24, 3, 2, "hswish"), tuple(blocks), Head(last_ch=1152, hidden_ch=1536, act="hswish"))
+    return Arch(Stem(24, 3, 2, "hswish"), tuple(blocks), Head(last_ch=1152, hidden_ch=1536, act="hswish", hidden_bias=False))
 
 
 def random_ofa_arch(rng: random.Random) -> Arch:
@@ -148,7 +148,7 @@ def build(data: Path) -> tuple[LatencyModel, dict]:
         "made_from": [f"../shared/data/luts/{p.name}" for p in paths],
         "notes": "OFA MobileNetV3 w1.2 space; keys mapped with the OFA conventions (expand = mid channels, "
                  "SE = make_divisible(mid // 4, 8) with h-sigmoid gate, hs flag = h-swish else ReLU, stem and "
-                 "head h-swish); head = Conv_1 + AvgPool2D + Conv_2 + Logits",
+                 "head h-swish, Conv_2 without bias); head = Conv_1 + AvgPool2D + Conv_2 + Logits",
     }
     return LatencyModel("note10-cpu", table, predictor, meta, error), error
 

@@ -127,11 +127,13 @@ class Convention:
     se_divisor: int = 8      # SE bottleneck = make_divisible(mid // 4, divisor)
     se_gate: str = "hsigmoid"
     head_act: str = "relu6"
+    hidden_bias: bool = True  # the 1x1 after pooling (Conv_2) has a bias
 
 
 PROXYLESS = Convention("proxylessnas", expand_is_mid=False, stem_act="relu6", block_act="relu6",
                        head_act="relu6")
-OFA = Convention("ofa", expand_is_mid=True, stem_act="hswish", block_act="relu", head_act="hswish")
+OFA = Convention("ofa", expand_is_mid=True, stem_act="hswish", block_act="relu", head_act="hswish",
+                 hidden_bias=False)
 
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
@@ -229,7 +231,8 @@ def import_yaml(path: str | Path, convention: Convention, num_classes: int = 100
         (h, w, cin), (_, _, last) = f1["input"], f1["output"]
         hidden = head_parts["Conv_2"][0]["output"][2] if "Conv_2" in head_parts else 0
         classes = head_parts["Logits"][0]["output"][2]
-        head = Head(last_ch=last, hidden_ch=hidden, act=convention.head_act)
+        head = Head(last_ch=last, hidden_ch=hidden, act=convention.head_act,
+                    hidden_bias=convention.hidden_bias if hidden else True)
         sig = Signature("head", head, cin, h, w, classes)
         parts = [head_parts[op] for op in ("Conv_1", "AvgPool2D", "Conv_2", "Logits") if op in head_parts]
         entries[sig.key] = Entry(sum(p[1][0] for p in parts), math.sqrt(sum(p[1][1] ** 2 for p in parts)),

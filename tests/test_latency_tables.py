@@ -48,7 +48,7 @@ def test_import_ofa_note10_tables():
     e = t.get("mbconv_i136_o136_m408_k3_s1_se104h_hs_skip@136x14x14", 224)
     assert e.ms == pytest.approx(1.6344455445544555) and e.n == 101
     # the same 7x7 layer was measured in both the 208 and the 224 table: each keeps its own value
-    k = "head_l1152_h1536_hs@192x7x7_n1000"
+    k = "head_l1152_h1536_nobias_hs@192x7x7_n1000"
     assert t.get(k, 208).ms != t.get(k, 224).ms
     raw = yaml.safe_load((LUTS / "ofa_note10_224.yaml").read_text())
     assert t.get(k, 224).ms == pytest.approx(sum(raw[s]["mean"] for s in t.get(k, 224).source))
@@ -142,3 +142,24 @@ def test_block_type_the_target_cannot_price(tmp_path):
         model.predict(arch, 224)
     msg = str(exc.value)
     assert "cannot price block type 'dwsep' at arch.blocks[0]" in msg and "mbconv" in msg
+
+
+def test_ofa_specialized_nets_use_the_importers_keys():
+    """Blocks of real OFA MobileNetV3 subnets (search_space.importers.from_net_config) get the same
+    keys as the Note10 importer gives the OFA operators that describe them."""
+    from search_space.arch import signatures
+    from search_space.importers import from_net_config
+    from latency_models.features import lookup_key
+    from latency_models.table import _block_sig, _parse_foreign_key
+
+    nets = 0
+    for path in sorted((DATA / "ofa_specialized").glob("*.net.config")):
+        arch = from_net_config(path)
+        if arch.stem.act != "hswish":  # ProxylessNAS-style subnets (relu6)
+            continue
+        nets += 1
+        sigs = signatures(arch, 224)
+        for sig, key in zip(sigs[1:-1], ofa_keys(arch, 224)[1:-4]):
+            assert _block_sig(_parse_foreign_key(key, "test")[1], OFA).key == lookup_key(sig)
+        assert "nobias" in lookup_key(sigs[-1])  # OFA's feature_mix_layer has no bias
+    assert nets >= 10
