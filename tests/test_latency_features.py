@@ -1,0 +1,61 @@
+"""Latency features: the same signatures and MACs as the analytic profiler; the fast path of
+predict agrees with the per-layer breakdown for every zoo network and space."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import latency_models
+from latency_models.features import FEATURES, layer_features, lookup_key, total_macs
+from search_space import zoo
+from search_space.arch import signatures
+from search_space.profile import layer_cost, profile
+from search_space.space import load_space, space_names
+
+
+def _archs():
+    out = [zoo.get(n, w) for n in zoo.names() for w in zoo.widths(n)]
+    for name in space_names():
+        rng = random.Random(0)
+        out += [load_space(name).sample(rng) for _ in range(5)]
+    return out
+
+
+def test_feature_macs_equal_the_analytic_count():
+    for arch in _archs():
+        for sig in signatures(arch, 224):
+            assert total_macs(sig) == pytest.approx(layer_cost(sig)[1], rel=0.01), sig.key
+    a = zoo.get("mobilenet_v2")
+    assert sum(total_macs(s) for s in signatures(a, 224)) == pytest.approx(300_774_272, rel=1e-9)
+    assert profile(a)["macs"] == 300_774_272
+
+
+def test_mbconv_split():
+    sig = signatures(zoo.get("mobilenet_v2"), 224)[3]  # 24 -> 24, mid 144, k3, 56x56, residual
+    f = dict(zip(FEATURES, layer_features(sig)))
+    assert sig.key == "mbconv_i24_o24_m144_k3_s1_r6_skip@24x56x56"
+    assert f["pw_macs"] == 2 * 24 * 144 * 56 * 56
+    assert f["dw3_macs"] == 144 * 9 * 56 * 56 and f["dw5_macs"] == f["dw7_macs"] == f["dws2_macs"] == 0
+    assert f["se_macs"] == 0 and f["hswish_elems"] == 0 and f["ops"] == 3
+    assert f["in_bytes"] == f["out_bytes"] == 4 * 24 * 56 * 56
+
+
+def test_head_dropout_does_not_change_the_key():
+    a = zoo.get("mobilenet_v3_large")
+    head = signatures(a, 224)[-1]
+    assert a.head.dropout > 0 and "_d0" in head.key and "_d0" not in lookup_key(head)
+
+
+@pytest.mark.parametrize("target", ["pixel-cpu", "note10-cpu"])
+def test_fast_path_equals_breakdown(target):
+    model = latency_models.load(target)
+    archs = _archs()
+    many = model.predict_many(archs, 224)
+    for arch, p in zip(archs, many):
+        rows = model.breakdown(arch, 224)
+        assert len(rows) == len(arch.blocks) + 2 + (1 if model.overhead_ms else 0)
+        assert sum(ms for _, ms in rows) == pytest.approx(p, rel=1e-9)
+        assert model.predict(arch, 224) == pytest.approx(p, rel=1e-9)
+    assert np.all(many > 0)
