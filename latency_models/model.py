@@ -33,6 +33,8 @@ VERSION = 1
 
 
 class LatencyModel:
+    MAX_CACHE = 2_000_000  # cached layer costs before the cache starts over
+
     def __init__(self, name: str, table: LatencyTable, predictor: Predictor | None,
                  meta: dict[str, Any] | None = None, error: dict[str, Any] | None = None,
                  path: str | None = None) -> None:
@@ -59,6 +61,8 @@ class LatencyModel:
     def _fill(self, items: Sequence[tuple[Arch, Any]], num_classes: int = 1000) -> None:
         """Price every layer of the given (arch, resolution) pairs not yet in the cache: table
         lookups first, then one vectorized regressor call for the rest."""
+        if len(self._cache) > self.MAX_CACHE:  # bound memory in very long searches
+            self._cache.clear()
         new_keys, new_sigs, new_base = [], [], []  # every newly priced layer
         miss_idx, miss_where = [], []              # those the table lacks
         seen = set()
