@@ -42,7 +42,10 @@ stages that happen to get the same width merge into one (their layers shift posi
 vary stem or head widths share those by leading channels as well.
 The supernet is trained and scored at the data set's resolution (32x32 for Fashion-MNIST), with the
 networks unchanged (no stride adaptation).  ``mobile-unified`` holds every zoo family (four block
-types at most positions), so its envelope is the widest; see ``SupernetRecipe.max_channels``.
+types at most positions) at every width: its random archs reach 67 GMACs and 8,960 channels, so a
+supernet of all of it is impractical here.  Its supernet is built at reduced scale (``REDUCED_SCALE``):
+the archs of at most 600M MACs at 224 and 1,280 channels per layer (29 of its 36 zoo points);
+``Supernet.sample`` draws training archs from that part and ``check`` refuses archs beyond it.
 
 CLI::
 
@@ -87,18 +90,19 @@ class SupernetError(EdgenasError, ValueError):
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SupernetRecipe:
-    epochs: int = 4
+    epochs: int = 3
     images_per_epoch: int = 12800
-    batch_size: int = 128
-    lr: float = 0.1
+    batch_size: int = 64
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
     warmup: float = 0.05
     n_random: int = 2                 # random subnets per step besides the largest and smallest
     distill: bool = True              # in-place distillation from the largest subnet
-    envelope_samples: int = 300       # random samples used (with zoo points and decodes) for the envelope
-    max_channels: int = 0             # 0: none; >0: drop candidate archs wider than this (see docs)
+    envelope_samples: int = 1000      # random samples used (with zoo points and decodes) for the envelope
+    max_channels: int = 0             # reduced scale: only archs with no layer wider than this (0: no cap)
+    max_macs: int = 0                 # reduced scale: only archs with at most these MACs at 224x224 (0: no cap)
     calib_batches: int = 3            # BN re-estimation batches per evaluation
     calib_batch_size: int = 256
     eval_images: int = 2000           # validation images scored per evaluation
@@ -110,7 +114,7 @@ class SupernetRecipe:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise field_error(SupernetError, f"recipe.{name}", v, "a positive integer")
-        for name in ("n_random", "max_channels"):
+        for name in ("n_random", "max_channels", "max_macs"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise field_error(SupernetError, f"recipe.{name}", v, "an integer >= 0")
@@ -212,9 +216,11 @@ class Supernet(nn.Module):
     """Envelope tensors keyed by ``position/type/param``; ``forward(x, arch)`` runs a subnet."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], num_classes: int, space_name: str = "",
-                 largest: Arch | None = None, smallest: Arch | None = None):
+                 largest: Arch | None = None, smallest: Arch | None = None, max_channels: int = 0,
+                 max_macs: int = 0):
         super().__init__()
         self.num_classes = num_classes
+        self.max_channels, self.max_macs = max_channels, max_macs
         self.space_name = space_name
         self.largest, self.smallest = largest, smallest
         self.shapes = dict(shapes)
@@ -268,7 +274,26 @@ class Supernet(nn.Module):
 
     def check(self, arch: Arch) -> None:
         """Raise SpaceError when ``arch`` does not fit the supernet."""
+        if not within_caps(arch, self.max_channels, self.max_macs):
+            raise SpaceError(f"supernet: the arch is beyond the reduced-scale supernet of {self.space_name!r}; "
+                             f"allowed: archs with at most {self.max_channels or 'any'} channels per layer and "
+                             f"{self.max_macs / 1e6 if self.max_macs else 'any'} MMACs at 224")
         self._template(arch)
+
+    def fits(self, arch: Arch) -> bool:
+        try:
+            self.check(arch)
+        except SpaceError:
+            return False
+        return True
+
+    def sample(self, space, rng: random.Random, tries: int = 2000) -> Arch:
+        """A uniform sample of ``space`` that fits the supernet (rejection sampling)."""
+        for _ in range(tries):
+            a = space.sample(rng)
+            if self.fits(a):
+                return a
+        raise SupernetError(f"supernet: no arch of {self.space_name!r} within the supernet in {tries} samples")
 
     # -- running ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
@@ -289,7 +314,8 @@ class Supernet(nn.Module):
         return {"format": FORMAT, "num_classes": self.num_classes, "space": self.space_name,
                 "shapes": {k: list(v) for k, v in sorted(self.shapes.items())},
                 "largest": self.largest.to_string() if self.largest else None,
-                "smallest": self.smallest.to_string() if self.smallest else None}
+                "smallest": self.smallest.to_string() if self.smallest else None,
+                "max_channels": self.max_channels, "max_macs": self.max_macs}
 
     @classmethod
     def from_meta(cls, meta: dict) -> "Supernet":
@@ -298,7 +324,7 @@ class Supernet(nn.Module):
         big = Arch.from_string(meta["largest"]) if meta.get("largest") else None
         small = Arch.from_string(meta["smallest"]) if meta.get("smallest") else None
         return cls({k: tuple(v) for k, v in meta["shapes"].items()}, meta["num_classes"], meta.get("space", ""),
-                   big, small)
+                   big, small, meta.get("max_channels", 0), meta.get("max_macs", 0))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -312,15 +338,40 @@ def _arch_width(arch: Arch) -> int:
                + [max(b.in_ch, b.out_ch, b.mid_ch) for b in arch.blocks])
 
 
-def candidate_archs(space, samples: int = 300, seed: int = 0, max_channels: int = 0) -> list[Arch]:
-    """Archs that span the space: its zoo points, one decode per option of every decision
-    (from a sampled base point), and ``samples`` uniform samples."""
+# Reduced scale per space: mobile-unified holds every zoo family at every width (random samples reach
+# 67 GMACs and 8,960 channels; a full envelope would hold billions of weights), so its supernet covers
+# the mobile part of it: archs of at most 600M MACs at 224x224 and no layer wider than 1,280 channels
+# (29 of its 36 zoo points; not the 1,792/2,048-channel heads of MobileNetV2 1.3/1.4, MnasNet-A1 1.4,
+# MnasNet-B1 1.3, MobileNeXt 1.4, ShuffleNetV2 2.0, nor FBNet-C's 1,984).  That envelope has ~80M weights.
+REDUCED_SCALE = {"mobile-unified": {"max_channels": 1280, "max_macs": 600_000_000}}
+
+
+def default_recipe(space=None, **changes) -> SupernetRecipe:
+    """The default recipe for ``space`` (with its reduced-scale caps, if any), plus ``changes``."""
+    caps = REDUCED_SCALE.get(getattr(space, "name", space), {})
+    return replace(SupernetRecipe(), **{**caps, **changes})
+
+
+def within_caps(arch: Arch, max_channels: int = 0, max_macs: int = 0) -> bool:
+    if max_channels and _arch_width(arch) > max_channels:
+        return False
+    if max_macs:
+        from search_space.profile import profile
+
+        return profile(arch, 224, 1000)["macs"] <= max_macs
+    return True
+
+
+def candidate_archs(space, samples: int = 300, seed: int = 0, max_channels: int = 0,
+                    max_macs: int = 0) -> list[Arch]:
+    """Archs that span the space (within the caps): its zoo points, one decode per option of every
+    decision (from sampled base points), and ``samples`` uniform samples."""
     rng = random.Random(seed)
     out: dict[str, Arch] = {}
 
     def add(a):
-        if a is not None and (not max_channels or _arch_width(a) <= max_channels):
-            out.setdefault(a.to_string(), a)
+        if a is not None and a.to_string() not in out and within_caps(a, max_channels, max_macs):
+            out[a.to_string()] = a
 
     try:
         from search_space import zoo
@@ -333,8 +384,9 @@ def candidate_archs(space, samples: int = 300, seed: int = 0, max_channels: int 
         add(space.sample(rng))
     try:
         cards = space.cardinalities()
-        for rep in range(2):
-            base = space.encode(space.sample(rng))
+        bases = [a for a in out.values()][:: max(1, len(out) // 4)][:4] or [space.sample(rng)]
+        for base_arch in bases:
+            base = space.encode(base_arch)
             for d, n in enumerate(cards):
                 for o in range(n):
                     codes = list(base)
@@ -347,7 +399,7 @@ def candidate_archs(space, samples: int = 300, seed: int = 0, max_channels: int 
         pass
     if not out:
         raise SupernetError(f"supernet: space {getattr(space, 'name', space)!r} gave no archs "
-                            f"(max_channels={max_channels}); allowed: a larger max_channels or 0")
+                            f"(max_channels={max_channels}, max_macs={max_macs}); allowed: larger caps or 0")
     return list(out.values())
 
 
@@ -373,12 +425,13 @@ def build_supernet(space, num_classes: int, recipe: SupernetRecipe = SupernetRec
                    resolution: tuple[int, int] = (32, 32)) -> Supernet:
     from search_space.profile import profile
 
-    archs = candidate_archs(space, recipe.envelope_samples, seed, recipe.max_channels)
+    archs = candidate_archs(space, recipe.envelope_samples, seed, recipe.max_channels, recipe.max_macs)
     macs = [profile(a, resolution, num_classes)["macs"] for a in archs]
     largest = archs[max(range(len(archs)), key=macs.__getitem__)]
     smallest = archs[min(range(len(archs)), key=macs.__getitem__)]
     torch.manual_seed(int(seed))
-    return Supernet(envelope(archs, num_classes), num_classes, getattr(space, "name", ""), largest, smallest)
+    return Supernet(envelope(archs, num_classes), num_classes, getattr(space, "name", ""), largest, smallest,
+                    recipe.max_channels, recipe.max_macs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +523,7 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
         lr = lr_at(step, total, recipe.lr, recipe.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        archs = [net.largest, net.smallest] + [space.sample(rng) for _ in range(recipe.n_random)]
+        archs = [net.largest, net.smallest] + [net.sample(space, rng) for _ in range(recipe.n_random)]
         opt.zero_grad(set_to_none=True)
         soft = None
         losses = []
@@ -553,11 +606,10 @@ def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = Su
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
-def _recipe_from_args(args) -> SupernetRecipe:
-    r = SupernetRecipe()
+def _recipe_from_args(args, space) -> SupernetRecipe:
     changes = {k: getattr(args, k) for k in ("epochs", "images_per_epoch", "batch_size", "lr", "n_random",
-                                             "max_channels") if getattr(args, k, None) is not None}
-    return replace(r, **changes)
+                                             "max_channels", "max_macs") if getattr(args, k, None) is not None}
+    return default_recipe(space, **changes)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -576,7 +628,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--batch-size", type=int, dest="batch_size")
         s.add_argument("--lr", type=float)
         s.add_argument("--n-random", type=int, dest="n_random")
-        s.add_argument("--max-channels", type=int, dest="max_channels")
+        s.add_argument("--max-channels", type=int, dest="max_channels", help="reduced scale: channel cap (0: none)")
+        s.add_argument("--max-macs", type=int, dest="max_macs", help="reduced scale: MACs cap at 224 (0: none)")
         s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
         s.add_argument("--cache-dir", help="override $EDGENAS_CACHE")
         if name == "train":
@@ -595,9 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     from search_space.space import load_space
     from searchers.data import load_dataset
 
-    recipe = _recipe_from_args(args)
     data = load_dataset(args.dataset, seed=args.seed)
     space = load_space(args.space)
+    recipe = _recipe_from_args(args, space)
     root = Path(args.cache_dir).expanduser() if args.cache_dir else None
     d = supernet_dir(space, data, recipe, args.seed, root)
     if args.cmd == "info":

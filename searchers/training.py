@@ -4,10 +4,13 @@ It is the ground truth the supernet and the zero-cost proxy are judged against, 
 evaluator, and the short-term fine-tuning of NetAdapt and the last-mile trainer (``train_model``
 takes any ``nn.Module``, e.g. a subnet extracted from the supernet).
 
-Recipe (``Recipe()``): SGD with Nesterov momentum 0.9, peak learning rate 0.1 after a linear
+Recipe (``Recipe()``): SGD with Nesterov momentum 0.9, peak learning rate 0.05 after a linear
 warm-up over the first 5% of the steps, cosine decay to 0, weight decay 4e-5 on conv/linear weights
-only (not on BatchNorm or biases), label smoothing 0.1, batch 128, ``epochs`` passes over a fixed-size
-random subset of the training split (``images_per_epoch``, drawn anew each epoch from ``seed``).
+only (not on BatchNorm or biases), no label smoothing, batch 64, ``epochs`` (2) passes over a
+fixed-size random subset of the training split (``images_per_epoch`` = 10,000, drawn anew each epoch
+from ``seed``): 314 steps, about a minute for a MobileNetV2 at 32x32 on one core.  (Measured on
+MobileNetV2 1.0: this recipe reaches 82.6% val; batch 128 / lr 0.1 / smoothing 0.1 reached 77.4%,
+batch 64 / lr 0.2 65.9%.)
 After training, BatchNorm statistics are re-estimated on ``precise_bn`` batches of 256 training
 images ("precise BN"; a short run's running averages lag behind its weights), the same step the
 supernet evaluator applies to an inherited subnet.  Scores are top-1 accuracy on the validation
@@ -35,11 +38,11 @@ class RecipeError(EdgenasError, ValueError):
 class Recipe:
     epochs: int = 2
     images_per_epoch: int = 10000
-    batch_size: int = 128
-    lr: float = 0.1
+    batch_size: int = 64
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
     warmup: float = 0.05          # fraction of the steps with a linear warm-up
     eval_images: int = 5000       # validation images scored (the whole 5k split by default)
     precise_bn: int = 4           # batches (of 256) re-estimating BN statistics after training; 0: off

@@ -117,7 +117,7 @@ def test_training_is_cached_and_resumes_exactly(tmp_path, data, monkeypatch):
     d = S.supernet_dir(space, data, TINY, 0, tmp_path)
     assert (d / "supernet.pt").is_file() and (d / "info.json").is_file()
     # a different recipe is a different cache entry
-    assert S.supernet_dir(space, data, TINY.__class__(**{**TINY.__dict__, "lr": 0.05}), 0, tmp_path) != d
+    assert S.supernet_dir(space, data, TINY.__class__(**{**TINY.__dict__, "lr": 0.02}), 0, tmp_path) != d
 
     # interrupt a fresh run after 3 steps, resume it: same weights as the uninterrupted run
     out = tmp_path / "interrupted"
@@ -163,3 +163,21 @@ def test_cli_bad_dataset_fails_in_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("error: dataset:") and str(tmp_path / "missing") in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_mobile_unified_reduced_scale_caps():
+    """mobile-unified is too wide for a full supernet: its default recipe caps width and MACs;
+    29 of its 36 zoo points lie within the caps (the widest seven do not), archs beyond are refused."""
+    from search_space.space import load_space
+
+    space = load_space("mobile-unified")
+    recipe = S.default_recipe(space)
+    assert (recipe.max_channels, recipe.max_macs) == (1280, 600_000_000)
+    assert S.default_recipe(ToySpace()).max_macs == 0
+    outside = {f"{n}@{w}" for n, w in space.zoo_entries()
+               if not S.within_caps(zoo.get(n, w), recipe.max_channels, recipe.max_macs)}
+    assert outside == {"mobilenet_v2@1.4", "mobilenet_v2@1.3", "mnasnet_a1@1.4", "mnasnet_b1@1.3", "fbnet_c@1.0",
+                       "shufflenet_v2@2.0", "mobilenext@1.4"}
+    net = S.Supernet({}, 10, "mobile-unified", max_channels=1280, max_macs=600_000_000)
+    with pytest.raises(SpaceError, match="reduced-scale"):
+        net.check(zoo.get("mobilenet_v2", 1.4))

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from searchers.evaluators.base import Evaluator, EvaluatorError, pop_fields
-from searchers.supernet import SupernetRecipe, evaluate_subnet, get_supernet, load_supernet
+from searchers.supernet import SupernetRecipe, default_recipe, evaluate_subnet, get_supernet, load_supernet
 from search_space.errors import field_error
 
 
@@ -29,7 +29,7 @@ class SupernetEvaluator(Evaluator):
                                *SupernetRecipe.__dataclass_fields__])
         if isinstance(recipe, dict):
             recipe = SupernetRecipe(**recipe)
-        self.recipe = replace(recipe or SupernetRecipe(), **fields_)
+        self.recipe = replace(recipe, **fields_) if recipe is not None else default_recipe(self.space, **fields_)
         self.cache_root = Path(cache_root).expanduser() if cache_root else None
         self.supernet_path = Path(supernet_path).expanduser() if supernet_path else None
         self.progress = progress
@@ -49,7 +49,18 @@ class SupernetEvaluator(Evaluator):
         self.supernet.eval()
 
     def _evaluate(self, arch) -> float:
+        self.supernet.check(arch)
         return evaluate_subnet(self.supernet, arch, self.data, self.recipe, self.seed)
+
+    def fits(self, arch) -> bool:
+        """Whether ``arch`` lies within the supernet (always, except for reduced-scale spaces)."""
+        self.prepare()
+        return self.supernet.fits(arch)
+
+    def sample(self, rng):
+        """A uniform sample of the space that the supernet can score."""
+        self.prepare()
+        return self.supernet.sample(self.space, rng)
 
     def extract(self, arch):
         """A standalone ``arch.build()`` module with the inherited weights (for fine-tuning/export)."""

@@ -1,0 +1,212 @@
+"""Ranking quality and cost of the accuracy evaluators on archs sampled from a space.
+
+For ``--n`` archs sampled (seeded) from ``--space``:
+  * ground truth: stand-alone short training with the fixed recipe (``searchers.training.Recipe()``),
+    top-1 on the Fashion-MNIST test split (and the validation split), appended row by row to
+    ``benchmarks/data/standalone_<dataset>.csv`` (reused by later benchmarks; rows already there
+    for the same arch, recipe and seed are not retrained);
+  * ``supernet``: the cached supernet of the space (trained with the default ``SupernetRecipe`` if
+    missing), one evaluation per arch (BN recalibration + 2,000 validation images);
+  * ``proxy``: naswot, synflow and gradnorm at initialisation;
+  * baselines: MACs and parameters at the data resolution.
+Kendall's tau of each score against the stand-alone test accuracy, costs and the machine go to
+``benchmarks/data/evaluators_ranking.json``.
+
+    python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part standalone
+    python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part supernet
+    python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part report   # proxies + tau
+(``--part all`` runs everything in one process.)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from search_space.profile import profile  # noqa: E402
+from search_space.space import load_space  # noqa: E402
+from searchers.data import load_dataset  # noqa: E402
+from searchers.training import Recipe, train_arch  # noqa: E402
+
+DATA_DIR = ROOT / "benchmarks" / "data"
+FIELDS = ["arch", "space", "dataset", "seed", "accuracy_test", "accuracy_val", "train_seconds", "steps",
+          "macs", "params", "recipe"]
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def sample_archs(space, n: int, seed: int):
+    rng = random.Random(seed)
+    out, seen = [], set()
+    while len(out) < n:
+        a = space.sample(rng)
+        if a.to_string() not in seen:
+            seen.add(a.to_string())
+            out.append(a)
+    return out
+
+
+def standalone_path(dataset: str) -> Path:
+    return DATA_DIR / f"standalone_{dataset.replace('-', '_')}.csv"
+
+
+def read_standalone(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def run_standalone(space, archs, data, seed: int, log) -> None:
+    recipe = Recipe()
+    path = standalone_path(data.name)
+    done = {(r["arch"], r["recipe"], r["seed"]) for r in read_standalone(path)}
+    rjson = json.dumps(recipe.to_dict(), sort_keys=True)
+    for i, arch in enumerate(archs):
+        s = arch.to_string()
+        if (s, rjson, str(seed)) in done:
+            continue
+        model, stats = train_arch(arch, data, recipe, seed=seed, split="test")
+        from searchers.training import accuracy
+
+        val = accuracy(model, data.val)
+        prof = profile(arch, data.resolution, data.num_classes)
+        row = {"arch": s, "space": space.name, "dataset": data.name, "seed": seed,
+               "accuracy_test": f"{stats['accuracy']:.4f}", "accuracy_val": f"{val:.4f}",
+               "train_seconds": f"{stats['seconds']:.1f}", "steps": stats["steps"], "macs": prof["macs"],
+               "params": prof["params"], "recipe": rjson}
+        new = not path.is_file()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        log(f"[standalone {i + 1}/{len(archs)}] test {stats['accuracy']:.4f} val {val:.4f} "
+            f"{stats['seconds']:.0f}s macs {prof['macs'] / 1e6:.1f}M")
+
+
+def run_supernet(space, archs, data, seed: int, log) -> dict:
+    from searchers.evaluators import get_evaluator
+
+    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log)
+    ev.prepare()
+    info = {"trained_now": ev.trained_now, "prepare_seconds": round(ev.prepare_cost_s, 1),
+            "train_seconds": round(getattr(ev.supernet, "train_seconds", ev.prepare_cost_s), 1),
+            "params": ev.supernet.num_params(), "recipe": ev.recipe.__dict__, "scores": {}, "eval_seconds": {}}
+    for i, a in enumerate(archs):
+        acc = ev.evaluate(a)
+        info["scores"][a.to_string()] = acc
+        info["eval_seconds"][a.to_string()] = round(ev.last_cost_s, 3)
+        log(f"[supernet {i + 1}/{len(archs)}] {acc:.4f} in {ev.last_cost_s:.2f}s")
+    (DATA_DIR / f"supernet_scores_{space.name}.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def run_proxies(archs, data, seed: int) -> dict:
+    from searchers.evaluators import get_evaluator
+
+    out = {}
+    for proxy in ("naswot", "synflow", "gradnorm"):
+        ev = get_evaluator("proxy", dataset=data, seed=seed, proxy=proxy)
+        scores, costs = {}, []
+        for a in archs:
+            scores[a.to_string()] = ev.evaluate(a)
+            costs.append(ev.last_cost_s)
+        out[proxy] = {"scores": scores, "mean_eval_seconds": round(sum(costs) / len(costs), 3)}
+    return out
+
+
+def report(space, archs, data, seed: int, log) -> dict:
+    from scipy.stats import kendalltau
+
+    truth_rows = {r["arch"]: r for r in read_standalone(standalone_path(data.name))
+                  if r["seed"] == str(seed) and r["recipe"] == json.dumps(Recipe().to_dict(), sort_keys=True)}
+    keep = [a for a in archs if a.to_string() in truth_rows]
+    if len(keep) < 3:
+        raise SystemExit(f"only {len(keep)} stand-alone results; run --part standalone first")
+    truth = [float(truth_rows[a.to_string()]["accuracy_test"]) for a in keep]
+    truth_val = [float(truth_rows[a.to_string()]["accuracy_val"]) for a in keep]
+    res = {"space": space.name, "dataset": data.name, "n_archs": len(keep), "seed": seed, "machine": machine(),
+           "ground_truth": {"recipe": Recipe().to_dict(), "file": str(standalone_path(data.name).relative_to(ROOT)),
+                            "mean_train_seconds": round(sum(float(truth_rows[a.to_string()]["train_seconds"])
+                                                            for a in keep) / len(keep), 1),
+                            "accuracy_test_range": [min(truth), max(truth)],
+                            "tau_val_vs_test": round(kendalltau(truth_val, truth)[0], 3)},
+           "tau": {}, "cost": {}}
+    for name, key in (("macs", "macs"), ("params", "params")):
+        res["tau"][name] = round(kendalltau([float(truth_rows[a.to_string()][key]) for a in keep], truth)[0], 3)
+    sn_file = DATA_DIR / f"supernet_scores_{space.name}.json"
+    if sn_file.is_file():
+        sn = json.loads(sn_file.read_text())
+        scores = [sn["scores"].get(a.to_string()) for a in keep]
+        if all(s is not None for s in scores):
+            res["tau"]["supernet"] = round(kendalltau(scores, truth)[0], 3)
+            res["cost"]["supernet"] = {"train_seconds": sn["train_seconds"],
+                                       "mean_eval_seconds": round(sum(sn["eval_seconds"].values()) / len(sn["eval_seconds"]), 3),
+                                       "max_eval_seconds": max(sn["eval_seconds"].values()),
+                                       "params": sn["params"], "recipe": sn["recipe"]}
+            res["supernet_scores"] = dict(zip([a.to_string() for a in keep], scores))
+    px = run_proxies(keep, data, seed)
+    for proxy, d in px.items():
+        res["tau"][f"proxy:{proxy}"] = round(kendalltau([d["scores"][a.to_string()] for a in keep], truth)[0], 3)
+        res["cost"][f"proxy:{proxy}"] = {"mean_eval_seconds": d["mean_eval_seconds"]}
+    out = DATA_DIR / f"evaluators_ranking_{space.name}.json"
+    out.write_text(json.dumps(res, indent=1))
+    log(json.dumps({"tau": res["tau"], "cost": res["cost"]}, indent=1))
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="mobile-unified")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--part", choices=("all", "standalone", "supernet", "report"), default="all")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+    def log(msg):
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    space = load_space(args.space)
+    data = load_dataset(args.dataset, seed=args.seed)
+    archs = sample_archs(space, args.n, args.seed)
+    log(f"{len(archs)} archs from {space.name}; {data!r}; {machine()}")
+    if args.part in ("all", "standalone"):
+        run_standalone(space, archs, data, args.seed, log)
+    if args.part in ("all", "supernet"):
+        run_supernet(space, archs, data, args.seed, log)
+    if args.part in ("all", "report"):
+        report(space, archs, data, args.seed, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
