@@ -20,13 +20,24 @@ DATA = ROOT / ".." / "shared" / "data"
 OFA_MBV3 = DATA / "ofa_specialized" / "LG-G8_lat-16ms_top1-74.7_finetune-25.net.config"
 RES = 64  # small inputs keep the suite fast; the code paths are the same at 224
 NUM_CLASSES = 10
-# one zoo net per block type: mbconv (+SE, h-swish), dwsep, shufflev2, sandglass
-ZOO_CASES = [("mobilenet_v3_small", 1.0), ("mobilenet_v1", 0.25), ("shufflenet_v2", 0.5), ("mobilenext", 0.5)]
+# one zoo net per block type: mbconv (+SE, h-swish), dwsep, shufflev2, sandglass; issue 9: fire + maxpool
+# (ceil) + conv classifier + stem without BN (squeezenet1_1), shufflev1, dwsep with SE and (2, 1)
+# strides + maxpool (valid) (ppocr_mv1_enhance), mbconv with (2, 1) strides + conv (ppocr_mv3_small_x035)
+ZOO_CASES = [("mobilenet_v3_small", 1.0), ("mobilenet_v1", 0.25), ("shufflenet_v2", 0.5), ("mobilenext", 0.5),
+             ("squeezenet1_1", 1.0), ("shufflenet_v1_g3", 1.0), ("ppocr_mv1_enhance", 1.0),
+             ("ppocr_mv3_small_x035", 1.0)]
+# xception blocks in every variant, a valid-padded stem and conv, bare-dw separable convs (a small
+# Xception: the full one is 22.9M parameters, too slow for the suite)
+XCEPTION_MINI = ("stem_i3_o16_k3_s2_re_valid-conv_i16_o24_k3_s1_valid_re-xception_i24_o32_m32_k3_s2_re_xrelu1=0"
+                 "-xception_i32_o32_m32_k3_s1_re_xreps=3-xception_i32_o48_m32_k3_s2_re"
+                 "-dwsep_i48_o64_k3_s1_re_xdwbn=0-head_re")
 
 
 def _arch(case) -> Arch:
     if case == "ofa":
         return from_net_config(OFA_MBV3)
+    if case == "xception-mini":
+        return Arch.from_string(XCEPTION_MINI)
     from search_space import zoo
 
     name, width = case
@@ -79,7 +90,7 @@ def exported(tmp_path_factory):
     return get
 
 
-ALL_CASES = ["ofa", *ZOO_CASES]
+ALL_CASES = ["ofa", "xception-mini", *ZOO_CASES]
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=_case_id)
@@ -95,7 +106,9 @@ def test_onnx_matches_torch(exported, case):
     (got,) = sess.run(None, {"input": x.numpy()})  # batch 2: the batch axis is dynamic
     assert got.shape == (2, NUM_CLASSES)
     diff = np.abs(got - y.numpy()).max()
-    assert diff < 1e-4, diff
+    # 1e-4 absolute; nets without BN (SqueezeNet) reach logits in the hundreds with these random
+    # weights, where float32 rounding alone is a few 1e-5 per op: there the bound is 1e-6 relative
+    assert diff < max(1e-4, 1e-6 * float(np.abs(y.numpy()).max())), diff
 
 
 FRESH = textwrap.dedent("""
