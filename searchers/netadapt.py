@@ -324,11 +324,12 @@ HISTORY_FIELDS = ["iteration", "latency_ms", "accuracy", "target_ms", "kind", "l
 
 
 class NetAdapt:
-    def __init__(self, s: NetAdaptSettings, progress: bool = True, data=None):
+    def __init__(self, s: NetAdaptSettings, progress: bool = True, data=None, quiet: bool = False):
         import latency_models
 
         self.s = s
         self.progress = progress
+        self.quiet = quiet
         self.model = latency_models.load(s.target)
         self.seed_arch, self.label = resolve_seed_arch(s.arch)
         self.study_name = s.study or (f"netadapt-{self.label.replace('/', '_')}-{self.model.name}-"
@@ -342,7 +343,7 @@ class NetAdapt:
 
     # -- helpers ----------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
-        if self.progress:
+        if not self.quiet:
             print(msg, file=sys.stderr, flush=True)
 
     @property
@@ -697,9 +698,10 @@ class NetAdapt:
         return summary
 
 
-def netadapt(s: NetAdaptSettings, progress: bool = True, data=None) -> dict[str, Any]:
-    """Run (or resume) NetAdapt with settings ``s``; returns the summary (``status`` 'met' or 'done')."""
-    return NetAdapt(s, progress=progress, data=data).run()
+def netadapt(s: NetAdaptSettings, progress: bool = True, data=None, quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) NetAdapt with settings ``s``; returns the summary (``status`` 'met' or 'done').
+    ``progress``: progress bars; ``quiet``: no per-iteration lines on stderr."""
+    return NetAdapt(s, progress=progress, data=data, quiet=quiet).run()
 
 
 @cli_entry
