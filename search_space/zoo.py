@@ -6,6 +6,11 @@ and the family's channel rounding rule; this module turns a (name, width) into a
 
     names() -> list[str]            widths(name) -> list[float]        get(name, width=1.0) -> Arch
 
+Names carry what is not a width multiplier: the SqueezeNet version (``squeezenet1_0``,
+``squeezenet1_1``), the ShuffleNetV1 group count (``shufflenet_v1_g1`` ... ``_g8``, each at 1.0x),
+and a PP-OCR backbone's built-in scale (``ppocr_mv3_small_x035``: PaddleOCR's MobileNetV3-Small at
+scale 0.35; ``ppocr_mv1_enhance``: MobileNetV1Enhance at scale 0.5).  Each of those has width 1.0.
+
 CLI::
 
     python -m search_space.zoo list                       # name, width, params, MACs at 224
