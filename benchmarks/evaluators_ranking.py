@@ -59,11 +59,16 @@ def machine() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def sample_archs(space, n: int, seed: int):
+def sample_archs(space, n: int, seed: int, data):
+    """``n`` distinct uniform samples of the space that its supernet can score (for mobile-unified: the
+    reduced-scale part, <= 1,280 channels and <= 600M MACs; see searchers.supernet.REDUCED_SCALE)."""
+    from searchers.supernet import build_supernet, default_recipe
+
+    net = build_supernet(space, data.num_classes, default_recipe(space), seed, data.resolution)
     rng = random.Random(seed)
     out, seen = [], set()
     while len(out) < n:
-        a = space.sample(rng)
+        a = net.sample(space, rng)
         if a.to_string() not in seen:
             seen.add(a.to_string())
             out.append(a)
@@ -197,7 +202,7 @@ def main(argv=None) -> int:
 
     space = load_space(args.space)
     data = load_dataset(args.dataset, seed=args.seed)
-    archs = sample_archs(space, args.n, args.seed)
+    archs = sample_archs(space, args.n, args.seed, data)
     log(f"{len(archs)} archs from {space.name}; {data!r}; {machine()}")
     if args.part in ("all", "standalone"):
         run_standalone(space, archs, data, args.seed, log)

@@ -83,6 +83,8 @@ def test_every_block_type_of_the_zoo_runs_in_one_supernet():
         sub = net.extract(arch)
         assert [(k, v.shape) for k, v in sub.state_dict().items()] == \
                [(k, v.shape) for k, v in built.state_dict().items()]
+        assert [type(m) for m in sub.modules()] == [type(m) for m in built.modules()]
+        assert not any(t.is_meta for t in sub.state_dict().values())
         with torch.no_grad():
             assert torch.allclose(net(x, arch), sub.eval()(x), atol=1e-5)
 
