@@ -90,8 +90,8 @@ class SupernetError(EdgenasError, ValueError):
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SupernetRecipe:
-    epochs: int = 3
-    images_per_epoch: int = 12800
+    epochs: int = 2
+    images_per_epoch: int = 12800     # 2 x 200 steps of 64 images, 4 subnets per step
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
