@@ -440,13 +440,17 @@ def build_supernet(space, num_classes: int, recipe: SupernetRecipe = SupernetRec
 # Training, caching, evaluation
 # --------------------------------------------------------------------------------------------
 def space_fingerprint(space) -> str:
-    """What identifies a space for the cache: its name, decisions and size."""
+    """What identifies a space for the cache: its name, its decisions and, for a space read from a
+    file, a hash of that file (cheap: no ``size()``, which can take minutes on a wide space)."""
     parts = [getattr(space, "name", type(space).__name__)]
-    for attr in ("cardinalities", "size"):
+    for attr in ("decision_names", "cardinalities"):
         try:
             parts.append(str(getattr(space, attr)()))
         except Exception:  # noqa: BLE001 -- a fingerprint must not fail
             pass
+    src = getattr(space, "source", None)
+    if isinstance(src, (str, Path)) and Path(src).is_file():
+        parts.append(hashlib.sha256(Path(src).read_bytes()).hexdigest())
     return "|".join(parts)
 
 
