@@ -28,7 +28,9 @@ FEATURES = (
     "dw7_macs",       # depthwise convs, kernel >= 7
     "dws2_macs",      # extra term: depthwise MACs of stride-2 depthwise convs
     "dense_macs",     # kxk full (or grouped) convs, k > 1
-    "se_macs",        # squeeze-and-excitation FCs + pooling
+    "se_macs",        # squeeze-and-excitation FCs
+    "dwu_macs",       # extra term: depthwise MACs on channel counts not a multiple of 8
+    "pwu_macs",       # extra term: 1x1 / dense MACs with in or out channels not a multiple of 8
     "in_bytes",       # activation bytes read by the layer
     "out_bytes",      # activation bytes written at its output
     "mid_bytes",      # intermediate activation bytes (written + read inside the layer)
@@ -38,6 +40,7 @@ FEATURES = (
     "one",            # per-layer constant
 )
 N_FEATURES = len(FEATURES)
+ALIGN = 8
 _IDX = {n: i for i, n in enumerate(FEATURES)}
 SCALE = np.array([1e-6 if n.endswith("macs") else 1e-6 if n.endswith("bytes") else
                   1e-6 if n.endswith("elems") else 1.0 for n in FEATURES])  # keep numbers O(1)
@@ -60,6 +63,8 @@ class _Acc:
 
     def pw(self, cin: int, cout: int, hw: int, groups: int = 1) -> None:
         self.add("pw_macs", cin * cout * hw / groups)
+        if cin % ALIGN or cout % ALIGN:  # optimised kernels (e.g. ONNX Runtime's NCHWc) need aligned channels
+            self.add("pwu_macs", cin * cout * hw / groups)
         self.add("weight_bytes", 4 * (cin * cout / groups + 2 * cout))
         self.add("ops", 1)
 
@@ -68,6 +73,8 @@ class _Acc:
         self.add("dw3_macs" if k <= 3 else "dw5_macs" if k <= 5 else "dw7_macs", macs)
         if max(stride_hw(stride)) > 1:
             self.add("dws2_macs", macs)
+        if ch % ALIGN:
+            self.add("dwu_macs", macs)
         self.add("weight_bytes", 4 * (ch * k * k + 2 * ch))
         self.add("ops", 1)
 
@@ -232,7 +239,7 @@ def layer_features(sig: Signature) -> np.ndarray:
     return np.array(a.v)
 
 
-_MAC_NAMES = [i for i, n in enumerate(FEATURES) if n.endswith("macs") and n != "dws2_macs"]
+_MAC_NAMES = [i for i, n in enumerate(FEATURES) if n.endswith("macs") and n not in ("dws2_macs", "dwu_macs", "pwu_macs")]
 
 
 def _macs_agree(sig: Signature, a: _Acc) -> bool:
