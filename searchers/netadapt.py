@@ -469,6 +469,9 @@ class NetAdapt:
         ax2.set_ylabel(f"accuracy ({self.s.dataset} val)")
         ax2.set_xlabel("iteration (0: seed; last 'final': after long-term fine-tune)")
         ax2.grid(alpha=0.3)
+        from matplotlib.ticker import MaxNLocator
+
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax1.set_title(f"NetAdapt {self.label} -> {self.s.budget_ms:g} ms ({self.s.metric})", fontsize=9)
         fig.tight_layout()
         fig.savefig(self.out / "history.png")
