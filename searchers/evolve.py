@@ -31,7 +31,7 @@ from typing import Any
 from search_space.errors import EdgenasError, cli_entry
 from searchers.cli_common import (OptionError, SearchSettings, add_search_options, check_names,
                                   default_study_name, given_options, resolve, sqlite_url)
-from searchers.records import Board, Records, TrialRecord, best_record
+from searchers.records import Board, Records, TrialRecord, best_record, safe_url
 from searchers.reward import Reward
 
 SEARCHER = "evolve"
@@ -388,10 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crossover", help="probability of crossover before mutation (default: 0)")
     p.add_argument("--no-progress", dest="no_progress", action="store_true", default=None,
                    help="no progress bar")
+    p.add_argument("--no-zoo", dest="no_zoo", action="store_true", default=None,
+                   help="do not evaluate the space's zoo networks for pareto.png (their latency is still marked)")
     return p
 
 
-def search(s: SearchSettings, progress: bool = True) -> dict:
+def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
     """Run (or continue) the search of ``s`` and write its outputs; returns the summary dict."""
     from searchers import outputs
 
@@ -412,8 +414,8 @@ def search(s: SearchSettings, progress: bool = True) -> dict:
                                     searcher=SEARCHER)
     ctx.out.mkdir(parents=True, exist_ok=True)
     done = records.n_complete()
-    if progress and not created:
-        print(f"study {ctx.study_name}: {done} finished trials in {records.storage_url}", file=sys.stderr)
+    if not created:
+        print(f"study {ctx.study_name}: {done} finished trials in {safe_url(records.storage_url)}", file=sys.stderr)
     if done < s.trials:
         t = time.perf_counter()
         ctx.get_evaluator(progress)  # trains or loads the supernet once, before any worker starts
@@ -441,8 +443,11 @@ def search(s: SearchSettings, progress: bool = True) -> dict:
         if "eval_s" in timing and timing["loop_s"] > 0:
             timing["overhead_fraction"] = 1.0 - timing["eval_s"] / timing["loop_s"]
     t = time.perf_counter()
+    if progress and zoo:
+        print(f"evaluating the {len(ctx.space.zoo_entries())} zoo networks of the space for reference "
+              f"(cached in the study)", file=sys.stderr)
     summary = outputs.write_outputs(ctx, records, probe=probe, wall_s=time.perf_counter() - t_start,
-                                    progress=progress, timing=timing)
+                                    progress=progress, timing=timing, zoo=zoo)
     timing["outputs_s"] = time.perf_counter() - t
     return summary
 
@@ -452,8 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     given = given_options(ns)
     progress = not given.pop("no_progress", False)
+    zoo = not given.pop("no_zoo", False)
     s = resolve(given)
-    summary = search(s, progress=progress)
+    summary = search(s, progress=progress, zoo=zoo)
     from searchers.outputs import print_summary
 
     print_summary(summary)

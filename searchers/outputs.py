@@ -39,26 +39,33 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def zoo_points(ctx, evaluate: bool = True) -> list[dict[str, Any]]:
-    """The space's zoo networks: predicted latency and, when asked, the evaluator's accuracy."""
+ZOO_ATTR = "edgenas_zoo_accuracy"
+
+
+def zoo_points(ctx, records: Records | None = None, evaluate: bool = True) -> list[dict[str, Any]]:
+    """The space's zoo networks: predicted latency and, when asked, the evaluator's accuracy
+    (kept in the study, so a resumed or re-run search does not evaluate them again)."""
     from search_space import zoo
 
     out = []
-    try:
-        entries = list(ctx.space.zoo_entries())
-    except Exception:
-        return out
+    entries = list(ctx.space.zoo_entries())
+    cached = dict(records.study.user_attrs.get(ZOO_ATTR, {})) if records is not None else {}
+    new = False
     for name, width in entries:
         arch = zoo.get(name, width)
+        key = f"{name}@{width:g}"
         row: dict[str, Any] = {"name": name, "width": width,
                                "latency_ms": float(ctx.model.predict(arch, resolution=ctx.settings.resolution)),
-                               "accuracy": None}
-        if evaluate:
+                               "accuracy": cached.get(key)}
+        if evaluate and row["accuracy"] is None:
             try:
-                row["accuracy"] = float(ctx.get_evaluator(False).evaluate(arch))
+                row["accuracy"] = cached[key] = float(ctx.get_evaluator(False).evaluate(arch))
+                new = True
             except Exception as exc:  # a reference point only: keep going without it
                 row["error"] = f"{type(exc).__name__}: {exc}"
         out.append(row)
+    if new and records is not None:
+        records.study.set_user_attr(ZOO_ATTR, cached)
     return out
 
 
@@ -77,6 +84,10 @@ def pareto_figure(records: list[TrialRecord], front: list[TrialRecord], best: Tr
                    label=f"best: {best.accuracy:.3f} @ {best.latency_ms:.1f} ms")
     ax.axvline(budget_ms, ls="--", c="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
     zp = [z for z in zoo if z.get("accuracy") is not None]
+    lat_only = [z for z in zoo if z.get("accuracy") is None]
+    if lat_only:  # not evaluated (--no-zoo): their latencies as ticks on the axis
+        ax.plot([z["latency_ms"] for z in lat_only], [0.0] * len(lat_only), "|", c="tab:green", ms=12,
+                transform=ax.get_xaxis_transform(), label="zoo networks (latency only)")
     if zp:
         ax.scatter([z["latency_ms"] for z in zp], [z["accuracy"] for z in zp], marker="s", s=30, c="tab:green",
                    zorder=4, label="zoo networks")
@@ -112,7 +123,7 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
     best = best_record(recs, s.budget_ms)
     front = pareto_front(recs)
     write_pareto_csv(out / "pareto.csv", front)
-    zoo_rows = zoo_points(ctx, evaluate=zoo) if zoo else []
+    zoo_rows = zoo_points(ctx, records, evaluate=zoo)
     if zoo_rows:
         with open(out / "zoo.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -129,7 +140,7 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
         arch = ctx.arch(best.arch)
         num_classes = _num_classes(ctx)
         state_dict = None
-        extract = getattr(ctx.evaluator, "extract", None)  # the supernet's inherited weights, when it has them
+        extract = getattr(ctx.get_evaluator(False), "extract", None)  # the supernet's inherited weights, when it has them
         if callable(extract):
             try:
                 state_dict = extract(arch).state_dict()

@@ -66,6 +66,81 @@ def driver_url(url: str) -> str:
     return url
 
 
+def _fast_storage_class():
+    """``RDBStorage`` that writes a whole new finished trial (``Study.add_trial``) as plain inserts.
+
+    For each param and each attr of a trial, Optuna's RDB storage re-reads the trial row, and for a
+    param also looks up an earlier row of that name to check the distributions agree.  With a space
+    of ~150 decisions that made one recorded trial cost 100-250 ms on a busy 2-core VM.  A trial
+    being created from a template has no attrs yet and is ours alone, and our params all come from
+    one fixed encoding (``Records.open`` refuses a study made with other settings), so here the
+    distribution check runs once per param name per process and the rows are inserted in one
+    ``executemany`` per table.  Everything else is Optuna's own code.
+    """
+    import json
+    import threading
+
+    import optuna
+    from optuna.storages._rdb import models
+
+    class FastTrialRDBStorage(optuna.storages.RDBStorage):
+        def _local(self):
+            loc = self.__dict__.get("_edgenas_local")
+            if loc is None:
+                loc = self.__dict__["_edgenas_local"] = threading.local()
+                self.__dict__["_edgenas_checked"] = set()
+            return loc
+
+        def _get_prepared_new_trial(self, study_id, template_trial, session):
+            loc = self._local()
+            loc.creating = template_trial is not None
+            loc.rows = {}
+            try:
+                trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+                for table, rows in loc.rows.items():  # one executemany per table (Core, not ORM objects)
+                    session.execute(table.insert(), rows)
+                return trial
+            finally:
+                loc.creating = False
+                loc.rows = {}
+
+        def _set_trial_param_without_commit(self, session, trial_id, param_name, param_value_internal,
+                                             distribution, previous_distribution=None):
+            checked = self.__dict__.get("_edgenas_checked", set())
+            key = (param_name, optuna.distributions.distribution_to_json(distribution))
+            if not getattr(self._local(), "creating", False) or key not in checked or previous_distribution:
+                super()._set_trial_param_without_commit(session, trial_id, param_name, param_value_internal,
+                                                        distribution, previous_distribution)
+                checked.add(key)
+                return
+            self._local().rows.setdefault(models.TrialParamModel.__table__, []).append(
+                {"trial_id": trial_id, "param_name": param_name, "param_value": param_value_internal,
+                 "distribution_json": key[1]})
+
+        def _set_trial_attr_without_commit(self, session, model_cls, trial_id, key, value):
+            if not getattr(self._local(), "creating", False):
+                return super()._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
+            self._local().rows.setdefault(model_cls.__table__, []).append(
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)})
+
+    return FastTrialRDBStorage
+
+
+def _use_wal(engine) -> None:
+    """SQLite in WAL mode with synchronous=NORMAL: a commit no longer waits for an fsync (30 ms on a
+    busy VM), and a killed process still loses nothing it committed (only a power cut could)."""
+    from sqlalchemy import event
+
+    def pragmas(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections made before the listener are dropped
+
+
 def open_storage(url: str, must_exist: bool = False):
     """An Optuna ``RDBStorage`` for ``url``; unreachable or malformed URLs raise StorageError."""
     _quiet_optuna()
@@ -83,7 +158,10 @@ def open_storage(url: str, must_exist: bool = False):
     last: Exception | None = None
     for attempt in range(6):  # two workers creating the schema at once may collide: retry
         try:
-            return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs)
+            storage = _fast_storage_class()(driver_url(url), engine_kwargs=engine_kwargs)
+            if path is not None:
+                _use_wal(storage.engine)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             last = exc
             time.sleep(0.3 * (attempt + 1))
