@@ -35,7 +35,7 @@ import numpy as np
 
 from latency_models.features import SCALE, layer_features, lookup_key
 from latency_models.model import LatencyModel
-from latency_models.predictor import fit_network_model, fit_predictor
+from latency_models.predictor import TreeResidual, fit_network_model, fit_predictor
 from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items
 from latency_models.table import Entry, LatencyTable
 from search_space.arch import Arch, signatures
@@ -213,10 +213,17 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0)
     random.Random(seed).shuffle(idx)
     n_held = max(1, len(idx) // 5)
     held, train = idx[:n_held], idx[n_held:]
-    p_train = fit_predictor([kinds[i] for i in train], X[train], y[train], min_rows=min_rows)
-    layer_err = _errors(p_train.predict_rows([kinds[i] for i in held], X[held]), y[held])
+    kt, kh = [kinds[i] for i in train], [kinds[i] for i in held]
+    p_train = fit_predictor(kt, X[train], y[train], min_rows=min_rows)
+    linear_err = _errors(p_train.predict_rows(kh, X[held]), y[held])
+    use_trees = len(y) >= 50
+    if use_trees:
+        p_train.residual = TreeResidual.fit(kt, X[train], p_train.predict_rows(kt, X[train]), y[train], seed)
+    layer_err = _errors(p_train.predict_rows(kh, X[held]), y[held])
     predictor = fit_predictor(kinds, X, y, min_rows=min_rows,
                               fitted_on={"measured_layers": len(y)})
+    if use_trees:
+        predictor.residual = TreeResidual.fit(kinds, X, predictor.predict_rows(kinds, X), y, seed)
     table = LatencyTable(entries)
     model = LatencyModel("local-cpu", table, predictor, meta)
     # in-network terms: fitted on all measured networks; error by leave-one-network-out
@@ -226,7 +233,8 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0)
         if key in best:
             measured.append((a, r, label, best[key]["rel"] * ref_ms))
     error: dict[str, Any] = {"layers_held_out": {"split": f"random.Random({seed}) 20% of measured layers",
-                                                 **layer_err}}
+                                                 **layer_err},
+                             "layers_held_out_linear_only": linear_err}
     if len(measured) >= 3:
         sums = np.array([model.predict(a, r) for a, r, _, _ in measured])
         feats = np.array([np.sum([layer_features(s) for s in signatures(a, r)], axis=0) for a, r, _, _ in measured])

@@ -49,6 +49,7 @@ class Predictor:
         # in-network extra cost per layer (e.g. activations that no longer stay in cache), on features
         self.net_coef = np.zeros(N_FEATURES) if net_coef is None else np.asarray(net_coef, float)
         self.fitted_on = fitted_on or {}
+        self.residual: "TreeResidual | None" = None
 
     def in_network(self, kinds: Sequence[str], X: np.ndarray) -> np.ndarray:
         """Extra in-network ms of layers with unscaled features X (zero unless fitted)."""
@@ -80,6 +81,8 @@ class Predictor:
                 raise TargetError(f"block type {k!r}: this target has no regressor for it; "
                                   f"allowed: {', '.join(self.kinds())}")
             out[idx] = X[idx] @ c
+        if self.residual is not None and len(out):
+            out = out * np.exp(self.residual.log_ratio(self.residual.design(kinds, X / SCALE, out)))
         return out
 
     # -- (de)serialisation ---------------------------------------------------------------------
@@ -91,6 +94,7 @@ class Predictor:
             "network": {"scale": round(self.scale, 6), "overhead_ms": round(self.overhead_ms, 6),
                         "layer_coefs": [float(f"{x:.6g}") for x in self.net_coef]},
             "fitted_on": self.fitted_on,
+            **({"residual": self.residual.to_dict()} if self.residual is not None else {}),
         }
 
     @classmethod
@@ -116,8 +120,11 @@ class Predictor:
         if nc is not None and (not isinstance(nc, list) or len(nc) != N_FEATURES
                                or not all(isinstance(x, (int, float)) and x >= 0 for x in nc)):
             raise TargetError(f"{where}.network.layer_coefs: allowed: {N_FEATURES} non-negative numbers")
-        return cls(out, net.get("scale", 1.0), net.get("overhead_ms", 0.0), d.get("fitted_on"),
-                   None if nc is None else np.array(nc, float))
+        p = cls(out, net.get("scale", 1.0), net.get("overhead_ms", 0.0), d.get("fitted_on"),
+                None if nc is None else np.array(nc, float))
+        if d.get("residual") is not None:
+            p.residual = TreeResidual.from_dict(d["residual"], f"{where}.residual")
+        return p
 
 
 def fit_predictor(kinds: Sequence[str], X: np.ndarray, y: np.ndarray, min_rows: int = 5,
@@ -168,3 +175,80 @@ def fit_network_terms(pred_sums: np.ndarray, measured: np.ndarray, scale: bool =
         return s, c
     c = float(np.sum(w * (m - p)) / np.sum(w))
     return 1.0, max(0.0, c)
+
+
+# --------------------------------------------------------------------------------------------
+# Optional non-linear correction: gradient-boosted trees on the log residual of the linear model
+# --------------------------------------------------------------------------------------------
+class TreeResidual:
+    """ms = linear(x) * exp(trees(z)), z = [log1p(scaled features * 1e3), log(linear), one-hot kind].
+
+    Fitted with scikit-learn's ``HistGradientBoostingRegressor`` (squared error on the log ratio);
+    its trees are stored as plain arrays (feature, threshold, left, right, leaf value) so that a
+    target file stays JSON and loads without pickles."""
+
+    def __init__(self, kinds: list[str], baseline: float, trees: list[dict[str, list]]) -> None:
+        self.kinds = list(kinds)
+        self.baseline = float(baseline)
+        self.trees = [{k: np.asarray(v) for k, v in t.items()} for t in trees]
+
+    def design(self, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray) -> np.ndarray:
+        Z = np.log1p(np.maximum(np.asarray(X, float) * SCALE * 1e3, 0.0))
+        onehot = np.array([[k == c for c in self.kinds] for k in kinds], float).reshape(len(kinds), len(self.kinds))
+        return np.column_stack([Z, np.log(np.maximum(lin, 1e-6)), onehot])
+
+    def log_ratio(self, Z: np.ndarray) -> np.ndarray:
+        out = np.full(len(Z), self.baseline)
+        rows = np.arange(len(Z))
+        for t in self.trees:
+            node = np.zeros(len(Z), int)
+            for _ in range(64):
+                leaf = t["leaf"][node]
+                if leaf.all():
+                    break
+                go_left = Z[rows, t["feature"][node]] <= t["threshold"][node]
+                nxt = np.where(go_left, t["left"][node], t["right"][node])
+                node = np.where(leaf, node, nxt)
+            out += t["value"][node]
+        return out
+
+    @classmethod
+    def fit(cls, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray, y: np.ndarray, seed: int = 0) -> "TreeResidual":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        model = cls(sorted(set(kinds)), 0.0, [])
+        Z = model.design(kinds, X, lin)
+        gbm = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=5,
+                                            l2_regularization=1.0, random_state=seed, early_stopping=False)
+        gbm.fit(Z, np.log(np.maximum(y, 1e-6) / np.maximum(lin, 1e-6)))
+        model.baseline = float(np.ravel(gbm._baseline_prediction)[0])
+        for (pred,) in gbm._predictors:
+            n = pred.nodes
+            model.trees.append({"feature": n["feature_idx"].astype(int), "threshold": n["num_threshold"].astype(float),
+                                "left": n["left"].astype(int), "right": n["right"].astype(int),
+                                "leaf": n["is_leaf"].astype(bool), "value": n["value"].astype(float)})
+        check = model.log_ratio(Z)
+        if not np.allclose(check, gbm.predict(Z), atol=1e-6):
+            raise RuntimeError("tree export does not reproduce scikit-learn's predictions")
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "gbm-log-residual", "kinds": self.kinds, "baseline": self.baseline,
+                "trees": [{"feature": t["feature"].tolist(), "threshold": [float(f"{x:.9g}") for x in t["threshold"]],
+                           "left": t["left"].tolist(), "right": t["right"].tolist(),
+                           "leaf": [int(x) for x in t["leaf"]], "value": [float(f"{x:.9g}") for x in t["value"]]}
+                          for t in self.trees]}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "TreeResidual":
+        try:
+            if d.get("kind") != "gbm-log-residual":
+                raise ValueError
+            trees = [{"feature": np.array(t["feature"], int), "threshold": np.array(t["threshold"], float),
+                      "left": np.array(t["left"], int), "right": np.array(t["right"], int),
+                      "leaf": np.array(t["leaf"], bool), "value": np.array(t["value"], float)} for t in d["trees"]]
+            r = cls(list(d["kinds"]), float(d["baseline"]), [])
+            r.trees = trees
+            return r
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise TargetError(f"{where}: allowed: a gbm-log-residual mapping with kinds, baseline, trees") from None

@@ -132,3 +132,20 @@ def test_predict_many_throughput():
     rate = len(archs) / (time.perf_counter() - t)
     assert out.shape == (2000,) and np.all(out > 0)
     assert rate > 5000, f"{rate:.0f} archs/s"  # the benchmark asks 20,000/s on a quiet core
+
+
+def test_tree_residual_round_trip():
+    from latency_models.features import N_FEATURES
+    from latency_models.predictor import Predictor, TreeResidual, fit_predictor
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 5e6, size=(200, N_FEATURES))
+    kinds = ["mbconv" if i % 2 else "dwsep" for i in range(200)]
+    y = 1e-7 * X[:, 0] * (1 + (X[:, 1] > 2.5e6)) + 0.05  # a step a linear model cannot follow
+    p = fit_predictor(kinds, X, y, min_rows=1000)
+    lin = p.predict_rows(kinds, X)
+    p.residual = TreeResidual.fit(kinds, X, lin, y)  # raises if its arrays do not reproduce sklearn
+    both = p.predict_rows(kinds, X)
+    assert np.mean(np.abs(both / y - 1)) < 0.5 * np.mean(np.abs(lin / y - 1))
+    back = Predictor.from_dict(json.loads(json.dumps(p.to_dict())), "t")
+    np.testing.assert_allclose(back.predict_rows(kinds, X), both, rtol=1e-4)  # coefs stored to 6 digits
