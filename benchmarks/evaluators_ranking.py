@@ -89,10 +89,10 @@ def read_standalone(path: Path) -> list[dict]:
 def run_standalone(space, archs, data, seed: int, log) -> None:
     recipe = Recipe()
     path = standalone_path(data.name)
-    done = {(r["arch"], r["recipe"], r["seed"]) for r in read_standalone(path)}
     rjson = json.dumps(recipe.to_dict(), sort_keys=True)
     for i, arch in enumerate(archs):
         s = arch.to_string()
+        done = {(r["arch"], r["recipe"], r["seed"]) for r in read_standalone(path)}   # other workers' rows too
         if (s, rjson, str(seed)) in done:
             continue
         model, stats = train_arch(arch, data, recipe, seed=seed, split="test")
@@ -193,6 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--part", choices=("all", "standalone", "supernet", "report"), default="all")
+    p.add_argument("--reverse", action="store_true", help="stand-alone: train the archs in reverse order "
+                   "(a second worker; rows already in the file are skipped)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -205,7 +207,7 @@ def main(argv=None) -> int:
     archs = sample_archs(space, args.n, args.seed, data)
     log(f"{len(archs)} archs from {space.name}; {data!r}; {machine()}")
     if args.part in ("all", "standalone"):
-        run_standalone(space, archs, data, args.seed, log)
+        run_standalone(space, archs[::-1] if args.reverse else archs, data, args.seed, log)
     if args.part in ("all", "supernet"):
         run_supernet(space, archs, data, args.seed, log)
     if args.part in ("all", "report"):
