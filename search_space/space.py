@@ -39,6 +39,7 @@ stages differ in stride or width, as in all shipped spaces).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -348,7 +349,7 @@ class Space:
 
     # -- public description --------------------------------------------------------------------
     def __repr__(self) -> str:
-        return f"Space({self.name!r}, {len(self.cardinalities())} decisions, size {self.size():.3e})"
+        return f"Space({self.name!r}, {len(self.cardinalities())} decisions)"
 
     def decision_names(self) -> list[str]:
         """Names of the code positions, same order as ``encode``."""
@@ -495,6 +496,7 @@ class Space:
         if arch.stem.in_ch != 3:
             raise _err("stem.in_ch", arch.stem.in_ch, [3])
         self._fail: tuple[int, str] = (-1, "")
+        self._dead: set = set()  # (stage, block, in_ch) splits already known not to fit
         parsed = self._parse(arch.blocks, 0, 0, arch.stem.out_ch)
         if parsed is None:
             raise SpaceError(self._fail[1] or "arch: blocks do not fit the stages of space " + self.name)
@@ -523,8 +525,11 @@ class Space:
             self._note(b, f"arch.blocks[{b}]: more blocks than the space's stages allow "
                           f"(max {sum(s.max_depth for s in self.stages)} blocks)")
             return None
+        if (si, b, in_ch) in self._dead:
+            return None
         s = self.stages[si]
-        for di, d in enumerate(s.depth):
+        # deepest first: a stage takes as many blocks as fit (and a wrong depth fails fast on shape)
+        for di, d in sorted(enumerate(s.depth), key=lambda t: -t[1]):
             if b + d > len(blocks):
                 self._note(len(blocks), f"arch.blocks: {len(blocks)} blocks, too few for stages[{si}] "
                                         f"depth {d} (allowed depths: {allowed(s.depth)})")
@@ -535,6 +540,7 @@ class Space:
             rest = self._parse(blocks, si + 1, b + d, blocks[b + d - 1].out_ch if d else in_ch)
             if rest is not None:
                 return [part, *rest]
+        self._dead.add((si, b, in_ch))
         return None
 
     def _encode_stage(self, s: StageDef, di: int, layers: tuple, b0: int, in_ch: int) -> list[int] | None:
@@ -732,76 +738,107 @@ class Space:
         heads = math.prod(len(v) for v in self.head.values())
         return sum(states.values()) * heads
 
+    # Fields whose value is copied into the block as is and changes nothing else: they multiply
+    # the count instead of being enumerated (distinct values always give distinct blocks).
+    _INDEPENDENT = ("kernel", "act")
+
     def _layer_set(self, s: StageDef, btype: str, in_ch: int, out_ch: int, stride: int,
-                   shared: dict, first: bool) -> frozenset:
-        """Distinct layer specs for one layer slot given the stage's shared values."""
+                   shared: tuple, first: bool) -> tuple[frozenset, int]:
+        """Distinct layer specs (without the independent fields) for one layer slot given the
+        stage's shared values, and the multiplicity the independent per-layer fields add.
+        Stages with the same per-layer options and first-layer overrides share the memo."""
+        layer_sig = tuple(sorted(s.layer.items())), tuple(sorted(s.first.items())) if first else ()
+        key = (layer_sig, btype, in_ch, out_ch, stride, shared, first)
+        memo = self.__dict__.setdefault("_set_memo", {})
+        if key in memo:
+            return memo[key]
         fixed = dict(shared)
         if first:
-            fixed.update({k: v for k, v in s.first.items() if k != "type"})
+            fixed.update({k: v for k, v in s.first.items() if k not in ("type", *self._INDEPENDENT)})
             btype = s.first.get("type", btype)
-        free = [f for f in s.layer if f not in fixed]
+        skip = set(fixed) | (set(s.first) if first else set())
+        free = [f for f in s.layer if f not in skip and f not in self._INDEPENDENT]
+        mult = math.prod(len(s.layer[f]) for f in self._INDEPENDENT if f in s.layer and f not in skip)
         out = set()
         for combo in itertools.product(*(s.layer[f] for f in free)):
             v = {**fixed, **dict(zip(free, combo))}
             spec = self._layer(btype, in_ch, out_ch, stride, v)
-            key = tuple(sorted(spec.items(), key=lambda kv: kv[0]))
-            if key not in out and _valid(spec):
-                out.add(key)
-        return frozenset(out)
+            k = (btype, stride, spec.get("mid_ch"), spec.get("se_ch"), spec.get("se_gate"),
+                 spec.get("residual"), spec.get("opts"))
+            if k not in out and _valid(tuple(sorted(spec.items())) if btype in _CHECKED else ()):
+                out.add(k)
+        memo[key] = (frozenset(out), mult)
+        return memo[key]
 
     def _count_stage(self, s: StageDef, in_ch: int) -> dict[int | None, int]:
         """{out_ch (None: stage skipped): number of distinct layer sequences} from ``in_ch``."""
         result: dict[int | None, int] = {}
-        shared_fields = [f for f in LAYER_FIELDS if f in s.shared]
-        for d in s.depth:
-            if d == 0:
-                result[None] = result.get(None, 0) + 1
-                continue
-            for out_ch in s.out_ch:
-                products = set()  # each: (first-layer set, rest-layer set or None)
-                for stride in s.stride:
-                    for btype in s.type:
-                        for combo in itertools.product(*(s.shared[f] for f in shared_fields)):
-                            sv = dict(zip(shared_fields, combo))
-                            a = self._layer_set(s, btype, in_ch, out_ch, stride, sv, True)
-                            r = self._layer_set(s, btype, out_ch, out_ch, 1, sv, False) if d > 1 else None
-                            products.add((a, r))
-                result[out_ch] = result.get(out_ch, 0) + _union_of_products(list(products), d)
+        if 0 in s.depth:
+            result[None] = 1
+        depths = [d for d in s.depth if d > 0]
+        if not depths:
+            return result
+        enum = [f for f in LAYER_FIELDS if f in s.shared and f not in self._INDEPENDENT]
+        indep = [f for f in self._INDEPENDENT if f in s.shared]
+        for out_ch in s.out_ch:
+            products: dict[tuple, tuple[int, int]] = {}  # (first set, rest set) -> multiplicities
+            for stride in s.stride:
+                for btype in s.type:
+                    for combo in itertools.product(*(s.shared[f] for f in enum)):
+                        sv = tuple(zip(enum, combo))
+                        a, ma = self._layer_set(s, btype, in_ch, out_ch, stride, sv, True)
+                        r, mr = self._layer_set(s, btype, out_ch, out_ch, 1, sv, False)
+                        products[(a, r)] = (ma, mr)
+            for d in depths:
+                # shared independent fields: each option is a disjoint copy, unless only the first
+                # layer exists and `first` fixes the field
+                m_shared = math.prod(len(s.shared[f]) for f in indep if not (d == 1 and f in s.first))
+                per_d = {}
+                for (a, r), (ma, mr) in products.items():
+                    per_d.setdefault((a, r if d > 1 else None), (ma, mr))
+                n = _union_of_products(list(per_d.items()), d)
+                result[out_ch] = result.get(out_ch, 0) + m_shared * n
         return result
 
 
-def _opts_allowed(btype: str) -> dict:
+@functools.lru_cache(maxsize=None)
+def _opts_allowed(btype: str) -> frozenset:
     from search_space.blocks import BLOCKS
 
-    return getattr(BLOCKS.get(btype), "opts_allowed", {}) or {}
+    return frozenset(getattr(BLOCKS.get(btype), "opts_allowed", {}) or {})
 
 
-def _valid(spec: dict) -> bool:
-    """Whether layer fields make a valid block (the block type's own check)."""
+# block types whose check can reject a derived layer (all of them: the check is the type's own)
+_CHECKED = frozenset(("mbconv", "dwsep", "sandglass", "shufflev2", "*"))
+
+
+@functools.lru_cache(maxsize=None)
+def _valid(key: tuple) -> bool:
+    """Whether layer fields (sorted (name, value) pairs) make a valid block (its type's check)."""
     from search_space.blocks import check_block
 
+    if not key:
+        return True
     try:
-        check_block(BlockSpec(**spec))
+        check_block(BlockSpec(**dict(key)))
     except ArchError:
         return False
     return True
 
 
-def _union_of_products(products: list[tuple[frozenset, frozenset | None]], d: int) -> int:
-    """|U_i A_i x R_i^(d-1)|, exact (inclusion-exclusion within groups that overlap)."""
-    def size(p):
+def _union_of_products(products: list, d: int) -> int:
+    """|U_i A_i x R_i^(d-1)| for items ((A_i, R_i or None), (m_a, m_r)), each layer set scaled by the
+    multiplicity of its independent fields; exact (inclusion-exclusion within overlapping groups)."""
+    def size(p, m):
         a, r = p
-        return len(a) * (len(r) ** (d - 1) if r is not None else 1)
+        return len(a) * m[0] * ((len(r) * m[1]) ** (d - 1) if r is not None else 1)
 
     def inter(p, q):
-        a = p[0] & q[0]
-        r = (p[1] & q[1]) if p[1] is not None else None
-        return a, r
+        return p[0] & q[0], (p[1] & q[1]) if p[1] is not None else None
 
     def empty(p):
         return not p[0] or (p[1] is not None and not p[1])
 
-    # group overlapping products (connected components)
     n = len(products)
     parent = list(range(n))
 
@@ -813,7 +850,7 @@ def _union_of_products(products: list[tuple[frozenset, frozenset | None]], d: in
 
     for i in range(n):
         for j in range(i + 1, n):
-            if not empty(inter(products[i], products[j])):
+            if products[i][1] == products[j][1] and not empty(inter(products[i][0], products[j][0])):
                 parent[root(i)] = root(j)
     groups: dict[int, list] = {}
     for i in range(n):
@@ -821,19 +858,20 @@ def _union_of_products(products: list[tuple[frozenset, frozenset | None]], d: in
     total = 0
     for g in groups.values():
         if len(g) == 1:
-            total += size(g[0])
+            total += size(*g[0])
             continue
         if len(g) > 16:
             raise SpaceError(f"size: {len(g)} overlapping stage variants; cannot count exactly")
+        m = g[0][1]
         for k in range(1, len(g) + 1):
             for sub in itertools.combinations(g, k):
-                p = sub[0]
+                p = sub[0][0]
                 for q in sub[1:]:
-                    p = inter(p, q)
+                    p = inter(p, q[0])
                     if empty(p):
                         break
                 if not empty(p):
-                    total += (-1) ** (k + 1) * size(p)
+                    total += (-1) ** (k + 1) * size(p, m)
     return total
 
 
