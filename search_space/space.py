@@ -43,7 +43,7 @@ import functools
 import itertools
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
@@ -55,7 +55,7 @@ SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
 TOP_KEYS = ("name", "description", "zoo", "mid_rule", "se_rule", "stem", "stages", "head")
 STEM_KEYS = ("out_ch", "kernel", "stride", "act", "pool")
-HEAD_KEYS = ("last_ch", "hidden_ch", "act", "dropout")
+HEAD_KEYS = tuple(f.name for f in fields(Head))  # last_ch, hidden_ch, act, dropout, ...
 LAYER_FIELDS = ("kernel", "expand", "mid", "se", "act", "skip", "opts")  # order = dependency order
 STAGE_KEYS = ("depth", "stride", "out_ch", "type", *LAYER_FIELDS, "layer", "first")
 FIRST_KEYS = ("type", *LAYER_FIELDS)
@@ -229,7 +229,8 @@ class Space:
             "pool": _check_values(_as_options(stem.get("pool", False), "stem.pool"), "stem.pool",
                                   lambda v: isinstance(v, bool), [False, True]),
         }
-        # head
+        # head: the four common fields are checked here, any other Head field (bias flags,
+        # classifier kind...) by constructing a Head with each option
         head = _check_keys(data["head"], HEAD_KEYS, "head")
         self.head = {
             "last_ch": _check_values(_as_options(head.get("last_ch", 0), "head.last_ch"), "head.last_ch",
@@ -245,6 +246,16 @@ class Space:
                                      and 0 <= v < 1, "numbers in [0, 1)"),
         }
         self.head["dropout"] = tuple(float(v) for v in self.head["dropout"])
+        for f in fields(Head):
+            if f.name in self.head:
+                continue
+            opts = _as_options(head.get(f.name, f.default), f"head.{f.name}")
+            for o in opts:
+                try:  # with a hidden layer, so that options that need one are valid on their own
+                    Head(**{"last_ch": 8, "hidden_ch": 8, f.name: o})
+                except (ArchError, TypeError) as exc:
+                    raise SpaceError(f"head.{f.name}: {exc}") from None
+            self.head[f.name] = opts
         # stages
         stages = data["stages"]
         if not isinstance(stages, list) or not stages:
@@ -479,7 +490,7 @@ class Space:
                 except ArchError as exc:
                     raise SpaceError(f"decode: stages[{s.index}] layer {j} is not a valid block: {exc}") from None
                 in_ch = sv["out_ch"]
-        head = Head(last_ch=pick(), hidden_ch=pick(), act=pick(), dropout=pick())
+        head = Head(**{k: pick() for k in self.head})
         try:
             return Arch(stem, tuple(blocks), head)
         except ArchError as exc:
@@ -493,9 +504,10 @@ class Space:
         full: list[int] = []
         for k, opts in self.stem.items():
             full.append(self._index(opts, getattr(arch.stem, k), f"stem.{k}"))
-        if arch.stem.in_ch != 3:
-            raise _err("stem.in_ch", arch.stem.in_ch, [3])
-        self._fail: tuple[int, str] = (-1, "")
+        for f in fields(Stem):  # stem fields the space does not choose must keep their defaults
+            if f.name not in self.stem and getattr(arch.stem, f.name) != f.default:
+                raise _err(f"stem.{f.name}", getattr(arch.stem, f.name), [f.default])
+        self._fail: tuple[tuple[int, int], str] = ((-1, -1), "")
         self._dead: set = set()  # (stage, block, in_ch) splits already known not to fit
         parsed = self._parse(arch.blocks, 0, 0, arch.stem.out_ch)
         if parsed is None:
@@ -513,9 +525,11 @@ class Space:
                 return i
         raise _err(where, value, opts)
 
-    def _note(self, b: int, msg: str) -> None:
-        if b >= self._fail[0]:
-            self._fail = (b, msg)
+    def _note(self, b: int, msg: str, prio: int = 1) -> None:
+        """Keep the most telling failure: a field outside the allowed values (prio 2) over a shape
+        mismatch (1) over a stage tried deeper than the arch's (0); then the furthest block."""
+        if (prio, b) >= self._fail[0]:
+            self._fail = ((prio, b), msg)
 
     def _parse(self, blocks: tuple, si: int, b: int, in_ch: int) -> list[list[int]] | None:
         """Backtracking split of ``blocks[b:]`` over stages ``si..``; the first split that fits."""
@@ -579,7 +593,7 @@ class Space:
                 for n, want in (("type", t), ("out_ch", out_ch), ("stride", stride), ("in_ch", exp_in)):
                     if getattr(blk, n) != want:
                         self._note(b0 + j, f"{w}.{n}: got {getattr(blk, n)!r}; allowed: {want} "
-                                           f"(stages[{s.index}] layer {j})")
+                                           f"(stages[{s.index}] layer {j})", prio=0 if j else 1)
                         return None
             # layer fields in dependency order; a shared one must fit every layer
             chosen: list[dict] = [{} for _ in layers]
@@ -652,7 +666,8 @@ class Space:
                 can.append(p)
         label = {"expand": "mid_ch", "mid": "mid_ch", "se": "se_ch, se_gate", "skip": "residual"}.get(f, f)
         scope = f"stages[{s.index}].{f}" + (" (shared by the stage)" if shared else f" layer {j}")
-        self._note(b0 + j, f"arch.blocks[{b0 + j}].{label}: got {got!r}; allowed: {allowed(can)} ({scope})")
+        self._note(b0 + j, f"arch.blocks[{b0 + j}].{label}: got {got!r}; allowed: {allowed(can)} ({scope})",
+                   prio=2)
 
     def contains(self, arch: Arch) -> bool:
         try:
