@@ -295,17 +295,19 @@ def main(argv=None) -> int:
     layers, nets = design(space, resolutions, args.blocks, args.nets, args.pool, args.seed, args.zoo)
     items = [("null", None, "null")] + [("layer", s, lookup_key(s)) for s in layers] + \
             [("net", (a, r), f"{a.to_string()}@{r}") for a, r, _ in nets]
-    tag = f"{args.target}-{space.name}-{args.backend}-t{args.threads}-s{args.seed}-b{args.blocks}-n{args.nets}"
+    tag = f"{args.target}-{space.name}-{args.backend}-t{args.threads}-s{args.seed}-b{args.blocks}-n{args.nets}-cpuclock"
     partial = Path(args.partial) if args.partial else cache_dir() / "latency" / f"{tag}.partial.jsonl"
     if args.fresh and partial.is_file():
         partial.unlink()
     print(f"{len(layers)} layers + {len(nets)} networks x {args.passes} passes; partial file {partial}")
+    before = len(_read_partial(partial))
     rows = measure(items, partial, args.passes, args.backend, args.threads, args.rounds, deadline)
     agg = aggregate(rows)
     info = machine_info(args.backend, args.threads)
     meta = {
         "device": f"{info['cpu']} ({info['cores']} cores, shared VM)", "runtime": args.backend,
         "runtime_version": info.get("onnxruntime", info["torch"]), "threads": args.threads,
+        "clock": "thread CPU time" if args.threads == 1 else "wall time",
         "resolutions": resolutions, "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "repeats": {"passes": args.passes, "rounds": args.rounds, "rule": "min over passes of the median over rounds"},
         "reference": {"key": lookup_key(REFERENCE), "ms": round(agg["ref_ms"], 4)},
@@ -314,7 +316,8 @@ def main(argv=None) -> int:
         "made_by": "python -m latency_models.build " + " ".join(argv if argv is not None else sys.argv[1:]),
         "made_from": {"space": space.name, "seed": args.seed, "layers": len(layers), "networks": len(nets),
                       "zoo": args.zoo},
-        "build_minutes": round((time.time() - t0) / 60, 1),
+        "measurements": {"partial_file": str(partial), "rows": len(rows), "measured_this_run": len(rows) - before},
+        "build_minutes_this_run": round((time.time() - t0) / 60, 1),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     model = fit_target(layers, nets, agg, meta, seed=args.seed)

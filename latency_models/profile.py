@@ -4,8 +4,9 @@ Backends: ``onnxruntime`` (default; the module is exported to ONNX opset 17 and 
 session with ``threads`` intra-op threads, sequential execution, all graph optimisations) and
 ``torch`` (eager, ``torch.set_num_threads(threads)``, inference mode).
 
-These machines are shared, small VMs whose speed drifts 10-25% within minutes, so every
-measurement is *relative*: the measured item and a fixed reference block (``REFERENCE``) are timed
+These machines are shared, small VMs whose speed drifts 10-25% within minutes and whose other
+users preempt any run longer than a time slice, so at one thread runs are timed in the thread's CPU
+time (``use_clock``), and every measurement is *relative*: the measured item and a fixed reference block (``REFERENCE``) are timed
 in alternating rounds (warm-up, then ``rounds`` x (``reps`` runs of the reference, ``reps`` runs of
 the item)), and the item's cost is the median over rounds of (item median / reference median).
 Rounds whose ratio lies more than 20% off the median are re-measured once, interleaved again.
@@ -174,10 +175,25 @@ def null_runner(backend: str, threads: int) -> Runner:
 # --------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------
+CLOCK: Callable[[], float] = time.thread_time
+
+
+def use_clock(threads: int) -> str:
+    """Time with the calling thread's CPU time at one thread (a shared, overloaded VM preempts any
+    run longer than a time slice, which wall time would count; CPU time does not), wall time when
+    more threads work (their CPU times would add up)."""
+    global CLOCK
+    if threads == 1:
+        CLOCK = time.thread_time
+        return "thread CPU time"
+    CLOCK = time.perf_counter
+    return "wall time"
+
+
 def _time(run: Callable[[], None], reps: int) -> float:
-    """Median wall time of ``reps`` calls, in ms."""
+    """Median time of ``reps`` calls on ``CLOCK``, in ms."""
     ts = []
-    pc = time.perf_counter
+    pc = CLOCK
     for _ in range(reps):
         t0 = pc()
         run()
@@ -252,6 +268,7 @@ def measure_items(items: list[tuple[str, Any]], backend: str, threads: int, roun
     import torch
 
     torch.set_num_threads(threads)
+    use_clock(threads)
     ref = layer_runner(REFERENCE, backend, threads)
     out = []
     for kind, item in items:

@@ -90,9 +90,12 @@ def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path
     info = machine_info(backend, threads)
     print(f"machine: {info['cpu']}, {info['cores']} cores; {backend} {info.get('onnxruntime', info['torch'])}, "
           f"{threads} thread(s)")
+    from latency_models.profile import use_clock
+
+    clock = use_clock(threads)
     ref_now, ref_spread = measure_absolute(layer_runner(REFERENCE, backend, threads).run, rounds=9)
     drift = ref_now / ref_build - 1.0
-    print(f"reference block now {ref_now:.3f} ms (spread {100 * ref_spread:.1f}%), at build "
+    print(f"timing with {clock}; reference block now {ref_now:.3f} ms (spread {100 * ref_spread:.1f}%), at build "
           f"{ref_build:.3f} ms: drift {100 * drift:+.1f}%")
     space = load_space(space_name)
     rng = random.Random(seed)
