@@ -78,7 +78,8 @@ def pareto_figure(records: list[TrialRecord], front: list[TrialRecord], best: Tr
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     ax.scatter([r.latency_ms for r in records], [r.accuracy for r in records], s=8, c="0.7", label="trials")
-    ax.plot([r.latency_ms for r in front], [r.accuracy for r in front], "o-", c="tab:blue", ms=4, label="Pareto front")
+    ax.plot([r.latency_ms for r in front], [r.accuracy for r in front], "o-", c="tab:blue", ms=4,
+            drawstyle="steps-post", label="Pareto front")
     if best is not None:
         ax.scatter([best.latency_ms], [best.accuracy], marker="*", s=200, c="tab:red", zorder=5,
                    label=f"best: {best.accuracy:.3f} @ {best.latency_ms:.1f} ms")
@@ -131,7 +132,7 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
             for z in zoo_rows:
                 w.writerow([z["name"], z["width"], f"{z['latency_ms']:.4f}",
                             "" if z["accuracy"] is None else f"{z['accuracy']:.6f}"])
-    title = f"{ctx.study_name}: {len(recs)} trials, {s.target} at {s.resolution}, {s.evaluator} on {s.dataset}"
+    title = f"{ctx.study_name}\n{len(recs)} trials, {s.target} at {s.resolution}, {s.evaluator} on {s.dataset}"
     fig = pareto_figure(recs, front, best, s.budget_ms, zoo_rows, title)
     fig.savefig(out / "pareto.png")
     files: dict[str, str] = {"pareto.csv": str(out / "pareto.csv"), "pareto.png": str(out / "pareto.png")}
