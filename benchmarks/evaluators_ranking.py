@@ -86,14 +86,28 @@ def read_standalone(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def run_standalone(space, archs, data, seed: int, log) -> None:
-    recipe = Recipe()
+def claim(s: str, rjson: str, seed: int) -> bool:
+    """Workers share the arch list: the first to create the claim file trains the arch."""
+    import hashlib
+    import tempfile
+
+    d = Path(tempfile.gettempdir()) / "edgenas_ranking_claims"
+    d.mkdir(exist_ok=True)
+    key = hashlib.sha256(f"{s}|{rjson}|{seed}".encode()).hexdigest()[:20]
+    try:
+        os.close(os.open(d / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
     path = standalone_path(data.name)
     rjson = json.dumps(recipe.to_dict(), sort_keys=True)
     for i, arch in enumerate(archs):
         s = arch.to_string()
         done = {(r["arch"], r["recipe"], r["seed"]) for r in read_standalone(path)}   # other workers' rows too
-        if (s, rjson, str(seed)) in done:
+        if (s, rjson, str(seed)) in done or not claim(s, rjson, seed):
             continue
         model, stats = train_arch(arch, data, recipe, seed=seed, split="test")
         from searchers.training import accuracy
@@ -145,18 +159,18 @@ def run_proxies(archs, data, seed: int) -> dict:
     return out
 
 
-def report(space, archs, data, seed: int, log) -> dict:
+def report(space, archs, data, seed: int, log, recipe: Recipe) -> dict:
     from scipy.stats import kendalltau
 
     truth_rows = {r["arch"]: r for r in read_standalone(standalone_path(data.name))
-                  if r["seed"] == str(seed) and r["recipe"] == json.dumps(Recipe().to_dict(), sort_keys=True)}
+                  if r["seed"] == str(seed) and r["recipe"] == json.dumps(recipe.to_dict(), sort_keys=True)}
     keep = [a for a in archs if a.to_string() in truth_rows]
     if len(keep) < 3:
         raise SystemExit(f"only {len(keep)} stand-alone results; run --part standalone first")
     truth = [float(truth_rows[a.to_string()]["accuracy_test"]) for a in keep]
     truth_val = [float(truth_rows[a.to_string()]["accuracy_val"]) for a in keep]
     res = {"space": space.name, "dataset": data.name, "n_archs": len(keep), "seed": seed, "machine": machine(),
-           "ground_truth": {"recipe": Recipe().to_dict(), "file": str(standalone_path(data.name).relative_to(ROOT)),
+           "ground_truth": {"recipe": recipe.to_dict(), "file": str(standalone_path(data.name).relative_to(ROOT)),
                             "mean_train_seconds": round(sum(float(truth_rows[a.to_string()]["train_seconds"])
                                                             for a in keep) / len(keep), 1),
                             "accuracy_test_range": [min(truth), max(truth)],
@@ -193,8 +207,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--part", choices=("all", "standalone", "supernet", "report"), default="all")
-    p.add_argument("--reverse", action="store_true", help="stand-alone: train the archs in reverse order "
-                   "(a second worker; rows already in the file are skipped)")
+    p.add_argument("--epochs", type=int, help="stand-alone recipe epochs (default: Recipe()'s)")
+    p.add_argument("--worker", default="0/1", help="stand-alone worker k/n: starts at arch k*N/n (rows done "
+                   "or claimed by other workers are skipped)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -205,13 +220,16 @@ def main(argv=None) -> int:
     space = load_space(args.space)
     data = load_dataset(args.dataset, seed=args.seed)
     archs = sample_archs(space, args.n, args.seed, data)
+    recipe = Recipe() if args.epochs is None else Recipe(epochs=args.epochs)
     log(f"{len(archs)} archs from {space.name}; {data!r}; {machine()}")
     if args.part in ("all", "standalone"):
-        run_standalone(space, archs[::-1] if args.reverse else archs, data, args.seed, log)
+        k, n = (int(v) for v in args.worker.split("/"))
+        start = k * len(archs) // n
+        run_standalone(space, archs[start:] + archs[:start], data, args.seed, log, recipe)
     if args.part in ("all", "supernet"):
         run_supernet(space, archs, data, args.seed, log)
     if args.part in ("all", "report"):
-        report(space, archs, data, args.seed, log)
+        report(space, archs, data, args.seed, log, recipe)
     return 0
 
 
