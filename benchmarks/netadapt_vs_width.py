@@ -34,8 +34,7 @@ def width_arch(width: float):
     """MobileNetV3-Large at any width multiplier, by the zoo's data and rounding rule."""
     from search_space import zoo
 
-    spec = zoo._spec("mobilenet_v3_large")  # noqa: SLF001 -- the zoo offers 1.0 and 0.75 only
-    return zoo._build_arch(zoo._width_spec(spec, width), width)  # noqa: SLF001
+    return zoo.scaled("mobilenet_v3_large", width)
 
 
 def widest_within(model, budget_ms: float, resolution: int = 224, lo: float = 0.2, hi: float = 1.0,

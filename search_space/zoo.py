@@ -191,6 +191,18 @@ def get(name: str, width: float = 1.0) -> Arch:
     return _build_arch(_width_spec(spec, width), width * float(spec.get("base_width", 1.0)))
 
 
+def scaled(name: str, width: float) -> Arch:
+    """Zoo network ``name`` at ANY positive width multiplier, by the family's own rounding rule
+    (``get`` only offers the widths its reference publishes)."""
+    spec = _spec(name)
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
+        raise field_error(ArchError, f"zoo {name} width", width, "a positive number")
+    width = float(width)
+    if width in widths(name):
+        return get(name, width)
+    return _build_arch(_width_spec(spec, width), width * float(spec.get("base_width", 1.0)))
+
+
 @functools.lru_cache(maxsize=None)
 def _cached(name: str, width: float) -> Arch:
     return get(name, width)

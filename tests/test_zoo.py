@@ -289,3 +289,18 @@ def test_cli_bad_input(args, message):
     assert r.returncode == 2
     assert r.stderr.strip() == message or r.stderr.strip().startswith(message)
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_scaled_any_width_follows_the_family_rule():
+    from search_space import zoo
+    from search_space.errors import ArchError
+
+    # published widths give exactly the zoo entries
+    assert zoo.scaled("mobilenet_v3_large", 0.75) == zoo.get("mobilenet_v3_large", 0.75)
+    # an unpublished width still rounds every channel to the family's divisor of 8
+    a = zoo.scaled("mobilenet_v3_large", 0.6)
+    assert all(b.out_ch % 8 == 0 for b in a.blocks)
+    p06 = profile(a)["params"]
+    assert profile(zoo.get("mobilenet_v3_large", 0.75))["params"] > p06
+    with pytest.raises(ArchError, match="positive number"):
+        zoo.scaled("mobilenet_v3_large", 0)
