@@ -309,3 +309,22 @@ def test_workers_share_one_sqlite_study(tmp_path, budget_ms):
     assert sorted(j["trial"] for j in journal) == sorted(t.number for t in trials)
     by_number = {t.number: t for t in trials}
     assert all(by_number[j["trial"]].user_attrs["arch"] == j["arch"] for j in journal)
+
+
+def test_config_recipes(tmp_path):
+    from searchers.cli_common import OptionError, given_options, resolve
+    from searchers.evolve import build_parser
+
+    p = build_parser()
+    s = resolve(given_options(p.parse_args(["--config", "quick-proxy"])))
+    assert (s.target, s.budget_ms, s.evaluator, s.trials, s.population, s.sample_size) == ("pixel-cpu", 60.0, "proxy", 100, 20, 5)
+    s = resolve(given_options(p.parse_args(["--config", "experiments/pixel1-60ms.yaml", "--trials", "7", "--budget", "0.05s"])))
+    assert (s.evaluator, s.trials, s.budget_ms, s.w) == ("supernet", 7, 50.0, -0.07)  # the command line wins
+    for name in ("pixel1-60ms", "quick-proxy", "note10-ofa-hard"):  # every shipped recipe resolves
+        resolve(given_options(p.parse_args(["--config", name])))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("target: pixel-cpu\nbudget: 60ms\npopulaton: 9\n")
+    with pytest.raises(OptionError, match=r"unknown option 'populaton'; allowed: .*population"):
+        given_options(p.parse_args(["--config", str(bad)]))
+    with pytest.raises(OptionError, match=r"^--config: no recipe 'nope'; allowed: a YAML path or one of .*quick-proxy"):
+        given_options(p.parse_args(["--config", "nope"]))
