@@ -44,7 +44,8 @@ class LatencyModel:
         self.meta = meta or {}
         self.error = error or {}
         self.path = path
-        self._cache: dict[tuple, float] = {}
+        self._cache: dict[tuple, tuple] = {}   # (res, spec, h, w[, ...]) -> (ms, out_h, out_w)
+        self._ids: dict[int, tuple] = {}       # id(BlockSpec) -> (spec, {(res, h, w): cache value})
         self.scale = predictor.scale if predictor else 1.0
         self.overhead_ms = predictor.overhead_ms if predictor else 0.0
 
@@ -63,6 +64,7 @@ class LatencyModel:
         lookups first, then one vectorized regressor call for the rest."""
         if len(self._cache) > self.MAX_CACHE:  # bound memory in very long searches
             self._cache.clear()
+            self._ids.clear()
         new_keys, new_sigs, new_base = [], [], []  # every newly priced layer
         miss_idx, miss_where = [], []              # those the table lacks
         seen = set()
@@ -121,10 +123,22 @@ class LatencyModel:
         if v is None:
             return None
         total, h, w = v
+        ids = self._ids
         for b in arch.blocks:
-            v = cache.get((rkey, b, h, w))
+            # identity fast path: the same BlockSpec object again costs an int-keyed lookup
+            # (a frozen dataclass hashes all its fields on every dict lookup)
+            e = ids.get(id(b))
+            v = e[1].get((rkey, h, w)) if e is not None else None
             if v is None:
-                return None
+                v = cache.get((rkey, b, h, w))
+                if v is None:
+                    return None
+                if e is None:
+                    if len(ids) > self.MAX_CACHE:
+                        ids.clear()
+                    ids[id(b)] = (b, {(rkey, h, w): v})  # holds b: its id cannot be reused meanwhile
+                else:
+                    e[1][(rkey, h, w)] = v
             c, h, w = v
             total += c
         v = cache.get((rkey, arch.head, arch.blocks[-1].out_ch, h, w, 1000))
