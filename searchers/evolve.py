@@ -189,6 +189,7 @@ class Evolution:
         salt = "" if not shared else f":{socket.gethostname()}:{os.getpid()}"
         self.rng = random.Random(f"evolve:{s.seed}:{worker}:{len(self.history)}{salt}")
         self.failures = 0
+        self.failed: set[str] = set()  # archs the evaluator could not score: not proposed again
         self.eval_s = 0.0
         self.evaluated = 0
         self.journal = None  # a local JSON-lines log of the trials this process wrote
@@ -216,7 +217,7 @@ class Evolution:
                 a = self.rng.choice(self.seeds)
                 for _ in range(self.rng.randint(1, 4)):
                     a = space.mutate(a, self.rng)
-            if a.to_string() in self.accuracy:
+            if self._seen(a):
                 continue
             lat = float(model.predict(a, resolution=res))
             if lat <= budget:
@@ -241,9 +242,13 @@ class Evolution:
                     child = space.mutate(child, self.rng)
             else:
                 child = space.mutate(parent, self.rng)
-            if child.to_string() not in self.accuracy:
+            if not self._seen(child):
                 break
         return child
+
+    def _seen(self, arch) -> bool:
+        text = arch.to_string()
+        return text in self.accuracy or text in self.failed
 
     def propose(self, history: list[TrialRecord]):
         pop = self.ctx.settings.population
@@ -272,9 +277,8 @@ class Evolution:
         except Exception as exc:  # the trial is recorded as FAIL; the study stays
             dt = time.perf_counter() - t0
             self.records.add(arch, codes, None, lat, None, breakdown, self.worker, dt, error=f"{type(exc).__name__}: {exc}")
-            self.failures += 1
-            if isinstance(exc, EdgenasError):
-                raise
+            self.failures += 1  # an arch the evaluator cannot score is one FAIL trial; the search goes on
+            self.failed.add(text)
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
                 raise SearchError(f"evaluator {ctx.settings.evaluator} failed {self.failures} times in a row; "
                                   f"last: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
