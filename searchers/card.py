@@ -1,0 +1,282 @@
+"""The model card of a trained network: ``card.json`` (every number, machine-readable) and
+``card.md`` (the same for people), plus the checks and measurements that fill it.
+
+* ``predicted_latency(arch, resolution)``: every shipped latency target's prediction (ms).
+* ``measure_latency(model, resolution)``: this machine's runtimes, batch 1, one thread: ONNX Runtime
+  (the model exported to ONNX opset 17) and eager torch, timed as ``latency_models.profile`` times
+  everything (interleaved with its fixed reference block, thread CPU time, median of rounds).
+* ``check_exports(written, model, x)``: each exported file run on the same inputs as the torch model
+  (max abs difference of the logits; the arch file must round-trip to the same Arch).
+"""
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from search_space.arch import Arch
+from search_space.errors import EdgenasError
+
+TOLERANCE = 1e-3          # max abs logit difference accepted for an exported file (float32 runtimes)
+
+
+def predicted_latency(arch: Arch, resolution: int = 224) -> dict[str, dict]:
+    """{target: {"ms": float} or {"ms": None, "error": message}} for every shipped target."""
+    import latency_models
+
+    out: dict[str, dict] = {}
+    for t in latency_models.targets():
+        try:
+            out[t] = {"ms": round(float(latency_models.load(t).predict(arch, resolution)), 4)}
+        except EdgenasError as exc:
+            out[t] = {"ms": None, "error": str(exc)}
+    return out
+
+
+def measure_latency(model: torch.nn.Module, resolution: int, in_ch: int = 3, rounds: int = 5,
+                    backends=("onnxruntime", "torch")) -> dict[str, dict]:
+    """Batch-1, one-thread latency of ``model`` at ``resolution`` on this machine's runtimes."""
+    from latency_models import profile as P
+
+    model = model.eval()
+    threads = torch.get_num_threads()
+    P.use_clock(1)
+    out: dict[str, dict] = {}
+    try:
+        for backend in backends:
+            ref = P.layer_runner(P.REFERENCE, backend, 1)
+            runner = _NetRunner(model, (1, in_ch, resolution, resolution), backend)
+            m = P.measure_relative(runner.run, ref.run, rounds=rounds)
+            out[backend] = {"ms": round(m.ms, 4), "reference_ms": round(m.ref_ms, 4), "relative": round(m.rel, 4),
+                            "spread": round(m.spread, 4), "runs": m.n, "threads": 1}
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+class _NetRunner:
+    """``latency_models.profile.Runner`` for an already-built module with its own weights (no BN
+    randomisation, no on-disk cache of the ONNX bytes)."""
+
+    def __init__(self, module, shape, backend: str) -> None:
+        x = torch.randn(*shape)
+        if backend == "torch":
+            torch.set_num_threads(1)
+
+            def run():
+                with torch.inference_mode():
+                    module(x)
+        else:
+            import onnxruntime as ort
+
+            from latency_models.profile import onnx_bytes
+
+            sess = ort_session(onnx_bytes(module, x), ort)
+            feed = {sess.get_inputs()[0].name: x.numpy()}
+
+            def run():
+                sess.run(None, feed)
+        self.run = run
+
+
+def ort_session(model_bytes_or_path, ort=None):
+    if ort is None:
+        import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    src = model_bytes_or_path if isinstance(model_bytes_or_path, bytes) else str(model_bytes_or_path)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------------------------
+# Export checks
+# --------------------------------------------------------------------------------------------
+def _run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
+    sess = ort_session(path)
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def _run_py(path: Path, x: torch.Tensor, state: dict, num_classes: int) -> np.ndarray:
+    from search_space.export import load_generated
+
+    net = load_generated(path.read_text(), "edgenas_card_check").build(num_classes=num_classes)
+    net.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        return net.eval()(x).numpy()
+
+
+def _run_pt(path: Path, x: torch.Tensor, arch: Arch, num_classes: int) -> np.ndarray:
+    net = arch.build(num_classes=num_classes)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    with torch.no_grad():
+        return net.eval()(x).numpy()
+
+
+def _run_tflite(path: Path, x: torch.Tensor) -> np.ndarray:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+    it = Interpreter(model_path=str(path), num_threads=1)
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    rows = []
+    for i in range(x.shape[0]):                 # converted models usually have a fixed batch of 1
+        xi = x[i:i + 1].numpy()
+        if tuple(inp["shape"]) != xi.shape and tuple(inp["shape"]) == xi.transpose(0, 2, 3, 1).shape:
+            xi = xi.transpose(0, 2, 3, 1)       # NHWC model
+        it.resize_tensor_input(inp["index"], xi.shape) if tuple(inp["shape"]) != xi.shape else None
+        it.allocate_tensors()
+        it.set_tensor(inp["index"], xi.astype(np.float32))
+        it.invoke()
+        rows.append(it.get_tensor(outp["index"]).reshape(1, -1))
+    return np.concatenate(rows)
+
+
+def _run_pte(path: Path, x: torch.Tensor) -> np.ndarray:
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    return np.concatenate([np.asarray(method.execute([x[i:i + 1]])[0]).reshape(1, -1) for i in range(x.shape[0])])
+
+
+def check_exports(written: dict[str, Path], model: torch.nn.Module, arch: Arch, x: torch.Tensor,
+                  num_classes: int) -> dict[str, dict]:
+    """Run every exported file on ``x`` and compare with ``model`` (the torch reference)."""
+    model = model.eval()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    state = model.state_dict()
+    out: dict[str, dict] = {}
+    for fmt, path in written.items():
+        path = Path(path)
+        row: dict[str, Any] = {"file": path.name, "bytes": path.stat().st_size if path.is_file() else 0}
+        try:
+            if fmt == "yaml":
+                same = Arch.load(path) == arch
+                row.update(check="arch round trip", max_abs_diff=0.0 if same else None, passed=same)
+                out[fmt] = row
+                continue
+            if fmt == "onnx":
+                got, how = _run_onnx(path, x), "onnxruntime vs torch"
+            elif fmt == "py":
+                got, how = _run_py(path, x, state, num_classes), "standalone model.py + weights vs torch"
+            elif fmt == "pt":
+                got, how = _run_pt(path, x, arch, num_classes), "weights.pt in arch.build() vs torch"
+            elif fmt == "tflite":
+                got, how = _run_tflite(path, x), "LiteRT interpreter vs torch"
+            elif fmt in ("pte", "executorch"):
+                got, how = _run_pte(path, x), "ExecuTorch runtime vs torch"
+            else:
+                row.update(check=f"no checker for format {fmt!r}", max_abs_diff=None, passed=None)
+                out[fmt] = row
+                continue
+            diff = float(np.max(np.abs(np.asarray(got, dtype=np.float64).reshape(ref.shape) - ref)))
+            row.update(check=how, max_abs_diff=diff, passed=bool(diff <= TOLERANCE),
+                       same_top1=bool((np.asarray(got).reshape(ref.shape).argmax(1) == ref.argmax(1)).all()))
+        except Exception as exc:  # noqa: BLE001 -- a failed check is a result for the card, not a crash
+            row.update(check="failed to run", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                       max_abs_diff=None, passed=False)
+        out[fmt] = row
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Card
+# --------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    from latency_models.profile import machine_info
+
+    info = machine_info("onnxruntime", 1)
+    info.pop("backend", None)
+    info.pop("threads", None)
+    info["platform"] = platform.platform()
+    return info
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def write_card(out_dir: Path, card: dict) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pj, pm = out_dir / "card.json", out_dir / "card.md"
+    pj.write_text(json.dumps(card, indent=1) + "\n")
+    pm.write_text(render_md(card))
+    return pm, pj
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def _ms(v) -> str:
+    return "n/a" if v is None else f"{v:.2f} ms"
+
+
+def render_md(c: dict) -> str:
+    acc, lat, tr, ds = c["accuracy"], c["latency"], c["training"], c["dataset"]
+    L = [f"# Model card: {c['name']}", "",
+         f"Trained by `{c['command']}` on {c['created']}.", "",
+         "## Architecture", "",
+         f"- arch string: `{c['arch']}`",
+         f"- parameters: {c['params']:,} ({ds['num_classes']} classes)",
+         f"- MACs: {c['macs']:,} at {lat['resolution']}x{lat['resolution']}, "
+         f"{c['macs_at_data_resolution']:,} at the data resolution {ds['resolution']}",
+         "", "## Accuracy", "",
+         f"{acc['split']} split ({acc['images']:,} images, {acc['weights']} weights):", "",
+         "| metric | EMA (shipped) | raw weights |", "|---|---|---|",
+         f"| top-1 | {_pct(acc['top1'])} | {_pct(acc.get('top1_raw'))} |"]
+    if "top5" in acc:
+        L.append(f"| top-5 | {_pct(acc['top5'])} | {_pct(acc.get('top5_raw'))} |")
+    L += ["", f"Best validation top-1 during training: {_pct(acc.get('best_val_top1'))}.", "",
+          "## Latency (batch 1)", "",
+          f"Predicted at {lat['resolution']}x{lat['resolution']} by the shipped latency targets:", "",
+          "| target | predicted |", "|---|---|"]
+    for t, v in lat["predicted"].items():
+        L.append(f"| {t} | {_ms(v.get('ms'))}{'' if v.get('ms') is not None else ' (' + v.get('error', '') + ')'} |")
+    L += ["", f"Measured on this machine ({lat['machine'].get('cpu', '?')}, {lat['machine'].get('cores', '?')} cores), "
+          "one thread, interleaved with latency_models.profile's reference block (thread CPU time):", "",
+          "| runtime | resolution | measured | spread |", "|---|---|---|---|"]
+    for res_key, rows in lat["measured"].items():
+        for b, v in rows.items():
+            L.append(f"| {b} | {res_key} | {_ms(v.get('ms'))} | {100 * v.get('spread', 0):.1f}% |")
+    L += ["", "## Exported files", "", "| format | file | check | max abs diff | passed |", "|---|---|---|---|---|"]
+    for f, v in c["exports"].items():
+        d = v.get("max_abs_diff")
+        L.append(f"| {f} | {v['file']} | {v.get('check', '')}{' (' + v['error'] + ')' if v.get('error') else ''} | "
+                 f"{'n/a' if d is None else f'{d:.2e}'} | {v.get('passed')} |")
+    r = tr["recipe"]
+    L += ["", "## Training", "",
+          f"- init: {tr['init']}" + (f" (supernet {tr['supernet']['path']}, space {tr['supernet']['space']})"
+                                      if tr.get("supernet") else ""),
+          f"- {r['epochs']} epochs, batch {r['batch_size']}, {r['optimizer']}"
+          f"{' (Nesterov)' if r['optimizer'] == 'sgd' else ''}, peak lr {r['peak_lr']:g}, "
+          f"warm-up {r['warmup_epochs']:g} epoch(s) then cosine to 0, momentum {r['momentum']}, "
+          f"weight decay {r['weight_decay']:g} (none on BN and biases), label smoothing {r['label_smoothing']}, "
+          f"EMA decay {r['ema_decay']}, random crop (padding {r['crop_padding']})"
+          f"{' + horizontal flip' if r['hflip'] else ''}",
+          f"- training time: {tr['seconds']:.0f} s ({tr['threads']} torch thread(s)), seed {tr['seed']}", "",
+          "| epoch | train loss | val top-1 | val top-1 (EMA) | s |", "|---|---|---|---|---|"]
+    for h in tr["history"]:
+        loss = "" if h["train_loss"] is None else f"{h['train_loss']:.4f}"
+        L.append(f"| {h['epoch']} | {loss} | {_pct(h['val_top1'])} | {_pct(h['val_top1_ema'])} | {h['seconds']} |")
+    L += ["", "## Data", "",
+          f"- data set: {ds['name']} ({ds['source']})",
+          f"- split: {ds['train_images']:,} training images used (of {ds['train_split']:,}), "
+          f"{ds['val_images']:,} validation, {ds['test_images']:,} test; {ds['split']}",
+          f"- resolution {ds['resolution']}; classes: {', '.join(map(str, ds['classes'])) or ds['num_classes']}", ""]
+    return "\n".join(L)
+
+
+__all__ = ["TOLERANCE", "check_exports", "machine", "measure_latency", "predicted_latency", "render_md",
+           "write_card"]

@@ -1,0 +1,298 @@
+"""Train a found network on the user's data and ship it with its measured numbers.
+
+    python -m searchers.train --arch runs/<study>/best/arch.yaml --dataset PATH|fashion-mnist \\
+                              [--init scratch|supernet] [--epochs N] [--out DIR]
+
+``--arch`` is an arch file (.yaml/.json/arch-string file/net.config), a zoo name, ``name@width`` or
+an arch string.  The run trains with ``searchers.trainer.TrainRecipe`` (checkpoint every epoch; run
+the same command again to resume a killed run exactly; ``--fresh`` starts over), scores the EMA
+weights on the test split (top-1, top-5 with more than 5 classes), exports them in every format
+``search_space.export`` offers (each checked against torch), predicts their latency on every
+shipped target, measures it on this machine's runtimes and writes ``card.md`` + ``card.json``.
+
+``--init supernet`` starts from the weights the arch inherits from the trained supernet of
+``--space`` (default mobile-unified; trained and cached on first use, as the supernet evaluator
+does) or of the checkpoint ``--supernet PATH``.  See docs/train.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from search_space.arch import Arch
+from search_space.errors import ArchError, SpaceError, cli_entry, field_error
+from searchers.trainer import INITS, OPTIMIZERS, TrainError, Trainer, TrainRecipe, scratch_model, supernet_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resolve_arch(text: str) -> tuple[Arch, str]:
+    """(Arch, label) of an arch file, a zoo name, ``name@width`` or an arch string."""
+    from search_space import zoo
+    from search_space.export import resolve_arch as export_resolve
+
+    name, at, width = text.partition("@")
+    if at and not Path(text).exists() and name in zoo.names():
+        try:
+            w = float(width)
+        except ValueError:
+            raise field_error(ArchError, f"--arch width (for {name})", width, zoo.widths(name)) from None
+        arch, label = export_resolve(name, w)
+        return arch, label
+    p = Path(text)
+    if not text.startswith("stem_") and (p.suffix or "/" in text) and not p.exists():
+        raise ArchError(f"--arch: file {text} does not exist; allowed: an arch .yaml/.json file, a zoo name, "
+                        "name@width or an arch string")
+    try:
+        return export_resolve(text)
+    except ArchError as exc:
+        msg = str(exc)
+        raise ArchError(msg if msg.startswith("--arch") else f"--arch: {msg}") from None
+
+
+def default_out(arch_arg: str, label: str, arch: Arch, data_name: str, init: str, seed: int) -> Path:
+    p = Path(arch_arg)
+    if p.is_file():
+        return p.parent / f"train-{data_name}-{init}-s{seed}"
+    if label == "network":
+        label = "arch-" + hashlib.sha1(arch.to_string().encode()).hexdigest()[:8]
+    return Path("runs") / "train" / f"{label}-{data_name}-{init}-s{seed}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m searchers.train",
+                                description="Train an architecture on a data set, export it and write its model card.")
+    a = p.add_argument
+    a("--arch", required=True, help="arch .yaml/.json file, zoo name, name@width or arch string")
+    a("--dataset", default="fashion-mnist", help="fashion-mnist, an image folder or an .npz (default fashion-mnist)")
+    a("--init", default="scratch", help="scratch (random init) or supernet (inherited weights)")
+    a("--space", default=None, help="--init supernet: the space whose supernet to use (default mobile-unified)")
+    a("--supernet", default=None, help="--init supernet: a trained supernet.pt instead of the space's cached one")
+    d = TrainRecipe()
+    a("--epochs", type=int, default=d.epochs, help=f"passes over the training images (default {d.epochs})")
+    a("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    a("--optimizer", default=d.optimizer, help=f"{' or '.join(OPTIMIZERS)} (default {d.optimizer})")
+    a("--lr", type=float, default=d.lr, help="peak learning rate (default: 0.1 x batch/128 for sgd, "
+                                            "0.016 x batch/256 for rmsprop)")
+    a("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay:g}")
+    a("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
+    a("--warmup-epochs", type=float, default=d.warmup_epochs, help=f"default {d.warmup_epochs:g}")
+    a("--ema-decay", type=float, default=d.ema_decay, help=f"default {d.ema_decay}")
+    a("--crop-padding", type=int, default=d.crop_padding, help=f"random-crop padding in pixels (default {d.crop_padding})")
+    a("--no-hflip", action="store_true", help="no random horizontal flip")
+    a("--train-images", type=int, default=0, help="train on a fixed random subset of this many images (0: all)")
+    a("--eval-images", type=int, default=0, help="score on the first N validation / test images (0: all)")
+    a("--seed", type=int, default=0)
+    a("--out", default=None, help="run folder (default: next to the arch file, or runs/train/<name>-...)")
+    a("--fresh", action="store_true", help="start over even if the run folder holds a checkpoint")
+    a("--resolution", type=int, default=224, help="deployment resolution for latency (default 224)")
+    a("--latency-rounds", type=int, default=5, help="timing rounds per runtime (0: skip the measurement)")
+    a("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
+    a("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    t_start = time.perf_counter()
+    if args.threads < 0:
+        raise field_error(TrainError, "--threads", args.threads, "an integer >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.init not in INITS:
+        raise field_error(TrainError, "--init", args.init, INITS)
+    if args.init == "scratch" and (args.space or args.supernet):
+        raise TrainError("--space/--supernet: only with --init supernet")
+    if args.resolution < 16:
+        raise field_error(TrainError, "--resolution", args.resolution, "an integer >= 16")
+    if args.latency_rounds < 0:
+        raise field_error(TrainError, "--latency-rounds", args.latency_rounds, "an integer >= 0")
+    arch, label = resolve_arch(args.arch)
+    recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                         warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay,
+                         crop_padding=args.crop_padding, hflip=not args.no_hflip,
+                         train_images=args.train_images, eval_images=args.eval_images)
+    space = supernet_path = None
+    if args.init == "supernet":
+        space, supernet_path = _check_supernet_arch(arch, args)
+    from searchers.data import load_dataset
+
+    data = load_dataset(args.dataset, seed=args.seed)
+    out = Path(args.out) if args.out else default_out(args.arch, label, arch, data.name, args.init, args.seed)
+    progress = not args.no_progress
+
+    supernet_info = None
+    if args.init == "supernet":
+        net, supernet_info = _supernet(space, supernet_path, data, args.seed, progress)
+        model = supernet_model(net, arch, data, args.seed)
+    else:
+        model = scratch_model(arch, data.num_classes, args.seed)
+
+    _log(f"training {label}: {arch.to_string()}")
+    _log(f"run folder: {out}")
+    trainer = Trainer(arch, data, recipe, out, model, seed=args.seed, init=args.init, progress=progress, log=_log)
+    trainer.run(resume=not args.fresh)
+    test = trainer.test()
+    _log(f"test top-1 {test['top1']:.4f}" + (f", top-5 {test['top5']:.4f}" if "top5" in test else "")
+         + f" (EMA weights; raw {test['top1_raw']:.4f})")
+
+    card = make_card(trainer, test, label, args, supernet_info, argv if argv is not None else sys.argv[1:])
+    md, js = _finish(card, out)
+    print(f"test top-1 {test['top1']:.4f}" + (f"  top-5 {test['top5']:.4f}" if "top5" in test else ""))
+    print(f"wrote {md}")
+    print(f"wrote {js}")
+    bad = [f for f, v in card["exports"].items() if v.get("passed") is False]
+    if bad:
+        raise TrainError(f"export check failed for {', '.join(bad)} (see {js}); allowed: max abs diff <= "
+                         f"{card['export_tolerance']:g}")
+    _log(f"done in {time.perf_counter() - t_start:.0f}s")
+    return 0
+
+
+def _check_supernet_arch(arch: Arch, args):
+    """Before any data or supernet work: does the arch lie in the supernet's space (and its caps)?"""
+    from searchers.supernet import default_recipe, within_caps
+
+    if args.supernet:
+        p = Path(args.supernet)
+        if not p.is_file():
+            raise TrainError(f"--supernet: {p} does not exist; allowed: a supernet.pt written by "
+                             "'python -m searchers.supernet train'")
+        space = None
+        if args.space:
+            from search_space.space import load_space
+
+            space = load_space(args.space)
+        return space, p
+    from search_space.space import load_space
+
+    space = load_space(args.space or "mobile-unified")
+    if not space.contains(arch):
+        zoo = ", ".join(f"{n}@{w:g}" for n, w in space.zoo_entries()[:6])
+        raise SpaceError(f"--arch: not in space {space.name!r}, so its supernet cannot initialise it; allowed: "
+                         f"an arch of that space (e.g. {zoo}, ...) or --init scratch")
+    caps = default_recipe(space)
+    if not within_caps(arch, caps.max_channels, caps.max_macs):
+        raise SpaceError(f"--arch: beyond the reduced-scale supernet of {space.name!r}; allowed: archs with at most "
+                         f"{caps.max_channels} channels per layer and {caps.max_macs / 1e6:g} MMACs at 224, "
+                         "or --init scratch")
+    return space, None
+
+
+def _supernet(space, path, data, seed: int, progress: bool):
+    from searchers.supernet import load_supernet
+
+    if path is not None:
+        net = load_supernet(path)
+        if space is not None:
+            net.space_name = net.space_name or space.name
+        return net, {"space": net.space_name, "path": str(path), "trained_now": False,
+                     "train_seconds": round(getattr(net, "train_seconds", 0.0), 1)}
+    from searchers.evaluators import get_evaluator
+
+    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=progress, log=_log)
+    _log(f"supernet of {space.name}: loading from the cache (trained there on first use)")
+    ev.prepare()
+    from searchers.supernet import supernet_dir
+
+    d = supernet_dir(space, data, ev.recipe, seed, ev.cache_root)
+    return ev.supernet, {"space": space.name, "path": str(d / "supernet.pt"), "trained_now": ev.trained_now,
+                         "train_seconds": round(getattr(ev.supernet, "train_seconds", 0.0), 1)}
+
+
+def make_card(trainer: Trainer, test: dict, label: str, args, supernet_info, argv) -> dict:
+    from search_space import export as E
+    from search_space.profile import profile
+    from searchers import card as C
+
+    arch, data, recipe = trainer.arch, trainer.data, trainer.recipe
+    model = trainer.ema.module.eval()
+    res = args.resolution
+    h, w = data.resolution
+    prof = profile(arch, res, data.num_classes)
+    prof_data = profile(arch, (h, w), data.num_classes) if h != w else profile(arch, h, data.num_classes)
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params != prof["params"]:  # the analytic count is the project's; a mismatch is a bug
+        raise AssertionError(f"profile() params {prof['params']} != module params {n_params}")
+
+    # export every format the exporter offers, at the data resolution (what the weights were trained at)
+    _log("exporting: " + ", ".join(E.FORMATS))
+    written = E.export(arch, trainer.out / "export", formats=E.FORMATS, num_classes=data.num_classes,
+                       resolution=h, state_dict=model.state_dict(), name=label)
+    x, _ = data.test.batch(torch.arange(min(8, len(data.test))))
+    exports = C.check_exports(written, model, arch, x, data.num_classes)
+
+    predicted = C.predicted_latency(arch, res)
+    measured: dict[str, dict] = {}
+    if args.latency_rounds:
+        _log(f"measuring latency at {res} and {h} (1 thread, {args.latency_rounds} rounds)")
+        measured[str(res)] = C.measure_latency(model, res, arch.stem.in_ch, args.latency_rounds)
+        if h != res and h == w:
+            measured[str(h)] = C.measure_latency(model, h, arch.stem.in_ch, args.latency_rounds)
+    best_val = max((r["val_top1_ema"] for r in trainer.history), default=None)
+    nval = min(len(data.val), recipe.eval_images or len(data.val))
+    return {
+        "format": 1,
+        "name": label,
+        "arch": arch.to_string(),
+        "params": prof["params"],
+        "macs": prof["macs"],
+        "macs_at_data_resolution": prof_data["macs"],
+        "accuracy": {"split": "test", "weights": "EMA", **test, "best_val_top1": best_val, "val_images": nval},
+        "latency": {"resolution": res, "batch": 1,
+                    "predicted": predicted,
+                    "measured": measured,
+                    "machine": C.machine(),
+                    "note": "predicted by latency_models targets; measured here with one thread, "
+                            "interleaved with latency_models.profile's reference block"},
+        "exports": exports,
+        "export_tolerance": C.TOLERANCE,
+        "export_resolution": h,
+        "training": {"init": trainer.init, "supernet": supernet_info, "recipe": recipe.to_dict(),
+                     "seed": trainer.seed, "epochs": trainer.epoch, "steps": trainer.step,
+                     "steps_per_epoch": trainer.steps_per_epoch, "seconds": round(trainer.seconds, 1),
+                     "threads": torch.get_num_threads(), "history": trainer.history},
+        "dataset": {"name": data.name, "source": data.source, "key": data.key, "num_classes": data.num_classes,
+                    "classes": list(data.classes), "resolution": f"{h}x{w}",
+                    "train_split": len(data.train), "train_images": len(trainer.train_split),
+                    "val_images": nval, "test_images": test["images"],
+                    "split": _split_note(data, recipe, trainer.seed)},
+        "command": "python -m searchers.train " + " ".join(shlex.quote(a) for a in argv),
+        "created": C.now(),
+    }
+
+
+def _split_note(data, recipe: TrainRecipe, seed: int) -> str:
+    parts = []
+    if data.name == "fashion-mnist":
+        parts.append(f"the 60,000 training images split by seed {seed} into 55,000 train / 5,000 val; "
+                     "the 10,000 t10k images are the test split")
+    else:
+        parts.append(f"splits as searchers.data.load_dataset gives them (seed {seed})")
+    if recipe.train_images:
+        parts.append(f"training on a fixed random subset of {recipe.train_images} images (seed {seed})")
+    if recipe.eval_images:
+        parts.append(f"scores on the first {recipe.eval_images} val / test images")
+    return "; ".join(parts)
+
+
+def _finish(card: dict, out: Path):
+    from searchers.card import write_card
+
+    return write_card(out, card)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
