@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -124,14 +123,17 @@ def test_200_samples_build_and_run(spaces, name):
     space = spaces[name]
     rng = random.Random(0)
     x = torch.randn(1, 3, 64, 64)
-    t0 = time.perf_counter()
-    n = 200 if name != "mobile-unified" else 60  # its samples reach 30M+ parameters
+    # 200 x 5 spaces + 60 mobile-unified nets (up to 30M+ parameters): about 55 s of CPU in all
+    n = 200 if name != "mobile-unified" else 60
+    seen = set()
     with torch.no_grad():
         for _ in range(n):
             arch = space.sample(rng)
+            seen.add(arch.to_string())
             net = arch.build(num_classes=10).eval()
-            assert net(x).shape == (1, 10)
-    assert time.perf_counter() - t0 < 120
+            y = net(x)
+            assert y.shape == (1, 10) and torch.isfinite(y).all()
+    assert len(seen) == n
 
 
 def test_size_matches_brute_force_on_a_tiny_space():
