@@ -128,12 +128,18 @@ def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
             f"{stats['seconds']:.0f}s macs {prof['macs'] / 1e6:.1f}M")
 
 
-def run_supernet(space, archs, data, seed: int, log) -> dict:
+def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = None) -> dict:
+    """Score the archs with the (cached, else trained) supernet, or with a training checkpoint."""
     from searchers.evaluators import get_evaluator
 
-    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log)
+    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log,
+                       supernet_path=checkpoint)
     ev.prepare()
-    info = {"trained_now": ev.trained_now, "prepare_seconds": round(ev.prepare_cost_s, 1),
+    step = None
+    if checkpoint:
+        step = torch.load(checkpoint, map_location="cpu", weights_only=False).get("step")
+    info = {"checkpoint": checkpoint, "checkpoint_step": step,
+            "trained_now": ev.trained_now, "prepare_seconds": round(ev.prepare_cost_s, 1),
             "train_seconds": round(getattr(ev.supernet, "train_seconds", ev.prepare_cost_s), 1),
             "params": ev.supernet.num_params(), "recipe": ev.recipe.__dict__, "scores": {}, "eval_seconds": {}}
     for i, a in enumerate(archs):
@@ -184,6 +190,7 @@ def report(space, archs, data, seed: int, log, recipe: Recipe) -> dict:
         scores = [sn["scores"].get(a.to_string()) for a in keep]
         if all(s is not None for s in scores):
             res["tau"]["supernet"] = round(kendalltau(scores, truth)[0], 3)
+            res["supernet_checkpoint_step"] = sn.get("checkpoint_step")
             res["cost"]["supernet"] = {"train_seconds": sn["train_seconds"],
                                        "mean_eval_seconds": round(sum(sn["eval_seconds"].values()) / len(sn["eval_seconds"]), 3),
                                        "max_eval_seconds": max(sn["eval_seconds"].values()),
@@ -207,6 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--part", choices=("all", "standalone", "supernet", "report"), default="all")
+    p.add_argument("--checkpoint", help="supernet part: score with this checkpoint.pt / supernet.pt instead")
     p.add_argument("--epochs", type=int, help="stand-alone recipe epochs (default: Recipe()'s)")
     p.add_argument("--worker", default="0/1", help="stand-alone worker k/n: starts at arch k*N/n (rows done "
                    "or claimed by other workers are skipped)")
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
         start = k * len(archs) // n
         run_standalone(space, archs[start:] + archs[:start], data, args.seed, log, recipe)
     if args.part in ("all", "supernet"):
-        run_supernet(space, archs, data, args.seed, log)
+        run_supernet(space, archs, data, args.seed, log, args.checkpoint)
     if args.part in ("all", "report"):
         report(space, archs, data, args.seed, log, recipe)
     return 0
