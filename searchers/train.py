@@ -46,9 +46,13 @@ def resolve_arch(text: str) -> tuple[Arch, str]:
         arch, label = export_resolve(name, w)
         return arch, label
     p = Path(text)
-    if not text.startswith("stem_") and (p.suffix or "/" in text) and not p.exists():
-        raise ArchError(f"--arch: file {text} does not exist; allowed: an arch .yaml/.json file, a zoo name, "
-                        "name@width or an arch string")
+    if not text.startswith("stem_") and not p.exists():
+        if p.suffix or "/" in text:
+            raise ArchError(f"--arch: file {text} does not exist; allowed: an arch .yaml/.json file, a zoo name, "
+                            "name@width or an arch string")
+        if text not in zoo.names():
+            raise field_error(ArchError, "--arch", text, "an arch file, name@width, an arch string (stem_...) or a "
+                              f"zoo name: {', '.join(zoo.names())}")
     try:
         return export_resolve(text)
     except ArchError as exc:
@@ -155,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {js}")
     bad = [f for f, v in card["exports"].items() if v.get("passed") is False]
     if bad:
-        raise TrainError(f"export check failed for {', '.join(bad)} (see {js}); allowed: max abs diff <= "
-                         f"{card['export_tolerance']:g}")
+        raise TrainError(f"export check failed for {', '.join(bad)} (see {js}); allowed: max abs logit diff <= "
+                         f"{card['export_tolerance']:g} x max(1, largest |logit|)")
     _log(f"done in {time.perf_counter() - t_start:.0f}s")
     return 0
 
@@ -260,7 +264,7 @@ def make_card(trainer: Trainer, test: dict, label: str, args, supernet_info, arg
         "exports": exports,
         "export_tolerance": C.TOLERANCE,
         "export_resolution": h,
-        "training": {"init": trainer.init, "supernet": supernet_info, "recipe": recipe.to_dict(),
+        "training": {"init": trainer.init, "init_weights_sha1": trainer.init_fingerprint, "supernet": supernet_info, "recipe": recipe.to_dict(),
                      "seed": trainer.seed, "epochs": trainer.epoch, "steps": trainer.step,
                      "steps_per_epoch": trainer.steps_per_epoch, "seconds": round(trainer.seconds, 1),
                      "threads": torch.get_num_threads(), "history": trainer.history},

@@ -207,6 +207,19 @@ def supernet_model(supernet, arch: Arch, data, seed: int, calib_batches: int = 4
 # --------------------------------------------------------------------------------------------
 # The training run
 # --------------------------------------------------------------------------------------------
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha1 of the model's parameters (names, shapes, float32 bytes): identifies initial weights
+    (a resumed run must start from the same ones; the card records it)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     torch.save(obj, tmp)
@@ -215,6 +228,7 @@ def _atomic_save(obj, path: Path) -> None:
 
 class Trainer:
     """Train ``model`` (built from ``arch``) on ``data`` with ``recipe``, checkpointing into ``out``.
+    (``arch`` may be None for a plain module, e.g. a baseline: the checkpoint then names its class.)
 
     ``run()`` resumes from ``out/checkpoint.pt`` when it belongs to the same run (same arch,
     recipe, data, seed and init), else raises TrainError (pass ``resume=False`` to start over).
@@ -236,14 +250,16 @@ class Trainer:
         self.total_steps = recipe.epochs * self.steps_per_epoch
         self.history: list[dict] = []
         self.seconds = 0.0
+        self.init_fingerprint = weights_fingerprint(model)
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out / "checkpoint.pt"
 
     def identity(self) -> dict:
-        return {"arch": self.arch.to_string(), "recipe": asdict(self.recipe), "data": self.data.key,
-                "seed": self.seed, "init": self.init}
+        arch = self.arch.to_string() if isinstance(self.arch, Arch) else type(self.model).__name__
+        return {"arch": arch, "recipe": asdict(self.recipe), "data": self.data.key,
+                "seed": self.seed, "init": self.init, "init_weights": self.init_fingerprint}
 
     def _fresh_state(self):
         torch.manual_seed(self.seed)
@@ -367,4 +383,4 @@ def _bar(total: int, desc: str, progress):
 
 
 __all__ = ["EMA", "INITS", "OPTIMIZERS", "TrainError", "TrainRecipe", "Trainer", "augment", "default_lr",
-           "evaluate", "make_optimizer", "scratch_model", "supernet_model"]
+           "evaluate", "make_optimizer", "scratch_model", "supernet_model", "weights_fingerprint"]

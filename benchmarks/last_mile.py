@@ -1,0 +1,201 @@
+"""The last mile on Fashion-MNIST (issue 13's goal): MobileNetV3-Small trained by
+``python -m searchers.train`` with the default recipe and epochs, from scratch and from its
+mobile-unified supernet weights, beside a LeNet-style baseline trained with the same recipe and budget.
+
+    python benchmarks/last_mile.py                          # ~30-60 min on 2 shared CPU cores
+    python benchmarks/last_mile.py --supernet PATH          # use an already trained supernet.pt
+    python benchmarks/last_mile.py --quick                  # smoke run (minutes, meaningless numbers)
+
+1. ``scratch``: ``python -m searchers.train --arch mobilenet_v3_small --init scratch`` (default epochs;
+   ``--train-images`` = a fixed random subset of the 55,000 training images, stated in the output,
+   because the machine is shared; the full val (5,000) and test (10,000) splits are scored).
+2. ``supernet``: the same command with ``--init supernet`` (the cached default-recipe supernet of
+   mobile-unified, trained on first use, or ``--supernet PATH``).
+3. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
+   the same ``searchers.trainer.Trainer`` (same recipe, epochs, images, augmentation and EMA).
+
+Prints the test top-1 of the three, the epoch at which the supernet-initialised run first reaches the
+scratch run's final validation accuracy, the machine (CPU model) and the date; writes
+``--out``/result.json and ``--out``/curves.png (validation top-1 of the EMA weights per epoch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def lenet(num_classes: int = 10, in_ch: int = 3):
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_ch, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),          # 32 -> 28 -> 14
+        nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),             # 14 -> 10 -> 5
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True),
+        nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_classes))
+
+
+def run_cli(name: str, args, out: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "searchers.train", "--arch", args.arch, "--dataset", "fashion-mnist",
+           "--out", str(out / name), "--threads", str(args.threads), "--no-progress",
+           "--latency-rounds", str(args.latency_rounds), *extra, *args.recipe_args]
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO)
+    if r.returncode != 0:
+        raise SystemExit(f"{name}: searchers.train exited {r.returncode}")
+    card = json.loads((out / name / "card.json").read_text())
+    card["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return card
+
+
+def run_lenet(args, out: Path) -> dict:
+    import torch
+
+    from searchers.data import load_dataset
+    from searchers.trainer import Trainer, TrainRecipe
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset("fashion-mnist", seed=0)
+    recipe = TrainRecipe(epochs=args.epochs, train_images=args.train_images, eval_images=args.eval_images)
+    torch.manual_seed(0)
+    model = lenet(data.num_classes)
+    t0 = time.perf_counter()
+    tr = Trainer(None, data, recipe, out / "lenet", model, seed=0, progress=False,
+                 log=lambda m: print(f"[lenet] {m}", flush=True))
+    tr.run()
+    test = tr.test()
+    return {"name": "lenet5", "params": sum(p.numel() for p in model.parameters()), "accuracy": test,
+            "training": {"history": tr.history, "seconds": round(tr.seconds, 1)},
+            "wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def first_epoch_reaching(history: list[dict], level: float, key: str = "val_top1_ema") -> int | None:
+    for h in history:
+        if h["epoch"] > 0 and h[key] >= level:
+            return h["epoch"]
+    return None
+
+
+def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"scratch": ("MobileNetV3-Small, scratch", "C0", "o"),
+              "supernet": ("MobileNetV3-Small, supernet init", "C1", "s"),
+              "lenet": ("LeNet-5 style", "C2", "^")}
+    for key, card in runs.items():
+        h = card["training"]["history"]
+        label, color, marker = styles[key]
+        ax.plot([r["epoch"] for r in h], [100 * r["val_top1_ema"] for r in h], marker=marker, color=color,
+                label=f"{label} (test {100 * card['accuracy']['top1']:.2f}%)")
+    ax.set_xlabel("epoch (0 = initial weights)")
+    ax.set_ylabel("validation top-1 (%), EMA weights")
+    lo = min(100 * r["val_top1_ema"] for c in runs.values() for r in c["training"]["history"] if r["epoch"] > 0)
+    ax.set_ylim(max(0, lo - 5), 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title, fontsize=10)
+    fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    from searchers.trainer import TrainRecipe
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", default="mobilenet_v3_small")
+    ap.add_argument("--epochs", type=int, default=TrainRecipe().epochs, help="default: the trainer's default")
+    ap.add_argument("--train-images", type=int, default=10000, help="fixed random training subset (0: all 55,000)")
+    ap.add_argument("--eval-images", type=int, default=0, help="0: the full val / test splits")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--latency-rounds", type=int, default=5)
+    ap.add_argument("--supernet", default=None, help="a trained mobile-unified supernet.pt (default: the cached one)")
+    ap.add_argument("--wait-supernet", type=float, default=0.0,
+                    help="seconds to wait for --supernet to appear (another process may be training it)")
+    ap.add_argument("--out", default="runs/bench-last-mile")
+    ap.add_argument("--quick", action="store_true", help="2 epochs of 1,000 images, 1,000 eval images")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs, args.train_images, args.eval_images, args.latency_rounds = 2, 1000, 1000, 2
+    args.recipe_args = ["--train-images", str(args.train_images), "--eval-images", str(args.eval_images)]
+    if args.epochs != TrainRecipe().epochs:
+        args.recipe_args += ["--epochs", str(args.epochs)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    runs: dict[str, dict] = {}
+    runs["scratch"] = run_cli("scratch", args, out, ["--init", "scratch"])
+    runs["lenet"] = run_lenet(args, out)
+    extra = ["--init", "supernet"]
+    if args.supernet:
+        sp = Path(args.supernet)
+        deadline = time.time() + args.wait_supernet
+        while not sp.is_file() and time.time() < deadline:
+            time.sleep(30)
+        extra += ["--supernet", str(sp)]
+    runs["supernet"] = run_cli("supernet", args, out, extra)
+
+    from searchers.card import machine
+
+    mach = machine()
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    scratch_final = runs["scratch"]["training"]["history"][-1]["val_top1_ema"]
+    reach = first_epoch_reaching(runs["supernet"]["training"]["history"], scratch_final)
+    result = {
+        "date": date, "machine": mach, "epochs": args.epochs, "train_images": args.train_images or 55000,
+        "eval_images": args.eval_images or "all", "threads": args.threads, "arch": args.arch,
+        "test_top1": {k: v["accuracy"]["top1"] for k, v in runs.items()},
+        "test_top5": {k: v["accuracy"].get("top5") for k, v in runs.items()},
+        "val_curves_ema": {k: [r["val_top1_ema"] for r in v["training"]["history"]] for k, v in runs.items()},
+        "train_seconds": {k: v["training"]["seconds"] for k, v in runs.items()},
+        "params": {k: v["params"] for k, v in runs.items()},
+        "scratch_final_val": scratch_final,
+        "supernet_epoch_reaching_scratch_final_val": reach,
+        "supernet": runs["supernet"]["training"].get("supernet"),
+        "latency": {k: runs[k]["latency"] for k in ("scratch",)},
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    subset = f"{args.train_images:,} of 55,000 training images" if args.train_images else "all 55,000 training images"
+    title = (f"Fashion-MNIST, {args.epochs} epochs on {subset} (32x32), same recipe\n"
+             f"{mach.get('cpu', '?')}, {args.threads} thread(s), {date}")
+    plot(runs, out / "curves.png", title, "searchers.train default recipe: SGD-Nesterov, warm-up + cosine, "
+         "label smoothing 0.1, EMA 0.999, crop+flip; val = 5,000 held-out training images")
+
+    print()
+    print(f"machine: {mach.get('cpu')} ({mach.get('cores')} cores), {args.threads} torch thread(s); {date}")
+    print(f"data: Fashion-MNIST, {subset}, {args.epochs} epochs; test split: {runs['scratch']['accuracy']['images']:,}"
+          " images")
+    print(f"{'run':<28}{'params':>10}{'test top-1':>12}{'test top-5':>12}{'train s':>10}")
+    for k, label in (("scratch", "MobileNetV3-Small scratch"), ("supernet", "MobileNetV3-Small supernet"),
+                     ("lenet", "LeNet-5 style")):
+        v = runs[k]
+        t5 = v["accuracy"].get("top5")
+        print(f"{label:<28}{v['params']:>10,}{100 * v['accuracy']['top1']:>11.2f}%"
+              f"{'' if t5 is None else f'{100 * t5:>11.2f}%'}{v['training']['seconds']:>10.0f}")
+    print(f"supernet-init reaches the scratch run's final val top-1 ({100 * scratch_final:.2f}%) at epoch "
+          f"{reach if reach is not None else 'never'} of {args.epochs}")
+    for k in ("scratch", "supernet"):
+        print(f"{k} val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"][k]))
+    print(f"lenet val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"]["lenet"]))
+    print(f"wrote {out / 'result.json'} and {out / 'curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The last mile (searchers.train / trainer / card): learning, exact resume, top-5, the model card's
+numbers, the exports' checks, supernet-inherited initial weights, and one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from search_space import export as E
+from search_space import zoo
+from search_space.arch import Arch
+from search_space.profile import profile
+from searchers import supernet as S
+from searchers.data import load_dataset
+from searchers.train import main as train_main
+from searchers.trainer import (EMA, TrainError, Trainer, TrainRecipe, augment, evaluate, scratch_model,
+                               supernet_model, weights_fingerprint)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _toy_space import ToySpace  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# a small MBConv net (4 layers, head dropout so that the torch RNG matters for resume)
+SMALL = ("stem_i3_o16_k3_s2_re-mbconv_i16_o24_m48_k3_s2_re-mbconv_i24_o24_m72_k3_s1_re_skip-"
+         "mbconv_i24_o32_m96_k3_s2_hs-head_l128_h0_hs_d0.2")
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    torch.set_num_threads(1)
+    return load_dataset("fashion-mnist", seed=0)
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "searchers.train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_learns_on_a_tiny_subset(fmnist, tmp_path):
+    arch = Arch.from_string(SMALL)
+    r = TrainRecipe(epochs=2, batch_size=32, lr=0.2, warmup_epochs=0.2, train_images=640, eval_images=500)
+    tr = Trainer(arch, fmnist, r, tmp_path, scratch_model(arch, 10, 0), progress=False)
+    tr.run()
+    h = tr.history
+    assert [x["epoch"] for x in h] == [0, 1, 2] and h[2]["train_loss"] < h[1]["train_loss"] < 2.3
+    test = tr.test()
+    assert test["images"] == 500 and test["top1"] > 0.25          # chance: 0.10
+    assert 0 <= test["top1"] <= test["top5"] <= 1 and "top5_raw" in test
+    assert tr.step == 2 * (640 // 32)
+
+
+def test_resume_is_exact(fmnist, tmp_path):
+    """2 epochs straight == 1 epoch, stop (as a kill at the epoch's checkpoint), resume, 1 epoch."""
+    arch = Arch.from_string(SMALL)
+    r = TrainRecipe(epochs=2, batch_size=32, train_images=192, eval_images=64)
+    a = Trainer(arch, fmnist, r, tmp_path / "a", scratch_model(arch, 10, 0), progress=False)
+    a.run()
+    b = Trainer(arch, fmnist, r, tmp_path / "b", scratch_model(arch, 10, 0), progress=False)
+    assert b.run(stop_after=1) == {"resumed_from": None, "epochs_done": 1, "finished": False}
+    del b
+    c = Trainer(arch, fmnist, r, tmp_path / "b", scratch_model(arch, 10, 0), progress=False)
+    assert c.run()["resumed_from"] == 1
+    for ours, theirs in ((a.model, c.model), (a.ema.module, c.ema.module)):
+        sa, sc = ours.state_dict(), theirs.state_dict()
+        assert sa.keys() == sc.keys() and all(torch.equal(sa[k], sc[k]) for k in sa)
+    def drop_time(h):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in h]
+
+    assert drop_time(a.history) == drop_time(c.history) and len(a.history) == 3 and a.step == c.step
+    oa, oc = a.opt.state_dict()["state"], c.opt.state_dict()["state"]
+    assert all(torch.equal(oa[k]["momentum_buffer"], oc[k]["momentum_buffer"]) for k in oa)
+    # a checkpoint of another run is refused, not silently continued
+    other = Trainer(arch, fmnist, TrainRecipe(epochs=3, batch_size=32, train_images=192, eval_images=64),
+                    tmp_path / "b", scratch_model(arch, 10, 0), progress=False)
+    with pytest.raises(TrainError, match="another run .*recipe"):
+        other.run()
+
+
+def test_augment_and_ema():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    assert torch.equal(augment(x, g, padding=0, hflip=False), x)
+    y = augment(x, torch.Generator().manual_seed(1), padding=2, hflip=True)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    for i in range(2):      # every output row is a shifted (maybe flipped) window of the zero-padded input
+        vals = set(y[i].flatten().tolist()) - {0}
+        assert vals <= set(x[i].flatten().tolist())
+    assert torch.equal(augment(x, torch.Generator().manual_seed(1), 2), y)        # draws from the generator only
+    m = torch.nn.Linear(2, 1)
+    ema = EMA(m, decay=0.5)
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    w0 = ema.module.weight.clone()
+    ema.update(m, step=100)                                                        # decay min(0.5, 101/110)
+    assert torch.allclose(ema.module.weight, 0.5 * w0 + 0.5 * m.weight)
+
+
+def test_evaluate_top5_only_with_more_than_5_classes(fmnist):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    r = evaluate(net, fmnist.test, limit=200)
+    assert r["images"] == 200 and "top5" in r and r["top1"] <= r["top5"]
+    few = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))
+    assert "top5" not in evaluate(few, fmnist.test, limit=50)
+
+
+def test_cli_trains_exports_and_writes_the_card(tmp_path):
+    out = tmp_path / "run"
+    args = ["--arch", "mobilenet_v3_small@0.35", "--epochs", "1", "--train-images", "256", "--eval-images", "300",
+            "--batch-size", "64", "--threads", "1", "--latency-rounds", "1", "--out", str(out), "--no-progress"]
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((out / "card.json").read_text())
+    arch = zoo.get("mobilenet_v3_small", 0.35)
+    assert card["arch"] == arch.to_string() and card["name"] == "mobilenet_v3_small@0.35"
+    prof = profile(arch, 224, 10)
+    # the analytic count; also the 1000-class count less 990 outputs of the 1024-wide classifier
+    assert card["params"] == prof["params"] == profile(arch, 224, 1000)["params"] - 990 * 1025 == 344058
+    assert card["macs"] == prof["macs"] and card["macs_at_data_resolution"] == profile(arch, 32, 10)["macs"]
+    acc = card["accuracy"]
+    assert acc["split"] == "test" and acc["images"] == 300 and 0 <= acc["top1"] <= acc["top5"] <= 1
+    import latency_models
+
+    pred = card["latency"]["predicted"]
+    assert sorted(pred) == sorted(latency_models.targets())
+    for t, v in pred.items():
+        assert v["ms"] == pytest.approx(latency_models.load(t).predict(arch, 224), rel=1e-3)
+    meas = card["latency"]["measured"]["224"]
+    assert set(meas) == {"onnxruntime", "torch"} and all(v["ms"] > 0 for v in meas.values())
+    assert card["latency"]["machine"]["cpu"]
+    assert set(card["exports"]) == set(E.FORMATS)
+    for fmt, v in card["exports"].items():
+        assert (out / "export" / v["file"]).is_file() and v["passed"] is True, (fmt, v)
+        assert v["max_abs_diff"] is not None and v["max_abs_diff"] <= v.get("tolerance", 0.0)
+    tr = card["training"]
+    assert tr["init"] == "scratch" and tr["epochs"] == 1 and len(tr["history"]) == 2
+    assert tr["recipe"]["optimizer"] == "sgd" and tr["recipe"]["label_smoothing"] == 0.1
+    assert card["dataset"]["train_images"] == 256 and card["dataset"]["num_classes"] == 10
+    md = (out / "card.md").read_text()
+    assert arch.to_string() in md and "top-5" in md and "onnxruntime" in md and "pixel-cpu" in md
+    # the exported weights are the EMA weights of the checkpoint
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    w = torch.load(out / "export" / "weights.pt", weights_only=True)
+    assert all(torch.equal(w[k], ck["ema"][k]) for k in w)
+    # running the same command again resumes (nothing left to train) and rewrites the card
+    r2 = _cli(*args)
+    assert r2.returncode == 0 and "resumed from" in r2.stderr
+    assert json.loads((out / "card.json").read_text())["accuracy"]["top1"] == acc["top1"]
+
+
+def test_init_supernet_inherits_the_weights(fmnist, tmp_path):
+    """--init supernet starts from Supernet.extract(arch) (BN statistics re-estimated), in the API and CLI."""
+    space = ToySpace()
+    tiny = S.SupernetRecipe(envelope_samples=40)
+    net = S.build_supernet(space, 10, tiny, seed=0)
+    arch = net.largest
+    model = supernet_model(net, arch, fmnist, seed=0, calib_batches=0)
+    ref = net.extract(arch).state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    scratch = scratch_model(arch, 10, 0)
+    assert weights_fingerprint(model) != weights_fingerprint(scratch)
+    calibrated = supernet_model(net, arch, fmnist, seed=0)
+    assert weights_fingerprint(calibrated) == weights_fingerprint(model)        # BN re-estimation: buffers only
+    path = tmp_path / "supernet.pt"
+    torch.save({"meta": net.meta(), "model": net.state_dict()}, path)
+    out = tmp_path / "run"
+    r = _cli("--arch", arch.to_string(), "--init", "supernet", "--supernet", str(path), "--epochs", "1",
+             "--train-images", "128", "--eval-images", "100", "--batch-size", "64", "--threads", "1",
+             "--latency-rounds", "0", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["init"] == "supernet" and card["training"]["supernet"]["path"] == str(path)
+    assert card["training"]["init_weights_sha1"] == weights_fingerprint(model)
+    assert card["latency"]["measured"] == {}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--arch", "runs/nope/best/arch.yaml"], "--arch: file runs/nope/best/arch.yaml does not exist"),
+    (["--arch", "mobilenet_v3_small@0.35", "--dataset", "/nonexistent/data.npz"], "/nonexistent/data.npz"),
+    (["--arch", "squeezenet1_0", "--init", "supernet"], "not in space 'mobile-unified'"),
+    (["--arch", "mobilenet_v2@1.4", "--init", "supernet"], "reduced-scale supernet"),
+])
+def test_bad_input_is_one_error_line(args, needle, tmp_path):
+    r = _cli(*args, "--out", str(tmp_path / "o"))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_bad_options_in_process(capsys):
+    for args, needle in ((["--arch", "mobilenet_v3_small", "--init", "imagenet"], "--init: got 'imagenet'; allowed: scratch, supernet"),
+                         (["--arch", "mobilenet_v3_small", "--optimizer", "adam"], "--optimizer: got 'adam'; allowed: sgd, rmsprop"),
+                         (["--arch", "mobilenet_v3_small@0.3"], "allowed: 1.0, 0.75, 0.5, 0.35"),
+                         (["--arch", "mobilenet_v3_small", "--epochs", "0"], "--epochs: got 0"),
+                         (["--arch", "nosuchnet"], "zoo name")):
+        assert train_main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], (args, err)
