@@ -82,12 +82,17 @@ def main(argv=None) -> int:
     print(f"  loop: evaluator {ev:.1f} s ({t.get('evaluated', 0)} evaluations, {1000 * ev / max(1, t.get('evaluated', 1)):.0f} ms each), "
           f"everything else {loop - ev:.1f} s = {100 * (loop - ev) / max(loop, 1e-9):.1f}% "
           f"({1000 * (loop - ev) / trials:.0f} ms per trial)")
+    evaluator_s = t.get("prepare_s", 0) + ev + t.get("zoo_eval_s", 0)
+    print(f"  wall: evaluator (prepare {t.get('prepare_s', 0):.1f} + search {ev:.1f} + zoo reference points "
+          f"{t.get('zoo_eval_s', 0):.1f}) = {evaluator_s:.1f} s; everything else {s['total_s'] - evaluator_s:.1f} s = "
+          f"{100 * (s['total_s'] - evaluator_s) / s['total_s']:.1f}% of the wall time")
     if args.mode == "proxy":
         ok = s["total_s"] < 180
         print(f"goal (1,000 proxy trials in under 3 minutes): {'MET' if ok else 'NOT MET'} ({s['total_s']:.0f} s)")
     else:
-        ok = (loop - ev) / max(loop, 1e-9) < 0.10
-        print(f"goal (overhead < 10% of the search loop with the supernet evaluator): {'MET' if ok else 'NOT MET'}")
+        ok = (s["total_s"] - evaluator_s) / s["total_s"] < 0.10
+        print(f"goal (everything but the evaluator < 10% of the wall time with the supernet evaluator): "
+              f"{'MET' if ok else 'NOT MET'}")
     return 0 if ok else 1
 
 

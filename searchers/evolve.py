@@ -36,7 +36,7 @@ from searchers.reward import Reward
 
 SEARCHER = "evolve"
 MAX_CONSECUTIVE_FAILURES = 5
-DEDUP_TRIES = 10
+DEDUP_TRIES = 20
 INIT_TRIES = 100
 
 
@@ -248,7 +248,31 @@ class Evolution:
 
     def _seen(self, arch) -> bool:
         text = arch.to_string()
-        return text in self.accuracy or text in self.failed
+        return text in self.accuracy or text in self.failed or not self._admissible(arch)
+
+    def _admissible(self, arch) -> bool:
+        """Whether the evaluator can score ``arch`` (e.g. a reduced-scale supernet covers part of the
+        space): its ``check(arch)``, or its supernet's, raising means no; a free test like latency."""
+        check = self._checker
+        if check is None:
+            return True
+        try:
+            check(arch)
+            return True
+        except Exception:
+            return False
+
+    @property
+    def _checker(self):
+        if not hasattr(self, "_check_fn"):
+            ev = self.ctx.evaluator
+            if ev is None:
+                return None
+            fn = getattr(ev, "check", None)
+            if not callable(fn):
+                fn = getattr(getattr(ev, "supernet", None), "check", None)
+            self._check_fn = fn if callable(fn) else None
+        return self._check_fn
 
     def propose(self, history: list[TrialRecord]):
         pop = self.ctx.settings.population

@@ -212,6 +212,7 @@ def test_search_records_outputs_and_determinism(tmp_path, capsys, monkeypatch, b
     tags = acc.Tags()
     assert {"trial/reward", "trial/accuracy", "trial/latency_ms", "best/reward"} <= set(tags["scalars"])
     assert len(acc.Scalars("trial/reward")) == 12 and "pareto" in tags["images"]
+    assert acc.Scalars("hparam/best_reward")[-1].value == pytest.approx(best["reward"])  # the hparams run
 
     # the same seed gives the same search
     assert run_main([*args, "--out", tmp_path / "b"]) == 0
