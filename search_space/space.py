@@ -48,25 +48,31 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
-from search_space.arch import ACTIVATIONS, SE_GATES, Arch, BlockSpec, Head, Stem, make_divisible
+from search_space.arch import (ACTIVATIONS, PADDINGS, SE_GATES, Arch, BlockSpec, Head, Stem, make_divisible,
+                               signatures)
 from search_space.errors import ArchError, SpaceError, allowed, field_error
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
-TOP_KEYS = ("name", "description", "zoo", "mid_rule", "se_rule", "stem", "stages", "head")
-STEM_KEYS = ("out_ch", "kernel", "stride", "act", "pool")
+TOP_KEYS = ("name", "description", "zoo", "mid_rule", "se_rule", "split", "min_input", "stem", "stages", "head")
+STEM_KEYS = ("out_ch", "kernel", "stride", "act", "pool", "bn", "padding")
 HEAD_KEYS = tuple(f.name for f in fields(Head))  # last_ch, hidden_ch, act, dropout, ...
-LAYER_FIELDS = ("kernel", "expand", "mid", "se", "act", "skip", "opts")  # order = dependency order
+LAYER_FIELDS = ("kernel", "expand", "mid", "se", "act", "skip", "opts", "groups", "padding")  # dependency order
 STAGE_KEYS = ("depth", "stride", "out_ch", "type", *LAYER_FIELDS, "layer", "first")
 FIRST_KEYS = ("type", *LAYER_FIELDS)
 MID_RULES = ("divisible", "expand", "sandglass")
 SE_PRESETS = {
     "v3": {"of": "mid", "round": "divisible", "gate": "hsigmoid", "ratio": 0.25},
     "mnasnet": {"of": "in", "round": "round", "gate": "sigmoid", "ratio": 0.25},
+    "ppocr": {"of": "mid", "round": "floor", "gate": "hsigmoid", "ratio": 0.25},
 }
 SE_RULE_KEYS = ("of", "round", "gate", "ratio")
 RESIDUAL_TYPES = ("mbconv", "sandglass")
-MAX_TRIES = 200
+GROUP_TYPES = ("shufflev1",)       # block types that take the layer field `groups` (others: 1)
+NO_MID_TYPES = ("dwsep", "conv", "maxpool")
+SPLITS = ("free", "strict")
+KEEP = 0                              # out_ch option 'keep': the stage keeps its input width
+MAX_TRIES = 1000
 
 
 def _err(where: str, got, allowed_values) -> SpaceError:
@@ -102,6 +108,10 @@ class StageDef:
     @property
     def max_depth(self) -> int:
         return max(self.depth)
+
+    def outs(self, in_ch: int) -> tuple[int, ...]:
+        """The stage's width options from input width ``in_ch`` ('keep' resolved)."""
+        return (in_ch,) if self.out_ch == (KEEP,) else self.out_ch
 
     @property
     def shared_names(self) -> list[str]:
@@ -151,6 +161,15 @@ def _check_values(opts: tuple, where: str, ok, allowed_values) -> tuple:
     return opts
 
 
+def _stride_value(v):
+    """A stage stride option: 1, 2, or an (sH, sW) pair of them (stored as an int when square)."""
+    if isinstance(v, (list, tuple)):
+        if len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x in (1, 2) for x in v):
+            return v[0] if v[0] == v[1] else (v[0], v[1])
+        return None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v in (1, 2) else None
+
+
 def _pos_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -183,8 +202,8 @@ def _se_rule(value, where: str) -> dict | None:
         rule = {**SE_PRESETS["v3"], **d}
         if rule["of"] not in ("mid", "in"):
             raise _err(f"{where}.of", rule["of"], ["mid", "in"])
-        if rule["round"] not in ("divisible", "round"):
-            raise _err(f"{where}.round", rule["round"], ["divisible", "round"])
+        if rule["round"] not in ("divisible", "round", "floor"):
+            raise _err(f"{where}.round", rule["round"], ["divisible", "round", "floor"])
         if rule["gate"] not in SE_GATES:
             raise _err(f"{where}.gate", rule["gate"], SE_GATES)
         if not isinstance(rule["ratio"], (int, float)) or not 0 < rule["ratio"] <= 1:
@@ -212,6 +231,12 @@ class Space:
             raise _err("mid_rule", self.mid_rule, MID_RULES)
         self.se_rule = _se_rule(data.get("se_rule", "v3"), "se_rule") or SE_PRESETS["v3"]
         self._zoo = self._parse_zoo(data.get("zoo", []))
+        self.split = data.get("split", "free")
+        if self.split not in SPLITS:
+            raise _err("split", self.split, SPLITS)
+        self.min_input = data.get("min_input", 0)
+        if not isinstance(self.min_input, int) or isinstance(self.min_input, bool) or self.min_input < 0:
+            raise _err("min_input", self.min_input, "an integer >= 0 (0: no check)")
 
         # stem
         stem = _check_keys(data["stem"], STEM_KEYS, "stem")
@@ -228,6 +253,10 @@ class Space:
                                  lambda v: v in ACTIVATIONS, ACTIVATIONS),
             "pool": _check_values(_as_options(stem.get("pool", False), "stem.pool"), "stem.pool",
                                   lambda v: isinstance(v, bool), [False, True]),
+            "bn": _check_values(_as_options(stem.get("bn", True), "stem.bn"), "stem.bn",
+                                lambda v: isinstance(v, bool), [True, False]),
+            "padding": _check_values(_as_options(stem.get("padding", "same"), "stem.padding"), "stem.padding",
+                                     lambda v: v in ("same", "valid"), ["same", "valid"]),
         }
         # head: the four common fields are checked here, any other Head field (bias flags,
         # classifier kind...) by constructing a Head with each option
@@ -250,17 +279,26 @@ class Space:
             if f.name in self.head:
                 continue
             opts = _as_options(head.get(f.name, f.default), f"head.{f.name}")
-            for o in opts:
-                try:  # with a hidden layer, so that options that need one are valid on their own
-                    Head(**{"last_ch": 8, "hidden_ch": 8, f.name: o})
-                except (ArchError, TypeError) as exc:
-                    raise SpaceError(f"head.{f.name}: {exc}") from None
+            for o in opts:  # valid on its own, with or without a hidden layer
+                errors = []
+                for hidden in (8, 0):
+                    try:
+                        Head(**{"last_ch": 8, "hidden_ch": hidden, f.name: o})
+                    except (ArchError, TypeError) as exc:
+                        errors.append(exc)
+                if len(errors) == 2:
+                    raise SpaceError(f"head.{f.name}: {errors[0]}") from None
             self.head[f.name] = opts
         # stages
         stages = data["stages"]
         if not isinstance(stages, list) or not stages:
             raise _err("stages", type(stages).__name__, "a non-empty list of stages")
         self.stages = [self._parse_stage(i, s, BLOCKS) for i, s in enumerate(stages)]
+        if self.split == "strict":
+            for st in self.stages:
+                if "type" in st.first:
+                    raise SpaceError(f"stages[{st.index}].first.type: not allowed with split: strict "
+                                     "(a stage's layers share one block type there)")
         if all(min(s.depth) == 0 for s in self.stages) and not any(s.max_depth for s in self.stages):
             raise SpaceError("stages: every stage has depth 0; allowed: at least one layer")
         self.decisions = self._decisions()
@@ -289,12 +327,20 @@ class Space:
                 raise SpaceError(f"{where}: missing {need!r}; required keys: depth, out_ch")
         depth = _check_values(_as_options(s["depth"], f"{where}.depth"), f"{where}.depth",
                               lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "integers >= 0")
-        stride = _check_values(_as_options(s.get("stride", 1), f"{where}.stride"), f"{where}.stride",
-                               lambda v: v in (1, 2), [1, 2])
-        out_ch = _check_values(_as_options(s["out_ch"], f"{where}.out_ch"), f"{where}.out_ch", _pos_int,
-                               "positive integers")
+        stride = tuple(_stride_value(v) for v in _check_values(
+            _as_options(s.get("stride", 1), f"{where}.stride"), f"{where}.stride",
+            lambda v: _stride_value(v) is not None, "1, 2 or [sH, sW] pairs of them such as [2, 1]"))
+        if len(set(stride)) != len(stride):
+            raise _err(f"{where}.stride", list(s.get("stride")), "distinct strides ([2, 2] is 2)")
+        if s["out_ch"] == "keep":  # the stage keeps its input width (pools)
+            out_ch = (KEEP,)
+        else:
+            out_ch = _check_values(_as_options(s["out_ch"], f"{where}.out_ch"), f"{where}.out_ch", _pos_int,
+                                   "positive integers, or keep (the input width)")
         types = _check_values(_as_options(s.get("type", "mbconv"), f"{where}.type"), f"{where}.type",
                               lambda v: v in blocks, sorted(blocks))
+        if "maxpool" in types and types != ("maxpool",):
+            raise _err(f"{where}.type", list(types), "maxpool alone (a pool stage holds only pools)")
         layer = _check_keys(s.get("layer", {}) or {}, LAYER_FIELDS, f"{where}.layer")
         first = _check_keys(s.get("first", {}) or {}, FIRST_KEYS, f"{where}.first")
         shared, per_layer = {}, {}
@@ -304,11 +350,19 @@ class Space:
             if f in layer:
                 per_layer[f] = self._field_options(f, layer[f], f"{where}.layer.{f}")
             else:
-                default = {"kernel": 3, "act": "relu", "se": False, "skip": True, "opts": {}}.get(f)
+                default = {"kernel": 3, "act": "relu", "se": False, "skip": True, "opts": {}, "groups": 1,
+                           "padding": "same"}.get(f)
                 if f in s:
                     shared[f] = self._field_options(f, s[f], f"{where}.{f}")
                 elif default is not None:
                     shared[f] = self._field_options(f, default, f"{where}.{f}")
+        kernels = per_layer.get("kernel", shared.get("kernel", ()))
+        if any(k % 2 == 0 for k in kernels) and not set(types) <= {"maxpool", "conv"}:
+            raise _err(f"{where}.kernel", [k for k in kernels if k % 2 == 0][0],
+                       "odd kernels (even ones only in stages of type maxpool or conv)")
+        if types == ("maxpool",) and (per_layer.get("act") or shared.get("act")) != ("relu",):
+            raise _err(f"{where}.act", list(per_layer.get("act") or shared.get("act")),
+                       "relu alone (a pool has no activation; relu is the placeholder)")
         has = lambda f: f in shared or f in per_layer  # noqa: E731
         if has("expand") and has("mid"):
             raise SpaceError(f"{where}: both 'expand' and 'mid' given; allowed: one of them")
@@ -324,7 +378,11 @@ class Space:
     def _field_options(self, f: str, value, where: str) -> tuple:
         opts = _as_options(value, where)
         if f == "kernel":
-            return _check_values(opts, where, lambda v: _pos_int(v) and v % 2 == 1, "odd positive integers")
+            return _check_values(opts, where, _pos_int, "positive integers (odd but for maxpool and conv)")
+        if f == "groups":
+            return _check_values(opts, where, _pos_int, "positive integers")
+        if f == "padding":
+            return _check_values(opts, where, lambda v: v in PADDINGS, PADDINGS)
         if f == "expand":
             bad = [v for v in opts if _expand_value(v) is None]
             if bad:
@@ -376,13 +434,19 @@ class Space:
 
     # -- derivation: choices -> layer fields ------------------------------------------------------
     def _mid(self, btype: str, in_ch: int, out_ch: int, key: str, value) -> int:
-        if btype == "dwsep":
+        if btype in NO_MID_TYPES:
             return 0
         if btype == "shufflev2":
             return out_ch // 2
+        if btype == "shufflev1":
+            return out_ch // 4
         if key == "mid":
             return int(value)
         e = value
+        if btype == "fire":  # e = expand-to-squeeze ratio of each expand branch (SqueezeNet: 4)
+            return max(1, int(round(out_ch / (2 * float(e)))))
+        if btype == "xception":  # e > 1: widen at the first separable conv; e = 1: at the last
+            return out_ch if e > 1 else in_ch
         if btype == "sandglass" or self.mid_rule == "sandglass":
             hidden = int(in_ch // e)
             if hidden < out_ch / 6.0:
@@ -393,17 +457,24 @@ class Space:
         return make_divisible(float(in_ch * e), 8)
 
     def _se(self, btype: str, in_ch: int, mid: int, expand, value) -> tuple[int, str]:
-        if btype != "mbconv":
+        if btype not in ("mbconv", "dwsep"):
             return 0, "hsigmoid"
         rule = self.se_rule if value is True else _se_rule(value, "se")
         if rule is None:
             return 0, "hsigmoid"
         ratio = rule["ratio"]
-        if rule["of"] == "mid":
+        if btype == "dwsep":  # SE on the depthwise output (PaddleOCR's MobileNetV1Enhance)
+            v = in_ch * ratio
+        elif rule["of"] == "mid":
             v = mid * ratio
         else:  # sized from the block input: ratio / e of the mid channels (timm), or of in_ch
             v = mid * ratio / float(expand) if expand is not None else in_ch * ratio
-        se_ch = make_divisible(v, 8) if rule["round"] == "divisible" else max(1, int(round(v)))
+        if rule["round"] == "divisible":
+            se_ch = make_divisible(v, 8)
+        elif rule["round"] == "floor":
+            se_ch = max(1, int(v))
+        else:
+            se_ch = max(1, int(round(v)))
         return se_ch, rule["gate"]
 
     def _layer(self, btype: str, in_ch: int, out_ch: int, stride: int, v: dict) -> dict:
@@ -430,7 +501,17 @@ class Space:
             if btype == "sandglass" and stride != 1:
                 opts.pop("dw2", None)  # the stride sits on the second depthwise conv
             out["opts"] = tuple(sorted(opts.items()))
+        if "groups" in v:
+            out["groups"] = v["groups"] if btype in GROUP_TYPES else 1
+        if "padding" in v:
+            out["padding"] = v["padding"] if v["padding"] in _paddings(btype) else "same"
         return out
+
+    @staticmethod
+    def _blk_fields(blk: BlockSpec) -> dict:
+        return {"mid_ch": blk.mid_ch, "se_ch": blk.se_ch, "se_gate": blk.se_gate, "residual": blk.residual,
+                "kernel": blk.kernel, "act": blk.act, "opts": blk.opts, "groups": blk.groups,
+                "padding": blk.padding}
 
     @staticmethod
     def _project(f: str, spec: dict):
@@ -441,7 +522,29 @@ class Space:
             return spec.get("se_ch"), spec.get("se_gate") if spec.get("se_ch") else "hsigmoid"
         if f == "skip":
             return spec.get("residual")
-        return spec.get({"kernel": "kernel", "act": "act", "opts": "opts"}[f])
+        return spec.get(f)
+
+    # -- the strict split ------------------------------------------------------------------------
+    def _split_rule(self, last: int, q: int, stride, in_ch: int, out_ch: int, btype: str,
+                    prev_type: str | None) -> str:
+        """'' if stage ``q`` may start with a first layer of (stride, in_ch -> out_ch, btype) after the
+        non-empty stage ``last`` (-1: the stem) and the layer of type ``prev_type``; else why not.
+
+        Rule 1: a stage starts where the layers change: its first layer does not have stride 1,
+        in_ch == out_ch and the previous layer's type (that layer would continue the previous stage).
+        Rule 2: a stage is skipped only for a visible reason: no stage skipped between ``last`` and
+        ``q`` offers the first layer's stride, width and type (it would have been the one to hold it).
+        """
+        if stride == 1 and in_ch == out_ch and btype == prev_type:
+            return (f"stages[{q}] would start with a stride-1 {btype} {in_ch} -> {out_ch}, a continuation of "
+                    f"the previous stage (split: strict starts a stage only where stride, width or type change)")
+        for r in range(last + 1, q):
+            st = self.stages[r]
+            if stride in st.stride and out_ch in st.outs(in_ch) and btype in st.type:
+                return (f"stages[{q}] holds a layer (stride {stride}, {out_ch} channels, {btype}) that the "
+                        f"skipped stages[{r}] offers (split: strict skips a stage only when the next layer "
+                        f"does not fit it)")
+        return ""
 
     # -- decode --------------------------------------------------------------------------------
     def _full(self, codes) -> list[int]:
@@ -471,12 +574,20 @@ class Space:
         full = self._full(codes)
         it = iter(zip(self.decisions, full))
         pick = lambda: (lambda d, i: d.options[i])(*next(it))  # noqa: E731
-        stem = Stem(out_ch=pick(), kernel=pick(), stride=pick(), act=pick(), pool=pick())
+        stem = Stem(**{k: pick() for k in self.stem})
         blocks: list[BlockSpec] = []
         in_ch = stem.out_ch
+        last = -1  # the last non-empty stage (strict split)
         for s in self.stages:
             sv = {n: pick() for n in s.shared_names}
             slots = [{f: pick() for f in LAYER_FIELDS if f in s.layer} for _ in range(s.max_depth)]
+            out_ch = in_ch if sv["out_ch"] == KEEP else sv["out_ch"]
+            if sv["depth"] and self.split == "strict":
+                why = self._split_rule(last, s.index, sv["stride"], in_ch, out_ch, sv["type"],
+                                       blocks[-1].type if blocks else None)
+                if why:
+                    raise SpaceError(f"decode: {why}")
+                last = s.index
             for j in range(sv["depth"]):
                 v = {**{f: sv[f] for f in LAYER_FIELDS if f in sv}, **slots[j]}
                 btype = sv["type"]
@@ -484,14 +595,14 @@ class Space:
                     v.update({k: x for k, x in s.first.items() if k != "type"})
                     btype = s.first.get("type", btype)
                 stride = sv["stride"] if j == 0 else 1
-                spec = self._layer(btype, in_ch, sv["out_ch"], stride, v)
+                spec = self._layer(btype, in_ch, out_ch, stride, v)
                 try:
                     blocks.append(BlockSpec(**spec))
                 except ArchError as exc:
                     raise SpaceError(f"decode: stages[{s.index}] layer {j} is not a valid block: {exc}") from None
-                in_ch = sv["out_ch"]
-        head = Head(**{k: pick() for k in self.head})
+                in_ch = out_ch
         try:
+            head = Head(**{k: pick() for k in self.head})
             return Arch(stem, tuple(blocks), head)
         except ArchError as exc:
             raise SpaceError(f"decode: the codes give an invalid arch: {exc}") from None
@@ -531,15 +642,19 @@ class Space:
         if (prio, b) >= self._fail[0]:
             self._fail = ((prio, b), msg)
 
-    def _parse(self, blocks: tuple, si: int, b: int, in_ch: int) -> list[list[int]] | None:
-        """Backtracking split of ``blocks[b:]`` over stages ``si..``; the first split that fits."""
+    def _parse(self, blocks: tuple, si: int, b: int, in_ch: int, last: int = -1) -> list[list[int]] | None:
+        """Backtracking split of ``blocks[b:]`` over stages ``si..``; the first split that fits
+        (with split: strict, the only one that keeps the split rules; ``last``: the last non-empty
+        stage before ``si``, -1 for none)."""
         if si == len(self.stages):
             if b == len(blocks):
                 return []
             self._note(b, f"arch.blocks[{b}]: more blocks than the space's stages allow "
                           f"(max {sum(s.max_depth for s in self.stages)} blocks)")
             return None
-        if (si, b, in_ch) in self._dead:
+        strict = self.split == "strict"
+        key = (si, b, in_ch, last if strict else None)
+        if key in self._dead:
             return None
         s = self.stages[si]
         # deepest first: a stage takes as many blocks as fit (and a wrong depth fails fast on shape)
@@ -548,13 +663,21 @@ class Space:
                 self._note(len(blocks), f"arch.blocks: {len(blocks)} blocks, too few for stages[{si}] "
                                         f"depth {d} (allowed depths: {allowed(s.depth)})")
                 continue
+            if d and strict:
+                x = blocks[b]
+                why = self._split_rule(last, si, x.stride, x.in_ch, x.out_ch, x.type,
+                                       blocks[b - 1].type if b else None)
+                if why:
+                    self._note(b, f"arch.blocks[{b}]: {why}", prio=0)
+                    continue
             part = self._encode_stage(s, di, blocks[b:b + d], b, in_ch)
             if part is None:
                 continue
-            rest = self._parse(blocks, si + 1, b + d, blocks[b + d - 1].out_ch if d else in_ch)
+            rest = self._parse(blocks, si + 1, b + d, blocks[b + d - 1].out_ch if d else in_ch,
+                               si if d else last)
             if rest is not None:
                 return [part, *rest]
-        self._dead.add((si, b, in_ch))
+        self._dead.add(key)
         return None
 
     def _encode_stage(self, s: StageDef, di: int, layers: tuple, b0: int, in_ch: int) -> list[int] | None:
@@ -566,7 +689,7 @@ class Space:
             where = f"arch.blocks[{b0}]"
             first = layers[0]
             for n in ("out_ch", "stride"):
-                value, opts = getattr(first, n), s.options(n)
+                value, opts = getattr(first, n), s.outs(in_ch) if n == "out_ch" else s.options(n)
                 if value not in opts:
                     self._note(b0, f"{where}.{n}: got {value!r}; allowed: {allowed(opts)} (stages[{s.index}])")
                     return None
@@ -649,16 +772,11 @@ class Space:
         if j == 0 and f in s.first:  # fixed for the first layer: any shared option fits it
             return True
         spec = self._spec_for(s, layers, j, {**values, f: option}, in_ch)
-        blk = layers[j]
-        want = self._project(f, {"mid_ch": blk.mid_ch, "se_ch": blk.se_ch, "se_gate": blk.se_gate,
-                                 "residual": blk.residual, "kernel": blk.kernel, "act": blk.act,
-                                 "opts": blk.opts})
-        return self._project(f, spec) == want
+        return self._project(f, spec) == self._project(f, self._blk_fields(layers[j]))
 
     def _note_field(self, s, layers, j, chosen, f, opts, in_ch, b0, shared: bool) -> None:
         blk = layers[j]
-        got = self._project(f, {"mid_ch": blk.mid_ch, "se_ch": blk.se_ch, "se_gate": blk.se_gate,
-                                "residual": blk.residual, "kernel": blk.kernel, "act": blk.act, "opts": blk.opts})
+        got = self._project(f, self._blk_fields(blk))
         can = []
         for o in opts:
             p = self._project(f, self._spec_for(s, layers, j, {**chosen[j], f: o}, in_ch))
@@ -688,12 +806,34 @@ class Space:
     def random_codes(self, rng: random.Random) -> list[int]:
         return [rng.randrange(c) for c in self.cardinalities()]
 
+    def fits_input(self, arch: Arch, size: int | None = None) -> bool:
+        """Whether every layer of ``arch`` keeps a spatial size >= 1 at a ``size`` x ``size`` input
+        (default ``min_input``; 0: no check).  Valid padding, ceil-mode pools and (2, 1) strides can
+        shrink a small input to nothing; the space still contains such archs (PP-OCR's nets need
+        a 64-pixel-high input), but ``sample``, ``mutate`` and ``crossover`` only return archs that fit."""
+        size = self.min_input if size is None else size
+        if not size:
+            return True
+        h = w = size
+        try:
+            sigs = signatures(arch, (h, w), 10)
+        except Exception:  # noqa: BLE001 -- a shape the rules cannot compute does not fit
+            return False
+        return all(sig.h >= 1 and sig.w >= 1 and min(sig.out_hw) >= 1 for sig in sigs)
+
+    def _usable(self, codes) -> Arch:
+        arch = self.decode(codes)
+        if not self.fits_input(arch):
+            raise SpaceError(f"sample: the arch shrinks a {self.min_input}x{self.min_input} input to nothing")
+        return arch
+
     def sample(self, rng: random.Random) -> Arch:
-        """A random arch: uniform over the decisions (resampled if a combination is not a valid block)."""
+        """A random arch: uniform over the code lists that give a valid arch (others are redrawn:
+        invalid blocks, a non-canonical split with split: strict, a collapse at ``min_input``)."""
         last = None
         for _ in range(MAX_TRIES):
             try:
-                return self.decode(self.random_codes(rng))
+                return self._usable(self.random_codes(rng))
             except SpaceError as exc:
                 last = exc
         raise SpaceError(f"sample: no valid arch in {MAX_TRIES} tries in space {self.name}: {last}")
@@ -710,7 +850,7 @@ class Space:
             for i in rng.sample(range(len(card)), min(k, len(card))):
                 new[i] = rng.choice([c for c in range(card[i]) if c != codes[i]])
             try:
-                child = self.decode(new)
+                child = self._usable(new)
             except SpaceError:
                 continue
             if child != arch:
@@ -722,42 +862,130 @@ class Space:
         ca, cb = self.encode(a), self.encode(b)
         for _ in range(MAX_TRIES):
             try:
-                return self.decode([x if rng.random() < 0.5 else y for x, y in zip(ca, cb)])
+                return self._usable([x if rng.random() < 0.5 else y for x, y in zip(ca, cb)])
             except SpaceError:
                 continue
         return a
 
     # -- size ------------------------------------------------------------------------------------
-    def size(self) -> int:
-        """Number of distinct archs (canonical code lists), exact, as a Python int."""
+    def size(self, upper_bound: bool = False) -> int:
+        """Number of distinct archs of the space, exact, as a Python int.
+
+        Exact when every arch has one stage split: always with ``split: strict`` (the split rules
+        make it unique), and with ``split: free`` when the rules can never apply to the space
+        (``split_is_unique()``: no stride-1 stage can continue the stage before it, no skippable
+        stage offers what a later stage's first layer is).  Otherwise an arch with several splits
+        would be counted once per split: ``size()`` raises SpaceError, and ``size(upper_bound=True)``
+        returns that count of canonical code lists, an upper bound.
+        """
+        if not upper_bound and not self.split_is_unique():
+            raise SpaceError(f"size: space {self.name} has archs with several stage splits (e.g. "
+                             f"{self._ambiguity()}); allowed: size(upper_bound=True) for the number of "
+                             "code lists, or split: strict in the space file for an exact count")
         if getattr(self, "_size", None) is None:
             self._size = self._count()
         return self._size
 
+    def split_is_unique(self) -> bool:
+        """Whether every arch of the space has exactly one stage split (so ``size()`` is exact)."""
+        return self.split == "strict" or (not any("type" in s.first for s in self.stages)
+                                          and not self._ambiguity())
+
+    def _ambiguity(self) -> str:
+        """'' if the split rules (see ``_split_rule``) can never apply to an arch of the space, else
+        where they could: then some arch may have two splits."""
+        S = self.stages
+        skippable = [0 in s.depth for s in S]
+
+        def overlap(a: StageDef, b: StageDef, stride_1: bool = False) -> bool:
+            strides = {1} & set(a.stride) if stride_1 else set(a.stride) & set(b.stride)
+            widths = KEEP in a.out_ch or KEEP in b.out_ch or set(a.out_ch) & set(b.out_ch)
+            return bool(strides and widths and set(a.type) & set(b.type))
+
+        for q in range(len(S)):
+            for r in range(q - 1, -1, -1):  # r: the stage before q, or a skipped one between
+                if overlap(S[q], S[r], stride_1=True):
+                    return f"stages[{r}] continued by a stride-1 stages[{q}] of the same width and type"
+                if skippable[r] and overlap(S[q], S[r]):
+                    return f"stages[{q}] after a skipped stages[{r}] that could hold its first layer"
+                if not skippable[r]:
+                    break
+        return ""
+
     def _count(self) -> int:
-        stems: dict[int, int] = {}
-        rest = 1
-        for k, opts in self.stem.items():
-            if k != "out_ch":
-                rest *= len(opts)
+        """Stage by stage: states (in_ch, type of the last layer, last non-empty stage) -> number of
+        distinct layer sequences; with split: strict a transition to a stage keeps the split rules."""
+        strict = self.split == "strict"
+        S = len(self.stages)
+        skippable = [0 in s.depth for s in self.stages]
+        rest = math.prod(len(opts) for k, opts in self.stem.items() if k != "out_ch")
+        by_last: list[dict] = [dict() for _ in range(S + 1)]  # index p + 1
         for o in self.stem["out_ch"]:
-            stems[o] = stems.get(o, 0) + rest
-        states = stems
-        for s in self.stages:
-            new: dict[int, int] = {}
-            for in_ch, cnt in states.items():
-                for c_out, n in self._count_stage(s, in_ch).items():
-                    key = in_ch if c_out is None else c_out
-                    new[key] = new.get(key, 0) + cnt * n
-            states = new
-        heads = math.prod(len(v) for v in self.head.values())
-        return sum(states.values()) * heads
+            by_last[0][(o, None)] = by_last[0].get((o, None), 0) + rest
+        for q, sq in enumerate(self.stages):
+            if not any(d > 0 for d in sq.depth):
+                continue
+            incoming: dict[tuple, int] = {}  # (in_ch, prev type, last) -> count
+            for p in range(q - 1, -2, -1):
+                for (in_ch, prev), cnt in by_last[p + 1].items():
+                    k = (in_ch, prev if strict else None, p if strict else -1)
+                    incoming[k] = incoming.get(k, 0) + cnt
+                if p >= 0 and not skippable[p]:
+                    break
+            out = by_last[q + 1]
+            for (in_ch, prev, p), cnt in incoming.items():
+                parts = self._count_parts(sq, in_ch)
+                for (o, stride, btype), n in parts.items():
+                    if strict and self._split_rule(p, q, stride, in_ch, o, btype, prev):
+                        continue
+                    key = (o, btype if strict else None)
+                    out[key] = out.get(key, 0) + cnt * n
+        total = 0
+        for p in range(S - 1, -2, -1):
+            total += sum(by_last[p + 1].values())
+            if p >= 0 and not skippable[p]:
+                break
+        return total * self._count_heads()
+
+    def _count_heads(self) -> int:
+        n = 0
+        keys = list(self.head)
+        for combo in itertools.product(*(self.head[k] for k in keys)):
+            try:
+                Head(**dict(zip(keys, combo)))
+            except ArchError:
+                continue
+            n += 1
+        return n
 
     # Fields whose value is copied into the block as is and changes nothing else: they multiply
     # the count instead of being enumerated (distinct values always give distinct blocks).
     _INDEPENDENT = ("kernel", "act")
 
-    def _layer_set(self, s: StageDef, btype: str, in_ch: int, out_ch: int, stride: int,
+    @staticmethod
+    def _effective(f: str, btype: str, options: tuple) -> tuple:
+        """The options of layer field ``f`` that can give different blocks of type ``btype`` (one
+        representative per effect); the rest give blocks equal to a representative's."""
+        if f in ("expand", "mid") and btype in (*NO_MID_TYPES, "shufflev1", "shufflev2"):
+            return options[:1]
+        if f == "se" and btype not in ("mbconv", "dwsep"):
+            return options[:1]
+        if f == "skip" and btype not in RESIDUAL_TYPES:
+            return options[:1]
+        if f == "groups" and btype not in GROUP_TYPES:
+            return options[:1]
+        if f in ("opts", "padding"):
+            seen, reps = set(), []
+            for o in options:
+                eff = (tuple((k, x) for k, x in o if k in _opts_allowed(btype)) if f == "opts"
+                       else o if o in _paddings(btype) else "same")
+                if eff not in seen:
+                    seen.add(eff)
+                    reps.append(o)
+            return tuple(reps)
+        return options
+
+    def _layer_set(self, s: StageDef, btype: str, in_ch: int, out_ch: int, stride,
                    shared: tuple, first: bool) -> tuple[frozenset, int]:
         """Distinct layer specs (without the independent fields) for one layer slot given the
         stage's shared values, and the multiplicity the independent per-layer fields add.
@@ -775,45 +1003,61 @@ class Space:
         free = [f for f in s.layer if f not in skip and f not in self._INDEPENDENT]
         mult = math.prod(len(s.layer[f]) for f in self._INDEPENDENT if f in s.layer and f not in skip)
         out = set()
-        for combo in itertools.product(*(s.layer[f] for f in free)):
+        for combo in itertools.product(*(self._effective(f, btype, s.layer[f]) for f in free)):
             v = {**fixed, **dict(zip(free, combo))}
             spec = self._layer(btype, in_ch, out_ch, stride, v)
             k = (btype, stride, spec.get("mid_ch"), spec.get("se_ch"), spec.get("se_gate"),
-                 spec.get("residual"), spec.get("opts"))
-            if k not in out and _valid(tuple(sorted(spec.items())) if btype in _CHECKED else ()):
+                 spec.get("residual"), spec.get("opts"), spec.get("groups"), spec.get("padding"))
+            if k not in out and _valid(tuple(sorted(spec.items()))):
                 out.add(k)
         memo[key] = (frozenset(out), mult)
         return memo[key]
 
-    def _count_stage(self, s: StageDef, in_ch: int) -> dict[int | None, int]:
-        """{out_ch (None: stage skipped): number of distinct layer sequences} from ``in_ch``."""
-        result: dict[int | None, int] = {}
-        if 0 in s.depth:
-            result[None] = 1
+    def _count_parts(self, s: StageDef, in_ch: int) -> dict[tuple, int]:
+        """{(out_ch, stride, type): number of distinct non-empty layer sequences of stage ``s``}
+        from ``in_ch`` (sequences of different first-layer stride or type always differ)."""
+        memo = self.__dict__.setdefault("_parts_memo", {})
+        if (s.index, in_ch) in memo:
+            return memo[(s.index, in_ch)]
+        result: dict[tuple, int] = {}
         depths = [d for d in s.depth if d > 0]
-        if not depths:
-            return result
         enum = [f for f in LAYER_FIELDS if f in s.shared and f not in self._INDEPENDENT]
         indep = [f for f in self._INDEPENDENT if f in s.shared]
-        for out_ch in s.out_ch:
-            products: dict[tuple, tuple[int, int]] = {}  # (first set, rest set) -> multiplicities
+        for out_ch in s.outs(in_ch):
             for stride in s.stride:
                 for btype in s.type:
-                    for combo in itertools.product(*(s.shared[f] for f in enum)):
+                    products: dict[tuple, tuple[int, int]] = {}  # (first set, rest set) -> multiplicities
+                    reduce = "type" not in s.first  # the first layer's type may take other fields
+                    for combo in itertools.product(*(
+                            self._effective(f, btype, s.shared[f]) if reduce else s.shared[f] for f in enum)):
                         sv = tuple(zip(enum, combo))
                         a, ma = self._layer_set(s, btype, in_ch, out_ch, stride, sv, True)
+                        if not a:
+                            continue
                         r, mr = self._layer_set(s, btype, out_ch, out_ch, 1, sv, False)
                         products[(a, r)] = (ma, mr)
-            for d in depths:
-                # shared independent fields: each option is a disjoint copy, unless only the first
-                # layer exists and `first` fixes the field
-                m_shared = math.prod(len(s.shared[f]) for f in indep if not (d == 1 and f in s.first))
-                per_d = {}
-                for (a, r), (ma, mr) in products.items():
-                    per_d.setdefault((a, r if d > 1 else None), (ma, mr))
-                n = _union_of_products(list(per_d.items()), d)
-                result[out_ch] = result.get(out_ch, 0) + m_shared * n
+                    n = 0
+                    for d in depths:
+                        # shared independent fields: each option is a disjoint copy, unless only the
+                        # first layer exists and `first` fixes the field
+                        m_shared = math.prod(len(s.shared[f]) for f in indep if not (d == 1 and f in s.first))
+                        per_d = {}
+                        for (a, r), (ma, mr) in products.items():
+                            if d > 1 and not r:
+                                continue
+                            per_d.setdefault((a, r if d > 1 else None), (ma, mr))
+                        n += m_shared * _union_of_products(list(per_d.items()), d)
+                    if n:
+                        result[(out_ch, stride, btype)] = n
+        memo[(s.index, in_ch)] = result
         return result
+
+
+@functools.lru_cache(maxsize=None)
+def _paddings(btype: str) -> tuple:
+    from search_space.blocks import BLOCKS
+
+    return tuple(getattr(BLOCKS.get(btype), "paddings", ("same",)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -823,17 +1067,11 @@ def _opts_allowed(btype: str) -> frozenset:
     return frozenset(getattr(BLOCKS.get(btype), "opts_allowed", {}) or {})
 
 
-# block types whose check can reject a derived layer (all of them: the check is the type's own)
-_CHECKED = frozenset(("mbconv", "dwsep", "sandglass", "shufflev2", "*"))
-
-
 @functools.lru_cache(maxsize=None)
 def _valid(key: tuple) -> bool:
     """Whether layer fields (sorted (name, value) pairs) make a valid block (its type's check)."""
     from search_space.blocks import check_block
 
-    if not key:
-        return True
     try:
         check_block(BlockSpec(**dict(key)))
     except ArchError:
