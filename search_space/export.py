@@ -1,4 +1,5 @@
-"""Export an ``Arch`` as plain files: ``model.py`` (standalone torch code), ``model.onnx``, ``arch.yaml``.
+"""Export an ``Arch`` as plain files: ``model.py`` (standalone torch code), ``model.onnx``, ``arch.yaml``,
+and for phones ``model.tflite`` (LiteRT, through litert-torch) and ``model.pte`` (ExecuTorch, XNNPACK).
 
 ``model.py`` imports only torch.  It holds the source of the module classes the network uses, copied
 from ``search_space/modules.py`` (with the helpers they need), a network class that wires stem, blocks
@@ -7,8 +8,21 @@ from ``search_space/modules.py`` (with the helpers they need), a network class t
 
 CLI::
 
-    python -m search_space.export NAME_OR_ARCH_FILE --out DIR [--width W] [--format py,onnx,yaml]
+    python -m search_space.export NAME_OR_ARCH_FILE --out DIR [--width W] [--format py,onnx,yaml,tflite,pte]
                                   [--resolution R] [--num-classes N] [--weights FILE.pt]
+                                  [--channels-last] [--verify]
+
+Mobile formats (optional extras; asking for one without its extra is an error naming the extra):
+
+* ``tflite``: ``model.tflite`` converted by litert-torch (``pip install 'edgenas[tflite]'``), fp32,
+  batch 1.  ``--channels-last`` makes its input NHWC (``1 x R x R x C``, TFLite's native layout, no
+  transpose in the graph); by default it takes NCHW like the torch module.
+* ``pte``: ``model.pte`` lowered by ExecuTorch to its XNNPACK delegate (``pip install
+  'edgenas[executorch]'``), fp32, batch 1, NCHW input.
+
+``--verify`` runs every written model file with its own runtime (ONNX Runtime, LiteRT, ExecuTorch)
+on a random input and prints the largest absolute difference from the torch module; it fails (exit
+2) above ``VERIFY_TOLERANCE``.
 """
 from __future__ import annotations
 
@@ -22,10 +36,17 @@ from typing import Any, Iterable
 from search_space.arch import Arch, signatures
 from search_space.errors import ArchError, EdgenasError, cli_entry, field_error
 
-FORMATS = ("py", "onnx", "yaml", "pt")
+FORMATS = ("py", "onnx", "yaml", "pt")           # need only the base install
+MOBILE_FORMATS = ("tflite", "pte")               # need an optional extra each
+ALL_FORMATS = FORMATS + MOBILE_FORMATS
 DEFAULT_FORMATS = ("py", "onnx", "yaml")
-FILE_NAMES = {"py": "model.py", "onnx": "model.onnx", "yaml": "arch.yaml", "pt": "weights.pt"}
+FILE_NAMES = {"py": "model.py", "onnx": "model.onnx", "yaml": "arch.yaml", "pt": "weights.pt",
+              "tflite": "model.tflite", "pte": "model.pte"}
 ONNX_OPSET = 17
+# the pip extra and the module each mobile format needs
+EXTRAS = {"tflite": ("tflite", "litert_torch", "litert-torch"), "pte": ("executorch", "executorch.exir", "executorch"),
+          "litert": ("tflite", "ai_edge_litert.interpreter", "ai-edge-litert")}
+VERIFY_TOLERANCE = 1e-4
 
 
 class ExportError(EdgenasError):
@@ -209,24 +230,42 @@ def _check_formats(formats) -> tuple[str, ...]:
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     formats = tuple(formats)
     if not formats:
-        raise field_error(ExportError, "format", "", FORMATS)
+        raise field_error(ExportError, "format", "", ALL_FORMATS)
     for f in formats:
-        if f not in FORMATS:
-            raise field_error(ExportError, "format", f, FORMATS)
+        if f not in ALL_FORMATS:
+            raise field_error(ExportError, "format", f, ALL_FORMATS)
     return formats
 
 
-def export(arch: Arch, out_dir, formats=DEFAULT_FORMATS, num_classes: int = 1000, resolution: int = 224,
-           state_dict=None, name: str = "") -> dict[str, Path]:
-    """Write ``arch`` to ``out_dir`` in ``formats`` (py, onnx, yaml, pt); return {format: path}.
+def require(what: str):
+    """Import the module that mobile format ``what`` (tflite, pte, litert) needs, or raise an
+    ExportError naming the pip extra that provides it."""
+    import importlib
 
-    ``state_dict`` (optional) holds the framework module's weights; they go into the ONNX file and
-    ``weights.pt``.  The generated ``model.py`` is checked here: built in a fresh namespace, its
-    state_dict must have the framework module's keys and shapes.
+    extra, module, package = EXTRAS[what]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ExportError(f"format {what}: needs the {package} package, which is not installed ({exc}); "
+                          f"install it with: pip install 'edgenas[{extra}]'") from None
+
+
+def export(arch: Arch, out_dir, formats=DEFAULT_FORMATS, num_classes: int = 1000, resolution: int = 224,
+           state_dict=None, name: str = "", channels_last: bool = False, log=None) -> dict[str, Path]:
+    """Write ``arch`` to ``out_dir`` in ``formats`` (py, onnx, yaml, pt, tflite, pte); return {format: path}.
+
+    ``state_dict`` (optional) holds the framework module's weights; they go into the ONNX, TFLite and
+    .pte files and ``weights.pt``.  The generated ``model.py`` is checked here: built in a fresh
+    namespace, its state_dict must have the framework module's keys and shapes.  ``channels_last``
+    makes the TFLite model's input NHWC (the other files keep NCHW).  ``log`` (a print-like callable)
+    gets notes, e.g. the ops a .pte leaves outside the XNNPACK delegate.
     """
     import torch
 
     formats = _check_formats(formats)
+    for f in formats:  # a missing extra fails before anything is written
+        if f in MOBILE_FORMATS:
+            require(f)
     if not isinstance(arch, Arch):
         raise field_error(ExportError, "arch", type(arch).__name__, "an Arch")
     for fname, v in (("num_classes", num_classes), ("resolution", resolution)):
@@ -268,6 +307,14 @@ def export(arch: Arch, out_dir, formats=DEFAULT_FORMATS, num_classes: int = 1000
         p = out / FILE_NAMES["onnx"]
         export_onnx(model, p, resolution=resolution, in_ch=arch.stem.in_ch)
         written["onnx"] = p
+    if "tflite" in formats:
+        p = out / FILE_NAMES["tflite"]
+        p.write_bytes(tflite_bytes(model, resolution=resolution, in_ch=arch.stem.in_ch, channels_last=channels_last))
+        written["tflite"] = p
+    if "pte" in formats:
+        p = out / FILE_NAMES["pte"]
+        p.write_bytes(pte_bytes(model, resolution=resolution, in_ch=arch.stem.in_ch, log=log))
+        written["pte"] = p
     return written
 
 
@@ -287,6 +334,190 @@ def export_onnx(model, path, resolution: int = 224, in_ch: int = 3) -> None:
     onnx.checker.check_model(onnx.load(str(path)))
 
 
+def _quiet():
+    """Silence the converters' progress lines and warnings (they print to stdout/stderr)."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    @contextlib.contextmanager
+    def cm():
+        buf = io.StringIO()
+        level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            logging.root.setLevel(level)
+    return cm()
+
+
+def tflite_bytes(module, resolution=224, in_ch: int = 3, channels_last: bool = False, shape=None) -> bytes:
+    """A LiteRT flatbuffer of ``module`` (eval mode, fp32, batch 1) through litert-torch.
+
+    ``shape`` (NCHW) overrides ``(1, in_ch, resolution, resolution)``; ``resolution`` may be an
+    (H, W) pair.  With ``channels_last`` the model's input is NHWC."""
+    import os
+    import tempfile
+
+    import torch
+
+    litert_torch = require("tflite")
+    if shape is None:
+        h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+        shape = (1, in_ch, h, w)
+    module = module.eval()
+    x = torch.zeros(*shape)
+    with _quiet():
+        if channels_last:
+            module = litert_torch.to_channel_last_io(module, args=[0])
+            x = x.permute(0, 2, 3, 1).contiguous()
+        edge = litert_torch.convert(module, (x,))
+        fd, tmp = tempfile.mkstemp(suffix=".tflite")
+        os.close(fd)
+        try:
+            edge.export(tmp)
+            return Path(tmp).read_bytes()
+        finally:
+            os.unlink(tmp)
+
+
+def pte_bytes(module, resolution=224, in_ch: int = 3, shape=None, require_full_delegation: bool = False,
+              log=None) -> bytes:
+    """An ExecuTorch program of ``module`` (eval mode, fp32, batch 1, NCHW) lowered to XNNPACK.
+
+    Ops XNNPACK does not take (e.g. a ``mean`` without keepdim, ``chunk``) stay on ExecuTorch's
+    portable kernels; they are named through ``log`` (or are an error with ``require_full_delegation``)."""
+    data, left = lower_pte(module, resolution, in_ch, shape)
+    if left:
+        msg = f"ops left to ExecuTorch's portable kernels (not XNNPACK): {', '.join(sorted(set(left)))}"
+        if require_full_delegation:
+            raise ExportError(f"format pte: {msg}; allowed: modules whose every op XNNPACK supports")
+        if log is not None:
+            log(f"note: model.pte: {msg}")
+    return data
+
+
+def lower_pte(module, resolution=224, in_ch: int = 3, shape=None) -> tuple[bytes, list[str]]:
+    """(.pte bytes, names of the compute ops left outside the XNNPACK delegate)."""
+    import torch
+
+    require("pte")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    if shape is None:
+        h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+        shape = (1, in_ch, h, w)
+    x = torch.zeros(*shape)
+    with _quiet(), torch.no_grad():
+        ep = torch.export.export(module.eval(), (x,))
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        left = undelegated_ops(edge.exported_program())
+        return edge.to_executorch().buffer, left
+
+
+def undelegated_ops(exported_program) -> list[str]:
+    """Names of the compute ops of a lowered ExecuTorch graph that stayed outside the delegates."""
+    skip = ("getitem", "executorch_call_delegate", "alloc", "view", "_clone_dim_order", "clone")
+    left = []
+    for node in exported_program.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = str(getattr(node.target, "__name__", node.target))
+        if not any(s in name for s in skip):
+            left.append(name)
+    return left
+
+
+# --------------------------------------------------------------------------------------------
+# Running exported files with their own runtimes
+# --------------------------------------------------------------------------------------------
+def tflite_interpreter(model, threads: int = 1):
+    """A LiteRT interpreter (XNNPACK delegate, ``threads`` threads) of a .tflite path or bytes,
+    tensors allocated."""
+    interp_mod = require("litert")
+    with _quiet():
+        if isinstance(model, (bytes, bytearray)):
+            it = interp_mod.Interpreter(model_content=bytes(model), num_threads=threads)
+        else:
+            it = interp_mod.Interpreter(model_path=str(model), num_threads=threads)
+        it.allocate_tensors()
+    return it
+
+
+def set_executorch_threads(threads: int) -> None:
+    """Size ExecuTorch's thread pool.  A method keeps the pool size it was loaded with: call this
+    *before* loading a program (``pte_method``)."""
+    require("pte")
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+    got = portable_lib._threadpool_get_thread_count()
+    if got != threads:
+        raise ExportError(f"threads: ExecuTorch's thread pool has {got} threads after asking for {threads}")
+
+
+def pte_method(model, threads: int = 1):
+    """The loaded ``forward`` method of a .pte path or bytes, on a ``threads``-thread pool."""
+    require("pte")
+    set_executorch_threads(threads)
+    from executorch.runtime import Runtime
+
+    rt = Runtime.get()
+    program = rt.load_program(bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model))
+    return program.load_method("forward")
+
+
+def run_exported(path, x, threads: int = 1):
+    """Run an exported model file (.onnx, .tflite, .pte) on the NCHW tensor/array ``x``; return the
+    first output as a numpy array.  A channels-last .tflite gets ``x`` transposed to NHWC."""
+    import numpy as np
+
+    path = Path(path)
+    xn = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x), dtype=np.float32)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: xn})[0]
+    if path.suffix == ".tflite":
+        it = tflite_interpreter(path, threads)
+        inp = it.get_input_details()[0]
+        if tuple(inp["shape"]) != xn.shape and tuple(inp["shape"]) == (xn.shape[0], *xn.shape[2:], xn.shape[1]):
+            xn = np.ascontiguousarray(xn.transpose(0, 2, 3, 1))
+        it.set_tensor(inp["index"], xn)
+        it.invoke()
+        return np.array(it.get_tensor(it.get_output_details()[0]["index"]))
+    if path.suffix == ".pte":
+        import torch
+
+        method = pte_method(path, threads)
+        return method.execute([torch.from_numpy(xn)])[0].detach().numpy()
+    raise field_error(ExportError, "model file", path.name, "a .onnx, .tflite or .pte file")
+
+
+def verify(written: dict[str, Path], model, x) -> dict[str, float]:
+    """{format: max |runtime output - torch output|} for each written model file (onnx, tflite, pte)."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        ref = model.eval()(x).numpy()
+    out = {}
+    for fmt in ("onnx", "tflite", "pte"):
+        if fmt in written:
+            y = run_exported(written[fmt], x)
+            out[fmt] = float(np.abs(y.reshape(ref.shape) - ref).max())
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
@@ -294,11 +525,18 @@ def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
     """A zoo name, an arch file (.yaml/.yml/.json/arch string file), a net.config, or an arch string."""
     p = Path(target)
     looks_like_file = p.suffix in (".yaml", ".yml", ".json", ".txt", ".config") or "/" in target
-    if target.startswith("stem_") and not p.exists():
+
+    def exists(q: Path) -> bool:
+        try:
+            return q.exists()
+        except OSError:  # e.g. an arch string longer than a file name may be
+            return False
+
+    if target.startswith("stem_") and not exists(p):
         if width not in (None, 1.0):
             raise field_error(ArchError, "--width", width, "only with a zoo name")
         return Arch.from_string(target), "network"
-    if p.is_file():
+    if exists(p) and p.is_file():
         if width not in (None, 1.0):
             raise field_error(ArchError, "--width", width, "only with a zoo name (an arch file has explicit channels)")
         if p.suffix == ".config":
@@ -307,7 +545,7 @@ def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
             nc = read_net_config(p)
             return nc.arch, nc.name
         return Arch.load(p), p.stem if p.stem != "arch" else "network"
-    if p.exists():
+    if exists(p):
         raise ArchError(f"arch file: {target} is not a file; allowed: a .yaml/.yml/.json arch or a net.config")
     if looks_like_file:
         raise ArchError(f"arch file: {target} does not exist")
@@ -331,10 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("target", metavar="NAME_OR_ARCH_FILE", help="zoo name, arch .yaml/.json, or net.config")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--width", type=float, default=None, help="width multiplier (zoo names only)")
-    ap.add_argument("--format", default=",".join(DEFAULT_FORMATS), help=f"comma list of {', '.join(FORMATS)}")
-    ap.add_argument("--resolution", type=int, default=224, help="ONNX input resolution (default 224)")
+    ap.add_argument("--format", default=",".join(DEFAULT_FORMATS), help=f"comma list of {', '.join(ALL_FORMATS)}")
+    ap.add_argument("--resolution", type=int, default=224, help="ONNX/TFLite/.pte input resolution (default 224)")
     ap.add_argument("--num-classes", type=int, default=1000)
     ap.add_argument("--weights", default=None, help="a state_dict .pt of the framework module to export")
+    ap.add_argument("--channels-last", action="store_true", help="model.tflite takes NHWC input")
+    ap.add_argument("--verify", action="store_true",
+                    help="run each written model file with its runtime and compare with torch")
     args = ap.parse_args(argv)
     formats = _check_formats(args.format)
     arch, label = resolve_arch(args.target, args.width)
@@ -352,10 +593,24 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(state_dict, dict):
             raise field_error(ExportError, "--weights", type(state_dict).__name__, "a state_dict")
     written = export(arch, args.out, formats=formats, num_classes=args.num_classes, resolution=args.resolution,
-                     state_dict=state_dict, name=label)
+                     state_dict=state_dict, name=label, channels_last=args.channels_last, log=print)
     print(f"arch: {arch.to_string()}")
     for fmt, p in written.items():
         print(f"wrote {p}")
+    if args.verify:
+        import torch
+
+        model = arch.build(num_classes=args.num_classes).eval()
+        if state_dict is not None:
+            model.load_state_dict(state_dict)
+        x = torch.randn(1, arch.stem.in_ch, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0))
+        diffs = verify(written, model, x)
+        for fmt, d in diffs.items():
+            print(f"verify {FILE_NAMES[fmt]}: max abs diff from torch {d:.2e}")
+        bad = {f: d for f, d in diffs.items() if not d <= VERIFY_TOLERANCE}
+        if bad:
+            raise ExportError(f"verify: {', '.join(FILE_NAMES[f] for f in bad)} differ from torch by more than "
+                              f"{VERIFY_TOLERANCE:g} (max abs {max(bad.values()):.2e})")
     return 0
 
 

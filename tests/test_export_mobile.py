@@ -1,0 +1,172 @@
+"""Export to the phone runtimes: model.tflite (litert-torch -> LiteRT/XNNPACK) and model.pte (ExecuTorch,
+XNNPACK delegate), each run here with its own runtime and compared with torch; CLI; missing-extra errors.
+
+Needs the extras ``edgenas[tflite]`` and ``edgenas[executorch]``: without them these tests fail with
+the ExportError that names the extra to install (never a skip).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from search_space.arch import Arch
+from search_space.errors import EdgenasError
+from search_space.export import (ALL_FORMATS, FORMATS, ExportError, export, lower_pte, main, require, run_exported,
+                                 tflite_interpreter)
+
+RES = 64          # small input keeps conversion and runs fast; the ops are those of 224
+NUM_CLASSES = 10
+TOL = 1e-4        # max abs difference from torch, as the issue asks
+# one net holding every block family: mbconv (SE with hard-sigmoid and sigmoid gates, h-swish, swish,
+# residual), dwsep, sandglass, shufflev2 (stride 2 and the split stride-1 unit), fire, max-pool (ceil),
+# plain conv, shufflev1 (groups 3), xception, and a head with last conv + hidden layer
+MIXED = ("stem_i3_o16_k3_s2_hs"
+         "-mbconv_i16_o24_m64_k3_s2_se16h_hs"
+         "-mbconv_i24_o24_m72_k5_s1_se24s_sw_skip"
+         "-dwsep_i24_o32_k3_s1_r6"
+         "-sandglass_i32_o32_m16_k3_s1_r6_skip"
+         "-shufflev2_i32_o64_m32_k3_s2_re"
+         "-shufflev2_i64_o64_m32_k3_s1_re"
+         "-fire_i64_o64_m16_k3_s1_re"
+         "-maxpool_i64_o64_k3_s2_ceil_re"
+         "-conv_i64_o48_k1_s1_re"
+         "-shufflev1_i48_o48_m12_k3_s1_g3_re"
+         "-xception_i48_o64_m64_k3_s2_re"
+         "-head_l128_h256_hs")
+REQUIRED_TYPES = {"mbconv", "dwsep", "sandglass", "shufflev2"}
+
+
+def _trained_like_weights(model: torch.nn.Module, seed: int) -> dict:
+    """Random weights with non-trivial BN statistics, so that eval-mode BN folding matters; conv and
+    linear weights at unit-gain scale, so that the output is O(1) and depends on the input (torch's default
+    init shrinks the signal layer by layer and a 1e-4 tolerance would then say little)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("weight") and v.dim() >= 2:
+            fan_in = v[0].numel()
+            v = torch.randn(v.shape, generator=g) * (1.0 / fan_in) ** 0.5
+        elif k.endswith("running_var"):
+            v = 0.5 + torch.rand(v.shape, generator=g)
+        elif k.endswith("running_mean"):
+            v = 0.1 * torch.randn(v.shape, generator=g)
+        elif v.is_floating_point():
+            v = v + 0.05 * torch.randn(v.shape, generator=g)
+        sd[k] = v
+    return sd
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """The mixed net with trained-like weights, exported once to onnx, tflite and pte."""
+    torch.set_num_threads(1)
+    arch = Arch.from_string(MIXED)
+    model = arch.build(NUM_CLASSES).eval()
+    model.load_state_dict(_trained_like_weights(model, 0))
+    out = tmp_path_factory.mktemp("mixed")
+    notes = []
+    written = export(arch, out, formats=("onnx", "tflite", "pte", "yaml"), num_classes=NUM_CLASSES, resolution=RES,
+                     state_dict=model.state_dict(), log=notes.append)
+    x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(1))[:1]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    return arch, model, written, x, ref, notes
+
+
+def test_mixed_net_covers_the_block_families():
+    arch = Arch.from_string(MIXED)
+    assert REQUIRED_TYPES <= {b.type for b in arch.blocks}
+    assert arch.to_string() == MIXED
+
+
+def test_formats_listed():
+    assert set(ALL_FORMATS) == set(FORMATS) | {"tflite", "pte"}
+    assert "tflite" not in FORMATS and "pte" not in FORMATS  # the base set needs no extra
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "pte", "onnx"])
+def test_runtime_matches_torch(mixed, fmt):
+    arch, model, written, x, ref, _ = mixed
+    assert written[fmt].name == {"tflite": "model.tflite", "pte": "model.pte", "onnx": "model.onnx"}[fmt]
+    y = run_exported(written[fmt], x)
+    assert y.shape == (1, NUM_CLASSES)
+    assert np.abs(ref).max() > 0.1  # a real output, not one that any diff would hide in
+    diff = float(np.abs(y - ref).max())
+    assert diff < TOL, f"{fmt}: max abs diff {diff:.3g} from torch"
+    # and the runtime really computed the net: another input gives another output
+    x2 = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref2 = model(x2).numpy()
+    y2 = run_exported(written[fmt], x2)
+    sensitivity = float(np.abs(ref2 - ref).max())
+    assert np.abs(y2 - ref2).max() < TOL and np.abs(y2 - y).max() > 0.5 * sensitivity > 100 * diff
+
+
+def test_tflite_file_is_fp32_nchw_batch1(mixed):
+    written = mixed[2]
+    it = tflite_interpreter(written["tflite"])
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert tuple(inp["shape"]) == (1, 3, RES, RES) and inp["dtype"] == np.float32
+    assert tuple(out["shape"]) == (1, NUM_CLASSES) and out["dtype"] == np.float32
+    assert written["tflite"].read_bytes()[4:8] == b"TFL3"  # the TFLite flatbuffer identifier
+
+
+def test_pte_is_lowered_to_xnnpack(mixed):
+    written, notes = mixed[2], mixed[5]
+    data = written["pte"].read_bytes()
+    assert data[4:8] == b"ET12"  # ExecuTorch program flatbuffer identifier
+    assert b"XnnpackBackend" in data  # the delegate blob is in the program
+    # what stayed outside the delegate was reported (the head's mean and ShuffleNetV2's split here),
+    # and no convolution was left to the portable kernels
+    _, left = lower_pte(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval(),
+                        resolution=16)
+    assert left == []
+    assert all("convolution" not in n for n in notes)
+
+
+def test_cli_channels_last_tflite_verify(tmp_path, capsys):
+    """CLI: an arch string, --format tflite --channels-last --verify: the file takes NHWC and matches."""
+    arch = Arch.from_string(MIXED)
+    assert main([MIXED, "--out", str(tmp_path), "--format", "tflite", "--resolution", str(RES),
+                 "--num-classes", str(NUM_CLASSES), "--channels-last", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'model.tflite'}" in out
+    line = next(l for l in out.splitlines() if l.startswith("verify model.tflite"))
+    assert float(line.rsplit(" ", 1)[1]) < TOL
+    it = tflite_interpreter(tmp_path / "model.tflite")
+    assert tuple(it.get_input_details()[0]["shape"]) == (1, RES, RES, 3)
+    # run_exported transposes an NCHW input for a channels-last file; compare with torch directly
+    model = arch.build(NUM_CLASSES).eval()
+    x = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(run_exported(tmp_path / "model.tflite", x) - ref).max() < TOL
+
+
+def test_missing_extra_names_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # makes `import litert_torch` fail
+    with pytest.raises(ExportError, match=r"pip install 'edgenas\[tflite\]'"):
+        require("tflite")
+    with pytest.raises(ExportError, match=r"format tflite: needs the litert-torch package"):
+        export(Arch.from_string(MIXED), tmp_path / "x", formats=("py", "tflite"), resolution=RES)
+    assert not (tmp_path / "x").exists()  # nothing written before the check
+    monkeypatch.setitem(sys.modules, "executorch.exir", None)
+    with pytest.raises(ExportError, match=r"pip install 'edgenas\[executorch\]'"):
+        require("pte")
+    assert main(["mobilenet_v1", "--out", str(tmp_path / "y"), "--format", "pte"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: format pte: needs the executorch package") and "Traceback" not in err
+
+
+def test_bad_format_and_file_errors(tmp_path, capsys):
+    with pytest.raises(ExportError, match=r"format.*'tfl'.*tflite, pte"):
+        export(Arch.from_string(MIXED), tmp_path, formats="py,tfl")
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"x")
+    with pytest.raises(EdgenasError, match=r"model file.*allowed: a \.onnx, \.tflite or \.pte file"):
+        run_exported(bad, torch.zeros(1, 3, 8, 8))
+    assert main(["mobilenet_v1", "--out", str(tmp_path / "z"), "--format", "py,tflit"]) == 2
+    assert "error: format: got 'tflit'" in capsys.readouterr().err
