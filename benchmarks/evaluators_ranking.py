@@ -94,11 +94,22 @@ def claim(s: str, rjson: str, seed: int) -> bool:
     d = Path(tempfile.gettempdir()) / "edgenas_ranking_claims"
     d.mkdir(exist_ok=True)
     key = hashlib.sha256(f"{s}|{rjson}|{seed}".encode()).hexdigest()[:20]
+    path = d / key
+    try:                                   # a claim whose worker is gone (killed) is stale: take it over
+        pid = int(path.read_text() or 0)
+        os.kill(pid, 0)
+        return pid == os.getpid()
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        return False
     try:
-        os.close(os.open(d / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
 
 
 def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
