@@ -4,8 +4,8 @@ multi-trial strategies on our latency models and evaluators, NNI hub architectur
 * :func:`model_space` turns a :class:`~search_space.space.Space` into an NNI ``ModelSpace``: every
   decision of ``Space.encode`` becomes one ``nni.choice`` over its option indices (label
   ``"{i:03d}_{decision name}"``, the same names as the Optuna params of a search).  Freezing it with
-  a sample gives a module whose ``.arch`` is ``space.decode(codes)`` (``None``, with ``.invalid`` the
-  reason, when the codes make no valid arch) and whose forward is our built network.
+  a sample gives a module whose ``.arch`` is ``space.decode(codes)`` (``None`` when the codes make no
+  valid arch; ``.invalid`` then says why, as it does for an arch the space's ``min_input`` collapses) and whose forward is our built network.
   :func:`arch_from_sample` / :func:`sample_from_arch` convert a frozen NNI sample and an Arch.
 * :func:`run_strategy` runs NNI's ``Random``, ``RegularizedEvolution`` or ``PolicyBasedRL`` (the
   last needs ``tianshou==0.4.11`` and ``gym``) on that space in this process (NNI's sequential
@@ -98,6 +98,9 @@ def _model_space_class():
             self.invalid = ""
             try:
                 self.arch = space.decode(self.codes)
+                fits = getattr(space, "fits_input", None)
+                if fits is not None and not fits(self.arch):  # kept (it is decode's), but not usable
+                    self.invalid = f"the arch shrinks a {space.min_input}x{space.min_input} input to nothing"
             except SpaceError as exc:  # a code list that makes no valid arch: an invalid sample
                 self.arch, self.invalid = None, str(exc)
             self._net = None
@@ -185,8 +188,9 @@ def run_strategy(strategy, space, latency_model, evaluate: Callable[[Any], float
     """Run an NNI strategy (a name of :data:`STRATEGIES` or an NNI ``Strategy``) for ``trials`` models.
 
     Each model NNI submits is scored here: latency from ``latency_model`` at ``resolution``,
-    accuracy from ``evaluate(arch)``, and NNI is told MnasNet's reward.  Invalid code lists score 0.
-    Returns the trials in NNI's submission order.
+    accuracy from ``evaluate(arch)``, and NNI is told MnasNet's reward.
+    Invalid code lists score 0 and do not count towards ``trials``.  Returns the trials in NNI's
+    submission order (invalid ones with ``arch=None``).
     """
     nni = require_nni()
     import logging
@@ -203,7 +207,7 @@ def run_strategy(strategy, space, latency_model, evaluate: Callable[[Any], float
 
     def score(model) -> None:
         arch = getattr(model, "arch", None)
-        if arch is None:
+        if arch is None or getattr(model, "invalid", ""):
             out.append(Trial(None, 0.0, math.nan, 0.0))
             nni.report_final_result(0.0)
             return
@@ -218,7 +222,15 @@ def run_strategy(strategy, space, latency_model, evaluate: Callable[[Any], float
     random.seed(seed)
     np.random.seed(seed)  # PolicyBasedRL and NNI's Random without a seed draw from the global generators
     exec_space = RawFormatModelSpace(model_space(sp), FunctionalEvaluator(score))
-    engine = SequentialExecutionEngine(max_model_count=int(trials), continue_on_failure=False)
+
+    class Engine(SequentialExecutionEngine):
+        """NNI's in-process engine, its budget counted in valid archs (invalid code lists are free, as
+        in our searchers)."""
+
+        def budget_available(self) -> bool:
+            return sum(t.arch is not None for t in out) < int(trials)
+
+    engine = Engine(continue_on_failure=False)
     strat(exec_space, engine)
     return out
 

@@ -13,7 +13,8 @@ an Optuna study (SQLite in the run folder, or ``--storage``), progress goes to t
 TensorBoard (plus the controller's mean reward, baseline and entropy per update), and the run
 folder gets ``best/``, ``pareto.csv``, ``pareto.png``, ``zoo.csv`` and ``summary.json``.
 ``--trials`` counts distinct archs: an arch sampled again is not evaluated again (its recorded
-reward feeds the update), and a code list that decodes to no valid arch gets reward 0.
+reward feeds the update), and a code list that decodes to no valid arch (or to one that the space's
+``min_input`` collapses, which ``Space.sample`` would not return either) gets reward 0.
 
 The controller (weights, optimizer, baseline, sampling generator) is checkpointed after every
 update in ``<run>/controller.pt``; ``--resume`` reloads it, regenerates the interrupted batch
@@ -80,6 +81,12 @@ def identity(s: SearchSettings, cfg: PGConfig) -> dict:
     return {**ident, **cfg.to_dict()}
 
 
+def _fits(space, arch) -> bool:
+    """``space.fits_input(arch)`` where the space has it (``sample``/``mutate`` only return such archs)."""
+    fits = getattr(space, "fits_input", None)
+    return True if fits is None else bool(fits(arch))
+
+
 # ---------------------------------------------------------------------------------------------
 # The search loop
 # ---------------------------------------------------------------------------------------------
@@ -141,25 +148,29 @@ class RLSearch(Evolution):
         os.replace(tmp, self.checkpoint)  # atomic: a kill leaves the old or the new one
 
     # -- one sample -------------------------------------------------------------------------------
-    def score(self, tokens: list[int]) -> tuple[float, bool]:
-        """(reward, whether it added a trial of this batch) for one token sequence."""
+    def score(self, tokens: list[int]) -> tuple[float, str]:
+        """(reward, status) of one token sequence; status: ``new`` (a trial of this batch), ``seen``
+        (evaluated in an earlier batch) or ``invalid`` (no valid arch, not scorable, or failed: reward 0)."""
+        space = self.ctx.space
         try:
-            arch = self.ctx.space.decode(tokens)
+            arch = space.decode(tokens)
         except SpaceError:
+            arch = None
+        if arch is None or not _fits(space, arch):  # no valid arch, or one that a small input collapses in
             self.invalid += 1
-            return 0.0, False
+            return 0.0, "invalid"
         text = arch.to_string()
         if text in self.reward_of:  # evaluated before (this run, or before a resume)
-            return self.reward_of[text], self.position[text] >= self.batch_start
+            return self.reward_of[text], "new" if self.position[text] >= self.batch_start else "seen"
         if text in self.failed or not self._admissible(arch):
-            return 0.0, False
+            return 0.0, "invalid"
         rec = self.evaluate(arch)
         if rec is None:  # a FAIL trial (recorded by evaluate)
-            return 0.0, False
+            return 0.0, "invalid"
         self.position[text] = len(self.history)
         self.history.append(rec)
         self.reward_of[text] = rec.reward
-        return rec.reward, True
+        return rec.reward, "new"
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self, bar=None):
@@ -167,11 +178,12 @@ class RLSearch(Evolution):
         budget = self.ctx.settings.budget_ms
         while len(self.history) < trials:
             tokens, old_logp = self.pg.sample()
-            rewards, new = [], 0
+            rewards, new, seen = [], 0, 0
             for tok in tokens:
-                r, is_new = self.score(tok)
+                r, status = self.score(tok)
                 rewards.append(r)
-                new += is_new
+                new += status == "new"
+                seen += status == "seen"
                 if bar is not None:
                     bar.n = min(trials, len(self.history))
                     best = best_record(self.history, budget)
@@ -181,13 +193,15 @@ class RLSearch(Evolution):
                     bar.refresh()
                 if len(self.history) >= trials:
                     return self.records.complete()  # the count is reached: no update on a partial batch
-            self.stale = 0 if new else self.stale + 1
+            # stale: the policy only proposes archs it already had (invalid code lists do not count:
+            # reward 0 teaches the policy to avoid them, flattening it would not)
+            self.stale = 0 if new else self.stale + (seen > 0)
             stats = self.pg.update(tokens, rewards, old_logp)
             if self.stale >= STALE_UPDATES:  # the policy keeps proposing evaluated archs: flatten it
                 self.pg.explore = min(MAX_EXPLORE, self.pg.explore * EXPLORE_STEP)
             elif new:
                 self.pg.explore = 1.0
-            stats.update(update=self.pg.updates, new=new, explore=self.pg.explore)
+            stats.update(update=self.pg.updates, new=new, seen=seen, explore=self.pg.explore)
             self.log.append(stats)
             if self.board is not None:
                 w = self.board.writer
