@@ -149,3 +149,22 @@ def test_tree_residual_round_trip():
     assert np.mean(np.abs(both / y - 1)) < 0.5 * np.mean(np.abs(lin / y - 1))
     back = Predictor.from_dict(json.loads(json.dumps(p.to_dict())), "t")
     np.testing.assert_allclose(back.predict_rows(kinds, X), both, rtol=1e-4)  # coefs stored to 6 digits
+
+
+def test_shipped_local_cpu_target():
+    from search_space import zoo
+
+    assert "local-cpu" in latency_models.targets()
+    m = latency_models.load("local-cpu")
+    for field in ("device", "runtime", "runtime_version", "threads", "clock", "resolutions", "date", "repeats",
+                  "reference", "drift", "made_by", "made_from"):
+        assert field in m.meta, field
+    assert m.meta["runtime"] == "onnxruntime" and m.meta["threads"] == 1
+    assert {"layers_held_out", "networks_leave_one_out"} <= set(m.error)
+    assert len(m.table) >= 300 and m.predictor.residual is not None
+    v2 = m.predict(zoo.get("mobilenet_v2"))
+    assert 3.0 < v2 < 20.0  # ONNX Runtime, one thread: 7-8 ms on these VMs
+    assert m.predict(zoo.get("mobilenet_v3_small")) < v2 < m.predict(zoo.get("mobilenet_v2", 1.4))
+    for name in zoo.names():
+        rows = m.breakdown(zoo.get(name))
+        assert sum(ms for _, ms in rows) == pytest.approx(m.predict(zoo.get(name)))
