@@ -100,11 +100,6 @@ def ort_session(model_bytes_or_path, ort=None):
 # --------------------------------------------------------------------------------------------
 # Export checks
 # --------------------------------------------------------------------------------------------
-def _run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
-    sess = ort_session(path)
-    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-
-
 def _run_py(path: Path, x: torch.Tensor, state: dict, num_classes: int) -> np.ndarray:
     from search_space.export import load_generated
 
@@ -121,31 +116,43 @@ def _run_pt(path: Path, x: torch.Tensor, arch: Arch, num_classes: int) -> np.nda
         return net.eval()(x).numpy()
 
 
-def _run_tflite(path: Path, x: torch.Tensor) -> np.ndarray:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
-    it = Interpreter(model_path=str(path), num_threads=1)
-    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
-    rows = []
-    for i in range(x.shape[0]):                 # converted models usually have a fixed batch of 1
-        xi = x[i:i + 1].numpy()
-        if tuple(inp["shape"]) != xi.shape and tuple(inp["shape"]) == xi.transpose(0, 2, 3, 1).shape:
-            xi = xi.transpose(0, 2, 3, 1)       # NHWC model
-        it.resize_tensor_input(inp["index"], xi.shape) if tuple(inp["shape"]) != xi.shape else None
-        it.allocate_tensors()
-        it.set_tensor(inp["index"], xi.astype(np.float32))
-        it.invoke()
-        rows.append(it.get_tensor(outp["index"]).reshape(1, -1))
-    return np.concatenate(rows)
+def _run_file(path: Path, x: torch.Tensor) -> np.ndarray:
+    """An exported model file run by its own runtime (``search_space.export.run_exported``), one
+    image at a time for the batch-1 mobile formats."""
+    from search_space.export import run_exported
+
+    if path.suffix == ".onnx":
+        return run_exported(path, x)
+    return np.concatenate([np.asarray(run_exported(path, x[i:i + 1])).reshape(1, -1) for i in range(x.shape[0])])
 
 
-def _run_pte(path: Path, x: torch.Tensor) -> np.ndarray:
-    from executorch.runtime import Runtime
+def measure_file(path: Path, shape: tuple[int, ...], rounds: int = 5) -> dict:
+    """Batch-1, one-thread latency of an exported ``.pte`` / ``.tflite`` file with its runtime, timed
+    against the ONNX Runtime reference block like everything else."""
+    from latency_models import profile as P
+    from search_space import export as E
 
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    return np.concatenate([np.asarray(method.execute([x[i:i + 1]])[0]).reshape(1, -1) for i in range(x.shape[0])])
+    x = torch.randn(*shape)
+    if path.suffix == ".pte":
+        method = E.pte_method(path, 1)
+
+        def run():
+            method.execute([x])
+    else:
+        it = E.tflite_interpreter(path, 1)
+        inp = it.get_input_details()[0]
+        xn = x.numpy()
+        if tuple(inp["shape"]) != xn.shape:
+            xn = np.ascontiguousarray(xn.transpose(0, 2, 3, 1))
+
+        def run():
+            it.set_tensor(inp["index"], xn)
+            it.invoke()
+    P.use_clock(1)
+    ref = P.layer_runner(P.REFERENCE, "onnxruntime", 1)
+    m = P.measure_relative(run, ref.run, rounds=rounds)
+    return {"ms": round(m.ms, 4), "reference_ms": round(m.ref_ms, 4), "relative": round(m.rel, 4),
+            "spread": round(m.spread, 4), "runs": m.n, "threads": 1, "file": path.name}
 
 
 def check_exports(written: dict[str, Path], model: torch.nn.Module, arch: Arch, x: torch.Tensor,
@@ -168,15 +175,15 @@ def check_exports(written: dict[str, Path], model: torch.nn.Module, arch: Arch, 
                 out[fmt] = row
                 continue
             if fmt == "onnx":
-                got, how = _run_onnx(path, x), "onnxruntime vs torch"
+                got, how = _run_file(path, x), "onnxruntime vs torch"
             elif fmt == "py":
                 got, how = _run_py(path, x, state, num_classes), "standalone model.py + weights vs torch"
             elif fmt == "pt":
                 got, how = _run_pt(path, x, arch, num_classes), "weights.pt in arch.build() vs torch"
             elif fmt == "tflite":
-                got, how = _run_tflite(path, x), "LiteRT interpreter vs torch"
-            elif fmt in ("pte", "executorch"):
-                got, how = _run_pte(path, x), "ExecuTorch runtime vs torch"
+                got, how = _run_file(path, x), "LiteRT interpreter vs torch"
+            elif fmt == "pte":
+                got, how = _run_file(path, x), "ExecuTorch runtime (XNNPACK) vs torch"
             else:
                 row.update(check=f"no checker for format {fmt!r}", max_abs_diff=None, passed=None)
                 out[fmt] = row
@@ -255,6 +262,9 @@ def render_md(c: dict) -> str:
             L.append(f"| {b} | {res_key} | {_ms(v.get('ms'))} | {100 * v.get('spread', 0):.1f}% |")
     L += ["", "## Exported files", "", "| format | file | check | max abs diff | passed |", "|---|---|---|---|---|"]
     for f, v in c["exports"].items():
+        if v.get("file") is None:
+            L.append(f"| {f} | - | {v.get('check', '')} | n/a | n/a |")
+            continue
         d = v.get("max_abs_diff")
         L.append(f"| {f} | {v['file']} | {v.get('check', '')}{' (' + v['error'] + ')' if v.get('error') else ''} | "
                  f"{'n/a' if d is None else f'{d:.2e}'} | {v.get('passed')} |")
@@ -281,5 +291,5 @@ def render_md(c: dict) -> str:
     return "\n".join(L)
 
 
-__all__ = ["TOLERANCE", "check_exports", "machine", "measure_latency", "predicted_latency", "render_md",
+__all__ = ["TOLERANCE", "check_exports", "machine", "measure_file", "measure_latency", "predicted_latency", "render_md",
            "write_card"]

@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0)
     a("--out", default=None, help="run folder (default: next to the arch file, or runs/train/<name>-...)")
     a("--fresh", action="store_true", help="start over even if the run folder holds a checkpoint")
+    a("--formats", default="all", help="export formats, a comma list of py, onnx, yaml, pt, tflite, pte (default "
+                                       "all: the base ones and every mobile one whose extra is installed)")
     a("--resolution", type=int, default=224, help="deployment resolution for latency (default 224)")
     a("--latency-rounds", type=int, default=5, help="timing rounds per runtime (0: skip the measurement)")
     a("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         raise field_error(TrainError, "--resolution", args.resolution, "an integer >= 16")
     if args.latency_rounds < 0:
         raise field_error(TrainError, "--latency-rounds", args.latency_rounds, "an integer >= 0")
+    args.formats, args.not_exported = export_formats(args.formats)
     arch, label = resolve_arch(args.arch)
     recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
@@ -163,6 +166,30 @@ def main(argv: list[str] | None = None) -> int:
                          f"{card['export_tolerance']:g} x max(1, largest |logit|)")
     _log(f"done in {time.perf_counter() - t_start:.0f}s")
     return 0
+
+
+def export_formats(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(formats to export, {format: why not}) -- "all": the base formats and each mobile format whose
+    extra is installed; an explicit list must be installable (checked before training)."""
+    from search_space import export as E
+
+    if text.strip() == "all":
+        formats, missing = list(E.FORMATS), {}
+        for f in E.MOBILE_FORMATS:
+            try:
+                E.require(f)
+                formats.append(f)
+            except E.ExportError as exc:
+                missing[f] = str(exc)
+        return tuple(formats), missing
+    try:
+        formats = E._check_formats(text)
+    except E.ExportError as exc:
+        raise TrainError(f"--formats: {exc}") from None
+    for f in formats:
+        if f in E.MOBILE_FORMATS:
+            E.require(f)
+    return formats, {}
 
 
 def _check_supernet_arch(arch: Arch, args):
@@ -232,11 +259,13 @@ def make_card(trainer: Trainer, test: dict, label: str, args, supernet_info, arg
         raise AssertionError(f"profile() params {prof['params']} != module params {n_params}")
 
     # export every format the exporter offers, at the data resolution (what the weights were trained at)
-    _log("exporting: " + ", ".join(E.FORMATS))
-    written = E.export(arch, trainer.out / "export", formats=E.FORMATS, num_classes=data.num_classes,
-                       resolution=h, state_dict=model.state_dict(), name=label)
+    _log("exporting: " + ", ".join(args.formats))
+    written = E.export(arch, trainer.out / "export", formats=args.formats, num_classes=data.num_classes,
+                       resolution=h, state_dict=model.state_dict(), name=label, log=_log)
     x, _ = data.test.batch(torch.arange(min(8, len(data.test))))
     exports = C.check_exports(written, model, arch, x, data.num_classes)
+    for f, why in args.not_exported.items():
+        exports[f] = {"file": None, "check": f"not exported: {why}", "max_abs_diff": None, "passed": None}
 
     predicted = C.predicted_latency(arch, res)
     measured: dict[str, dict] = {}
@@ -245,6 +274,10 @@ def make_card(trainer: Trainer, test: dict, label: str, args, supernet_info, arg
         measured[str(res)] = C.measure_latency(model, res, arch.stem.in_ch, args.latency_rounds)
         if h != res and h == w:
             measured[str(h)] = C.measure_latency(model, h, arch.stem.in_ch, args.latency_rounds)
+        for f, name in (("pte", "executorch"), ("tflite", "litert")):     # the shipped mobile files themselves
+            if f in written and exports[f].get("passed"):
+                measured.setdefault(str(h), {})[name] = C.measure_file(Path(written[f]), (1, arch.stem.in_ch, h, w),
+                                                                       args.latency_rounds)
     best_val = max((r["val_top1_ema"] for r in trainer.history), default=None)
     nval = min(len(data.val), recipe.eval_images or len(data.val))
     return {

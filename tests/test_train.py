@@ -111,7 +111,8 @@ def test_evaluate_top5_only_with_more_than_5_classes(fmnist):
 def test_cli_trains_exports_and_writes_the_card(tmp_path):
     out = tmp_path / "run"
     args = ["--arch", "mobilenet_v3_small@0.35", "--epochs", "1", "--train-images", "256", "--eval-images", "300",
-            "--batch-size", "64", "--threads", "1", "--latency-rounds", "1", "--out", str(out), "--no-progress"]
+            "--batch-size", "64", "--threads", "1", "--latency-rounds", "1", "--out", str(out), "--no-progress",
+            "--formats", ",".join(E.FORMATS)]     # the mobile formats take minutes to lower; test_export_mobile has them
     r = _cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     card = json.loads((out / "card.json").read_text())
@@ -199,11 +200,28 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
         assert not (tmp_path / "o").exists()
 
 
+def test_default_formats_are_the_base_ones_and_every_installed_mobile_one():
+    from searchers.train import export_formats
+
+    formats, missing = export_formats("all")
+    assert formats[:len(E.FORMATS)] == E.FORMATS and set(formats) | set(missing) == set(E.ALL_FORMATS)
+    for f in E.MOBILE_FORMATS:
+        try:
+            E.require(f)
+            assert f in formats
+        except E.ExportError as exc:
+            assert missing[f] == str(exc) and "pip install" in missing[f]
+            with pytest.raises(E.ExportError, match="pip install"):          # asked for explicitly: refused
+                export_formats(f"py,{f}")
+    assert export_formats("onnx,yaml") == (("onnx", "yaml"), {})
+
+
 def test_bad_options_in_process(capsys):
     for args, needle in ((["--arch", "mobilenet_v3_small", "--init", "imagenet"], "--init: got 'imagenet'; allowed: scratch, supernet"),
                          (["--arch", "mobilenet_v3_small", "--optimizer", "adam"], "--optimizer: got 'adam'; allowed: sgd, rmsprop"),
                          (["--arch", "mobilenet_v3_small@0.3"], "allowed: 1.0, 0.75, 0.5, 0.35"),
                          (["--arch", "mobilenet_v3_small", "--epochs", "0"], "--epochs: got 0"),
+                         (["--arch", "mobilenet_v3_small", "--formats", "py,coreml"], "--formats: format: got 'coreml'"),
                          (["--arch", "nosuchnet"], "zoo name")):
         assert train_main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
