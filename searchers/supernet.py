@@ -44,7 +44,7 @@ The supernet is trained and scored at the data set's resolution (32x32 for Fashi
 networks unchanged (no stride adaptation).  ``mobile-unified`` holds every zoo family (four block
 types at most positions) at every width: its random archs reach 67 GMACs and 8,960 channels, so a
 supernet of all of it is impractical here.  Its supernet is built at reduced scale (``REDUCED_SCALE``):
-the archs of at most 600M MACs at 224 and 1,280 channels per layer (29 of its 36 zoo points);
+the archs of at most 600M MACs at 224 and 1,280 channels per layer (35 of its 46 zoo points);
 ``Supernet.sample`` draws training archs from that part and ``check`` refuses archs beyond it.
 
 CLI::
@@ -170,12 +170,15 @@ def position_keys(arch: Arch) -> list[str]:
     return keys
 
 
-def shared_name(local: str, pos: list[str]) -> str:
-    """Module-local state name -> supernet key (``blocks.3.dw.conv.weight`` -> ``o56.1.mbconv/dw.conv.weight``)."""
+def shared_name(local: str, pos: list[str], ndim: int | None = None) -> str:
+    """Module-local state name -> supernet key (``blocks.3.dw.conv.weight`` -> ``o56.s0.1.mbconv/dw.conv.weight``).
+    A 1x1-conv classifier (SqueezeNet's) gets its own weight, apart from the linear classifiers'."""
     if local.startswith("blocks."):
         _, i, rest = local.split(".", 2)
         return f"{pos[int(i)]}/{rest}"
     part, rest = local.split(".", 1)
+    if part == "head" and rest == "classifier.weight" and ndim == 4:
+        return "head/classifier.weight#conv"
     return f"{part}/{rest}"
 
 
@@ -252,7 +255,7 @@ class Supernet(nn.Module):
         pos = position_keys(arch)
         plan = []
         for local, t in module.state_dict(keep_vars=True).items():
-            key = shared_name(local, pos)
+            key = shared_name(local, pos, t.ndim)
             want = tuple(t.shape)
             full = self.shapes.get(key)
             if full is None:
@@ -343,8 +346,9 @@ def _arch_width(arch: Arch) -> int:
 # Reduced scale per space: mobile-unified holds every zoo family at every width (random samples reach
 # 67 GMACs and 8,960 channels; a full envelope would hold billions of weights), so its supernet covers
 # the mobile part of it: archs of at most 600M MACs at 224x224 and no layer wider than 1,280 channels
-# (29 of its 36 zoo points; not the 1,792/2,048-channel heads of MobileNetV2 1.3/1.4, MnasNet-A1 1.4,
-# MnasNet-B1 1.3, MobileNeXt 1.4, ShuffleNetV2 2.0, nor FBNet-C's 1,984).  That envelope has ~80M weights.
+# (35 of its 46 zoo points; not the 1,792/2,048-channel heads of MobileNetV2 1.3/1.4, MnasNet-A1 1.4,
+# MnasNet-B1 1.3, MobileNeXt 1.4, ShuffleNetV2 2.0, FBNet-C's 1,984, nor SqueezeNet 1.0, Xception,
+# ShuffleNetV1 g8, PP-OCR MV1-enhance).  That envelope has ~80M weights.
 REDUCED_SCALE = {"mobile-unified": {"max_channels": 1280, "max_macs": 600_000_000}}
 
 
@@ -411,7 +415,7 @@ def envelope(archs: list[Arch], num_classes: int) -> dict[str, tuple[int, ...]]:
     for a in archs:
         pos = position_keys(a)
         for local, t in _meta_module(a, num_classes).state_dict().items():
-            key = shared_name(local, pos)
+            key = shared_name(local, pos, t.ndim)
             s = tuple(t.shape)
             old = shapes.get(key)
             if old is None:
