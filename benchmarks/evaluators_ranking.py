@@ -198,9 +198,11 @@ def report(space, archs, data, seed: int, log, recipe: Recipe) -> dict:
     sn_file = DATA_DIR / f"supernet_scores_{space.name}.json"
     if sn_file.is_file():
         sn = json.loads(sn_file.read_text())
+        both = [(sn["scores"][a.to_string()], t) for a, t in zip(keep, truth) if a.to_string() in sn["scores"]]
         scores = [sn["scores"].get(a.to_string()) for a in keep]
-        if all(s is not None for s in scores):
-            res["tau"]["supernet"] = round(kendalltau(scores, truth)[0], 3)
+        if len(both) >= 3:
+            res["tau"]["supernet"] = round(kendalltau([b[0] for b in both], [b[1] for b in both])[0], 3)
+            res["supernet_n_archs"] = len(both)
             res["supernet_checkpoint_step"] = sn.get("checkpoint_step")
             res["cost"]["supernet"] = {"train_seconds": sn["train_seconds"],
                                        "mean_eval_seconds": round(sum(sn["eval_seconds"].values()) / len(sn["eval_seconds"]), 3),
@@ -225,6 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--part", choices=("all", "standalone", "supernet", "report"), default="all")
+    p.add_argument("--from-csv", action="store_true", help="supernet/report parts: use the archs of the "
+                   "stand-alone file (this recipe and seed) instead of sampling them")
     p.add_argument("--checkpoint", help="supernet part: score with this checkpoint.pt / supernet.pt instead")
     p.add_argument("--epochs", type=int, help="stand-alone recipe epochs (default: Recipe()'s)")
     p.add_argument("--worker", default="0/1", help="stand-alone worker k/n: starts at arch k*N/n (rows done "
@@ -238,8 +242,18 @@ def main(argv=None) -> int:
 
     space = load_space(args.space)
     data = load_dataset(args.dataset, seed=args.seed)
-    archs = sample_archs(space, args.n, args.seed, data)
     recipe = Recipe() if args.epochs is None else Recipe(epochs=args.epochs)
+    if args.from_csv:
+        # the archs already trained stand-alone with this recipe and seed (the space file may have
+        # changed since they were sampled; their strings are what the ground truth is about)
+        from search_space.arch import Arch
+
+        rjson = json.dumps(recipe.to_dict(), sort_keys=True)
+        rows = [r for r in read_standalone(standalone_path(data.name))
+                if r["recipe"] == rjson and r["seed"] == str(args.seed) and r["space"] == space.name]
+        archs = list({r["arch"]: Arch.from_string(r["arch"]) for r in rows}.values())
+    else:
+        archs = sample_archs(space, args.n, args.seed, data)
     log(f"{len(archs)} archs from {space.name}; {data!r}; {machine()}")
     if args.part in ("all", "standalone"):
         k, n = (int(v) for v in args.worker.split("/"))
