@@ -226,3 +226,21 @@ def test_bad_options_in_process(capsys):
         assert train_main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], (args, err)
+
+
+def test_init_supernet_default_path_trains_and_caches_the_spaces_supernet(fmnist, tmp_path, monkeypatch):
+    """Without --supernet the space's cached supernet is used, trained on first use (a tiny recipe here)."""
+    import searchers.evaluators.supernet as ES
+    from searchers.train import _supernet
+
+    tiny = S.SupernetRecipe(epochs=1, images_per_epoch=64, batch_size=32, envelope_samples=30, n_random=1,
+                            calib_batches=1, calib_batch_size=32, eval_images=48)
+    monkeypatch.setattr(ES, "default_recipe", lambda space=None, **kw: tiny)
+    monkeypatch.setenv("EDGENAS_CACHE", str(tmp_path))
+    net, info = _supernet(ToySpace(), None, fmnist, 0, False)
+    assert info["trained_now"] is True and Path(info["path"]).is_file() and info["space"] == "toy"
+    assert Path(info["path"]).is_relative_to(tmp_path)
+    again, info2 = _supernet(ToySpace(), None, fmnist, 0, False)
+    assert info2["trained_now"] is False and info2["path"] == info["path"]
+    arch = net.smallest
+    assert weights_fingerprint(supernet_model(again, arch, fmnist, 0)) == weights_fingerprint(net.extract(arch))
