@@ -115,7 +115,7 @@ class Probe:
     feasible: list = field(default_factory=list)  # archs seen within the budget (for the first population)
 
 
-def probe_budget(ctx: Context, seed: int, samples: int = 300, max_s: float = 20.0) -> Probe:
+def probe_budget(ctx: Context, seed: int, samples: int = 200, max_s: float = 8.0) -> Probe:
     """Latency of ``samples`` random archs, then a greedy walk down each decision from the fastest.
 
     Raises SearchError when even the fastest arch seen is over the budget.
@@ -131,7 +131,7 @@ def probe_budget(ctx: Context, seed: int, samples: int = 300, max_s: float = 20.
     i = min(range(len(lats)), key=lats.__getitem__)
     best_arch, best_lat = archs[i], lats[i]
     if best_lat > budget:
-        best_arch, best_lat = _greedy_fastest(ctx, best_arch, best_lat, deadline=t0 + 3 * max_s)
+        best_arch, best_lat = _greedy_fastest(ctx, best_arch, best_lat, deadline=time.perf_counter() + 2 * max_s)
     if best_lat > budget:
         raise SearchError(f"no architecture of space {space.name} reaches {budget:g} ms on {ctx.settings.target}; "
                           f"the fastest seen is {best_lat:.1f} ms")
@@ -355,7 +355,7 @@ def sqlite_path_of(url: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Workers (--workers N): N processes on one study
 # ---------------------------------------------------------------------------------------------
-def _worker_main(settings_dict: dict, worker: int, threads: int) -> int:
+def _worker_main(settings_dict: dict, worker: int, threads: int, seeds: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(threads)
@@ -364,9 +364,9 @@ def _worker_main(settings_dict: dict, worker: int, threads: int) -> int:
         ctx = make_context(s)
         records, _ = Records.open(ctx.study_name, ctx.storage, ctx.space, s.identity(), resume=True, searcher=SEARCHER)
         ctx.get_evaluator(progress=False)
-        probe = probe_budget(ctx, s.seed)
+        feasible = [ctx.arch(a) for a in seeds] if seeds else probe_budget(ctx, s.seed).feasible
         board = Board(ctx.out / "tensorboard", worker)
-        evo = Evolution(ctx, records, worker, shared=True, board=board, progress=False, seeds=probe.feasible)
+        evo = Evolution(ctx, records, worker, shared=True, board=board, progress=False, seeds=feasible)
         evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w{worker}.jsonl")
         try:
             evo.run()
@@ -379,7 +379,7 @@ def _worker_main(settings_dict: dict, worker: int, threads: int) -> int:
     return 0
 
 
-def _run_workers(ctx: Context, records: Records) -> None:
+def _run_workers(ctx: Context, records: Records, probe: Probe | None = None) -> None:
     import multiprocessing as mp
 
     from tqdm import tqdm
@@ -389,7 +389,8 @@ def _run_workers(ctx: Context, records: Records) -> None:
     threads = max(1, (os.cpu_count() or 1) // n)
     mpc = mp.get_context("spawn")
     with mpc.Pool(n) as pool:
-        results = [pool.apply_async(_worker_main, (s.to_dict(), k, threads)) for k in range(n)]
+        seeds = [a.to_string() for a in probe.feasible] if probe is not None else None
+        results = [pool.apply_async(_worker_main, (s.to_dict(), k, threads, seeds)) for k in range(n)]
         with tqdm(total=s.trials, initial=min(s.trials, records.n_complete()), desc=f"evolve x{n}", unit="arch",
                   dynamic_ncols=True, file=sys.stderr) as bar:
             while not all(r.ready() for r in results):
@@ -432,6 +433,10 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
         print(f"evolve: space {ctx.space.name}, target {s.target} at {s.resolution}, budget {s.budget_ms:g} ms, "
               f"{s.reward} reward, evaluator {s.evaluator} on {s.dataset}, {s.trials} trials, seed {s.seed}",
               file=sys.stderr)
+    from searchers.records import open_storage, sqlite_path
+
+    if s.resume or sqlite_path(ctx.storage) is None:  # nothing to resume / unreachable: say so before the probe
+        open_storage(ctx.storage, must_exist=s.resume)
     t = time.perf_counter()
     probe = probe_budget(ctx, s.seed)
     timing["probe_s"] = time.perf_counter() - t
@@ -450,7 +455,7 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
         timing["prepare_s"] = time.perf_counter() - t
         t = time.perf_counter()
         if s.workers > 1:
-            _run_workers(ctx, records)
+            _run_workers(ctx, records, probe)
         else:
             from tqdm import tqdm
 
