@@ -485,7 +485,11 @@ class Space:
             out["kernel"] = v["kernel"]
         key = "mid" if "mid" in v else "expand"
         if key in v:
-            out["mid_ch"] = self._mid(btype, in_ch, out_ch, key, v[key])
+            memo = self.__dict__.setdefault("_mid_memo", {})  # option values live as long as the space
+            mk = (btype, in_ch, out_ch, key, id(v[key]))
+            if mk not in memo:
+                memo[mk] = (self._mid(btype, in_ch, out_ch, key, v[key]), v[key])
+            out["mid_ch"] = memo[mk][0]
         if "se" in v and "mid_ch" in out:
             out["se_ch"], out["se_gate"] = self._se(btype, in_ch, out["mid_ch"], v.get("expand"), v["se"])
         if "act" in v:
@@ -637,8 +641,9 @@ class Space:
         raise _err(where, value, opts)
 
     def _note(self, b: int, msg: str, prio: int = 1) -> None:
-        """Keep the most telling failure: a field outside the allowed values (prio 2) over a shape
-        mismatch (1) over a stage tried deeper than the arch's (0); then the furthest block."""
+        """Keep the most telling failure: a field outside the allowed values (prio 2) over a broken
+        split rule (1.5, split: strict) over a shape mismatch (1) over a stage tried deeper than the
+        arch's (0); then the furthest block."""
         if (prio, b) >= self._fail[0]:
             self._fail = ((prio, b), msg)
 
@@ -663,16 +668,16 @@ class Space:
                 self._note(len(blocks), f"arch.blocks: {len(blocks)} blocks, too few for stages[{si}] "
                                         f"depth {d} (allowed depths: {allowed(s.depth)})")
                 continue
-            if d and strict:
+            part = self._encode_stage(s, di, blocks[b:b + d], b, in_ch)
+            if part is None:
+                continue
+            if d and strict:  # the layers fit the stage; may the stage start here?
                 x = blocks[b]
                 why = self._split_rule(last, si, x.stride, x.in_ch, x.out_ch, x.type,
                                        blocks[b - 1].type if b else None)
                 if why:
-                    self._note(b, f"arch.blocks[{b}]: {why}", prio=0)
+                    self._note(b, f"arch.blocks[{b}]: {why}", prio=1.5)  # over shape mismatches
                     continue
-            part = self._encode_stage(s, di, blocks[b:b + d], b, in_ch)
-            if part is None:
-                continue
             rest = self._parse(blocks, si + 1, b + d, blocks[b + d - 1].out_ch if d else in_ch,
                                si if d else last)
             if rest is not None:
@@ -941,9 +946,9 @@ class Space:
                     key = (o, btype if strict else None)
                     out[key] = out.get(key, 0) + cnt * n
         total = 0
-        for p in range(S - 1, -2, -1):
+        for p in range(S - 1, -1, -1):  # (not p = -1: an arch has at least one block)
             total += sum(by_last[p + 1].values())
-            if p >= 0 and not skippable[p]:
+            if not skippable[p]:
                 break
         return total * self._count_heads()
 
@@ -990,8 +995,12 @@ class Space:
         """Distinct layer specs (without the independent fields) for one layer slot given the
         stage's shared values, and the multiplicity the independent per-layer fields add.
         Stages with the same per-layer options and first-layer overrides share the memo."""
-        layer_sig = tuple(sorted(s.layer.items())), tuple(sorted(s.first.items())) if first else ()
-        key = (layer_sig, btype, in_ch, out_ch, stride, shared, first)
+        sigs = self.__dict__.setdefault("_layer_sigs", {})
+        if (s.index, first) not in sigs:  # stages with equal per-layer options share an id
+            text = repr((sorted(s.layer.items()), sorted(s.first.items()) if first else ()))
+            ids = self.__dict__.setdefault("_layer_sig_ids", {})
+            sigs[(s.index, first)] = ids.setdefault(text, len(ids))
+        key = (sigs[(s.index, first)], btype, in_ch, out_ch, stride, shared, first)
         memo = self.__dict__.setdefault("_set_memo", {})
         if key in memo:
             return memo[key]
@@ -1002,14 +1011,20 @@ class Space:
         skip = set(fixed) | (set(s.first) if first else set())
         free = [f for f in s.layer if f not in skip and f not in self._INDEPENDENT]
         mult = math.prod(len(s.layer[f]) for f in self._INDEPENDENT if f in s.layer and f not in skip)
-        out = set()
-        for combo in itertools.product(*(self._effective(f, btype, s.layer[f]) for f in free)):
-            v = {**fixed, **dict(zip(free, combo))}
-            spec = self._layer(btype, in_ch, out_ch, stride, v)
-            k = (btype, stride, spec.get("mid_ch"), spec.get("se_ch"), spec.get("se_gate"),
-                 spec.get("residual"), spec.get("opts"), spec.get("groups"), spec.get("padding"))
-            if k not in out and _valid(tuple(sorted(spec.items()))):
-                out.add(k)
+        combos = self.__dict__.setdefault("_combo_memo", {})
+        ckey = (s.index, btype, tuple(free))
+        if ckey not in combos:  # the free per-layer values, one representative per effect
+            combos[ckey] = [dict(zip(free, c)) for c in
+                            itertools.product(*(self._effective(f, btype, s.layer[f]) for f in free))]
+        out, bad = set(), set()
+        for combo in combos[ckey]:
+            spec = self._layer(btype, in_ch, out_ch, stride, {**fixed, **combo})
+            k = (btype, stride, spec.get("mid_ch", 0), spec.get("se_ch", 0), spec.get("se_gate", "hsigmoid"),
+                 spec.get("residual", False), spec.get("opts", ()), spec.get("groups", 1),
+                 spec.get("padding", "same"))
+            if k in out or k in bad:
+                continue
+            (out if _valid_key(k, in_ch, out_ch) else bad).add(k)
         memo[key] = (frozenset(out), mult)
         return memo[key]
 
@@ -1024,8 +1039,15 @@ class Space:
         enum = [f for f in LAYER_FIELDS if f in s.shared and f not in self._INDEPENDENT]
         indep = [f for f in self._INDEPENDENT if f in s.shared]
         for out_ch in s.outs(in_ch):
-            for stride in s.stride:
+            for stride in sorted(s.stride, key=lambda v: not isinstance(v, int)):  # ints first
                 for btype in s.type:
+                    if not isinstance(stride, int) and 2 in s.stride:
+                        # an (sH, sW) first layer differs from the stride-2 one only in its stride
+                        # field, where the block type takes a pair
+                        n = result.get((out_ch, 2, btype), 0) if _pair_stride(btype) else 0
+                        if n:
+                            result[(out_ch, stride, btype)] = n
+                        continue
                     products: dict[tuple, tuple[int, int]] = {}  # (first set, rest set) -> multiplicities
                     reduce = "type" not in s.first  # the first layer's type may take other fields
                     for combo in itertools.product(*(
@@ -1054,6 +1076,13 @@ class Space:
 
 
 @functools.lru_cache(maxsize=None)
+def _pair_stride(btype: str) -> bool:
+    from search_space.blocks import BLOCKS
+
+    return bool(getattr(BLOCKS.get(btype), "pair_stride", False))
+
+
+@functools.lru_cache(maxsize=None)
 def _paddings(btype: str) -> tuple:
     from search_space.blocks import BLOCKS
 
@@ -1068,12 +1097,15 @@ def _opts_allowed(btype: str) -> frozenset:
 
 
 @functools.lru_cache(maxsize=None)
-def _valid(key: tuple) -> bool:
-    """Whether layer fields (sorted (name, value) pairs) make a valid block (its type's check)."""
+def _valid_key(k: tuple, in_ch: int, out_ch: int) -> bool:
+    """Whether a layer-set key (type, stride, mid, se, gate, residual, opts, groups, padding) with
+    these widths is a valid block (its type's check; kernel and act are checked at parse time)."""
     from search_space.blocks import check_block
 
+    btype, stride, mid, se_ch, gate, residual, opts, groups, padding = k
     try:
-        check_block(BlockSpec(**dict(key)))
+        check_block(BlockSpec(type=btype, in_ch=in_ch, out_ch=out_ch, mid_ch=mid, stride=stride, se_ch=se_ch,
+                              se_gate=gate, residual=residual, opts=opts, groups=groups, padding=padding))
     except ArchError:
         return False
     return True

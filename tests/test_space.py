@@ -17,9 +17,9 @@ from search_space.space import load_space, space_from_dict, space_names
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SPACES = ["mobile-unified", "mnasnet", "mobilenetv3", "proxylessnas", "ofa-mbv3", "shufflenetv2"]
 
-# the zoo names the brief lists (later seed families with new block types are not in these spaces)
-ORIGINAL_ZOO = {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1",
-                "mnasnet_b1", "mnasnet_small", "proxylessnas_mobile", "fbnet_c", "shufflenet_v2", "mobilenext"}
+# the later seed families (new block types, stem/head fields, (2, 1) strides): mobile-unified holds them too
+NEW_FAMILIES = {"squeezenet1_0", "squeezenet1_1", "shufflenet_v1_g1", "shufflenet_v1_g2", "shufflenet_v1_g3",
+                "shufflenet_v1_g4", "shufflenet_v1_g8", "xception", "ppocr_mv3_small_x035", "ppocr_mv1_enhance"}
 # what each space must claim (the brief); mobile-unified claims every zoo entry
 CLAIMS = {
     "mnasnet": {("mnasnet_a1", 1.0), ("mnasnet_b1", 1.0)},
@@ -43,7 +43,8 @@ def test_zoo_entries_are_fixed_points(spaces, name):
     space = spaces[name]
     claimed = set(space.zoo_entries())
     if name == "mobile-unified":
-        assert claimed == {(n, w) for n, w in zoo.entries() if n in ORIGINAL_ZOO} and len(claimed) == 36
+        assert claimed == set(zoo.entries()) and len(claimed) == 46
+        assert NEW_FAMILIES <= {n for n, _ in claimed}
     elif name == "ofa-mbv3":
         assert claimed == set()  # its fixed points are OFA's specialized nets (next test)
     else:
@@ -123,22 +124,41 @@ def test_200_samples_build_and_run(spaces, name):
     space = spaces[name]
     rng = random.Random(0)
     x = torch.randn(1, 3, 64, 64)
-    # 200 x 5 spaces + 60 mobile-unified nets (up to 30M+ parameters): about 55 s of CPU in all
+    x32 = torch.randn(1, 3, 32, 32)
+    # 200 x 5 spaces + 60 mobile-unified nets (up to 30M+ parameters)
     n = 200 if name != "mobile-unified" else 60
     seen = set()
     with torch.no_grad():
-        for _ in range(n):
+        for i in range(n):
             arch = space.sample(rng)
             seen.add(arch.to_string())
             net = arch.build(num_classes=10).eval()
             y = net(x)
             assert y.shape == (1, 10) and torch.isfinite(y).all()
+            if name == "mobile-unified":  # min_input 32: no layer shrinks a 32x32 input to nothing
+                assert space.fits_input(arch, 32)
+                if i % 3 == 0:
+                    assert net(x32).shape == (1, 10)
     assert len(seen) == n
+
+
+def test_min_input_keeps_samples_but_not_membership(spaces):
+    space = spaces["mobile-unified"]
+    assert space.min_input == 32
+    ocr = zoo.get("ppocr_mv3_small_x035")  # four (2, 1) strides and a 2x2 pool: 64 pixels high at least
+    assert space.contains(ocr) and not space.fits_input(ocr) and space.fits_input(ocr, 64)
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(40):
+        a = space.sample(rng)
+        assert space.fits_input(a) and space.fits_input(space.mutate(a, rng))
+        kinds |= {b.type for b in a.blocks} | {str(b.stride) for b in a.blocks}
+    assert {"maxpool", "fire", "xception", "(2, 1)"} <= kinds, kinds
 
 
 def test_size_matches_brute_force_on_a_tiny_space():
     """Rounding duplicates (expand 2 vs 9/4 on 8 channels), a field meaningless for a block type
-    (SE of dwsep, pw of an expanding mbconv), a first-layer override, a skippable stage."""
+    (expand of dwsep, pw of an expanding mbconv), a first-layer override, a skippable stage."""
     tiny = space_from_dict({
         "name": "tiny", "mid_rule": "divisible", "se_rule": "mnasnet",
         "stem": {"out_ch": 8},
@@ -153,14 +173,111 @@ def test_size_matches_brute_force_on_a_tiny_space():
     card = tiny.cardinalities()
     assert card == [2, 2, 2, 2, 2, 2, 3, 3, 3, 2, 2, 2]
     distinct = {tiny.decode(list(c)).to_string() for c in itertools.product(*(range(k) for k in card))}
-    assert tiny.size() == len(distinct) == 1742
+    assert tiny.size() == len(distinct) == 1820  # dwsep takes SE (on its depthwise output)
 
 
 @pytest.mark.parametrize("name", [n for n in SPACES if n != "mobile-unified"])
 def test_size_is_exact_int(spaces, name):
-    size = spaces[name].size()
+    space = spaces[name]
+    if name == "mnasnet":  # stage 4 (stride 1) may continue stage 3 at the same width: several splits
+        assert not space.split_is_unique()
+        with pytest.raises(SpaceError) as e:
+            space.size()
+        assert "upper_bound=True" in _one_line(e) and "stages[3]" in str(e.value)
+        size = space.size(upper_bound=True)
+    else:
+        assert space.split_is_unique()
+        size = space.size()
     assert isinstance(size, int) and size > 1
-    assert size <= _product(spaces[name].cardinalities())
+    assert size <= _product(space.cardinalities())
+
+
+def test_mobile_unified_size_is_exact(spaces):
+    space = spaces["mobile-unified"]
+    assert space.split == "strict" and space.split_is_unique()
+    size = space.size()  # about 8 s of CPU
+    assert isinstance(size, int) and 10 ** 100 < size < _product(space.cardinalities())
+
+
+def _distinct(space) -> dict[str, Arch]:
+    out = {}
+    for c in itertools.product(*(range(k) for k in space.cardinalities())):
+        try:
+            a = space.decode(list(c))
+        except SpaceError:
+            continue
+        out[a.to_string()] = a
+    return out
+
+
+# split: strict on small spaces where stages can continue one another or be skipped for a later one
+STRICT_POOLS = {
+    "name": "strict-pools", "split": "strict", "mid_rule": "expand",
+    "stem": {"out_ch": 8},
+    "stages": [
+        {"depth": [0, 1, 2], "stride": 1, "out_ch": [8, 16], "type": ["mbconv", "dwsep"], "expand": [1, 2]},
+        {"depth": [0, 1], "stride": 1, "out_ch": 16, "type": ["mbconv", "fire"], "expand": [1, 4]},
+        {"depth": [0, 1], "stride": 2, "out_ch": "keep", "type": "maxpool", "padding": ["ceil", "valid"]},
+        {"depth": [0, 1, 2], "stride": [2, [2, 1]], "out_ch": 24, "type": ["mbconv", "dwsep"]},
+    ],
+    "head": {"hidden_ch": [0, 16], "classifier": ["linear", "conv"]},  # conv + hidden is no head
+}
+STRICT_SKIPS = {
+    "name": "strict-skips", "split": "strict", "mid_rule": "expand",
+    "stem": {"out_ch": [16, 24]},
+    "stages": [
+        {"depth": [0, 1, 2], "stride": 2, "out_ch": [16, 24], "type": ["mbconv", "dwsep"], "kernel": [3, 5]},
+        {"depth": [0, 1], "stride": 1, "out_ch": [16, 24], "type": "mbconv", "expand": [1, 3]},
+        {"depth": [0, 1, 2], "stride": 2, "out_ch": 24, "type": ["mbconv", "dwsep"], "first": {"kernel": 5},
+         "layer": {"expand": [1, 3]}},
+    ],
+    "head": {},
+}
+
+
+@pytest.mark.parametrize("data,n_strict,n_free", [(STRICT_POOLS, 4452, 5100), (STRICT_SKIPS, 1224, 1484)])
+def test_strict_size_matches_brute_force(data, n_strict, n_free):
+    """split: strict: every arch has one code list up to duplicate options, so size() counts archs;
+    the same stages with split: free hold more archs, some with several splits (an upper bound)."""
+    strict = space_from_dict(data)
+    archs = _distinct(strict)
+    assert strict.split_is_unique() and strict.size() == len(archs) == n_strict
+    for a in archs.values():
+        assert strict.decode(strict.encode(a)) == a
+    free = space_from_dict({**data, "split": "free"})
+    free_archs = _distinct(free)
+    assert len(free_archs) == n_free and set(archs) < set(free_archs)
+    assert not free.split_is_unique() and free.size(upper_bound=True) > n_free
+    with pytest.raises(SpaceError):
+        free.size()
+    # an arch of the free space outside the strict one: stage 1 continues stage 0 (same width,
+    # type and stride 1)
+    outside = [a for k, a in free_archs.items() if k not in archs]
+    msgs = {strict.explain(a) for a in outside}
+    assert all(m.startswith("arch.blocks") and "\n" not in m for m in msgs)
+    assert any("continuation of the previous stage" in m for m in msgs) or any("skipped" in m for m in msgs)
+
+
+def test_strict_decode_rejects_non_canonical_splits():
+    space = space_from_dict(STRICT_SKIPS)
+    names = space.decision_names()
+    assert names[:3] == ["stem.out_ch", "stages[0].depth", "stages[0].out_ch"]
+    # stage 0 skipped, stage 2 starts with a stride-2 mbconv to 24 that stage 0 offers
+    codes = [0] * len(names)
+    codes[names.index("stages[2].depth")] = 1
+    with pytest.raises(SpaceError) as e:
+        space.decode(codes)
+    assert "skipped stages[0]" in _one_line(e) and "split: strict" in str(e.value)
+    # stage 1 (stride 1, 16 -> 16, mbconv) right after stage 0 at 16 channels: a continuation
+    codes = [0] * len(names)
+    codes[names.index("stages[0].depth")] = 1
+    codes[names.index("stages[1].depth")] = 1
+    with pytest.raises(SpaceError) as e:
+        space.decode(codes)
+    assert "continuation of the previous stage" in _one_line(e)
+    codes[names.index("stages[0].depth")] = 2  # the same layers as stage 0 alone: its code list
+    arch = space.decode([c if n != "stages[1].depth" else 0 for n, c in zip(names, codes)])
+    assert space.encode(arch)[names.index("stages[0].depth")] == 2
 
 
 def _product(xs):
@@ -221,6 +338,29 @@ def test_unknown_fields_name_the_field_and_allowed_keys(tmp_path):
     with pytest.raises(SpaceError) as e:
         load_space(p)
     assert "budget" in _one_line(e) and "stages" in str(e.value)
+
+
+def test_bad_new_fields_in_yaml():
+    def make(top=None, **stage):
+        return {"stem": {"out_ch": 16}, "stages": [{"depth": 1, "out_ch": 16, **stage}], "head": {}, **(top or {})}
+
+    for top, stage, where, allowed_text in [
+            ({"split": "exact"}, {}, "split", "free, strict"),
+            ({"min_input": -1}, {}, "min_input", "integer >= 0"),
+            ({}, {"stride": [[2, 3]]}, "stages[0].stride", "[2, 1]"),
+            ({}, {"kernel": [2, 3]}, "stages[0].kernel", "maxpool or conv"),
+            ({}, {"type": ["maxpool", "mbconv"]}, "stages[0].type", "maxpool alone"),
+            ({}, {"type": "maxpool", "out_ch": "keep", "act": ["relu", "hswish"]}, "stages[0].act", "relu alone"),
+            ({}, {"out_ch": "kept"}, "stages[0].out_ch", "keep"),
+            ({}, {"padding": "reflect"}, "stages[0].padding", "same, valid, ceil"),
+            ({"split": "strict"}, {"type": "mbconv", "first": {"type": "dwsep"}}, "stages[0].first.type", "split"),
+    ]:
+        with pytest.raises(SpaceError) as e:
+            space_from_dict(make(top, **stage))
+        assert _one_line(e).startswith(where) and allowed_text in str(e.value), (top, stage, str(e.value))
+    with pytest.raises(SpaceError) as e:
+        space_from_dict({"stem": {"out_ch": 16, "padding": "full"}, "stages": [{"depth": 1, "out_ch": 16}], "head": {}})
+    assert _one_line(e).startswith("stem.padding") and "same, valid" in str(e.value)
 
 
 def test_bad_values_in_yaml():
