@@ -462,15 +462,27 @@ def set_executorch_threads(threads: int) -> None:
         raise ExportError(f"threads: ExecuTorch's thread pool has {got} threads after asking for {threads}")
 
 
-def pte_method(model, threads: int = 1):
+class PteMethod:
+    """A loaded ExecuTorch ``forward`` that keeps its program (and the program's bytes) alive: a
+    method whose program was garbage-collected crashes the process when executed."""
+
+    def __init__(self, data, program, method) -> None:
+        self._data, self._program, self._method = data, program, method
+
+    def execute(self, inputs):
+        return self._method.execute(inputs)
+
+
+def pte_method(model, threads: int = 1) -> PteMethod:
     """The loaded ``forward`` method of a .pte path or bytes, on a ``threads``-thread pool."""
     require("pte")
     set_executorch_threads(threads)
     from executorch.runtime import Runtime
 
     rt = Runtime.get()
-    program = rt.load_program(bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model))
-    return program.load_method("forward")
+    data = bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+    program = rt.load_program(data)
+    return PteMethod(data, program, program.load_method("forward"))
 
 
 def run_exported(path, x, threads: int = 1):

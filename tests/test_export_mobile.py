@@ -170,3 +170,37 @@ def test_bad_format_and_file_errors(tmp_path, capsys):
         run_exported(bad, torch.zeros(1, 3, 8, 8))
     assert main(["mobilenet_v1", "--out", str(tmp_path / "z"), "--format", "py,tflit"]) == 2
     assert "error: format: got 'tflit'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Profiler backends on the phone runtimes (latency_models.mobile_backends)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["tflite", "executorch"])
+def test_mobile_backend_times_a_layer_against_the_reference(backend, tmp_path, monkeypatch):
+    """A layer through the one signature, timed relative to the reference block on the runtime; the
+    converted files are cached by key; ExecuTorch's pool has the asked size."""
+    from latency_models import mobile_backends as MB
+    from latency_models.features import lookup_key
+    from search_space.arch import signatures
+
+    monkeypatch.setenv("EDGENAS_CACHE", str(tmp_path))
+    sig = signatures(Arch.from_string(MIXED), RES)[1]  # the SE mbconv at 32x32
+    (row,) = MB.measure_items([("layer", sig)], backend, threads=1, rounds=2)
+    assert row["key"] == lookup_key(sig) and row["kind"] == "layer"
+    # the reference (MBConv 32->192->32 at 56x56, ~44 M MACs) costs far more than this ~1 M MAC layer
+    assert 0.0 < row["rel"] < 0.5 and row["ref_ms"] > 0 and row["ms"] == pytest.approx(row["rel"] * row["ref_ms"], rel=1e-3)
+    cached = sorted(p.name for p in (tmp_path / MB.SUFFIX[backend]).iterdir() if p.suffix == f".{MB.SUFFIX[backend]}")
+    assert len(cached) == 2  # the reference and the layer
+    if backend == "executorch":
+        from executorch.extension.pybindings import portable_lib
+
+        assert portable_lib._threadpool_get_thread_count() == 1
+
+
+def test_mobile_backend_bad_name():
+    from latency_models import mobile_backends as MB
+    from search_space.errors import TargetError
+
+    with pytest.raises(TargetError, match=r"backend: got 'coreml'; allowed: tflite, executorch"):
+        MB.check_backend("coreml")
+    assert MB.main(["--arch", "mobilenet_v2", "--backend", "coreml"]) == 2
