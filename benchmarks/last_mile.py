@@ -78,6 +78,20 @@ def run_lenet(args, out: Path) -> dict:
             "wall_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def supernet_progress(path) -> dict:
+    """Steps the supernet file was trained for (a ``checkpoint.pt`` of an unfinished run holds fewer
+    than its recipe's total) and that total."""
+    import torch
+
+    from searchers.supernet import SupernetRecipe
+
+    st = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    recipe = SupernetRecipe(**st["recipe"]) if isinstance(st.get("recipe"), dict) else None
+    total = recipe.total_steps if recipe else None
+    return {"file": str(path), "steps": st.get("step", total), "total_steps": total,
+            "train_seconds": st.get("train_seconds")}
+
+
 def first_epoch_reaching(history: list[dict], level: float, key: str = "val_top1_ema") -> int | None:
     for h in history:
         if h["epoch"] > 0 and h[key] >= level:
@@ -166,7 +180,8 @@ def main(argv=None) -> int:
         "params": {k: v["params"] for k, v in runs.items()},
         "scratch_final_val": scratch_final,
         "supernet_epoch_reaching_scratch_final_val": reach,
-        "supernet": runs["supernet"]["training"].get("supernet"),
+        "supernet": {**(runs["supernet"]["training"].get("supernet") or {}),
+                     **(supernet_progress(runs["supernet"]["training"]["supernet"]["path"]))},
         "latency": {k: runs[k]["latency"] for k in ("scratch",)},
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -188,6 +203,8 @@ def main(argv=None) -> int:
         t5 = v["accuracy"].get("top5")
         print(f"{label:<28}{v['params']:>10,}{100 * v['accuracy']['top1']:>11.2f}%"
               f"{'' if t5 is None else f'{100 * t5:>11.2f}%'}{v['training']['seconds']:>10.0f}")
+    sp = result["supernet"]
+    print(f"supernet: {sp['file']} ({sp['steps']} of {sp['total_steps']} sandwich steps of its recipe)")
     print(f"supernet-init reaches the scratch run's final val top-1 ({100 * scratch_final:.2f}%) at epoch "
           f"{reach if reach is not None else 'never'} of {args.epochs}")
     for k in ("scratch", "supernet"):

@@ -171,12 +171,13 @@ def test_init_supernet_inherits_the_weights(fmnist, tmp_path):
     out = tmp_path / "run"
     r = _cli("--arch", arch.to_string(), "--init", "supernet", "--supernet", str(path), "--epochs", "1",
              "--train-images", "128", "--eval-images", "100", "--batch-size", "64", "--threads", "1",
-             "--latency-rounds", "0", "--out", str(out), "--no-progress")
+             "--latency-rounds", "0", "--out", str(out), "--no-progress", "--formats", "onnx")
     assert r.returncode == 0, r.stderr[-2000:]
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["init"] == "supernet" and card["training"]["supernet"]["path"] == str(path)
     assert card["training"]["init_weights_sha1"] == weights_fingerprint(model)
-    assert card["latency"]["measured"] == {}
+    assert card["latency"]["measured"] == {} and list(card["exports"]) == ["onnx"]
+    assert card["exports"]["onnx"]["passed"] is True
 
 
 def test_bad_input_is_one_error_line(tmp_path, capsys):
