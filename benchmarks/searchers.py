@@ -28,9 +28,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import search_quality as sq  # noqa: E402  (benchmarks/search_quality.py)
+
+def _search_quality():
+    """benchmarks/search_quality.py by path (putting benchmarks/ on sys.path would make this file
+    shadow the ``searchers`` package)."""
+    import importlib.util
+
+    name = "edgenas_bench_search_quality"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "search_quality.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+sq = _search_quality()
 
 CHECKPOINTS = (25, 50, 100, 200, 300)
 

@@ -135,7 +135,8 @@ class PGConfig:
     clip: float = 0.2            # PPO clip epsilon
     ppo_epochs: int = 4          # PPO passes per batch
     hidden: int = 64             # LSTM width
-    reward_scale: float = 10.0   # advantages are (R - b) * scale (rewards live in [0, 1])
+    reward_scale: float = 10.0   # advantages are (R - b) * scale (rewards live in [0, 1]) ...
+    normalize: bool = False      # ... or (R - b) / (moving std of R - b): scale-free
 
     def check(self) -> "PGConfig":
         if self.algo not in ALGOS:
@@ -168,6 +169,7 @@ class PolicyGradient:
         self.opt = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.generator = torch.Generator().manual_seed(self.seed + 1)
         self.baseline: float | None = None
+        self.spread: float | None = None  # moving mean of (R - b)^2 (normalize)
         self.updates = 0
         self.explore = 1.0  # > 1 while the policy keeps proposing archs already evaluated
 
@@ -188,7 +190,13 @@ class PolicyGradient:
         mean_r = float(r.mean())
         if self.baseline is None:
             self.baseline = mean_r  # first batch: its mean (no advantage for a lucky first draw)
-        adv = (r - self.baseline) * cfg.reward_scale
+        if cfg.normalize:
+            dev = float(((r - self.baseline) ** 2).mean())
+            self.spread = dev if self.spread is None else \
+                cfg.baseline_decay * self.spread + (1 - cfg.baseline_decay) * dev
+            adv = (r - self.baseline) / (math.sqrt(self.spread) + 1e-3)
+        else:
+            adv = (r - self.baseline) * cfg.reward_scale
         stats = {"reward_mean": mean_r, "baseline": self.baseline, "adv_abs": float(adv.abs().mean())}
         if cfg.algo == "reinforce":
             logp, ent = self.policy.evaluate(t)
@@ -219,7 +227,7 @@ class PolicyGradient:
     def state_dict(self) -> dict:
         return {"config": self.config.to_dict(), "seed": self.seed, "cards": list(self.cards),
                 "policy": self.policy.state_dict(), "opt": self.opt.state_dict(),
-                "generator": self.generator.get_state(), "baseline": self.baseline,
+                "generator": self.generator.get_state(), "baseline": self.baseline, "spread": self.spread,
                 "updates": self.updates, "explore": self.explore}
 
     def load_state_dict(self, state: dict) -> None:
@@ -233,6 +241,7 @@ class PolicyGradient:
         self.opt.load_state_dict(state["opt"])
         self.generator.set_state(state["generator"])
         self.baseline = state["baseline"]
+        self.spread = state.get("spread")
         self.updates = int(state["updates"])
         self.explore = float(state.get("explore", 1.0))
 

@@ -339,7 +339,10 @@ def hub_arch(space_name: str, arch_dict: dict | None = None, name: str | None = 
         try:
             net = cls.load_searched_model(name, pretrained=False)
         except (ValueError, KeyError, NotImplementedError) as exc:
-            raise NNIError(f"name: NNI's {space_name} has no searched model {name!r} ({exc})") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "Unsupported architecture" in reason:
+                raise NNIError(f"name: NNI's {space_name} has no searched model {name!r}") from None
+            raise NNIError(f"name: NNI 3.0 cannot build its own {space_name} {name!r}: {reason}") from None
         label = name
     else:
         if arch_dict is None:
