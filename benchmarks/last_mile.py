@@ -189,8 +189,9 @@ def main(argv=None) -> int:
     subset = f"{args.train_images:,} of 55,000 training images" if args.train_images else "all 55,000 training images"
     title = (f"Fashion-MNIST, {args.epochs} epochs on {subset} (32x32), same recipe\n"
              f"{mach.get('cpu', '?')}, {args.threads} thread(s), {date}")
-    plot(runs, out / "curves.png", title, "searchers.train default recipe: SGD-Nesterov, warm-up + cosine, "
-         "label smoothing 0.1, EMA 0.999, crop+flip; val = 5,000 held-out training images")
+    sp = result["supernet"]
+    plot(runs, out / "curves.png", title, f"default recipe (SGD-Nesterov, warm-up+cosine, smoothing 0.1, EMA, "
+         f"crop+flip); val: 5,000 held-out images; supernet: {sp['steps']}/{sp['total_steps']} steps")
 
     print()
     print(f"machine: {mach.get('cpu')} ({mach.get('cores')} cores), {args.threads} torch thread(s); {date}")
@@ -203,7 +204,6 @@ def main(argv=None) -> int:
         t5 = v["accuracy"].get("top5")
         print(f"{label:<28}{v['params']:>10,}{100 * v['accuracy']['top1']:>11.2f}%"
               f"{'' if t5 is None else f'{100 * t5:>11.2f}%'}{v['training']['seconds']:>10.0f}")
-    sp = result["supernet"]
     print(f"supernet: {sp['file']} ({sp['steps']} of {sp['total_steps']} sandwich steps of its recipe)")
     print(f"supernet-init reaches the scratch run's final val top-1 ({100 * scratch_final:.2f}%) at epoch "
           f"{reach if reach is not None else 'never'} of {args.epochs}")
