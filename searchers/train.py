@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from search_space.arch import Arch
-from search_space.errors import ArchError, SpaceError, cli_entry, field_error
+from search_space.errors import ArchError, EdgenasError, SpaceError, cli_entry, field_error
 from searchers.trainer import INITS, OPTIMIZERS, TrainError, Trainer, TrainRecipe, scratch_model, supernet_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         raise field_error(TrainError, "--resolution", args.resolution, "an integer >= 16")
     if args.latency_rounds < 0:
         raise field_error(TrainError, "--latency-rounds", args.latency_rounds, "an integer >= 0")
+    args.formats_all = args.formats.strip() == "all"
     args.formats, args.not_exported = export_formats(args.formats)
     arch, label = resolve_arch(args.arch)
     recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
@@ -170,17 +171,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def export_formats(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
     """(formats to export, {format: why not}) -- "all": the base formats and each mobile format whose
-    extra is installed; an explicit list must be installable (checked before training)."""
+    package is installed (looked up without importing it); an explicit list must be installable
+    (checked before training)."""
+    import importlib.util
+
     from search_space import export as E
 
     if text.strip() == "all":
         formats, missing = list(E.FORMATS), {}
         for f in E.MOBILE_FORMATS:
-            try:
-                E.require(f)
+            extra, module, package = E.EXTRAS[f]
+            if importlib.util.find_spec(module.split(".")[0]) is not None:
                 formats.append(f)
-            except E.ExportError as exc:
-                missing[f] = str(exc)
+            else:
+                missing[f] = f"needs the {package} package: pip install 'edgenas[{extra}]'"
         return tuple(formats), missing
     try:
         formats = E._check_formats(text)
@@ -260,11 +264,19 @@ def make_card(trainer: Trainer, test: dict, label: str, args, supernet_info, arg
 
     # export every format the exporter offers, at the data resolution (what the weights were trained at)
     _log("exporting: " + ", ".join(args.formats))
-    written = E.export(arch, trainer.out / "export", formats=args.formats, num_classes=data.num_classes,
-                       resolution=h, state_dict=model.state_dict(), name=label, log=_log)
+    written, failed = {}, dict(args.not_exported)
+    base = tuple(f for f in args.formats if f not in E.MOBILE_FORMATS)
+    for group in ([base] if base else []) + [(f,) for f in args.formats if f in E.MOBILE_FORMATS]:
+        try:
+            written.update(E.export(arch, trainer.out / "export", formats=group, num_classes=data.num_classes,
+                                    resolution=h, state_dict=model.state_dict(), name=label, log=_log))
+        except EdgenasError as exc:
+            if group == base or not args.formats_all:      # asked for explicitly: a failure is the user's error
+                raise
+            failed[group[0]] = str(exc)                    # "all": a broken optional extra is reported in the card
     x, _ = data.test.batch(torch.arange(min(8, len(data.test))))
     exports = C.check_exports(written, model, arch, x, data.num_classes)
-    for f, why in args.not_exported.items():
+    for f, why in failed.items():
         exports[f] = {"file": None, "check": f"not exported: {why}", "max_abs_diff": None, "passed": None}
 
     predicted = C.predicted_latency(arch, res)

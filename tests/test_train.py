@@ -210,8 +210,8 @@ def test_default_formats_are_the_base_ones_and_every_installed_mobile_one():
         try:
             E.require(f)
             assert f in formats
-        except E.ExportError as exc:
-            assert missing[f] == str(exc) and "pip install" in missing[f]
+        except E.ExportError:
+            assert "pip install 'edgenas[" in missing[f]
             with pytest.raises(E.ExportError, match="pip install"):          # asked for explicitly: refused
                 export_formats(f"py,{f}")
     assert export_formats("onnx,yaml") == (("onnx", "yaml"), {})
