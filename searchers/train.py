@@ -112,8 +112,9 @@ def _log(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     t_start = time.perf_counter()
-    if args.threads < 0:
-        raise field_error(TrainError, "--threads", args.threads, "an integer >= 0")
+    for name in ("threads", "seed"):
+        if getattr(args, name) < 0:
+            raise field_error(TrainError, f"--{name}", getattr(args, name), "an integer >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.init not in INITS:
