@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--sample-size", dest="sample_size", type=int, default=10)
-    p.add_argument("--rl-batch", dest="rl_batch", type=int, default=8)
+    p.add_argument("--rl-batch", dest="rl_batch", type=int, default=4)
     p.add_argument("--evaluator", choices=("surrogate", "proxy"), default="surrogate")
     p.add_argument("--fit", type=int, default=200, help="proxy evaluations the surrogate is fitted on")
     p.add_argument("--methods", default=",".join(METHODS))
