@@ -204,3 +204,32 @@ def test_mobile_backend_bad_name():
     with pytest.raises(TargetError, match=r"backend: got 'coreml'; allowed: tflite, executorch"):
         MB.check_backend("coreml")
     assert MB.main(["--arch", "mobilenet_v2", "--backend", "coreml"]) == 2
+
+
+def test_pixel_litert_candidate_reproduces_from_its_measurements(tmp_path):
+    """fit_pixel_litert refits the shipped candidate from the committed LiteRT measurements (no runtime
+    needed): same held-out error as recorded, the current pixel-cpu's figures recorded next to it,
+    and the 7x7-depthwise finding (MBConv k7's Pixel/LiteRT ratio far below the other types')."""
+    import json
+
+    from latency_models import fit_pixel_litert as FPL
+    from latency_models.model import LatencyModel
+
+    mpath = FPL.OUT.with_name("pixel-cpu-litert.measurements.json")
+    out = tmp_path / "cand.json"
+    assert FPL.main(["--fit-only", "--measurements", str(mpath), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    shipped = json.loads(FPL.OUT.read_text())
+    for k in ("held_out", "leave_one_group_out", "single_scale_held_out"):
+        assert got["error"][k] == shipped["error"][k]
+    assert got["error"]["held_out"]["n"] == 5
+    assert got["error"]["held_out_groups"] == ["mnasnet_small@1.0", "mobilenet_v3_small@0.75", "mobilenet_v3_small@1.0"]
+    cur = json.loads(FPL.CURRENT.read_text())["error"]
+    assert got["error"]["current_pixel_cpu"]["held_out"] == cur["held_out"]
+    s = got["meta"]["per_type_scale"]
+    assert s["mbconv_k7"] < 0.5 * min(s["mbconv_k3"], s["mbconv_k5"])
+    model = LatencyModel.from_file(out)
+    from search_space import zoo
+
+    assert 55 < model.predict(zoo.get("mobilenet_v2")) < 75  # published 64 ms (MobileNetV3 paper)
+    assert FPL.main(["--fit-only", "--measurements", str(tmp_path / "none.json"), "--out", str(out)]) == 2
