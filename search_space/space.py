@@ -422,11 +422,19 @@ class Space:
 
     def decision_names(self) -> list[str]:
         """Names of the code positions, same order as ``encode``."""
-        return [d.name for d in self.decisions if d.size > 1]
+        return list(self._cached("_names", lambda: tuple(d.name for d in self.decisions if d.size > 1)))
 
     def cardinalities(self) -> list[int]:
         """Number of options per code position (same length and order as ``encode``)."""
-        return [d.size for d in self.decisions if d.size > 1]
+        return list(self._cached("_card", lambda: tuple(d.size for d in self.decisions if d.size > 1)))
+
+    def _cached(self, key: str, make):
+        """Decisions never change after loading: derived tuples are computed once (decode and
+        sample call these in the search's inner loop)."""
+        cache = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
 
     def zoo_entries(self) -> list[tuple[str, float]]:
         """The (zoo name, width) points this space claims to contain."""
@@ -553,13 +561,12 @@ class Space:
     # -- decode --------------------------------------------------------------------------------
     def _full(self, codes) -> list[int]:
         """Code list (decisions with > 1 option) -> index for every decision."""
-        card = self.cardinalities()
+        card = self._cached("_card", lambda: tuple(d.size for d in self.decisions if d.size > 1))
         if not isinstance(codes, (list, tuple)) or len(codes) != len(card):
             n = len(codes) if isinstance(codes, (list, tuple)) else type(codes).__name__
             raise SpaceError(f"codes: got {n} values; allowed: a list of {len(card)} integers "
                              f"(space {self.name})")
         it = iter(codes)
-        names = self.decision_names()
         full = []
         k = 0
         for d in self.decisions:
@@ -568,7 +575,8 @@ class Space:
                 continue
             c = next(it)
             if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < d.size:
-                raise SpaceError(f"codes[{k}] ({names[k]}): got {c!r}; allowed: 0..{d.size - 1}")
+                raise SpaceError(f"codes[{k}] ({self.decision_names()[k]}): got {c!r}; "
+                                 f"allowed: 0..{d.size - 1}")
             full.append(int(c))
             k += 1
         return full
