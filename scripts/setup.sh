@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up of a fresh machine: the Fashion-MNIST package, a venv, torch 2.13.0 (CPU) and edgenas.
-# Idempotent: a second run only checks.  Usage: bash scripts/setup.sh [EXTRAS]  (EXTRAS: test, ...)
+# Idempotent: a second run only checks.  Usage: bash scripts/setup.sh [EXTRAS]
+# EXTRAS, comma-separated: test, tflite, executorch (pip extras of .venv), nni (its own .venv-nni).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"   # e.g. test, or test,tflite
@@ -15,10 +16,23 @@ if [ ${#debs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${debs[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-stamp=".venv/.edgenas-$(sha1sum pyproject.toml | cut -c1-12)-${extras//,/_}"
+# "nni" is not installed into .venv: NNI 3.0's pins (filelock, protobuf for its RL strategy) clash
+# with ours, so it gets its own venv that also sees .venv's packages (listed after its own).
+pip_extras=$(echo ",$extras," | sed 's/,nni,/,/g; s/^,*//; s/,*$//')
+stamp=".venv/.edgenas-$(sha1sum pyproject.toml | cut -c1-12)-${pip_extras//,/_}"
 if [ ! -f "$stamp" ]; then
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
   .venv/bin/pip install -q torch==2.13.0
-  if [ -n "$extras" ]; then .venv/bin/pip install -q -e ".[${extras}]"; else .venv/bin/pip install -q -e .; fi
+  if [ -n "$pip_extras" ]; then .venv/bin/pip install -q -e ".[${pip_extras}]"; else .venv/bin/pip install -q -e .; fi
   touch "$stamp"
 fi
+case ",$extras," in *,nni,*)
+  if [ ! -f .venv-nni/.edgenas-nni ]; then
+    [ -x .venv-nni/bin/python ] || python3 -m venv .venv-nni
+    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    nsite=$(.venv-nni/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "$site" > "$nsite/zz_edgenas.pth"
+    .venv-nni/bin/pip install -q nni==3.0 "pytorch-lightning>=2.0,<3" tianshou==0.4.11 gym==0.26.2
+    touch .venv-nni/.edgenas-nni
+  fi ;;
+esac

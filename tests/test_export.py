@@ -195,8 +195,8 @@ def test_export_rejects_bad_arguments(tmp_path):
     from search_space.errors import EdgenasError
 
     arch = from_net_config(OFA_MBV3)
-    with pytest.raises(EdgenasError, match="format: got 'tflite'; allowed: py, onnx, yaml, pt"):
-        export(arch, tmp_path, formats=("py", "tflite"))
+    with pytest.raises(EdgenasError, match="format: got 'coreml'; allowed: py, onnx, yaml, pt, tflite, pte"):
+        export(arch, tmp_path, formats=("py", "coreml"))
     with pytest.raises(EdgenasError, match="resolution: got 0"):
         export(arch, tmp_path, resolution=0)
     sd = arch.build(1000).state_dict()
@@ -259,7 +259,7 @@ def test_cli_bad_input(tmp_path, kind):
         "missing-file": [str(tmp_path / "nope.yaml")],
         "malformed-yaml": [str(tmp_path / "bad.yaml")],
         "bad-width": ["mobilenet_v1", "--width", "0.33"],
-        "bad-format": ["mobilenet_v1", "--format", "py,tflite"],
+        "bad-format": ["mobilenet_v1", "--format", "py,coreml"],
     }[kind]
     (tmp_path / "bad.yaml").write_text("stem: {out_ch: 16\nblocks: [\n")
     r = subprocess.run([sys.executable, "-m", "search_space.export", *args, "--out", str(tmp_path / "o")],
@@ -269,6 +269,6 @@ def test_cli_bad_input(tmp_path, kind):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     expect = {"unknown-zoo-name": "mobilenet_v9", "missing-file": "does not exist", "malformed-yaml": "malformed YAML",
-              "bad-width": "--width", "bad-format": "tflite", "bad-weights": "weights: do not fit"}[kind]
+              "bad-width": "--width", "bad-format": "coreml", "bad-weights": "weights: do not fit"}[kind]
     assert expect in lines[0]
     assert not (tmp_path / "o").exists()
