@@ -184,12 +184,12 @@ class RLSearch(Evolution):
                 rewards.append(r)
                 new += status == "new"
                 seen += status == "seen"
-                if bar is not None:
+                if bar is not None and status == "new":
                     bar.n = min(trials, len(self.history))
                     best = best_record(self.history, budget)
                     if best is not None:
                         bar.set_postfix_str(f"best {best.accuracy:.3f} @ {best.latency_ms:.1f} ms, "
-                                            f"update {self.pg.updates}", refresh=False)
+                                            f"update {self.pg.updates}, {self.invalid} invalid", refresh=False)
                     bar.refresh()
                 if len(self.history) >= trials:
                     return self.records.complete()  # the count is reached: no update on a partial batch
