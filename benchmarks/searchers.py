@@ -49,7 +49,7 @@ sq = _search_quality()
 CHECKPOINTS = (25, 50, 100, 200, 300)
 
 
-def run_rl(space, model, ev, reward, args, seed, algo="ppo"):
+def run_rl(space, model, ev, reward, args, seed, algo="ppo", batch=None):
     from searchers.cli_common import SearchSettings
     from searchers.controller import PGConfig, PolicyGradient
     from searchers.evolve import Context
@@ -58,7 +58,7 @@ def run_rl(space, model, ev, reward, args, seed, algo="ppo"):
 
     s = SearchSettings(target=args.target, budget_ms=reward.budget_ms, space=args.space, evaluator="bench",
                        trials=args.evals, seed=seed)
-    cfg = PGConfig(algo=algo, batch=args.rl_batch)
+    cfg = PGConfig(algo=algo, batch=batch or args.rl_batch)
     ctx = Context(s, space, model, reward, f"bench-rl-{seed}", Path("/nonexistent"), ":memory:", evaluator=ev)
     records, _ = Records.open(ctx.study_name, ":memory:", space, identity(s, cfg), resume=False, searcher="rl")
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,13 +116,14 @@ def run_optuna(space, model, ev, reward, args, seed, sampler_name):
 METHODS = {
     "evolution (ours)": sq.METHODS["evolution"],
     "RL PPO (ours)": lambda *a: run_rl(*a, algo="ppo"),
+    "RL PPO batch 1 (ours)": lambda *a: run_rl(*a, algo="ppo", batch=1),
     "RL REINFORCE (ours)": lambda *a: run_rl(*a, algo="reinforce"),
     "random": sq.METHODS["random"],
     "optuna NSGA-II": lambda *a: run_optuna(*a, "nsga2"),
     "optuna TPE": lambda *a: run_optuna(*a, "tpe"),
     "NNI RegularizedEvolution": run_nni,
 }
-OURS = ("evolution (ours)", "RL PPO (ours)", "RL REINFORCE (ours)")
+OURS = ("evolution (ours)", "RL PPO (ours)", "RL PPO batch 1 (ours)", "RL REINFORCE (ours)")
 
 
 def best_curve(hist, points):
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--sample-size", dest="sample_size", type=int, default=10)
-    p.add_argument("--rl-batch", dest="rl_batch", type=int, default=4)
+    p.add_argument("--rl-batch", dest="rl_batch", type=int, default=2)
     p.add_argument("--evaluator", choices=("surrogate", "proxy"), default="surrogate")
     p.add_argument("--fit", type=int, default=200, help="proxy evaluations the surrogate is fitted on")
     p.add_argument("--methods", default=",".join(METHODS))
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
         methods.remove("NNI RegularizedEvolution")
     points = [n for n in CHECKPOINTS if n < args.evals] + [args.evals]
     lat_ref = 2 * reward.budget_ms
-    curves = {m: {"reward": [], "hv": [], "s": []} for m in methods}
+    curves = {m: {"reward": [], "hv": [], "s": [], "best_ms": []} for m in methods}
     for seed in range(args.seeds):
         for m in methods:
             t = time.perf_counter()
@@ -235,6 +236,7 @@ def main(argv=None) -> int:
             curves[m]["reward"].append(best_curve(hist, points))
             curves[m]["hv"].append(hv_curve(hist, points, lat_ref))
             curves[m]["s"].append(time.perf_counter() - t)
+            curves[m]["best_ms"].append(max(hist)[2])
             print(f"  seed {seed} {m:26s} best reward {curves[m]['reward'][-1][-1]:.4f}  "
                   f"hypervolume {curves[m]['hv'][-1][-1]:.4f}  [{curves[m]['s'][-1]:.0f} s]", flush=True)
 
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
           f"hypervolume box: latency [0, {lat_ref:g}] ms x accuracy [0, 1]")
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M %Z')}; {time.perf_counter() - t0:.0f} s in all")
     head = "| method | " + " | ".join(f"best reward @{n}" for n in points) + f" | min..max @{points[-1]} | " \
-        f"hypervolume @{points[-1]} | min..max | s/run |"
+        f"hypervolume @{points[-1]} | min..max | ms of the best | s/run |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     med_r, med_hv = {}, {}
@@ -255,7 +257,8 @@ def main(argv=None) -> int:
         hvl = [h[-1] for h in hv]
         med_r[m], med_hv[m] = cols[-1], statistics.median(hvl)
         print(f"| {m} | " + " | ".join(f"{c:.4f}" for c in cols) + f" | {min(last):.4f}..{max(last):.4f} | "
-              f"{med_hv[m]:.4f} | {min(hvl):.4f}..{max(hvl):.4f} | {statistics.median(curves[m]['s']):.0f} |")
+              f"{med_hv[m]:.4f} | {min(hvl):.4f}..{max(hvl):.4f} | {statistics.median(curves[m]['best_ms']):.1f} | "
+              f"{statistics.median(curves[m]['s']):.0f} |")
     for m, why in skipped.items():
         print(f"| {m} | not run: {why} |")
     ours = [m for m in methods if m in OURS]
