@@ -593,31 +593,44 @@ class Space:
         for s in self.stages:
             sv = {n: pick() for n in s.shared_names}
             slots = [{f: pick() for f in LAYER_FIELDS if f in s.layer} for _ in range(s.max_depth)]
-            out_ch = in_ch if sv["out_ch"] == KEEP else sv["out_ch"]
-            if sv["depth"] and self.split == "strict":
-                why = self._split_rule(last, s.index, sv["stride"], in_ch, out_ch, sv["type"],
-                                       blocks[-1].type if blocks else None)
-                if why:
-                    raise SpaceError(f"decode: {why}")
+            new, in_ch = self._stage_blocks(s, sv, slots, in_ch, last, blocks[-1].type if blocks else None)
+            if new:
                 last = s.index
-            for j in range(sv["depth"]):
-                v = {**{f: sv[f] for f in LAYER_FIELDS if f in sv}, **slots[j]}
-                btype = sv["type"]
-                if j == 0:
-                    v.update({k: x for k, x in s.first.items() if k != "type"})
-                    btype = s.first.get("type", btype)
-                stride = sv["stride"] if j == 0 else 1
-                spec = self._layer(btype, in_ch, out_ch, stride, v)
-                try:
-                    blocks.append(BlockSpec(**spec))
-                except ArchError as exc:
-                    raise SpaceError(f"decode: stages[{s.index}] layer {j} is not a valid block: {exc}") from None
-                in_ch = out_ch
+            blocks += new
         try:
             head = Head(**{k: pick() for k in self.head})
             return Arch(stem, tuple(blocks), head)
         except ArchError as exc:
             raise SpaceError(f"decode: the codes give an invalid arch: {exc}") from None
+
+    def _stage_blocks(self, s: StageDef, sv: dict, slots: list[dict], in_ch: int, last: int,
+                      prev_type: str | None) -> tuple[list[BlockSpec], int]:
+        """The layers of stage ``s`` for its shared values ``sv`` and per-slot values ``slots`` after
+        the input width ``in_ch`` (``last``: the last non-empty stage, -1 for the stem; ``prev_type``:
+        the type of the layer before); returns (blocks, out width).  SpaceError if the split rules
+        (split: strict) refuse the stage here or a layer is not a valid block."""
+        out_ch = in_ch if sv["out_ch"] == KEEP else sv["out_ch"]
+        if not sv["depth"]:
+            return [], in_ch
+        if self.split == "strict":
+            why = self._split_rule(last, s.index, sv["stride"], in_ch, out_ch, sv["type"], prev_type)
+            if why:
+                raise SpaceError(f"decode: {why}")
+        blocks = []
+        for j in range(sv["depth"]):
+            v = {**{f: sv[f] for f in LAYER_FIELDS if f in sv}, **slots[j]}
+            btype = sv["type"]
+            if j == 0:
+                v.update({k: x for k, x in s.first.items() if k != "type"})
+                btype = s.first.get("type", btype)
+            stride = sv["stride"] if j == 0 else 1
+            spec = self._layer(btype, in_ch, out_ch, stride, v)
+            try:
+                blocks.append(BlockSpec(**spec))
+            except ArchError as exc:
+                raise SpaceError(f"decode: stages[{s.index}] layer {j} is not a valid block: {exc}") from None
+            in_ch = out_ch
+        return blocks, out_ch
 
     # -- encode --------------------------------------------------------------------------------
     def encode(self, arch: Arch) -> list[int]:
@@ -841,15 +854,77 @@ class Space:
         return arch
 
     def sample(self, rng: random.Random) -> Arch:
-        """A random arch: uniform over the code lists that give a valid arch (others are redrawn:
-        invalid blocks, a non-canonical split with split: strict, a collapse at ``min_input``)."""
-        last = None
+        """A random valid arch, drawn stage by stage (no whole-arch rejection loop): the stem's
+        choices uniformly; then, stage after stage, the stage's choices (depth, shared fields, the
+        per-layer fields of its ``depth`` layers) uniformly among those that make valid layers there,
+        keep the split rules (split: strict) and keep the input at least 1x1 at ``min_input``
+        (a stage's invalid draws are redrawn, not the whole arch); then the head's choices among the
+        valid heads.  Every valid arch of the space can be drawn (each of its stages is a valid
+        choice given the stages before it); the draw is deterministic given ``rng``'s state.
+        Slots beyond a stage's depth are not drawn (they do not change the arch)."""
+        from search_space.blocks import check_block
+
+        last_exc: Exception | None = None
         for _ in range(MAX_TRIES):
             try:
-                return self._usable(self.random_codes(rng))
-            except SpaceError as exc:
-                last = exc
-        raise SpaceError(f"sample: no valid arch in {MAX_TRIES} tries in space {self.name}: {last}")
+                return self._sample_stages(rng, check_block)
+            except SpaceError as exc:  # a dead end (e.g. no valid choice for a stage): start over
+                last_exc = exc
+        raise SpaceError(f"sample: no valid arch in {MAX_TRIES} tries in space {self.name}: {last_exc}")
+
+    def _draw(self, rng: random.Random, items: Iterable[tuple[str, tuple]]) -> dict:
+        return {k: opts[rng.randrange(len(opts))] if len(opts) > 1 else opts[0] for k, opts in items}
+
+    def _sample_stages(self, rng: random.Random, check_block) -> Arch:
+        size = self.min_input
+        tries = MAX_TRIES // 10
+        for _ in range(tries):
+            try:
+                stem = Stem(**self._draw(rng, self.stem.items()))
+                hw = stem.out_hw(size, size) if size else None
+            except (ArchError, ValueError, ZeroDivisionError):
+                continue
+            if hw is None or min(hw) >= 1:
+                break
+        else:
+            raise SpaceError(f"sample: no valid stem in {tries} draws")
+        blocks: list[BlockSpec] = []
+        in_ch, last = stem.out_ch, -1
+        for s in self.stages:
+            shared = [(n, s.options(n)) for n in s.shared_names]
+            for _ in range(tries):
+                sv = self._draw(rng, shared)
+                slots = [self._draw(rng, s.layer.items()) for _ in range(sv["depth"])]
+                try:
+                    new, out_ch = self._stage_blocks(s, sv, slots, in_ch, last,
+                                                     blocks[-1].type if blocks else None)
+                    h = hw
+                    for b in new:
+                        check_block(b)
+                        if h is not None:
+                            h = b.out_hw(*h)
+                            if min(h) < 1:
+                                raise SpaceError("collapse")
+                except (SpaceError, ArchError, ValueError, ZeroDivisionError):
+                    continue
+                break
+            else:
+                raise SpaceError(f"sample: no valid choice for stages[{s.index}] in {tries} draws")
+            if new:
+                blocks += new
+                in_ch, last, hw = out_ch, s.index, h
+        if not blocks:
+            raise SpaceError("sample: every stage skipped")
+        for _ in range(tries):
+            try:
+                head = Head(**self._draw(rng, self.head.items()))
+            except ArchError:
+                continue
+            try:
+                return Arch(stem, tuple(blocks), head)
+            except ArchError as exc:
+                raise SpaceError(f"sample: {exc}") from None
+        raise SpaceError(f"sample: no valid head in {tries} draws")
 
     def mutate(self, arch: Arch, rng: random.Random, n: int | None = None) -> Arch:
         """Change one to three decisions (``n`` if given) so that the arch differs; stays inside."""
