@@ -11,8 +11,8 @@ Scores against the number of evaluations n (median over seeds, min..max in the t
 The goal: our searchers (evolution, RL) at least as good as the best peer at ``--evals``; the script
 says where that is not so.  The evaluator is the fixed ridge surrogate of benchmarks/search_quality.py
 (fitted once to ``--fit`` proxy evaluations; its held-out R^2 is printed) or the proxy itself; the
-method runners for evolution and random search are that script's (imported, not copied); Optuna's
-is that script's with invalid code lists told to Optuna as FAIL trials and not counted.
+method runners for evolution, random search and Optuna are that script's (imported, not copied;
+Optuna's tells invalid code lists to Optuna as FAIL trials and does not count them).
 NNI's strategy needs NNI 3.0 in this interpreter (``pip install 'edgenas[nni]'``); without it that
 row says "not run" and why.
 """
@@ -77,53 +77,18 @@ def run_nni(space, model, ev, reward, args, seed):
     return [(t.reward, t.accuracy, t.latency_ms) for t in trials if t.arch is not None]
 
 
-def run_optuna(space, model, ev, reward, args, seed, sampler_name):
-    """search_quality.run_optuna, but a code list that decodes to no valid arch is told to Optuna as a
-    FAIL trial and not counted (as RL and NNI count only valid archs): since the space grew its
-    ShuffleNetV1/SqueezeNet/Xception fields, 9 in 10 uniform code lists of mobile-unified are invalid,
-    and search_quality's objective stops at the first."""
-    import optuna
-    from optuna.distributions import IntDistribution
-    from optuna.trial import TrialState
-
-    from search_space.errors import SpaceError
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cards = list(space.cardinalities())
-    dists = {f"x{i:03d}": IntDistribution(0, c - 1) for i, c in enumerate(cards)}
-    if sampler_name == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=args.population)
-        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    else:
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    out = []
-    while len(out) < args.evals:
-        trial = study.ask(dists)
-        try:
-            a = space.decode([trial.params[k] for k in dists])
-            if not space.fits_input(a):
-                raise SpaceError("collapses at min_input")
-        except SpaceError:
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        lat = float(model.predict(a, resolution=args.resolution))
-        acc = ev.evaluate(a)
-        out.append((reward(acc, lat), acc, lat))
-        study.tell(trial, (acc, lat) if sampler_name == "nsga2" else reward(acc, lat))
-    return out
-
-
 METHODS = {
     "evolution (ours)": sq.METHODS["evolution"],
+    "evolution within-budget init (ours)": sq.METHODS["evolution (within-budget init)"],
     "RL PPO (ours)": lambda *a: run_rl(*a, algo="ppo"),
     "RL PPO batch 1 (ours)": lambda *a: run_rl(*a, algo="ppo", batch=1),
     "RL REINFORCE (ours)": lambda *a: run_rl(*a, algo="reinforce"),
     "random": sq.METHODS["random"],
-    "optuna NSGA-II": lambda *a: run_optuna(*a, "nsga2"),
-    "optuna TPE": lambda *a: run_optuna(*a, "tpe"),
+    "optuna NSGA-II": sq.METHODS["optuna NSGA-II"],
+    "optuna TPE": sq.METHODS["optuna TPE"],
     "NNI RegularizedEvolution": run_nni,
 }
-OURS = ("evolution (ours)", "RL PPO (ours)", "RL PPO batch 1 (ours)", "RL REINFORCE (ours)")
+OURS = ("evolution (ours)", "evolution within-budget init (ours)", "RL PPO (ours)", "RL PPO batch 1 (ours)", "RL REINFORCE (ours)")
 
 
 def best_curve(hist, points):

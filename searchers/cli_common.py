@@ -145,8 +145,9 @@ def _scalar(text: str) -> Any:
         return text
 
 
-def load_config(ref: str) -> dict[str, Any]:
-    """Read a recipe: ``experiments/NAME.yaml``, ``NAME`` or any path; keys are option names."""
+def load_config(ref: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a recipe: ``experiments/NAME.yaml``, ``NAME`` or any path; keys are option names (the
+    shared ones, plus the searcher's own ``extra`` ones, e.g. searchers.rl's ``algo``, ``batch``)."""
     import yaml
 
     p = Path(ref)
@@ -162,10 +163,11 @@ def load_config(ref: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise OptionError(f"--config: {path} must hold a mapping of option: value")
     out = {}
-    allowed = sorted(set(OPTION_NAMES))
+    names = set(OPTION_NAMES) | set(extra)
+    allowed = sorted(names)
     for k, v in data.items():
         key = str(k).replace("-", "_")
-        if key not in OPTION_NAMES:
+        if key not in names:
             raise OptionError(f"--config: {path}: unknown option {k!r}; allowed: {', '.join(allowed)}")
         out[key] = v
     return out
@@ -176,12 +178,13 @@ OPTION_NAMES = ("target", "budget", "space", "evaluator", "dataset", "resolution
                 "eval_opts")
 
 
-def given_options(ns: argparse.Namespace) -> dict[str, Any]:
-    """The options the user gave: ``--config`` values overlaid by the command line."""
+def given_options(ns: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options the user gave: ``--config`` values overlaid by the command line.  ``extra``: the
+    searcher's own option names that a recipe may also hold."""
     cli = {k: v for k, v in vars(ns).items() if v is not None}
     merged: dict[str, Any] = {}
     if cli.get("config"):
-        merged.update(load_config(cli["config"]))
+        merged.update(load_config(cli["config"], extra))
     for k, v in cli.items():
         if k == "eval_opt":
             opts = dict(merged.get("eval_opts") or {})

@@ -17,21 +17,20 @@ youngest finished trials), and machines join through ``--storage postgresql://..
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from search_space.errors import EdgenasError, cli_entry
-from searchers.cli_common import (OptionError, SearchSettings, add_search_options, check_names,
-                                  default_study_name, given_options, resolve, sqlite_url)
-from searchers.records import Board, Records, TrialRecord, best_record, safe_url
+from searchers.cli_common import SearchSettings, add_search_options, check_names, given_options, resolve
+from searchers.records import Board, Journal, Records, TrialRecord, best_record, open_run
+from searchers.records import run_paths as records_run_paths
 from searchers.reward import Reward
 
 SEARCHER = "evolve"
@@ -49,10 +48,7 @@ class SearchError(EdgenasError):
 # ---------------------------------------------------------------------------------------------
 def run_paths(s: SearchSettings) -> tuple[str, Path, str]:
     """(study name, run folder, storage URL) from the settings."""
-    study = s.study or default_study_name(SEARCHER, s)
-    out = Path(s.out) if s.out else Path("runs") / study
-    storage = s.storage or sqlite_url(out / "study.db")
-    return study, out, storage
+    return records_run_paths(SEARCHER, s)
 
 
 @dataclass
@@ -178,6 +174,8 @@ def _greedy_fastest(ctx: Context, arch, lat: float, deadline: float, passes: int
 class Evolution:
     """Aging evolution over ``ctx.space``; trials go to ``records`` (and TensorBoard)."""
 
+    init_mode = "auto"  # first population: auto (soft reward: uniform; hard: within budget), uniform, feasible
+
     def __init__(self, ctx: Context, records: Records, worker: int = 0, shared: bool = False,
                  board: Board | None = None, progress: bool = True, seeds: list | None = None):
         self.ctx, self.records, self.worker, self.shared = ctx, records, worker, shared
@@ -194,9 +192,8 @@ class Evolution:
         self.evaluated = 0
         self.journal = None  # a local JSON-lines log of the trials this process wrote
 
-    def open_journal(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.journal = open(path, "a", buffering=1)
+    def open_journal(self) -> None:
+        self.journal = Journal(self.ctx.out, self.worker)
 
     def close(self) -> None:
         if self.journal is not None:
@@ -205,10 +202,20 @@ class Evolution:
 
     # -- proposals --------------------------------------------------------------------------------
     def _initial(self):
-        """A random arch predicted within the budget (latency is free, accuracy is not): a uniform
-        sample when some of a few dozen are within it, else a random walk from the archs the probe
-        found within it (a tight budget in a big space), else the fastest sample seen."""
+        """A member of the first population.  Soft reward: a uniform sample of the space (MnasNet's and
+        regularized evolution's start; the reward itself weighs latency, and a population spread over
+        the whole front lets the tournaments find the best trade-off).  Hard reward (or
+        ``init="feasible"``): a random arch predicted within the budget (latency is free, accuracy is
+        not): a uniform sample when some of a few dozen are within it, else a random walk from the
+        archs the probe found within it (a tight budget in a big space), else the fastest seen."""
         space, model, res, budget = self.ctx.space, self.ctx.model, self.ctx.settings.resolution, self.ctx.settings.budget_ms
+        if self.init_mode == "uniform" or (self.init_mode == "auto" and self.ctx.reward.mode == "soft"):
+            a = space.sample(self.rng)
+            for _ in range(INIT_TRIES):
+                if not self._seen(a):
+                    break
+                a = space.sample(self.rng)
+            return a
         best, best_lat = None, math.inf
         for i in range(2 * INIT_TRIES):
             if i < INIT_TRIES or not self.seeds:
@@ -311,15 +318,9 @@ class Evolution:
         self.eval_s += dt
         self.evaluated += 1
         self.failures = 0
-        r = ctx.reward(acc, lat)
-        number = self.records.add(arch, codes, acc, lat, r, breakdown, self.worker, dt)
-        rec = TrialRecord(number, text, tuple(codes), acc, lat, r, self.worker)
+        rec = self.records.record(arch, codes, acc, lat, ctx.reward(acc, lat), breakdown, self.worker, dt,
+                                  journal=self.journal, board=self.board)
         self.accuracy[text] = acc
-        if self.journal is not None:
-            self.journal.write(json.dumps({"trial": number, "worker": self.worker, "accuracy": acc,
-                                           "latency_ms": lat, "reward": r, "arch": text}) + "\n")
-        if self.board is not None:
-            self.board.trial(rec)
         return rec
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -367,7 +368,7 @@ def _worker_main(settings_dict: dict, worker: int, threads: int, seeds: list[str
         feasible = [ctx.arch(a) for a in seeds] if seeds else probe_budget(ctx, s.seed).feasible
         board = Board(ctx.out / "tensorboard", worker)
         evo = Evolution(ctx, records, worker, shared=True, board=board, progress=False, seeds=feasible)
-        evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w{worker}.jsonl")
+        evo.open_journal()
         try:
             evo.run()
         finally:
@@ -443,12 +444,8 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
     if progress:
         print(f"budget probe: fastest {probe.fastest_ms:.1f} ms; {100 * probe.feasible_fraction:.0f}% of "
               f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
-    records, created = Records.open(ctx.study_name, ctx.storage, ctx.space, s.identity(), resume=s.resume,
-                                    searcher=SEARCHER)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, s.identity(), s.resume)
     done = records.n_complete()
-    if not created:
-        print(f"study {ctx.study_name}: {done} finished trials in {safe_url(records.storage_url)}", file=sys.stderr)
     if done < s.trials:
         t = time.perf_counter()
         ctx.get_evaluator(progress)  # trains or loads the supernet once, before any worker starts
@@ -462,7 +459,7 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
             board = Board(ctx.out / "tensorboard", 0)
             own = sqlite_path_of(ctx.storage) == str((ctx.out / "study.db").resolve())
             evo = Evolution(ctx, records, 0, shared=not own, board=board, progress=progress, seeds=probe.feasible)
-            evo.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w0.jsonl")
+            evo.open_journal()
             try:
                 with tqdm(total=s.trials, initial=len(evo.history), desc="evolve", unit="arch", dynamic_ncols=True,
                           disable=not progress, file=sys.stderr) as bar:

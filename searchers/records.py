@@ -293,7 +293,29 @@ class Records:
         trial_id = storage.create_new_trial(study_id, template_trial=trial)
         return storage.get_trial_number_from_id(trial_id)
 
+    def record(self, arch, codes: Sequence[int], accuracy: float, latency_ms: float, reward: float,
+               breakdown: Iterable[tuple[str, float]] = (), worker: int = 0, eval_s: float = 0.0,
+               journal: "Journal | None" = None, board: "Board | None" = None) -> TrialRecord:
+        """Record one evaluated arch (COMPLETE), then its journal line and TensorBoard points: the one
+        way every searcher writes a finished trial.  Returns it as a :class:`TrialRecord`."""
+        number = self.add(arch, codes, accuracy, latency_ms, reward, breakdown, worker, eval_s)
+        text = arch if isinstance(arch, str) else arch.to_string()
+        rec = TrialRecord(number, text, tuple(int(c) for c in codes), float(accuracy), float(latency_ms),
+                          float(reward), int(worker))
+        if journal is not None:
+            journal.write(rec)
+        if board is not None:
+            board.trial(rec)
+        return rec
+
     # -- reading --------------------------------------------------------------------------------
+    def failed_archs(self) -> set[str]:
+        """Arch strings of the FAIL trials (an evaluator could not score them: not proposed again)."""
+        from optuna.trial import TrialState
+
+        return {t.user_attrs.get("arch", "") for t in
+                self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+
     def complete(self) -> list[TrialRecord]:
         """All finished (COMPLETE) trials, ordered by number; only new ones are converted."""
         from optuna.trial import TrialState
@@ -343,6 +365,53 @@ def best_record(records: Sequence[TrialRecord], budget_ms: float) -> TrialRecord
 
 
 # ---------------------------------------------------------------------------------------------
+# A run's folder: study name, storage, journal
+# ---------------------------------------------------------------------------------------------
+def run_paths(searcher: str, s) -> tuple[str, Path, str]:
+    """(study name, run folder, storage URL) of a search with settings ``s`` (a SearchSettings)."""
+    from searchers.cli_common import default_study_name, sqlite_url
+
+    study = s.study or default_study_name(searcher, s)
+    out = Path(s.out) if s.out else Path("runs") / study
+    storage = s.storage or sqlite_url(out / "study.db")
+    return study, out, storage
+
+
+def open_run(searcher: str, study_name: str, storage_url: str, out: Path, space, identity: dict[str, Any],
+             resume: bool, file=None) -> tuple["Records", bool]:
+    """Create or join a search's study (``Records.open``), make its run folder and, when the study
+    already had trials, say how many.  Returns (records, created)."""
+    import sys
+
+    records, created = Records.open(study_name, storage_url, space, identity, resume=resume, searcher=searcher)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    if not created:
+        print(f"study {study_name}: {records.n_complete()} finished trials in {safe_url(records.storage_url)}",
+              file=file or sys.stderr)
+    return records, created
+
+
+class Journal:
+    """A local JSON-lines log of the trials this process wrote: ``<run>/journal/<host>-<pid>-w<k>.jsonl``
+    (with a shared remote study, each machine keeps its own account)."""
+
+    def __init__(self, out: Path, worker: int = 0):
+        import os
+        import socket
+
+        self.path = Path(out) / "journal" / f"{socket.gethostname()}-{os.getpid()}-w{worker}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", buffering=1)
+
+    def write(self, rec: TrialRecord) -> None:
+        self.file.write(json.dumps({"trial": rec.number, "worker": rec.worker, "accuracy": rec.accuracy,
+                                    "latency_ms": rec.latency_ms, "reward": rec.reward, "arch": rec.arch}) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# ---------------------------------------------------------------------------------------------
 # TensorBoard
 # ---------------------------------------------------------------------------------------------
 class Board:
@@ -376,5 +445,5 @@ class Board:
         self.writer.close()
 
 
-__all__ = ["Board", "METRIC_NAMES", "Records", "StorageError", "TrialRecord", "best_record", "open_storage",
+__all__ = ["Board", "Journal", "METRIC_NAMES", "Records", "open_run", "run_paths", "StorageError", "TrialRecord", "best_record", "open_storage",
            "pareto_front", "to_record"]

@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
-from search_space.errors import EdgenasError, SpaceError, cli_entry
-from searchers.cli_common import (OptionError, SearchSettings, add_search_options, default_study_name,
-                                  given_options, resolve, sqlite_url)
+from search_space.errors import SpaceError, cli_entry
+from searchers.cli_common import OptionError, SearchSettings, add_search_options, given_options, resolve
 from searchers.controller import ALGOS, ControllerError, PGConfig, PolicyGradient
-from searchers.evolve import Context, Evolution, SearchError, make_context, probe_budget, sqlite_path_of
-from searchers.records import Board, Records, best_record, safe_url
+from searchers.evolve import Context, Evolution, make_context, probe_budget
+from searchers.records import Board, Records, best_record, open_run
+from searchers.records import run_paths as records_run_paths
 
 SEARCHER = "rl"
 CHECKPOINT = "controller.pt"
@@ -69,10 +67,7 @@ def pg_config(given: dict) -> PGConfig:
 
 
 def run_paths(s: SearchSettings) -> tuple[str, Path, str]:
-    study = s.study or default_study_name(SEARCHER, s)
-    out = Path(s.out) if s.out else Path("runs") / study
-    storage = s.storage or sqlite_url(out / "study.db")
-    return study, out, storage
+    return records_run_paths(SEARCHER, s)
 
 
 def identity(s: SearchSettings, cfg: PGConfig) -> dict:
@@ -100,17 +95,11 @@ class RLSearch(Evolution):
         self.pg, self.checkpoint = pg, Path(checkpoint)
         self.reward_of = {r.arch: r.reward for r in self.history}
         self.position = {r.arch: i for i, r in enumerate(self.history)}
-        self.failed |= self._failed_archs()  # FAIL trials of an earlier run are not evaluated again
+        self.failed |= records.failed_archs()  # FAIL trials of an earlier run are not evaluated again
         self.batch_start = 0  # history length when the current batch was sampled
         self.stale = 0
         self.invalid = 0
         self.log: list[dict] = []
-
-    def _failed_archs(self) -> set[str]:
-        from optuna.trial import TrialState
-
-        return {t.user_attrs.get("arch", "") for t in
-                self.records.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
 
     # -- checkpoints ------------------------------------------------------------------------------
     def load(self, fresh: bool) -> str:
@@ -256,12 +245,8 @@ def search(s: SearchSettings, cfg: PGConfig, progress: bool = True, zoo: bool = 
     if progress:
         print(f"budget probe: fastest {probe.fastest_ms:.1f} ms; {100 * probe.feasible_fraction:.0f}% of "
               f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
-    records, created = Records.open(ctx.study_name, ctx.storage, ctx.space, identity(s, cfg), resume=s.resume,
-                                    searcher=SEARCHER)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, identity(s, cfg), s.resume)
     done = records.n_complete()
-    if not created:
-        print(f"study {ctx.study_name}: {done} finished trials in {safe_url(records.storage_url)}", file=sys.stderr)
     pg = PolicyGradient(ctx.space.cardinalities(), cfg, seed=s.seed)
     log: list[dict] = []
     if done < s.trials:
@@ -276,7 +261,7 @@ def search(s: SearchSettings, cfg: PGConfig, progress: bool = True, zoo: bool = 
         notice = rl.load(fresh=created)
         if notice:
             print(notice, file=sys.stderr)
-        rl.open_journal(ctx.out / "journal" / f"{socket.gethostname()}-{os.getpid()}-w0.jsonl")
+        rl.open_journal()
         try:
             with tqdm(total=s.trials, initial=len(rl.history), desc=f"rl {cfg.algo}", unit="arch",
                       dynamic_ncols=True, disable=not progress, file=sys.stderr) as bar:
@@ -309,7 +294,7 @@ def search(s: SearchSettings, cfg: PGConfig, progress: bool = True, zoo: bool = 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    given = given_options(ns)
+    given = given_options(ns, extra=tuple(RL_OPTIONS))
     progress = not given.pop("no_progress", False)
     zoo = not given.pop("no_zoo", False)
     cfg = pg_config(given)

@@ -329,3 +329,23 @@ def test_config_recipes(tmp_path):
         given_options(p.parse_args(["--config", str(bad)]))
     with pytest.raises(OptionError, match=r"^--config: no recipe 'nope'; allowed: a YAML path or one of .*quick-proxy"):
         given_options(p.parse_args(["--config", "nope"]))
+
+
+def test_first_population_uniform_under_soft_reward_within_budget_under_hard(budget_ms):
+    """Soft reward: the first population is a uniform sample (MnasNet / regularized evolution);
+    hard reward: only archs predicted within the budget."""
+    from searchers.cli_common import SearchSettings
+    from searchers.evolve import Evolution, make_context, probe_budget
+    from searchers.records import Records
+
+    for mode in ("soft", "hard"):
+        s = SearchSettings(target=TARGET, budget_ms=budget_ms, space=SPACE, evaluator="proxy", reward=mode, seed=5)
+        ctx = make_context(s)
+        records, _ = Records.open(f"init-{mode}", ":memory:", ctx.space, s.identity(), resume=False, searcher="evolve")
+        evo = Evolution(ctx, records, progress=False, seeds=probe_budget(ctx, 5, samples=40, max_s=4).feasible)
+        lats = [float(ctx.model.predict(evo._initial())) for _ in range(15)]
+        over = sum(lat > budget_ms for lat in lats)
+        if mode == "soft":  # a fifth of random archs meet the budget: a uniform sample has most over it
+            assert over >= 5, lats
+        else:
+            assert over == 0, lats

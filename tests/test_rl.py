@@ -277,3 +277,26 @@ def test_resume_after_sigkill(tmp_path, budget_ms):
     assert run_main([*common, "--out", tmp_path / "u"]) == 0
     straight = [(t.user_attrs["arch"], tuple(t.values)) for t in complete(load_study(tmp_path / "u"))]
     assert straight == [(a, v) for _, a, v in after]
+
+
+def test_rl_options_from_config(tmp_path, capsys):
+    from searchers.cli_common import OptionError, given_options, resolve
+    from searchers.rl import RL_OPTIONS, build_parser, pg_config
+
+    recipe = tmp_path / "rl.yaml"
+    recipe.write_text("target: pixel-cpu\nbudget: 40ms\nalgo: reinforce\nbatch: 3\nlr: 0.01\nppo-epochs: 2\n")
+    p = build_parser()
+    given = given_options(p.parse_args(["--config", str(recipe), "--batch", "5"]), extra=tuple(RL_OPTIONS))
+    cfg = pg_config(given)
+    s = resolve(given)
+    assert (cfg.algo, cfg.batch, cfg.lr, cfg.ppo_epochs, s.budget_ms) == ("reinforce", 5, 0.01, 2, 40.0)  # CLI wins
+    recipe.write_text("target: pixel-cpu\nbudget: 40ms\nalgo: a3c\n")
+    assert _bad(["--config", str(recipe), *FAST], capsys) == "error: --algo: got 'a3c'; allowed: ppo, reinforce"
+    recipe.write_text("target: pixel-cpu\nbudget: 40ms\nbatch: 0\n")
+    assert _bad(["--config", str(recipe), *FAST], capsys) == "error: --batch: got 0; allowed: an integer >= 1"
+    # evolution's recipes do not take the controller's options
+    from searchers.evolve import build_parser as evolve_parser
+
+    recipe.write_text("target: pixel-cpu\nbudget: 40ms\nalgo: ppo\n")
+    with pytest.raises(OptionError, match=r"unknown option 'algo'"):
+        given_options(evolve_parser().parse_args(["--config", str(recipe)]))
