@@ -133,13 +133,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="mobilenet_v3_small")
     ap.add_argument("--epochs", type=int, default=TrainRecipe().epochs, help="default: the trainer's default")
-    ap.add_argument("--train-images", type=int, default=10000, help="fixed random training subset (0: all 55,000)")
+    ap.add_argument("--train-images", type=int, default=0, help="fixed random training subset (default 0: all 55,000)")
     ap.add_argument("--eval-images", type=int, default=0, help="0: the full val / test splits")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--latency-rounds", type=int, default=5)
     ap.add_argument("--supernet", default=None, help="a trained mobile-unified supernet.pt (default: the cached one)")
     ap.add_argument("--wait-supernet", type=float, default=0.0,
                     help="seconds to wait for --supernet to appear (another process may be training it)")
+    ap.add_argument("--supernet-ready-file", default=None,
+                    help="wait (up to --wait-supernet s) for this file; its first line is the supernet.pt path "
+                         "(or the folder holding it)")
     ap.add_argument("--out", default="runs/bench-last-mile")
     ap.add_argument("--quick", action="store_true", help="2 epochs of 1,000 images, 1,000 eval images")
     args = ap.parse_args(argv)
@@ -156,6 +159,17 @@ def main(argv=None) -> int:
     runs["scratch"] = run_cli("scratch", args, out, ["--init", "scratch"])
     runs["lenet"] = run_lenet(args, out)
     extra = ["--init", "supernet"]
+    if args.supernet_ready_file and not args.supernet:
+        ready = Path(args.supernet_ready_file)
+        deadline = time.time() + args.wait_supernet
+        while not ready.is_file() and time.time() < deadline:
+            time.sleep(30)
+        if not ready.is_file():
+            raise SystemExit(f"supernet: {ready} did not appear within {args.wait_supernet:.0f}s")
+        words = ready.read_text().split()
+        sp = Path(words[0]) if words else ready
+        args.supernet = str(sp / "supernet.pt" if sp.is_dir() else sp)
+        print(f"supernet ready: {args.supernet}", flush=True)
     if args.supernet:
         sp = Path(args.supernet)
         deadline = time.time() + args.wait_supernet

@@ -101,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     a("--latency-rounds", type=int, default=5, help="timing rounds per runtime (0: skip the measurement)")
     a("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
     a("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("scale (see docs/scale.md)")
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--amp", action="store_true", help="float16 autocast + grad scaler (CUDA only; no-op on CPU)")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
+    g.add_argument("--accum", type=int, default=1, help="gradient accumulation: shards per process and step "
+                                                       "(the global batch stays --batch-size)")
+    g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: epoch ends)")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA + NCCL only)")
+    g.add_argument("--backend", default=None, help="under torchrun: nccl or gloo (default: nccl with CUDA)")
     return p
 
 
@@ -125,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         raise field_error(TrainError, "--resolution", args.resolution, "an integer >= 16")
     if args.latency_rounds < 0:
         raise field_error(TrainError, "--latency-rounds", args.latency_rounds, "an integer >= 0")
+    for name in ("accum", "checkpoint_every"):
+        if getattr(args, name) < (1 if name == "accum" else 0):
+            raise field_error(TrainError, f"--{name.replace('_', '-')}", getattr(args, name),
+                              "an integer >= 1" if name == "accum" else "an integer >= 0")
     args.formats_all = args.formats.strip() == "all"
     args.formats, args.not_exported = export_formats(args.formats)
     arch, label = resolve_arch(args.arch)
@@ -142,17 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else default_out(args.arch, label, arch, data.name, args.init, args.seed)
     progress = not args.no_progress
 
-    supernet_info = None
-    if args.init == "supernet":
-        net, supernet_info = _supernet(space, supernet_path, data, args.seed, progress)
-        model = supernet_model(net, arch, data, args.seed)
-    else:
-        model = scratch_model(arch, data.num_classes, args.seed)
+    from searchers.distributed import init_from_env, shutdown
 
-    _log(f"training {label}: {arch.to_string()}")
-    _log(f"run folder: {out}")
-    trainer = Trainer(arch, data, recipe, out, model, seed=args.seed, init=args.init, progress=progress, log=_log)
-    trainer.run(resume=not args.fresh)
+    dist = init_from_env(args.backend, args.device)
+    try:
+        trainer, supernet_info = _train(arch, label, data, recipe, out, args, space, supernet_path, progress, dist)
+        if not dist.is_main:                # rank 0 alone tests, exports and writes the card
+            return 0
+    finally:
+        shutdown(dist)
     test = trainer.test()
     _log(f"test top-1 {test['top1']:.4f}" + (f", top-5 {test['top5']:.4f}" if "top5" in test else "")
          + f" (EMA weights; raw {test['top1_raw']:.4f})")
@@ -168,6 +179,29 @@ def main(argv: list[str] | None = None) -> int:
                          f"{card['export_tolerance']:g} x max(1, largest |logit|)")
     _log(f"done in {time.perf_counter() - t_start:.0f}s")
     return 0
+
+
+def _train(arch, label, data, recipe, out, args, space, supernet_path, progress, dist):
+    supernet_info = None
+    if args.init == "supernet":
+        for turn in ("main", "others"):     # rank 0 first: it trains the cached supernet if missing
+            if dist.is_main == (turn == "main"):
+                net, supernet_info = _supernet(space, supernet_path, data, args.seed, progress and dist.is_main)
+            dist.barrier()
+        model = supernet_model(net, arch, data, args.seed)
+    else:
+        model = scratch_model(arch, data.num_classes, args.seed)
+    if dist.is_main:
+        _log(f"training {label}: {arch.to_string()}")
+        _log(f"run folder: {out}")
+        if dist.active or dist.device.type != "cpu":
+            _log(f"{dist.world} process(es), backend {dist.backend or 'none'}, device {dist.device}; global batch "
+                 f"{recipe.batch_size} in {dist.world * args.accum} shard(s)")
+    trainer = Trainer(arch, data, recipe, out, model, seed=args.seed, init=args.init, progress=progress, log=_log,
+                      dist=dist, accum=args.accum, checkpoint_every=args.checkpoint_every, amp=args.amp,
+                      channels_last=args.channels_last, sync_bn=args.sync_bn)
+    trainer.run(resume=not args.fresh)
+    return trainer, supernet_info
 
 
 def export_formats(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -254,7 +288,7 @@ def make_card(trainer: Trainer, test: dict, label: str, args, supernet_info, arg
     from searchers import card as C
 
     arch, data, recipe = trainer.arch, trainer.data, trainer.recipe
-    model = trainer.ema.module.eval()
+    model = trainer.ema.module.eval().cpu()
     res = args.resolution
     h, w = data.resolution
     prof = profile(arch, res, data.num_classes)
@@ -313,7 +347,9 @@ def make_card(trainer: Trainer, test: dict, label: str, args, supernet_info, arg
         "training": {"init": trainer.init, "init_weights_sha1": trainer.init_fingerprint, "supernet": supernet_info, "recipe": recipe.to_dict(),
                      "seed": trainer.seed, "epochs": trainer.epoch, "steps": trainer.step,
                      "steps_per_epoch": trainer.steps_per_epoch, "seconds": round(trainer.seconds, 1),
-                     "threads": torch.get_num_threads(), "history": trainer.history},
+                     "threads": torch.get_num_threads(), "processes": trainer.dist.world,
+                     "device": str(trainer.device), "accum": trainer.accum, "amp": trainer.amp,
+                     "channels_last": trainer.channels_last, "history": trainer.history},
         "dataset": {"name": data.name, "source": data.source, "key": data.key, "num_classes": data.num_classes,
                     "classes": list(data.classes), "resolution": f"{h}x{w}",
                     "train_split": len(data.train), "train_images": len(trainer.train_split),

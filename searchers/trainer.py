@@ -55,7 +55,7 @@ class TrainError(EdgenasError, ValueError):
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    epochs: int = 10
+    epochs: int = 5
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.0                # 0: the optimizer's default, scaled with the batch (see default_lr)
@@ -160,14 +160,20 @@ class EMA:
 # Evaluation
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: nn.Module, split, limit: int | None = None, batch_size: int = 500) -> dict:
+def evaluate(model: nn.Module, split, limit: int | None = None, batch_size: int = 500,
+             channels_last: bool = False) -> dict:
     """Top-1 (and top-5 when there are more than 5 classes) of ``model`` in eval mode on the first
     ``limit`` images of ``split``: {"top1", "top5"?, "images"}."""
     was = model.training
     model.eval()
     n = c1 = c5 = 0
     k5 = None
+    p = next(model.parameters(), None)
+    dev = p.device if p is not None else torch.device("cpu")
     for x, y in split.batches(batch_size, limit=limit or None):
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if dev.type == "cuda" and channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         logits = model(x)
         if k5 is None:
             k5 = 5 if logits.shape[1] > 5 else 0
@@ -231,26 +237,60 @@ class Trainer:
     (``arch`` may be None for a plain module, e.g. a baseline: the checkpoint then names its class.)
 
     ``run()`` resumes from ``out/checkpoint.pt`` when it belongs to the same run (same arch,
-    recipe, data, seed and init), else raises TrainError (pass ``resume=False`` to start over).
-    ``stop_after`` (epochs) ends the call early, as a kill would, for tests and time-sliced runs."""
+    recipe, data, seed, init and number of batch shards), else raises TrainError (pass ``resume=False``
+    to start over).  ``stop_after`` (epochs) or ``stop_after_steps`` end the call early, as a kill
+    would, for tests and time-sliced runs.
+
+    Distributed (``dist``, a ``searchers.distributed.Dist`` from ``init_from_env``): every rank draws the
+    same batch order and augmentation (same seeded generator), runs its share of each global batch
+    (``searchers.distributed.sharded_backward``: ``recipe.batch_size`` is the global batch, cut into
+    world x ``accum`` shards) inside DDP; rank 0 alone validates (the row is broadcast), logs and writes
+    checkpoints.  ``accum`` > 1 on one process is gradient accumulation, the 1-process equal of
+    ``accum`` processes.  ``checkpoint_every`` (steps, 0: only at epoch ends) adds mid-epoch checkpoints
+    (the epoch's order and position are in them, so resume is exact).  ``amp`` (float16 autocast + grad
+    scaler) and ``channels_last`` act on CUDA only (no-ops on CPU)."""
 
     def __init__(self, arch: Arch, data, recipe: TrainRecipe, out: Path, model: nn.Module, seed: int = 0,
-                 init: str = "scratch", progress: bool = True, log: Callable[[str], None] | None = None):
+                 init: str = "scratch", progress: bool = True, log: Callable[[str], None] | None = None,
+                 dist=None, accum: int = 1, checkpoint_every: int = 0, amp: bool = False,
+                 channels_last: bool = False, sync_bn: bool = False):
+        from searchers.distributed import SINGLE, shard_size
+
         if init not in INITS:
             raise field_error(TrainError, "--init", init, INITS)
+        for name, v in (("--accum", accum), ("--checkpoint-every", checkpoint_every + 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise field_error(TrainError, name, accum if name == "--accum" else checkpoint_every,
+                                  "an integer >= 1" if name == "--accum" else "an integer >= 0")
         self.arch, self.data, self.recipe, self.seed, self.init = arch, data, recipe, int(seed), init
+        self.dist = dist or SINGLE
+        self.accum, self.checkpoint_every = int(accum), int(checkpoint_every)
         self.out = Path(out)
-        self.model = model
-        self.progress, self.log = progress, log or (lambda m: None)
+        self.progress = progress and self.dist.is_main
+        self.log = (log or (lambda m: None)) if self.dist.is_main else (lambda m: None)
         self.train_split = data.train.subset(recipe.train_images, seed=self.seed) if recipe.train_images \
             else data.train
         n = len(self.train_split)
         self.batch_size = min(recipe.batch_size, n)
+        self.shards = self.dist.world * self.accum
+        if self.shards > 1:
+            shard_size(self.batch_size, self.dist, self.accum)
         self.steps_per_epoch = max(1, n // self.batch_size)
         self.total_steps = recipe.epochs * self.steps_per_epoch
         self.history: list[dict] = []
         self.seconds = 0.0
         self.init_fingerprint = weights_fingerprint(model)
+        self.device = self.dist.device
+        cuda = self.device.type == "cuda"
+        self.amp, self.channels_last = bool(amp and cuda), bool(channels_last and cuda)
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        from searchers.distributed import wrap
+
+        self.ddp = wrap(self.model, self.dist, sync_bn=sync_bn) if self.dist.active else None
+        if self.ddp is not None and sync_bn and cuda:
+            self.model = self.ddp.module
 
     @property
     def checkpoint_path(self) -> Path:
@@ -258,16 +298,23 @@ class Trainer:
 
     def identity(self) -> dict:
         arch = self.arch.to_string() if isinstance(self.arch, Arch) else type(self.model).__name__
-        return {"arch": arch, "recipe": asdict(self.recipe), "data": self.data.key,
-                "seed": self.seed, "init": self.init, "init_weights": self.init_fingerprint}
+        ident = {"arch": arch, "recipe": asdict(self.recipe), "data": self.data.key,
+                 "seed": self.seed, "init": self.init, "init_weights": self.init_fingerprint}
+        if self.shards > 1:               # BatchNorm statistics per shard: part of what the run computes
+            ident["shards"] = self.shards
+        return ident
 
     def _fresh_state(self):
         torch.manual_seed(self.seed)
         self.gen = torch.Generator().manual_seed(self.seed + 1)
         self.opt = make_optimizer(self.model, self.recipe)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.ema = EMA(self.model, self.recipe.ema_decay)
         self.epoch = 0
         self.step = 0
+        self.order: torch.Tensor | None = None     # the current epoch's batch order (mid-epoch checkpoints)
+        self.epoch_losses: list[float] = []
+        self.epoch_seconds = 0.0
 
     def _load(self) -> bool:
         p = self.checkpoint_path
@@ -280,93 +327,158 @@ class Trainer:
             raise TrainError(f"checkpoint: {p} is not readable ({type(exc).__name__}); allowed: delete it "
                              "or pass --fresh") from None
         if ident != self.identity():
-            diff = sorted(k for k in ident if ident.get(k) != self.identity().get(k))
+            mine = self.identity()
+            diff = sorted(k for k in set(ident) | set(mine) if ident.get(k) != mine.get(k))
             raise TrainError(f"checkpoint: {p} belongs to another run (different {', '.join(diff)}); allowed: "
                              "the same options, another --out, or --fresh to start over")
         self.model.load_state_dict(st["model"])
         self.ema.module.load_state_dict(st["ema"])
         self.opt.load_state_dict(st["optimizer"])
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         self.gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
         random.setstate(st["py_rng"])
         np.random.set_state(st["np_rng"])
         self.epoch, self.step = st["epoch"], st["step"]
         self.history, self.seconds = st["history"], st["seconds"]
+        self.order = st.get("order")
+        self.epoch_losses = list(st.get("epoch_losses") or [])
+        self.epoch_seconds = st.get("epoch_seconds", 0.0)
         return True
 
     def _save(self) -> None:
+        if not self.dist.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
+        cpu = lambda sd: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in sd.items()}  # noqa: E731
         _atomic_save({"format": FORMAT, "identity": self.identity(), "epoch": self.epoch, "step": self.step,
-                      "model": self.model.state_dict(), "ema": self.ema.module.state_dict(),
+                      "model": cpu(self.model.state_dict()), "ema": cpu(self.ema.module.state_dict()),
                       "optimizer": self.opt.state_dict(), "gen": self.gen.get_state(),
+                      "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                       "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
-                      "np_rng": np.random.get_state(), "history": self.history, "seconds": self.seconds},
+                      "np_rng": np.random.get_state(), "history": self.history, "seconds": self.seconds,
+                      "order": self.order, "epoch_losses": self.epoch_losses,
+                      "epoch_seconds": self.epoch_seconds, "world": self.dist.world},
                      self.checkpoint_path)
 
     def _val(self) -> dict:
-        lim = self.recipe.eval_images or None
-        raw = evaluate(self.model, self.data.val, lim)
-        ema = evaluate(self.ema.module, self.data.val, lim)
-        return {"val_top1": raw["top1"], "val_top1_ema": ema["top1"]}
+        row = None
+        if self.dist.is_main:
+            lim = self.recipe.eval_images or None
+            raw = evaluate(self.model, self.data.val, lim, channels_last=self.channels_last)
+            ema = evaluate(self.ema.module, self.data.val, lim, channels_last=self.channels_last)
+            row = {"val_top1": raw["top1"], "val_top1_ema": ema["top1"]}
+        return self.dist.broadcast_object(row)
 
-    def run(self, resume: bool = True, stop_after: int | None = None) -> dict:
-        """Train to ``recipe.epochs`` (or ``stop_after`` more epochs); returns {"resumed_from", ...}."""
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+        from searchers.distributed import sharded_backward
+
+        net = self.ddp if self.ddp is not None else self.model
+
+        def shard_loss(xs, ys):
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                return loss_fn(net(xs), ys)
+
+        self.opt.zero_grad(set_to_none=True)
+        loss = sharded_backward(shard_loss, x, y, self.dist, self.accum, self.seed, self.step, self.model,
+                                self.ddp, self.scaler)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        return loss
+
+    def run(self, resume: bool = True, stop_after: int | None = None, stop_after_steps: int | None = None) -> dict:
+        """Train to ``recipe.epochs`` (or ``stop_after`` more epochs / ``stop_after_steps`` more steps);
+        returns {"resumed_from", "epochs_done", "finished"}."""
+        from searchers.distributed import rank_slice
+
         self._fresh_state()
+        self.dist.barrier()                       # rank 0 may still be writing the last checkpoint
         resumed = self._load() if resume else False
         if resumed:
-            self.log(f"resumed from {self.checkpoint_path} at epoch {self.epoch}/{self.recipe.epochs}")
+            at = f"epoch {self.epoch}/{self.recipe.epochs}"
+            if self.order is not None:
+                at += f", step {self.step - self.epoch * self.steps_per_epoch}/{self.steps_per_epoch} of epoch " \
+                      f"{self.epoch + 1}"
+            self.log(f"resumed from {self.checkpoint_path} at {at}")
         elif not self.history:
             self.history.append({"epoch": 0, "train_loss": None, "lr": 0.0, **self._val(), "seconds": 0.0})
             self.log(f"epoch 0 (init {self.init}): val top-1 {self.history[-1]['val_top1']:.4f}")
-        start_epoch = self.epoch
+        start_epoch, start_step = self.epoch, self.step
         loss_fn = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
         warm = min(0.5, self.recipe.warmup_epochs / self.recipe.epochs)     # warm-up: at most half the run
         split, bs, r = self.train_split, self.batch_size, self.recipe
-        while self.epoch < r.epochs and (stop_after is None or self.epoch - start_epoch < stop_after):
+        rs = rank_slice(bs, self.dist, self.accum) if self.shards > 1 else slice(0, bs)
+
+        def stopped() -> bool:
+            return ((stop_after is not None and self.epoch - start_epoch >= stop_after)
+                    or (stop_after_steps is not None and self.step - start_step >= stop_after_steps))
+
+        lr = 0.0
+        while self.epoch < r.epochs and not stopped():
             t0 = time.perf_counter()
             self.model.train()
-            order = torch.randperm(len(split), generator=self.gen)
+            if self.order is None:
+                self.order = torch.randperm(len(split), generator=self.gen)
+                self.epoch_losses, self.epoch_seconds = [], 0.0
+            first = self.step - self.epoch * self.steps_per_epoch
             bar = _bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{r.epochs}", self.progress)
-            losses = []
-            for i in range(self.steps_per_epoch):
-                idx = order[i * bs:(i + 1) * bs]
-                xb = augment(split.x[idx], self.gen, r.crop_padding, r.hflip)
-                x, y = type(split)(xb, split.y[idx], split.mean, split.std, split.channels).batch()
+            if bar is not None and first:
+                bar.update(first)
+            for i in range(first, self.steps_per_epoch):
+                if stopped():
+                    break
+                idx = self.order[i * bs:(i + 1) * bs]
+                xb = augment(split.x[idx], self.gen, r.crop_padding, r.hflip)[rs]
+                x, y = type(split)(xb, split.y[idx][rs], split.mean, split.std, split.channels).batch()
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(self.step, self.total_steps, r.peak_lr, warm)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                loss = loss_fn(self.model(x), y)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
+                loss = self._train_step(x, y, loss_fn)
                 self.ema.update(self.model, self.step)
                 self.step += 1
-                losses.append(float(loss.detach()))
+                self.epoch_losses.append(loss)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.4f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4f}")
+                if (self.checkpoint_every and self.step % self.checkpoint_every == 0
+                        and i + 1 < self.steps_per_epoch) or (stopped() and i + 1 < self.steps_per_epoch):
+                    self.epoch_seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._save()
             if bar is not None:
                 bar.close()
+            if self.step - self.epoch * self.steps_per_epoch < self.steps_per_epoch:
+                break                                                   # stopped mid-epoch (checkpoint written)
+            losses = self.dist.all_mean(torch.tensor(self.epoch_losses, dtype=torch.float64)).tolist()
             if not all(math.isfinite(v) for v in losses[-5:]):
                 raise TrainError(f"training diverged at epoch {self.epoch + 1} (loss {losses[-1]}); allowed: "
                                  f"a smaller --lr than {r.peak_lr:g}")
             self.epoch += 1
-            train_s = time.perf_counter() - t0
+            train_s = self.epoch_seconds + time.perf_counter() - t0
             self.seconds += train_s
             row = {"epoch": self.epoch, "train_loss": sum(losses) / len(losses), "lr": lr, **self._val(),
                    "seconds": round(train_s, 2)}
             self.history.append(row)
+            self.order, self.epoch_losses, self.epoch_seconds = None, [], 0.0
             self._save()
             self.log(f"epoch {self.epoch}/{r.epochs}: loss {row['train_loss']:.4f}  val top-1 {row['val_top1']:.4f}"
                      f"  (EMA {row['val_top1_ema']:.4f})  {train_s:.0f}s")
+        self.dist.barrier()
         return {"resumed_from": start_epoch if resumed else None, "epochs_done": self.epoch,
                 "finished": self.epoch >= r.epochs}
 
     def test(self) -> dict:
         """Test-split scores of the EMA weights (shipped) and of the raw weights."""
         lim = self.recipe.eval_images or None
-        ema = evaluate(self.ema.module, self.data.test, lim)
-        raw = evaluate(self.model, self.data.test, lim)
+        ema = evaluate(self.ema.module, self.data.test, lim, channels_last=self.channels_last)
+        raw = evaluate(self.model, self.data.test, lim, channels_last=self.channels_last)
         out = dict(ema)
         out["top1_raw"] = raw["top1"]
         if "top5" in raw:

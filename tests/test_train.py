@@ -80,6 +80,36 @@ def test_resume_is_exact(fmnist, tmp_path):
         other.run()
 
 
+def test_resume_mid_epoch_is_exact(fmnist, tmp_path):
+    """Stopped mid-epoch (after step 4 of 6 of epoch 1; checkpoint every 2 steps) and resumed in a fresh
+    Trainer with the process RNG disturbed == uninterrupted: weights, EMA, BN statistics, optimizer,
+    history; also with the batch cut into 2 shards (gradient accumulation, dropout seeded per shard)."""
+    arch = Arch.from_string(SMALL)
+    r = TrainRecipe(epochs=2, batch_size=32, train_images=192, eval_images=64)
+    for accum in (1, 2):
+        a = Trainer(arch, fmnist, r, tmp_path / f"a{accum}", scratch_model(arch, 10, 0), progress=False, accum=accum)
+        a.run()
+        b = Trainer(arch, fmnist, r, tmp_path / f"b{accum}", scratch_model(arch, 10, 0), progress=False,
+                    accum=accum, checkpoint_every=2)
+        assert b.run(stop_after_steps=4) == {"resumed_from": None, "epochs_done": 0, "finished": False}
+        ck = torch.load(tmp_path / f"b{accum}" / "checkpoint.pt", weights_only=False)
+        assert ck["step"] == 4 and ck["epoch"] == 0 and ck["order"] is not None and len(ck["epoch_losses"]) == 4
+        torch.manual_seed(12345)
+        c = Trainer(arch, fmnist, r, tmp_path / f"b{accum}", scratch_model(arch, 10, 0), progress=False,
+                    accum=accum, checkpoint_every=2)
+        assert c.run()["resumed_from"] == 0 and c.step == a.step == 12
+        for ours, theirs in ((a.model, c.model), (a.ema.module, c.ema.module)):
+            sa, sc = ours.state_dict(), theirs.state_dict()
+            assert sa.keys() == sc.keys() and all(torch.equal(sa[k], sc[k]) for k in sa), accum
+        strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+        assert strip(a.history) == strip(c.history)
+        oa, oc = a.opt.state_dict()["state"], c.opt.state_dict()["state"]
+        assert all(torch.equal(oa[k]["momentum_buffer"], oc[k]["momentum_buffer"]) for k in oa)
+    # the 2-shard run is another run: its checkpoint is refused by a 1-shard trainer
+    with pytest.raises(TrainError, match="another run .*shards"):
+        Trainer(arch, fmnist, r, tmp_path / "b2", scratch_model(arch, 10, 0), progress=False).run()
+
+
 def test_augment_and_ema():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)

@@ -1,0 +1,148 @@
+"""Distributed training (searchers.distributed): 2 CPU processes with gloo launched by torchrun.
+
+* both ranks end with identical weights (parameters, BN running statistics, EMA, optimizer state);
+* a 2-process run equals a 1-process run on the same global batch: the 1-process run cuts each global
+  batch into the same 2 shards (``accum=2``: gradient accumulation; every shard normalises with its
+  own BatchNorm statistics, as each rank does without SyncBatchNorm, which gloo/CPU lacks); equal
+  within float tolerance (the all-reduce sums in another order);
+* the same for the supernet's sandwich training (all subnets of a step in one forward, DDP with
+  find_unused_parameters);
+* without the shard rule (1 process, 1 shard) the result differs: the comparison can fail.
+
+This file is also the torchrun worker (``python -m torch.distributed.run ... tests/test_distributed.py``).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# a small MBConv net with SE, BatchNorm and head dropout (so RNG and BN statistics matter)
+SMALL = ("stem_i3_o16_k3_s2_re-mbconv_i16_o24_m48_k3_s2_se8h_re-mbconv_i24_o24_m72_k3_s1_re_skip-"
+         "mbconv_i24_o32_m96_k3_s2_hs-head_l128_h0_hs_d0.2")
+RECIPE = dict(epochs=2, batch_size=32, train_images=128, eval_images=64, warmup_epochs=0.5)
+
+
+def _standalone(out: Path, dist=None, accum: int = 1) -> dict:
+    from search_space.arch import Arch
+    from searchers.data import load_dataset
+    from searchers.trainer import Trainer, TrainRecipe, scratch_model
+
+    data = load_dataset("fashion-mnist", seed=0)
+    arch = Arch.from_string(SMALL)
+    tr = Trainer(arch, data, TrainRecipe(**RECIPE), out, scratch_model(arch, 10, 0), seed=0, progress=False,
+                 dist=dist, accum=accum)
+    tr.run(resume=False)
+    return {"model": tr.model.state_dict(), "ema": tr.ema.module.state_dict(),
+            "momentum": [s["momentum_buffer"] for s in tr.opt.state.values()], "history": tr.history,
+            "step": tr.step}
+
+
+def _tiny_supernet_recipe():
+    from searchers import supernet as S
+
+    return S.SupernetRecipe(epochs=1, images_per_epoch=96, batch_size=32, envelope_samples=30, n_random=1,
+                            checkpoint_every=100)
+
+
+def _supernet(out: Path, dist=None, accum: int = 1) -> dict:
+    from _toy_space import ToySpace
+    from searchers.data import load_dataset
+    from searchers.distributed import SINGLE, train_supernet_ddp
+
+    net = train_supernet_ddp(ToySpace(), load_dataset("fashion-mnist", seed=0), _tiny_supernet_recipe(), seed=0,
+                             out_dir=out, d=dist or SINGLE, accum=accum, resume=False, progress=False)
+    return {"model": net.state_dict()}
+
+
+def _worker(kind: str, out: str) -> None:
+    torch.set_num_threads(1)
+    from searchers.distributed import init_from_env, shutdown
+
+    d = init_from_env()
+    try:
+        fn = _standalone if kind == "train" else _supernet
+        res = fn(Path(out) / "run", d)
+        torch.save(res, Path(out) / f"rank{d.rank}.pt")
+    finally:
+        shutdown(d)
+
+
+def _torchrun(kind: str, out: Path) -> list[dict]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        __file__, kind, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    return [torch.load(out / f"rank{k}.pt", weights_only=False) for k in (0, 1)]
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert list(a) == list(b)
+    return max(float((x.double() - y.double()).abs().max()) if x.numel() else 0.0 for x, y in zip(a.values(), b.values()))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return list(a) == list(b) and all(torch.equal(x, y) for x, y in zip(a.values(), b.values()))
+
+
+def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
+    torch.set_num_threads(1)
+    r0, r1 = _torchrun("train", tmp_path)
+    # both ranks: bit-identical weights, BN statistics, EMA and momentum buffers
+    assert _same(r0["model"], r1["model"]) and _same(r0["ema"], r1["ema"])
+    assert all(torch.equal(x, y) for x, y in zip(r0["momentum"], r1["momentum"]))
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert r0["step"] == 8 and strip(r0["history"]) == strip(r1["history"])
+    # rank 0 wrote the checkpoint, for the 2-shard run
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ck["world"] == 2 and ck["identity"]["shards"] == 2 and ck["step"] == 8
+    # 1 process, the same global batches cut into the same 2 shards
+    one = _standalone(tmp_path / "one", accum=2)
+    assert _max_diff(one["model"], r0["model"]) < 1e-5
+    assert _max_diff(one["ema"], r0["ema"]) < 1e-5
+    assert max(float((x - y).abs().max()) for x, y in zip(one["momentum"], r0["momentum"])) < 1e-5
+    assert [h["epoch"] for h in one["history"]] == [0, 1, 2]
+    assert abs(one["history"][-1]["train_loss"] - r0["history"][-1]["train_loss"]) < 1e-5
+    # ... and the weights moved, and one plain shard (BN over the whole batch) is a different run
+    plain = _standalone(tmp_path / "plain", accum=1)
+    assert _max_diff(plain["model"], r0["model"]) > 1e-3
+
+
+def test_supernet_sandwich_under_ddp_matches_one_process(tmp_path):
+    torch.set_num_threads(1)
+    r0, r1 = _torchrun("supernet", tmp_path)
+    assert _same(r0["model"], r1["model"])
+    from searchers.supernet import load_supernet
+
+    saved = load_supernet(tmp_path / "run" / "supernet.pt")          # the file the evaluator loads
+    assert _same({k: v for k, v in saved.state_dict().items()}, r0["model"])
+    one = _supernet(tmp_path / "one", accum=2)
+    assert _max_diff(one["model"], r0["model"]) < 1e-5
+    from _toy_space import ToySpace
+    from searchers import supernet as S
+    from searchers.data import load_dataset
+
+    init = S.build_supernet(ToySpace(), 10, _tiny_supernet_recipe(), 0, load_dataset("fashion-mnist").resolution)
+    assert _max_diff(init.state_dict(), r0["model"]) > 1e-3                     # it trained
+
+
+def test_shard_rule_errors():
+    import pytest
+
+    from searchers.distributed import Dist, DistError, rank_slice, shard_size
+
+    d = Dist(rank=1, world=2)
+    assert shard_size(64, d, 2) == 16 and rank_slice(64, d, 2) == slice(32, 64)
+    with pytest.raises(DistError, match=r"--batch-size: got 30, not divisible by 2 process\(es\) x 2"):
+        shard_size(30, d, 2)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2])
