@@ -14,9 +14,7 @@ latency is on that runtime: the premise of a lookup table).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import csv
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -31,20 +29,11 @@ from search_space import zoo  # noqa: E402
 from search_space.arch import signatures  # noqa: E402
 
 DEFAULT_NETS = "mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,shufflenet_v2,mobilenext"
-DESKTOP = ("onnxruntime", "torch")
+DESKTOP = P.DESKTOP_BACKENDS
 
 
 def measure(items, backend: str, passes: int, rounds: int) -> dict[str, dict]:
-    if backend in MB.BACKENDS:
-        return MB.measure_passes(items, backend, 1, rounds, passes, log=None)
-    best: dict[str, dict] = {}
-    for _ in range(passes):
-        with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-            rows = ex.submit(P.measure_items, items, backend, 1, rounds).result()
-        for r in rows:
-            if r["key"] not in best or r["rel"] < best[r["key"]]["rel"]:
-                best[r["key"]] = r
-    return best
+    return P.measure_passes(items, backend, 1, rounds, passes, log=None)
 
 
 def main(argv=None) -> int:
@@ -83,11 +72,9 @@ def main(argv=None) -> int:
                 if s.key not in seen:
                     seen.add(s.key)
                     layer_items.append(("layer", s))
-        from latency_models.features import lookup_key
-
         lay = measure(layer_items, "tflite", args.passes, args.rounds)
         for label, a in nets:
-            layer_sums[label] = sum(lay[lookup_key(s)]["rel"] * lay[lookup_key(s)]["ref_ms"]
+            layer_sums[label] = sum(lay[s.key]["rel"] * lay[s.key]["ref_ms"]
                                     for s in signatures(a, args.resolution))
     cols = ["network"] + [f"{b} ms" for b in backends] + (["tflite layer sum / net"] if args.layers else [])
     print("   " + " | ".join(f"{c:>18s}" for c in cols))

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_models.features import SCALE, layer_features, lookup_key
+from latency_models.features import SCALE, layer_features
 from latency_models.model import LatencyModel
 from latency_models.predictor import TreeResidual, fit_network_model, fit_predictor
 from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items
@@ -71,12 +71,12 @@ def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int,
     for a, _ in zoo_archs:
         for r in resolutions:
             for s in signatures(a, r):
-                must.setdefault(lookup_key(s), s)
+                must.setdefault(s.key, s)
     strata: dict[tuple, dict[str, Any]] = defaultdict(dict)
     for a in archs:
         for r in resolutions:
             for s in signatures(a, r):
-                k = lookup_key(s)
+                k = s.key
                 if k in must:
                     continue
                 if s.kind == "stem":
@@ -196,7 +196,7 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0)
     best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
     entries, kinds, X, y = {}, [], [], []
     for s in layers:
-        k = lookup_key(s)
+        k = s.key
         if k not in best:
             continue
         b = best[k]
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     deadline = t0 + 60 * args.max_minutes
     layers, nets = design(space, resolutions, args.blocks, args.nets, args.pool, args.seed, args.zoo)
-    items = [("null", None, "null")] + [("layer", s, lookup_key(s)) for s in layers] + \
+    items = [("null", None, "null")] + [("layer", s, s.key) for s in layers] + \
             [("net", (a, r), f"{a.to_string()}@{r}") for a, r, _ in nets]
     tag = f"{args.target}-{space.name}-{args.backend}-t{args.threads}-s{args.seed}-b{args.blocks}-n{args.nets}-cpuclock"
     partial = Path(args.partial) if args.partial else cache_dir() / "latency" / f"{tag}.partial.jsonl"
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
         "clock": "thread CPU time" if args.threads == 1 else "wall time",
         "resolutions": resolutions, "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "repeats": {"passes": args.passes, "rounds": args.rounds, "rule": "min over passes of the median over rounds"},
-        "reference": {"key": lookup_key(REFERENCE), "ms": round(agg["ref_ms"], 4)},
+        "reference": {"key": REFERENCE.key, "ms": round(agg["ref_ms"], 4)},
         "call_overhead_ms": round(agg["null_rel"] * agg["ref_ms"], 4),
         "drift": agg["drift"],
         "made_by": "python -m latency_models.build " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -13,7 +13,6 @@ input and output bytes, so a new family still gets a latency (marked ``generic``
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -260,14 +259,6 @@ def is_generic(kind: str) -> bool:
 
 def feature_matrix(sigs) -> np.ndarray:
     return np.stack([layer_features(s) for s in sigs]) if sigs else np.zeros((0, N_FEATURES))
-
-
-def lookup_key(sig: Signature) -> str:
-    """The table key of a signature: ``Signature.key`` with what does not change latency removed
-    (the head's dropout)."""
-    if sig.kind == "head" and sig.spec.dropout:
-        sig = replace(sig, spec=replace(sig.spec, dropout=0.0))
-    return sig.key
 
 
 def total_macs(sig: Signature) -> float:

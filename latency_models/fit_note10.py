@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latency_models.features import layer_features, lookup_key
+from latency_models.features import layer_features
 from latency_models.model import LatencyModel
 from latency_models.predictor import fit_predictor
 from latency_models.table import LatencyTable, import_ofa
@@ -104,7 +104,7 @@ def network_error(table: LatencyTable, predictor, res: int, n: int = 200, seed: 
     exact, pred = [], []
     for a in archs:
         sigs = signatures(a, res)
-        exact.append(sum(table.get(lookup_key(s), res).ms for s in sigs))
+        exact.append(sum(table.get(s.key, res).ms for s in sigs))
         X = np.stack([layer_features(s) for s in sigs])
         pred.append(float(predictor.predict_rows([s.kind for s in sigs], X).sum()))
     exact, pred = np.array(exact), np.array(pred)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_models.features import layer_features, lookup_key
+from latency_models.features import layer_features
 from latency_models.fit_pixel import (DATA, DEVICE, HELD_OUT_FRACTION, OLD_TFLITE_SOURCE, SOURCE_SCALES,
                                       SPLIT_SEED, TABLE_WEIGHT, errors, published_rows, split)
 from search_space.arch import Signature, signatures
@@ -93,13 +93,13 @@ def network_archs(rows) -> dict[str, tuple[Any, int]]:
 def items_to_measure(table_ops, nets) -> list[tuple[str, Any]]:
     seen, items = set(), []
     for sig, _ in table_ops:
-        if lookup_key(sig) not in seen:
-            seen.add(lookup_key(sig))
+        if sig.key not in seen:
+            seen.add(sig.key)
             items.append(("layer", sig))
     for arch, res in nets.values():
         for s in signatures(arch, res):
-            if lookup_key(s) not in seen:
-                seen.add(lookup_key(s))
+            if s.key not in seen:
+                seen.add(s.key)
                 items.append(("layer", s))
     for arch, res in nets.values():
         items.append(("net", (arch, res)))
@@ -108,7 +108,7 @@ def items_to_measure(table_ops, nets) -> list[tuple[str, Any]]:
 
 def item_key(item) -> str:
     kind, x = item
-    return lookup_key(x) if kind == "layer" else f"{x[0].to_string()}@{x[1]}"
+    return x.key if kind == "layer" else f"{x[0].to_string()}@{x[1]}"
 
 
 def _load(path: Path) -> dict[str, dict]:
@@ -127,7 +127,7 @@ def _save(path: Path, store: dict[str, dict], meta: dict) -> None:
 def measure(items, path: Path, passes: int, rounds: int, log=print) -> dict[str, dict]:
     """Per key: ms (minimum of the per-pass medians, relative x reference), rels, ref_ms, undelegated."""
     from latency_models import mobile_backends as MB
-    from latency_models.profile import machine_info
+    from latency_models.profile import machine_info, measure_items
 
     store = _load(path)
     meta = {"backend": "tflite", "threads": 1, **MB.versions("tflite"),
@@ -139,7 +139,7 @@ def measure(items, path: Path, passes: int, rounds: int, log=print) -> dict[str,
         for i in range(0, len(todo), CHUNK):
             chunk = todo[i:i + CHUNK]
             with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:  # a fresh process
-                rows = ex.submit(MB.measure_items, chunk, "tflite", 1, rounds).result()
+                rows = ex.submit(measure_items, chunk, "tflite", 1, rounds).result()
             for r in rows:
                 e = store.setdefault(r["key"], {"kind": r["kind"], "rels": [], "ref_ms": []})
                 e["rels"].append(round(r["rel"], 6))
@@ -286,9 +286,9 @@ def build(data: Path, store: dict[str, dict], log=print):
     nets = network_archs(rows)
 
     def ms(sig) -> float:
-        e = store.get(lookup_key(sig))
+        e = store.get(sig.key)
         if e is None:
-            raise DataError(f"measurements: no LiteRT time for {lookup_key(sig)}; run without --fit-only")
+            raise DataError(f"measurements: no LiteRT time for {sig.key}; run without --fit-only")
         return e["ms"]
 
     TL = np.array([type_sums([s], ms) for s, _ in table_ops])
@@ -311,10 +311,10 @@ def build(data: Path, store: dict[str, dict], log=print):
     error["litert_layer_sum_over_network"] = additivity
     # the target: measured layers as table entries in Pixel ms; a per-kind regressor for the rest
     entries, kinds, X, y = {}, [], [], []
-    sigs = {lookup_key(s): s for s, _ in table_ops}
+    sigs = {s.key: s for s, _ in table_ops}
     for arch, res in nets.values():
         for s in signatures(arch, res):
-            sigs.setdefault(lookup_key(s), s)
+            sigs.setdefault(s.key, s)
     for k, s in sigs.items():
         pix = float(final.scales[TYPES.index(op_type(s))]) * ms(s)
         entries[k] = Entry(round(pix, 6), 0.0, 1)

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from latency_models.features import layer_features, lookup_key
+from latency_models.features import layer_features
 from latency_models.predictor import Predictor
 from latency_models.table import LatencyTable
 from search_space.arch import Arch, signatures
@@ -76,7 +76,7 @@ class LatencyModel:
                 if ck in self._cache or ck in seen:
                     continue
                 seen.add(ck)
-                entry = self.table.get(lookup_key(sig), table_res)
+                entry = self.table.get(sig.key, table_res)
                 new_keys.append(ck)
                 new_sigs.append(sig)
                 new_base.append(entry.ms if entry is not None else 0.0)
@@ -88,13 +88,13 @@ class LatencyModel:
             return
         if miss_idx and self.predictor is None:
             sig = new_sigs[miss_idx[0]]
-            raise TargetError(f"target {self.name}: no table entry for {lookup_key(sig)} ({miss_where[0]}) "
+            raise TargetError(f"target {self.name}: no table entry for {sig.key} ({miss_where[0]}) "
                               "and no predictor in the target file")
         for j, where in zip(miss_idx, miss_where):
             sig = new_sigs[j]
             if not self.predictor.can_price(sig.kind):
                 raise TargetError(f"target {self.name}: cannot price block type {sig.kind!r} at {where} "
-                                  f"({lookup_key(sig)}): no table entry and no regressor; regressors for: "
+                                  f"({sig.key}): no table entry and no regressor; regressors for: "
                                   f"{', '.join(self.predictor.kinds())}")
         base = np.array(new_base)
         need_x = bool(miss_idx) or (self.predictor is not None and self.predictor.net_coef.any())
@@ -176,7 +176,7 @@ class LatencyModel:
         one, so that the rows sum to ``predict``."""
         self._fill([(arch, resolution)])
         rkey = resolution if isinstance(resolution, int) else tuple(resolution)
-        rows = [(lookup_key(s), self._cache[self._cache_key(rkey, s)][0])
+        rows = [(s.key, self._cache[self._cache_key(rkey, s)][0])
                 for s in signatures(arch, resolution)]
         if self.overhead_ms:
             rows.append(("network overhead", self.overhead_ms))
@@ -185,7 +185,7 @@ class LatencyModel:
     def source_of(self, arch: Arch, resolution: int = 224) -> list[str]:
         """'table' or 'predictor' per layer (for reports and tests)."""
         table_res = resolution if isinstance(resolution, int) else None
-        return ["table" if self.table.get(lookup_key(s), table_res) is not None else "predictor"
+        return ["table" if self.table.get(s.key, table_res) is not None else "predictor"
                 for s in signatures(arch, resolution)]
 
     # -- files --------------------------------------------------------------------------------------

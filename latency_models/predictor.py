@@ -191,25 +191,61 @@ class TreeResidual:
         self.kinds = list(kinds)
         self.baseline = float(baseline)
         self.trees = [{k: np.asarray(v) for k, v in t.items()} for t in trees]
+        self._packed = None
 
     def design(self, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray) -> np.ndarray:
         Z = np.log1p(np.maximum(np.asarray(X, float) * SCALE * 1e3, 0.0))
-        onehot = np.array([[k == c for c in self.kinds] for k in kinds], float).reshape(len(kinds), len(self.kinds))
+        col = {c: i for i, c in enumerate(self.kinds)}
+        onehot = np.zeros((len(kinds), len(self.kinds)))
+        for i, k in enumerate(kinds):
+            j = col.get(k)
+            if j is not None:
+                onehot[i, j] = 1.0
         return np.column_stack([Z, np.log(np.maximum(lin, 1e-6)), onehot])
 
-    def log_ratio(self, Z: np.ndarray) -> np.ndarray:
+    def _pack(self):
+        """All trees as one flat node array (node ids offset per tree), leaves pointing to
+        themselves, and the depth of the deepest tree: every tree walks one level per step."""
+        if self._packed is None:
+            sizes = [len(t["leaf"]) for t in self.trees]
+            off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            feat = np.concatenate([t["feature"] for t in self.trees]).astype(np.int64)
+            thr = np.concatenate([t["threshold"] for t in self.trees]).astype(float)
+            leaf = np.concatenate([t["leaf"] for t in self.trees]).astype(bool)
+            left = np.concatenate([t["left"] + o for t, o in zip(self.trees, off)]).astype(np.int64)
+            right = np.concatenate([t["right"] + o for t, o in zip(self.trees, off)]).astype(np.int64)
+            ids = np.arange(len(leaf))
+            left, right = np.where(leaf, ids, left), np.where(leaf, ids, right)
+            feat, thr = np.where(leaf, 0, feat), np.where(leaf, np.inf, thr)  # a leaf goes "left" to itself
+            value = np.concatenate([t["value"] for t in self.trees]).astype(float)
+            depth = 0
+            for t in self.trees:  # longest root-to-leaf path
+                stack, d = [(0, 0)], 0
+                while stack:
+                    n, k = stack.pop()
+                    if t["leaf"][n]:
+                        d = max(d, k)
+                    else:
+                        stack += [(int(t["left"][n]), k + 1), (int(t["right"][n]), k + 1)]
+                depth = max(depth, d)
+            self._packed = (off, feat, thr, left, right, value, depth)
+        return self._packed
+
+    def log_ratio(self, Z: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """baseline + the sum of every tree's leaf value for each row of Z (all trees walked at once,
+        one level per step).  Its cost grows with trees x depth per new layer: keep forests small."""
         out = np.full(len(Z), self.baseline)
-        rows = np.arange(len(Z))
-        for t in self.trees:
-            node = np.zeros(len(Z), int)
-            for _ in range(64):
-                leaf = t["leaf"][node]
-                if leaf.all():
-                    break
-                go_left = Z[rows, t["feature"][node]] <= t["threshold"][node]
-                nxt = np.where(go_left, t["left"][node], t["right"][node])
-                node = np.where(leaf, node, nxt)
-            out += t["value"][node]
+        if not self.trees or not len(Z):
+            return out
+        off, feat, thr, left, right, value, depth = self._pack()
+        for a in range(0, len(Z), chunk):
+            z = np.asarray(Z[a:a + chunk], float)
+            node = np.broadcast_to(off, (len(z), len(off))).copy()  # (rows, trees)
+            rows = np.arange(len(z))[:, None]
+            for _ in range(depth):
+                go_left = z[rows, feat[node]] <= thr[node]
+                node = np.where(go_left, left[node], right[node])
+            out[a:a + chunk] += value[node].sum(1)
         return out
 
     @classmethod
@@ -249,6 +285,7 @@ class TreeResidual:
                       "leaf": np.array(t["leaf"], bool), "value": np.array(t["value"], float)} for t in d["trees"]]
             r = cls(list(d["kinds"]), float(d["baseline"]), [])
             r.trees = trees
+            r._pack()
             return r
         except (AttributeError, KeyError, TypeError, ValueError):
             raise TargetError(f"{where}: allowed: a gbm-log-residual mapping with kinds, baseline, trees") from None

@@ -1,8 +1,11 @@
 """Measure layers and whole networks on this machine, batch 1.
 
 Backends: ``onnxruntime`` (default; the module is exported to ONNX opset 17 and run by a CPU
-session with ``threads`` intra-op threads, sequential execution, all graph optimisations) and
-``torch`` (eager, ``torch.set_num_threads(threads)``, inference mode).
+session with ``threads`` intra-op threads, sequential execution, all graph optimisations),
+``torch`` (eager, ``torch.set_num_threads(threads)``, inference mode), and the phone runtimes
+``tflite`` (LiteRT + XNNPACK) and ``executorch`` (XNNPACK delegate), whose conversion and loading
+live in ``latency_models.mobile_backends``: ``Runner`` dispatches to it, and the one timing loop
+here (``measure_items``, ``measure_passes``) times every backend.
 
 These machines are shared, small VMs whose speed drifts 10-25% within minutes and whose other
 users preempt any run longer than a time slice, so at one thread runs are timed in the thread's CPU
@@ -13,7 +16,7 @@ Rounds whose ratio lies more than 20% off the median are re-measured once, inter
 The reference's own median (ms) is kept with each measurement.  ``call_overhead`` measures the
 cost of one ``run`` call on a 1-element model (it is not part of a layer inside a network).
 
-    python -m latency_models.profile --arch mobilenet_v2 [--backend torch] [--threads 1]
+    python -m latency_models.profile --arch mobilenet_v2 [--backend torch|tflite|executorch] [--threads 1]
 prints one network's measured latency (zoo name or arch string).
 """
 from __future__ import annotations
@@ -36,7 +39,10 @@ import numpy as np
 from search_space.arch import Arch, BlockSpec, Signature
 from search_space.errors import TargetError, cli_entry, field_error
 
-BACKENDS = ("onnxruntime", "torch")
+from latency_models import mobile_backends
+
+DESKTOP_BACKENDS = ("onnxruntime", "torch")
+BACKENDS = DESKTOP_BACKENDS + mobile_backends.BACKENDS
 # the fixed reference: an MBConv at 56x56 (~44 M MACs, ~1 ms on one core with ONNX Runtime)
 REFERENCE = Signature("mbconv", BlockSpec("mbconv", 32, 32, mid_ch=192, kernel=3, stride=1, act="relu6",
                                           residual=True), 32, 56, 56)
@@ -64,7 +70,17 @@ def machine_info(backend: str = "onnxruntime", threads: int = 1) -> dict[str, An
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
+    elif backend in mobile_backends.BACKENDS:
+        info.update(mobile_backends.versions(backend))
     return info
+
+
+def runtime_version(info: dict[str, Any]) -> str:
+    """The runtime's version(s) in ``machine_info``'s dict, as one string for target files."""
+    backend = info.get("backend", "onnxruntime")
+    if backend in mobile_backends.BACKENDS:
+        return ", ".join(f"{k} {info.get(k)}" for k in mobile_backends.versions(backend))
+    return str(info.get("onnxruntime" if backend == "onnxruntime" else "torch"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +111,8 @@ def _randomize_bn(module) -> None:
 
 
 class Runner:
-    """One compiled item: ``run()`` executes it once on a fixed input."""
+    """One compiled item: ``run()`` executes it once on a fixed input.  ``undelegated``: the ops a
+    phone runtime left outside XNNPACK (ExecuTorch; empty elsewhere)."""
 
     def __init__(self, module, shape: tuple[int, ...], backend: str, threads: int, key: str = "") -> None:
         import torch
@@ -106,7 +123,10 @@ class Runner:
         _randomize_bn(module)
         x = torch.randn(*shape)
         self.backend = backend
-        if backend == "torch":
+        self.undelegated: list[str] = []
+        if backend in mobile_backends.BACKENDS:
+            run, self.undelegated = mobile_backends.make_run(backend, module, x, threads, key)
+        elif backend == "torch":
             torch.set_num_threads(threads)
             self._mod, self._x = module, x
 
@@ -161,7 +181,7 @@ def layer_runner(sig: Signature, backend: str, threads: int) -> Runner:
 
 
 def net_runner(arch: Arch, resolution: int, backend: str, threads: int, num_classes: int = 1000) -> Runner:
-    return Runner(arch.build(num_classes), (1, 3, resolution, resolution), backend, threads,
+    return Runner(arch.build(num_classes), (1, arch.stem.in_ch, resolution, resolution), backend, threads,
                   key=f"net|{arch.to_string()}|{resolution}|{num_classes}")
 
 
@@ -263,28 +283,57 @@ def measure_absolute(run: Callable[[], None], rounds: int = 7, reps: int | None 
 # Worker: measures a list of items in this process (run in a fresh process per pass)
 # --------------------------------------------------------------------------------------------
 def measure_items(items: list[tuple[str, Any]], backend: str, threads: int, rounds: int = 7) -> list[dict]:
-    """items: ("layer", Signature) | ("net", (Arch, resolution)) | ("null", None).
-    Returns one dict per item: key, kind, rel, spread, ref_ms, ms, n, pid."""
+    """items: ("layer", Signature) | ("net", (Arch, resolution)) | ("null", None), on any backend.
+    Returns one dict per item: key, kind, rel, spread, ref_ms, ms, n, remeasured, pid, and on the
+    phone runtimes ``undelegated`` (ops left outside XNNPACK)."""
     import torch
 
-    torch.set_num_threads(threads)
+    if backend not in BACKENDS:
+        raise field_error(TargetError, "backend", backend, BACKENDS)
+    mobile = backend in mobile_backends.BACKENDS
+    torch.set_num_threads(1 if mobile else threads)  # the phone runtimes have their own pools
     use_clock(threads)
     ref = layer_runner(REFERENCE, backend, threads)
     out = []
     for kind, item in items:
         if kind == "layer":
-            from latency_models.features import lookup_key
-
-            key, runner = lookup_key(item), layer_runner(item, backend, threads)
+            key, runner = item.key, layer_runner(item, backend, threads)
         elif kind == "net":
             arch, res = item
             key, runner = f"{arch.to_string()}@{res}", net_runner(arch, res, backend, threads)
         else:
             key, runner = "null", null_runner(backend, threads)
         m = measure_relative(runner.run, ref.run, rounds=rounds)
-        out.append({"key": key, "kind": kind, **m.to_dict(), "pid": os.getpid()})
+        row = {"key": key, "kind": kind, **m.to_dict(), "pid": os.getpid()}
+        if mobile:
+            row["undelegated"] = sorted(set(runner.undelegated))
+        out.append(row)
         del runner
     return out
+
+
+def measure_passes(items: list[tuple[str, Any]], backend: str, threads: int = 1, rounds: int = 7,
+                   passes: int = 3, log=print) -> dict[str, dict]:
+    """``measure_items`` in ``passes`` fresh processes; per key the row of the pass with the smallest
+    relative cost, with ``passes`` and ``rel_max`` (the largest relative cost seen) added."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    best: dict[str, dict] = {}
+    for p in range(passes):
+        with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            rows = ex.submit(measure_items, items, backend, threads, rounds).result()
+        for r in rows:
+            b = best.get(r["key"])
+            r = dict(r, passes=p + 1, rel_max=max(r["rel"], b["rel_max"]) if b else r["rel"])
+            if b is None or r["rel"] < b["rel"]:
+                best[r["key"]] = r
+            else:
+                b.update(passes=p + 1, rel_max=r["rel_max"])
+        if log:
+            log(f"pass {p + 1}/{passes}: {len(rows)} items, reference {rows[0]['ref_ms']:.3f} ms" if rows else
+                f"pass {p + 1}/{passes}: nothing to measure")
+    return best
 
 
 @cli_entry
@@ -292,16 +341,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m latency_models.profile", description="Measure one network.")
     ap.add_argument("--arch", required=True, help="a zoo name (optionally name@width) or an arch string")
     ap.add_argument("--resolution", type=int, default=224)
-    ap.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    ap.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(BACKENDS)}")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args(argv)
+    if args.backend not in BACKENDS:
+        raise field_error(TargetError, "--backend", args.backend, BACKENDS)
     arch = resolve_arch(args.arch)
     res = measure_items([("net", (arch, args.resolution))], args.backend, args.threads, args.rounds)[0]
     info = machine_info(args.backend, args.threads)
     print(f"{args.arch} @ {args.resolution}: {res['ms']:.3f} ms ({res['rel']:.3f} x reference at "
           f"{res['ref_ms']:.3f} ms; spread {100 * res['spread']:.1f}%) on {info['cpu']}, {args.backend}, "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s) ({runtime_version(info)})")
+    if res.get("undelegated"):
+        print(f"note: ops outside XNNPACK: {', '.join(res['undelegated'])}")
     return 0
 
 

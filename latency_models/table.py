@@ -1,6 +1,6 @@
 """Latency lookup tables: our versioned file format and importers for OFA / ProxylessNAS tables.
 
-A table maps a layer's key (``features.lookup_key`` of a ``search_space.arch.Signature``: the
+A table maps a layer's key (``search_space.arch.Signature.key``: the
 layer's arch-string token at its input shape, e.g. ``mbconv_i24_o32_m144_k3_s2_re@24x112x112``)
 to a measured latency: median (or mean) in ms, spread (std, or the spread of repeated medians) and
 the number of runs.  Tables are stored inside target files (see ``latency_models.model``).

@@ -596,8 +596,13 @@ class Signature:
 
     @property
     def key(self) -> str:
-        key = f"{self.spec.to_string()}@{self.in_ch}x{self.h}x{self.w}"
-        return key + (f"_n{self.num_classes}" if self.kind == "head" else "")
+        """What the layer costs depends on: its spec and input shape (and the head's class count).
+        The head's dropout is left out (an identity at inference), so heads that differ only in
+        dropout share one key, one table entry and one measurement."""
+        if self.kind == "head":
+            spec = replace(self.spec, dropout=0.0) if self.spec.dropout else self.spec
+            return f"{spec.to_string()}@{self.in_ch}x{self.h}x{self.w}_n{self.num_classes}"
+        return f"{self.spec.to_string()}@{self.in_ch}x{self.h}x{self.w}"
 
     @property
     def out_hw(self) -> tuple[int, int]:

@@ -86,7 +86,7 @@ def test_signatures_shapes_and_keys():
     assert [s.kind for s in sigs] == ["stem", "mbconv", "mbconv", "mbconv", "sandglass", "shufflev2", "dwsep", "head"]
     assert [(s.h, s.w) for s in sigs] == [(224, 224), (112, 112), (56, 56), (28, 28), (28, 28), (14, 14), (14, 14), (14, 14)]
     assert sigs[1].key == "mbconv_i16_o16_m16_k3_s2_se8h_re@16x112x112"
-    assert sigs[-1].key == "head_l576_h1024_hs_d0.2@64x14x14_n1000"
+    assert a.head.dropout == 0.2 and sigs[-1].key == "head_l576_h1024_hs@64x14x14_n1000"  # dropout: no cost
     assert signatures(a, 224, num_classes=10)[-1].key.endswith("_n10")
     rect = signatures(a, (160, 96))
     assert (rect[1].h, rect[1].w) == (80, 48) and rect[-1].out_hw == (1, 1)

@@ -180,13 +180,14 @@ def test_mobile_backend_times_a_layer_against_the_reference(backend, tmp_path, m
     """A layer through the one signature, timed relative to the reference block on the runtime; the
     converted files are cached by key; ExecuTorch's pool has the asked size."""
     from latency_models import mobile_backends as MB
-    from latency_models.features import lookup_key
+    from latency_models import profile as P
     from search_space.arch import signatures
 
     monkeypatch.setenv("EDGENAS_CACHE", str(tmp_path))
+    assert backend in P.BACKENDS and P.machine_info(backend)[next(iter(MB.versions(backend)))] != "not installed"
     sig = signatures(Arch.from_string(MIXED), RES)[1]  # the SE mbconv at 32x32
-    (row,) = MB.measure_items([("layer", sig)], backend, threads=1, rounds=2)
-    assert row["key"] == lookup_key(sig) and row["kind"] == "layer"
+    (row,) = P.measure_items([("layer", sig)], backend, threads=1, rounds=2)  # the one timing loop
+    assert row["key"] == sig.key and row["kind"] == "layer" and isinstance(row["undelegated"], list)
     # the reference (MBConv 32->192->32 at 56x56, ~44 M MACs) costs far more than this ~1 M MAC layer
     assert 0.0 < row["rel"] < 0.5 and row["ref_ms"] > 0 and row["ms"] == pytest.approx(row["rel"] * row["ref_ms"], rel=1e-3)
     cached = sorted(p.name for p in (tmp_path / MB.SUFFIX[backend]).iterdir() if p.suffix == f".{MB.SUFFIX[backend]}")
@@ -201,9 +202,14 @@ def test_mobile_backend_bad_name():
     from latency_models import mobile_backends as MB
     from search_space.errors import TargetError
 
+    from latency_models import profile as P
+
     with pytest.raises(TargetError, match=r"backend: got 'coreml'; allowed: tflite, executorch"):
         MB.check_backend("coreml")
     assert MB.main(["--arch", "mobilenet_v2", "--backend", "coreml"]) == 2
+    with pytest.raises(TargetError, match=r"backend: got 'coreml'; allowed: onnxruntime, torch, tflite, executorch"):
+        P.measure_items([("null", None)], "coreml", 1)
+    assert P.main(["--arch", "mobilenet_v2", "--backend", "coreml"]) == 2
 
 
 def test_pixel_litert_candidate_reproduces_from_its_measurements(tmp_path):

@@ -289,7 +289,7 @@ def test_signature_keys_carry_the_new_fields():
     assert keys[-1] == "head_re@512x1x80_n1000"
     sq = signatures(zoo.get("squeezenet1_0"), 224)
     assert sq[0].key == "stem_i3_o96_k7_s2_re_nobn_valid@3x224x224" and sq[1].key.startswith("maxpool_i96_o96_k3_s2_ceil_re@96x109x109")
-    assert sq[-1].key == "head_convcls_re_d0.5@512x13x13_n1000"
+    assert zoo.get("squeezenet1_0").head.dropout == 0.5 and sq[-1].key == "head_convcls_re@512x13x13_n1000"
     xs = signatures(zoo.get("xception"), 299)
     assert len(xs) == 17 and len({s.key for s in xs}) == 10  # the 8 middle blocks share one key
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import latency_models
-from latency_models.features import FEATURES, layer_features, lookup_key, total_macs
+from latency_models.features import FEATURES, layer_features, total_macs
 from search_space import zoo
 from search_space.arch import signatures
 from search_space.profile import layer_cost, profile
@@ -43,9 +43,23 @@ def test_mbconv_split():
 
 
 def test_head_dropout_does_not_change_the_key():
+    """Dropout is an identity at inference: heads differing only in it share one key, and the
+    shipped targets (whose tables hold heads keyed without dropout) price them from the table."""
+    from dataclasses import replace
+
+    import latency_models
+
     a = zoo.get("mobilenet_v3_large")
     head = signatures(a, 224)[-1]
-    assert a.head.dropout > 0 and "_d0" in head.key and "_d0" not in lookup_key(head)
+    plain = signatures(replace(a, head=replace(a.head, dropout=0.0)), 224)[-1]
+    assert a.head.dropout > 0 and "_d0" not in head.key and head.key == plain.key
+    assert "_d0" in a.to_string()  # the arch string still carries it
+    for target in ("local-cpu",):  # measured every zoo layer
+        m = latency_models.load(target)
+        assert m.source_of(a, 224)[-1] == "table", target
+    for target in latency_models.targets():  # no table key anywhere still carries a dropout
+        m = latency_models.load(target)
+        assert not [k for _, k, _ in m.table.items() if k.startswith("head") and "_d0." in k], target
 
 
 @pytest.mark.parametrize("target", ["pixel-cpu", "note10-cpu"])

@@ -149,7 +149,6 @@ def test_ofa_specialized_nets_use_the_importers_keys():
     keys as the Note10 importer gives the OFA operators that describe them."""
     from search_space.arch import signatures
     from search_space.importers import from_net_config
-    from latency_models.features import lookup_key
     from latency_models.table import _block_sig, _parse_foreign_key
 
     nets = 0
@@ -160,6 +159,6 @@ def test_ofa_specialized_nets_use_the_importers_keys():
         nets += 1
         sigs = signatures(arch, 224)
         for sig, key in zip(sigs[1:-1], ofa_keys(arch, 224)[1:-4]):
-            assert _block_sig(_parse_foreign_key(key, "test")[1], OFA).key == lookup_key(sig)
-        assert "nobias" in lookup_key(sigs[-1])  # OFA's feature_mix_layer has no bias
+            assert _block_sig(_parse_foreign_key(key, "test")[1], OFA).key == sig.key
+        assert "nobias" in sigs[-1].key  # OFA's feature_mix_layer has no bias
     assert nets >= 10
