@@ -17,6 +17,15 @@ Built-in data set ``fashion-mnist``
     and priced by the latency model).  The repeat is done per batch (``expand``), so memory holds
     one channel.
 
+Full-size data (``--dataset PATH --image-size 224``)
+    An image folder in the ImageNet layout (``PATH/train/<class>/...``, ``PATH/val/<class>/...``) is
+    streamed from disk (``load_image_folder``): Pillow decodes in DataLoader worker processes, training
+    images get the standard ImageNet augmentation (RandomResizedCrop to 224 with scale 0.08-1 and ratio
+    3/4-4/3, random horizontal flip), evaluation images are resized to 256 (short side) and centre-cropped
+    to 224; batches travel as uint8 (pinned memory on CUDA) and are normalised with the ImageNet mean / std
+    on the device.  ``GlobalBatchSampler`` hands each process its part of every global batch.  (Pillow's
+    ``resize(box=...)`` does crop + resize in one resampling; torchvision is not needed.)
+
 User data (``--dataset PATH``)
     * a folder of class sub-folders (``PATH/<class>/<image>``), read with Pillow; if ``PATH`` holds
       ``train/`` and ``test/`` (and optionally ``val/``) folders of class sub-folders, those are the
@@ -143,11 +152,19 @@ def dataset_names() -> list[str]:
     return list(BUILTIN)
 
 
-def load_dataset(name_or_path: str | os.PathLike = "fashion-mnist", seed: int = 0) -> Dataset:
-    """The data set ``name_or_path``: a built-in name, an image-folder tree or an ``.npz`` file."""
+def load_dataset(name_or_path: str | os.PathLike = "fashion-mnist", seed: int = 0, image_size: int | None = None,
+                 workers: int = 4):
+    """The data set ``name_or_path``: a built-in name, an image-folder tree or an ``.npz`` file (in
+    memory); with ``image_size`` an image folder streamed from disk at that size with the ImageNet
+    augmentation (``load_image_folder``, a ``FolderDataset``)."""
     if name_or_path is None:
         name_or_path = "fashion-mnist"
     text = str(name_or_path)
+    if image_size is not None:
+        if text.lower() in _ALIASES or not Path(text).expanduser().is_dir():
+            raise DataError(f"--image-size: only with an image folder; got dataset {text}; allowed: a folder "
+                            "root/train/<class>/..., root/val/<class>/... (or root/<class>/...)")
+        return load_image_folder(text, image_size, seed=seed, workers=workers)
     if text.lower() in _ALIASES:
         return _fashion_mnist(os.environ.get("EDGENAS_FASHION_MNIST_DIR", FASHION_MNIST_DIR), seed)
     path = Path(text).expanduser()
@@ -407,3 +424,271 @@ def _image_folder(root: Path, seed: int) -> Dataset:
 
 
 __all__ = ["Dataset", "Split", "load_dataset", "dataset_names", "FASHION_MNIST_DIR", "FASHION_MNIST_INSTALL"]
+
+
+# --------------------------------------------------------------------------------------------
+# Full-size image folders (ImageNet layout), streamed from disk
+# --------------------------------------------------------------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def random_resized_crop_box(width: int, height: int, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The crop box (left, top, right, bottom) of the standard ImageNet RandomResizedCrop (the
+    Inception / torchvision algorithm): area in ``scale`` of the image, aspect ratio log-uniform in
+    ``ratio``, 10 tries, else the central crop at the nearest allowed ratio."""
+    area = width * height
+    lo, hi = np.log(ratio[0]), np.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        ar = float(np.exp(rng.uniform(lo, hi)))
+        w = int(round((target * ar) ** 0.5))
+        h = int(round((target / ar) ** 0.5))
+        if 0 < w <= width and 0 < h <= height:
+            top = rng.randint(0, height - h)
+            left = rng.randint(0, width - w)
+            return left, top, left + w, top + h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        w, h = int(round(height * ratio[1])), height
+    else:
+        w, h = width, height
+    top, left = (height - h) // 2, (width - w) // 2
+    return left, top, left + w, top + h
+
+
+def center_crop_box(width: int, height: int, resize: int, size: int):
+    """Eval transform as a box on the original image: resize the short side to ``resize`` then crop
+    the central ``size`` x ``size`` -- i.e. the central square of side ``size / resize`` x short side."""
+    side = min(width, height) * size / resize
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+class FolderImages(torch.utils.data.Dataset):
+    """The files of one split of an image folder, decoded with Pillow when asked for (in DataLoader
+    workers).  ``train``: RandomResizedCrop to ``size`` (scale 0.08-1, ratio 3/4-4/3) and a random
+    horizontal flip; else resize the short side to ``resize`` (256) and crop the central ``size``
+    (224).  Returns (uint8 (3, size, size), label); normalisation (``IMAGENET_MEAN``/``STD`` by default)
+    happens on the device, after the 4x smaller uint8 copy.  The random draws of image ``i`` come from
+    (seed, epoch, i), so an epoch is the same whatever the number of workers or processes, and a
+    resumed run sees the same crops."""
+
+    def __init__(self, files: list[tuple[str, int]], train: bool, size: int = 224, resize: int = 256,
+                 seed: int = 0, hflip: bool = True):
+        self.files, self.train, self.size, self.resize, self.seed, self.hflip = files, train, size, resize, seed, hflip
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i: int):
+        import random as _random
+
+        from PIL import Image
+
+        path, label = self.files[int(i)]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+        except OSError as exc:
+            raise DataError(f"dataset: {path} is not a readable image ({type(exc).__name__})") from None
+        w, h = im.size
+        if self.train:
+            rng = _random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(i))
+            box = random_resized_crop_box(w, h, rng)
+            im = im.resize((self.size, self.size), Image.BILINEAR, box=box)
+            if self.hflip and rng.random() < 0.5:
+                im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            im = im.resize((self.size, self.size), Image.BILINEAR,
+                           box=center_crop_box(w, h, self.resize, self.size))
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+        return x, label
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Batch sampler of one process: each epoch a permutation of the split drawn from (seed, epoch);
+    global batches of ``global_batch`` cut from it (last incomplete one dropped); this rank gets its
+    contiguous part of each (``searchers.distributed.rank_slice``: world x accum shards), so every rank
+    sees a disjoint 1/world of the epoch, as DistributedSampler does, and the same images per step as a
+    1-process run.  ``set_epoch(epoch, start_step)`` also resumes mid-epoch."""
+
+    def __init__(self, n: int, global_batch: int, rank: int = 0, world: int = 1, accum: int = 1, seed: int = 0,
+                 shuffle: bool = True):
+        self.n, self.bs, self.rank, self.world, self.accum = n, global_batch, rank, world, accum
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = self.start = 0
+        self.part = global_batch // (world * accum) * accum
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start_step)
+
+    def steps(self) -> int:
+        return self.n // self.bs
+
+    def __len__(self) -> int:
+        return self.steps() - self.start
+
+    def order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+
+    def __iter__(self):
+        order = self.order()
+        for s in range(self.start, self.steps()):
+            g = order[s * self.bs:(s + 1) * self.bs]
+            yield g[self.rank * self.part:(self.rank + 1) * self.part].tolist()
+
+
+def _collate(batch):
+    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.int64)
+
+
+def to_float(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> normalised float32 on ``x``'s device (keeps channels-last if it is)."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x.float().div_(255.0) - m) / s
+
+
+def make_loader(images: FolderImages, batch_sampler=None, batch_size: int = 256, workers: int = 4,
+                pin_memory: bool | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``images``: ``workers`` decoding processes (persistent, 4 batches prefetched
+    each), pinned memory when CUDA is available (``pin_memory`` None)."""
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    kw = dict(num_workers=workers, pin_memory=pin_memory, collate_fn=_collate)
+    if workers:
+        kw.update(persistent_workers=False, prefetch_factor=4)
+    if batch_sampler is not None:
+        return torch.utils.data.DataLoader(images, batch_sampler=batch_sampler, **kw)
+    return torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, **kw)
+
+
+class FolderSplit:
+    """One split of a full-size image folder, streamed: ``len``, ``batches(batch_size, limit)`` (the
+    evaluation transform, normalised floats, in file order), ``images(train)`` for training loaders."""
+
+    def __init__(self, files, size: int, resize: int, seed: int, workers: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.files, self.size, self.resize, self.seed, self.workers = files, size, resize, seed, workers
+        self.mean, self.std, self.channels = mean, std, 3
+        self.y = torch.tensor([lab for _, lab in files], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def images(self, train: bool, hflip: bool = True) -> FolderImages:
+        return FolderImages(self.files, train, self.size, self.resize, self.seed, hflip)
+
+    def batches(self, batch_size: int = 256, shuffle: bool = False, generator=None, limit: int | None = None):
+        files = self.files
+        if shuffle:
+            order = torch.randperm(len(files), generator=generator).tolist()
+            files = [files[i] for i in order]
+        if limit is not None:
+            files = files[:limit]
+        ds = FolderImages(files, False, self.size, self.resize, self.seed)
+        for x, y in make_loader(ds, batch_size=batch_size, workers=self.workers):
+            yield to_float(x, self.mean, self.std), y
+
+    def batch(self, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images ``idx`` (all when None), evaluation transform, normalised floats."""
+        idx = torch.arange(len(self)) if idx is None else torch.as_tensor(idx)
+        ds = FolderImages(self.files, False, self.size, self.resize, self.seed)
+        x, y = _collate([ds[int(i)] for i in idx])
+        return to_float(x, self.mean, self.std), y
+
+    def subset(self, n: int, seed: int = 0) -> "FolderSplit":
+        if n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return FolderSplit([self.files[i] for i in idx.tolist()], self.size, self.resize, self.seed, self.workers,
+                           self.mean, self.std)
+
+
+@dataclass
+class FolderDataset:
+    """A full-size image folder (``load_dataset(path, image_size=224)``): splits are ``FolderSplit``s
+    streamed from disk; ``streaming`` tells the trainer to use DataLoaders."""
+
+    name: str
+    train: FolderSplit
+    val: FolderSplit
+    test: FolderSplit
+    num_classes: int
+    classes: tuple[str, ...] = field(default_factory=tuple)
+    source: str = ""
+    streaming: bool = True
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.train.size, self.train.size
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{len(self.train)}/{len(self.val)}/{len(self.test)}@{self.train.size}x{self.train.size}"
+
+
+def _folder_files(root: Path, classes: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for label, cls in enumerate(classes):
+        d = root / cls
+        if d.is_dir():
+            out += [(str(f), label) for f in sorted(d.rglob("*"))
+                    if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+    return out
+
+
+def load_image_folder(root: str | os.PathLike, image_size: int = 224, resize: int | None = None, seed: int = 0,
+                      workers: int = 4) -> FolderDataset:
+    """A full-size image folder streamed from disk: ``root/train/<class>/...`` and ``root/val/<class>/...``
+    (the ImageNet layout; ``root/test/`` too if present, else the val folder is also the test split and
+    a held-out val of 10,000 images at most / 10% is cut from train by ``seed``), or ``root/<class>/...``
+    split 80/10/10 by ``seed``.  Training: RandomResizedCrop(``image_size``) + flip; evaluation: resize
+    to ``resize`` (default image_size x 8/7: 256 for 224) + central crop."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset: {root} is not a folder; allowed: an image folder (root/train/<class>/..., "
+                        "root/val/<class>/...) with --image-size")
+    if not isinstance(image_size, int) or image_size < 16:
+        raise DataError(f"--image-size: got {image_size}; allowed: an integer >= 16")
+    resize = resize or int(round(image_size * 256 / 224))
+    if (root / "train").is_dir():
+        classes = [p.name for p in _class_dirs(root / "train")]
+        train = _folder_files(root / "train", classes)
+        evald = next((root / s for s in ("val", "validation", "test") if (root / s).is_dir()), None)
+        if evald is None:
+            raise DataError(f"dataset: {root} has train/ but no val/ (or test/); allowed: root/train/<class>/... and "
+                            "root/val/<class>/...")
+        held = _folder_files(evald, classes)
+        test = _folder_files(root / "test", classes) if (root / "test").is_dir() and evald.name != "test" else held
+        g = torch.Generator().manual_seed(int(seed))
+        perm = torch.randperm(len(train), generator=g).tolist()
+        n_val = min(10000, max(1, len(train) // 10))
+        val = [train[i] for i in sorted(perm[:n_val])] if test is held else held
+        train = [train[i] for i in sorted(perm[n_val:])] if test is held else train
+    else:
+        classes = [p.name for p in _class_dirs(root)]
+        files = _folder_files(root, classes)
+        if len(files) < 3:
+            raise DataError(f"dataset: {root} holds {len(files)} image(s) in class folders; allowed: at least 3")
+        g = torch.Generator().manual_seed(int(seed))
+        perm = torch.randperm(len(files), generator=g).tolist()
+        n = max(1, len(files) // 10)
+        val, test, train = ([files[i] for i in sorted(p)] for p in (perm[:n], perm[n:2 * n], perm[2 * n:]))
+    if not classes or not train:
+        raise DataError(f"dataset: {root} holds no class folders with images; allowed: root/train/<class>/<image> "
+                        f"({', '.join(IMAGE_SUFFIXES)})")
+    mk = lambda f: FolderSplit(f, image_size, resize, seed, workers)  # noqa: E731
+    return FolderDataset(root.name, mk(train), mk(val), mk(test), len(classes), tuple(classes), str(root))
+
+
+__all__ += ["FolderDataset", "FolderImages", "FolderSplit", "GlobalBatchSampler", "IMAGENET_MEAN", "IMAGENET_STD",
+            "center_crop_box", "load_image_folder", "make_loader", "random_resized_crop_box", "to_float"]

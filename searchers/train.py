@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     a("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
     a("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("scale (see docs/scale.md)")
+    g.add_argument("--image-size", type=int, default=None, help="stream a full-size image folder at this size "
+                   "with the ImageNet augmentation (e.g. 224; default: the in-memory loader)")
+    g.add_argument("--workers", type=int, default=4, help="loader processes for --image-size data (default 4)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--amp", action="store_true", help="float16 autocast + grad scaler (CUDA only; no-op on CPU)")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
@@ -151,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         space, supernet_path = _check_supernet_arch(arch, args)
     from searchers.data import load_dataset
 
-    data = load_dataset(args.dataset, seed=args.seed)
+    if args.workers < 0:
+        raise field_error(TrainError, "--workers", args.workers, "an integer >= 0")
+    data = load_dataset(args.dataset, seed=args.seed, image_size=args.image_size, workers=args.workers)
     out = Path(args.out) if args.out else default_out(args.arch, label, arch, data.name, args.init, args.seed)
     progress = not args.no_progress
 
@@ -199,7 +204,7 @@ def _train(arch, label, data, recipe, out, args, space, supernet_path, progress,
                  f"{recipe.batch_size} in {dist.world * args.accum} shard(s)")
     trainer = Trainer(arch, data, recipe, out, model, seed=args.seed, init=args.init, progress=progress, log=_log,
                       dist=dist, accum=args.accum, checkpoint_every=args.checkpoint_every, amp=args.amp,
-                      channels_last=args.channels_last, sync_bn=args.sync_bn)
+                      channels_last=args.channels_last, sync_bn=args.sync_bn, workers=args.workers)
     trainer.run(resume=not args.fresh)
     return trainer, supernet_info
 

@@ -253,7 +253,7 @@ class Trainer:
     def __init__(self, arch: Arch, data, recipe: TrainRecipe, out: Path, model: nn.Module, seed: int = 0,
                  init: str = "scratch", progress: bool = True, log: Callable[[str], None] | None = None,
                  dist=None, accum: int = 1, checkpoint_every: int = 0, amp: bool = False,
-                 channels_last: bool = False, sync_bn: bool = False):
+                 channels_last: bool = False, sync_bn: bool = False, workers: int = 4):
         from searchers.distributed import SINGLE, shard_size
 
         if init not in INITS:
@@ -265,6 +265,7 @@ class Trainer:
         self.arch, self.data, self.recipe, self.seed, self.init = arch, data, recipe, int(seed), init
         self.dist = dist or SINGLE
         self.accum, self.checkpoint_every = int(accum), int(checkpoint_every)
+        self.workers = int(workers)          # loader processes for streamed (full-size) data
         self.out = Path(out)
         self.progress = progress and self.dist.is_main
         self.log = (log or (lambda m: None)) if self.dist.is_main else (lambda m: None)
@@ -418,23 +419,41 @@ class Trainer:
                     or (stop_after_steps is not None and self.step - start_step >= stop_after_steps))
 
         lr = 0.0
+        streaming = bool(getattr(self.data, "streaming", False))
+        images = split.images(train=True, hflip=r.hflip) if streaming else None
         while self.epoch < r.epochs and not stopped():
             t0 = time.perf_counter()
             self.model.train()
-            if self.order is None:
-                self.order = torch.randperm(len(split), generator=self.gen)
-                self.epoch_losses, self.epoch_seconds = [], 0.0
             first = self.step - self.epoch * self.steps_per_epoch
+            if first == 0:
+                self.epoch_losses, self.epoch_seconds = [], 0.0
+            batches = None
+            if streaming:                  # full-size data: decoding + augmentation in loader workers
+                from searchers.data import GlobalBatchSampler, make_loader
+
+                sampler = GlobalBatchSampler(len(split), bs, self.dist.rank, self.dist.world, self.accum, self.seed)
+                sampler.set_epoch(self.epoch, first)
+                images.set_epoch(self.epoch)
+                batches = iter(make_loader(images, sampler, workers=self.workers))
+            elif self.order is None:
+                self.order = torch.randperm(len(split), generator=self.gen)
             bar = _bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{r.epochs}", self.progress)
             if bar is not None and first:
                 bar.update(first)
             for i in range(first, self.steps_per_epoch):
                 if stopped():
                     break
-                idx = self.order[i * bs:(i + 1) * bs]
-                xb = augment(split.x[idx], self.gen, r.crop_padding, r.hflip)[rs]
-                x, y = type(split)(xb, split.y[idx][rs], split.mean, split.std, split.channels).batch()
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if batches is not None:
+                    from searchers.data import to_float
+
+                    xb, y = next(batches)
+                    x = to_float(xb.to(self.device, non_blocking=True), split.mean, split.std)
+                    y = y.to(self.device, non_blocking=True)
+                else:
+                    idx = self.order[i * bs:(i + 1) * bs]
+                    xb = augment(split.x[idx], self.gen, r.crop_padding, r.hflip)[rs]
+                    x, y = type(split)(xb, split.y[idx][rs], split.mean, split.std, split.channels).batch()
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(self.step, self.total_steps, r.peak_lr, warm)

@@ -128,3 +128,118 @@ def test_missing_and_malformed_data_fail_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="truncated|not an idx"):
         load_dataset("fashion-mnist")
     D._fashion_mnist_arrays.cache_clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Full-size image folders, streamed (load_dataset(path, image_size=...))
+# --------------------------------------------------------------------------------------------
+def _colour_tree(root, per_class=16, val_per_class=4):
+    """train/ and val/ with 2 classes: mostly-red and mostly-blue images of varied sizes and noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", val_per_class)):
+        for c, name in enumerate(("red", "blue")):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = int(rng.integers(60, 140)), int(rng.integers(60, 140))
+                a = rng.integers(0, 90, (h, w, 3), dtype=np.uint8)
+                a[..., 0 if c == 0 else 2] += 150
+                Image.fromarray(a).save(d / f"{i}.{'png' if i % 2 else 'jpg'}")
+
+
+def test_random_resized_crop_box_follows_the_imagenet_rule():
+    import random
+
+    rng = random.Random(0)
+    for w, h in ((500, 375), (64, 64), (1000, 120)):
+        for _ in range(200):
+            l, t, r, b = D.random_resized_crop_box(w, h, rng)
+            assert 0 <= l < r <= w and 0 <= t < b <= h
+            cw, ch = r - l, b - t
+            if (w, h) != (1000, 120):     # the extreme shape often falls back to the central crop
+                assert 0.08 * w * h * 0.9 <= cw * ch <= w * h
+                assert 3 / 4 * 0.95 <= cw / ch <= 4 / 3 * 1.05
+    # 10 failed tries -> central crop at the nearest allowed ratio (width 1000 > 4/3 x 120)
+    class Never:                        # draws that never fit: scale 1 at ratio 4/3 on a very wide image
+        def uniform(self, a, b):
+            return b
+
+        def randint(self, a, b):
+            return a
+    assert D.random_resized_crop_box(1000, 120, Never()) == (420, 0, 580, 120)
+    # eval: resize short side to 256, central 224 == the central square of side 224/256 of the short side
+    assert D.center_crop_box(500, 375, 256, 224) == pytest.approx((85.9375, 23.4375, 414.0625, 351.5625))
+
+
+def test_eval_transform_matches_resize_then_centre_crop(tmp_path):
+    """One-step crop+resize == the two-step torchvision recipe (Resize(256) + CenterCrop(224)) up to
+    resampling differences, on a smooth image."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:375, 0:500]
+    a = np.stack([xx * 255 // 500, yy * 255 // 375, (xx + yy) * 255 // 875], -1).astype(np.uint8)
+    (tmp_path / "c").mkdir()
+    Image.fromarray(a).save(tmp_path / "c" / "x.png")
+    ds = D.FolderImages([(str(tmp_path / "c" / "x.png"), 0)], train=False, size=224, resize=256)
+    x, _ = ds[0]
+    two = Image.fromarray(a).resize((341, 256), Image.BILINEAR)              # short side 256 (500 x 256/375)
+    left, top = (341 - 224) // 2, (256 - 224) // 2
+    ref = torch.from_numpy(np.asarray(two.crop((left, top, left + 224, top + 224))).copy()).permute(2, 0, 1)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.uint8
+    assert float((x.float() - ref.float()).abs().mean()) < 2.0
+
+
+def test_streamed_image_folder_loader_and_sampler(tmp_path):
+    _colour_tree(tmp_path)
+    data = load_dataset(tmp_path, seed=0, image_size=48, workers=2)
+    assert isinstance(data, D.FolderDataset) and data.streaming and data.classes == ("blue", "red")
+    assert (len(data.train), len(data.val), len(data.test)) == (29, 3, 8)   # val cut from train; val/ is test
+    assert data.resolution == (48, 48) and data.key == f"{tmp_path.name}:29/3/8@48x48"
+    x, y = next(data.test.batches(5))
+    assert x.shape == (5, 3, 48, 48) and x.dtype == torch.float32 and y.tolist() == [0, 0, 0, 0, 1]
+    # blue class: channel 2 high, red class: channel 0 high (after ImageNet normalisation)
+    assert float(x[0, 2].mean()) > float(x[0, 0].mean()) and float(x[4, 0].mean()) > float(x[4, 2].mean())
+    # training crops: a pure function of (seed, epoch, index): same with 0 or 2 workers, new each epoch
+    imgs = data.train.images(train=True)
+    imgs.set_epoch(3)
+    a = [imgs[i][0] for i in range(4)]
+    b = next(iter(D.make_loader(imgs, batch_size=4, workers=2)))[0]
+    assert torch.equal(torch.stack(a), b)
+    imgs.set_epoch(4)
+    assert not torch.equal(imgs[0][0], a[0])
+    # the sampler: 2 ranks get disjoint halves of each global batch = the 1-process batch; resume mid-epoch
+    one = D.GlobalBatchSampler(29, 8, seed=1)
+    r0, r1 = (D.GlobalBatchSampler(29, 8, rank=k, world=2, seed=1) for k in (0, 1))
+    for s in (one, r0, r1):
+        s.set_epoch(2)
+    b1, b0, bb = list(one), list(r0), list(r1)
+    assert len(b1) == 3 and all(len(b) == 4 for b in b0 + bb)
+    assert [x0 + x1 for x0, x1 in zip(b0, bb)] == b1
+    assert len(set(sum(b1, []))) == 24
+    r0.set_epoch(2, start_step=1)
+    assert list(r0) == b0[1:]
+    with pytest.raises(DataError, match="--image-size: only with an image folder"):
+        load_dataset("fashion-mnist", image_size=224)
+
+
+def test_trainer_on_streamed_folder_learns_and_resumes_mid_epoch(tmp_path):
+    from search_space.arch import Arch
+    from searchers.trainer import Trainer, TrainRecipe, scratch_model
+
+    torch.set_num_threads(1)
+    _colour_tree(tmp_path / "data", per_class=24, val_per_class=8)
+    data = load_dataset(tmp_path / "data", seed=0, image_size=32, workers=1)
+    arch = Arch.from_string("stem_i3_o8_k3_s2_re-mbconv_i8_o16_m32_k3_s2_re-head_l32_h0_re")
+    r = TrainRecipe(epochs=3, batch_size=8, lr=0.05, warmup_epochs=0.3, ema_decay=0.5)
+    a = Trainer(arch, data, r, tmp_path / "a", scratch_model(arch, 2, 0), progress=False, workers=1)
+    a.run()
+    assert a.step == 3 * (43 // 8) and a.test()["top1"] >= 0.8            # red vs blue: chance is 0.5
+    b = Trainer(arch, data, r, tmp_path / "b", scratch_model(arch, 2, 0), progress=False, workers=1)
+    b.run(stop_after_steps=7)                                          # mid epoch 2 (5 steps per epoch)
+    torch.manual_seed(99)
+    c = Trainer(arch, data, r, tmp_path / "b", scratch_model(arch, 2, 0), progress=False, workers=1)
+    assert c.run()["resumed_from"] == 1
+    sa, sc = a.model.state_dict(), c.model.state_dict()
+    assert all(torch.equal(sa[k], sc[k]) for k in sa)
