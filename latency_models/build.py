@@ -1,7 +1,9 @@
-"""Measure this machine and write the ``local-cpu`` target.
+"""Measure this machine and write a target measured here: ``local-cpu`` (ONNX Runtime) or
+``local-tflite`` (LiteRT with XNNPACK, the phone's kernels run on this CPU).
 
     python -m latency_models.build --target local-cpu [--space mobile-unified]
         [--backend onnxruntime|torch] [--threads 1] [--blocks 400] [--nets 12] [--passes 3]
+    python -m latency_models.build --target local-tflite --blocks 120 --nets 8 --zoo none --passes 2
 
 1. Design: sample ``--pool`` archs of the space (seeded), collect the distinct layers (stem, blocks,
    head) they meet at each ``--resolutions``, plus every layer of the zoo networks (``--zoo``), and
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import random
 import statistics
@@ -36,13 +37,13 @@ import numpy as np
 from latency_models.features import SCALE, layer_features
 from latency_models.model import LatencyModel
 from latency_models.predictor import TreeResidual, fit_network_model, fit_predictor
-from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items
+from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items, runtime_version
 from latency_models.table import Entry, LatencyTable
-from search_space.arch import Arch, signatures
+from search_space.arch import signatures
 from search_space.errors import TargetError, cli_entry, field_error
 
 REPO = Path(__file__).resolve().parents[1]
-BUILDABLE = ("local-cpu",)
+BUILDABLE = {"local-cpu": "onnxruntime", "local-tflite": "tflite"}  # target -> default backend
 
 
 def _stratum(sig) -> tuple:
@@ -192,7 +193,8 @@ def _errors(pred, true) -> dict:
             "spearman": round(float(spearmanr(pred, true).statistic), 4) if len(true) > 2 else None}
 
 
-def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0) -> LatencyModel:
+def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
+               name: str = "local-cpu") -> LatencyModel:
     best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
     entries, kinds, X, y = {}, [], [], []
     for s in layers:
@@ -225,7 +227,7 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0)
     if use_trees:
         predictor.residual = TreeResidual.fit(kinds, X, predictor.predict_rows(kinds, X), y, seed)
     table = LatencyTable(entries)
-    model = LatencyModel("local-cpu", table, predictor, meta)
+    model = LatencyModel(name, table, predictor, meta)
     # in-network terms: fitted on all measured networks; error by leave-one-network-out
     measured = []
     for a, r, label in nets:
@@ -249,10 +251,10 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0)
         sc, nc, oh = fit_network_model(sums, feats, true)
         predictor.scale, predictor.net_coef, predictor.overhead_ms = sc, nc, oh
         predictor.fitted_on["measured_networks"] = len(measured)
-        model = LatencyModel("local-cpu", table, predictor, meta)
+        model = LatencyModel(name, table, predictor, meta)
         error["networks_fitted"] = _errors(model.predict_many([m[0] for m in measured], measured[0][1]), true)
     error["note"] = ("measured here, relative to the reference block; `python -m latency_models.validate "
-                     "--target local-cpu` re-measures fresh random archs")
+                     f"--target {name}` re-measures fresh random archs")
     model.error = error
     return model
 
@@ -262,7 +264,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m latency_models.build", description=__doc__.split("\n")[0])
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--space", default="mobile-unified")
-    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--backend", default=None, help="default: the target's (local-cpu onnxruntime, "
+                    "local-tflite tflite)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resolutions", default="224", help="comma-separated input resolutions")
     ap.add_argument("--blocks", type=int, default=400, help="layers of the space to measure")
@@ -278,7 +281,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="discard earlier partial measurements")
     args = ap.parse_args(argv)
     if args.target not in BUILDABLE:
-        raise field_error(TargetError, "--target", args.target, BUILDABLE)
+        raise field_error(TargetError, "--target", args.target, tuple(BUILDABLE))
+    args.backend = args.backend or BUILDABLE[args.target]
     if args.backend not in BACKENDS:
         raise field_error(TargetError, "--backend", args.backend, BACKENDS)
     if args.threads < 1:
@@ -306,7 +310,7 @@ def main(argv=None) -> int:
     info = machine_info(args.backend, args.threads)
     meta = {
         "device": f"{info['cpu']} ({info['cores']} cores, shared VM)", "runtime": args.backend,
-        "runtime_version": info.get("onnxruntime", info["torch"]), "threads": args.threads,
+        "runtime_version": runtime_version(info), "threads": args.threads,
         "clock": "thread CPU time" if args.threads == 1 else "wall time",
         "resolutions": resolutions, "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "repeats": {"passes": args.passes, "rounds": args.rounds, "rule": "min over passes of the median over rounds"},
@@ -320,7 +324,7 @@ def main(argv=None) -> int:
         "build_minutes_this_run": round((time.time() - t0) / 60, 1),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-    model = fit_target(layers, nets, agg, meta, seed=args.seed)
+    model = fit_target(layers, nets, agg, meta, seed=args.seed, name=args.target)
     out = Path(args.out) if args.out else REPO / "latency_models" / "targets" / f"{args.target}.json"
     model.save(out)
     print(f"reference {agg['ref_ms']:.3f} ms, drift p5..p95 {agg['drift']['spread_p5_p95_pct']}%, "

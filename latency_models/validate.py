@@ -1,6 +1,7 @@
 """Check a latency target against measurements it was not fitted on.
 
     python -m latency_models.validate --target local-cpu --archs 50 [--space mobile-unified] [--png out.png]
+        [--passes 2] [--also other-target.json] [--save measured.json | --measured measured.json]
     python -m latency_models.validate --target pixel-cpu
 
 ``local-cpu`` (any target measured here): re-measures the reference block first and reports the
@@ -17,6 +18,8 @@ a table (200) priced by the regressor vs the exact table sums at the two nearest
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -24,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import latency_models
-from latency_models.profile import BACKENDS, REFERENCE, layer_runner, machine_info, measure_absolute, measure_items
+from latency_models.profile import (BACKENDS, REFERENCE, layer_runner, machine_info, measure_absolute, measure_items,
+                                    runtime_version)
 from search_space.errors import TargetError, cli_entry, field_error
 
 
@@ -70,69 +74,147 @@ def _print(label: str, s: dict) -> None:
           f"Spearman {s['spearman']:.3f}  max {s['max_err_pct']:.1f}%  (n={s['n']})")
 
 
-def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path, chunk: int = 5,
-                      rounds: int = 5, zoo_nets: bool = True) -> dict:
+def _reference_ms(model) -> float:
+    ref_build = float(model.meta.get("reference", {}).get("ms") or 0.0)
+    if ref_build <= 0:
+        raise TargetError(f"target {model.name}: meta.reference.ms missing; rebuild it with latency_models.build")
+    return ref_build
+
+
+def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, seed: int, passes: int = 1,
+                     rounds: int = 5, zoo_nets: bool = True, chunk: int = 5, res: int = 224) -> dict:
+    """Measure ``n_archs`` random archs of the space and the zoo networks end-to-end, each relative to
+    the reference block, in ``passes`` fresh processes.  Returns a JSON-able record: per network its
+    arch string, label, per-pass relative costs and reference ms; the reference measured alone first;
+    the machine and its load."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
     from tqdm import tqdm
 
+    from latency_models.profile import use_clock
     from search_space import zoo
     from search_space.space import load_space
 
-    backend = model.meta.get("runtime", "onnxruntime")
-    threads = int(model.meta.get("threads") or 1)
     if backend not in BACKENDS:
-        raise field_error(TargetError, f"target {model.name}: meta.runtime", backend, BACKENDS)
-    ref_build = float(model.meta.get("reference", {}).get("ms") or 0.0)
-    if ref_build <= 0:
-        raise TargetError(f"target {model.name}: meta.reference.ms missing; rebuild it with latency_models.build")
+        raise field_error(TargetError, "meta.runtime", backend, BACKENDS)
     info = machine_info(backend, threads)
-    print(f"machine: {info['cpu']}, {info['cores']} cores; {backend} {info.get('onnxruntime', info['torch'])}, "
-          f"{threads} thread(s)")
-    from latency_models.profile import use_clock
-
+    load0 = os.getloadavg()
+    print(f"machine: {info['cpu']}, {info['cores']} cores (load average {', '.join(f'{x:.2f}' for x in load0)}); "
+          f"{backend} {runtime_version(info)}, {threads} thread(s)")
     clock = use_clock(threads)
     ref_now, ref_spread = measure_absolute(layer_runner(REFERENCE, backend, threads).run, rounds=9)
-    drift = ref_now / ref_build - 1.0
-    print(f"timing with {clock}; reference block now {ref_now:.3f} ms (spread {100 * ref_spread:.1f}%), at build "
-          f"{ref_build:.3f} ms: drift {100 * drift:+.1f}%")
     space = load_space(space_name)
     rng = random.Random(seed)
     items = [(space.sample(rng), f"{space.name}#{i}") for i in range(n_archs)]
     if zoo_nets:
         items += [(zoo.get(n), n) for n in zoo.names()]
-    res = int(max(model.meta.get("resolutions") or [224]))
     work = [("net", (a, res)) for a, _ in items]
-    measured = []
-    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex, \
-            tqdm(total=len(work), desc="measuring networks", unit="net", file=sys.stderr) as bar:
-        for i in range(0, len(work), chunk):
-            out = ex.submit(measure_items, work[i:i + chunk], backend, threads, rounds).result()
-            measured += out
-            bar.update(len(out))
-    true = np.array([m["rel"] * ref_build for m in measured])   # in the build's time scale
-    raw = np.array([m["ms"] for m in measured])                   # as timed now
-    pred = model.predict_many([a for a, _ in items], res)
-    is_zoo = np.array(["#" not in label for _, label in items])
-    result = {"drift_pct": round(100 * drift, 1), "reference_ms_now": round(ref_now, 4)}
+    rels = [[] for _ in items]
+    refs = [[] for _ in items]
+    with tqdm(total=len(work) * passes, desc="measuring networks", unit="net", file=sys.stderr) as bar:
+        for _ in range(passes):
+            with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:  # a fresh process per pass
+                for i in range(0, len(work), chunk):
+                    out = ex.submit(measure_items, work[i:i + chunk], backend, threads, rounds).result()
+                    for j, m in enumerate(out, start=i):
+                        rels[j].append(m["rel"])
+                        refs[j].append(m["ref_ms"])
+                    bar.update(len(out))
+    return {"backend": backend, "threads": threads, "clock": clock, "resolution": res, "space": space.name,
+            "seed": seed, "passes": passes, "rounds": rounds,
+            "machine": {k: info[k] for k in ("cpu", "cores")}, "runtime": runtime_version(info),
+            "load_average": [round(x, 2) for x in load0] + [round(x, 2) for x in os.getloadavg()],
+            "reference_alone_ms": round(ref_now, 4), "reference_alone_spread": round(ref_spread, 4),
+            "networks": [{"label": label, "arch": a.to_string(), "rel": r, "ref_ms": f}
+                         for (a, label), r, f in zip(items, rels, refs)]}
+
+
+def score_networks(model, record: dict, png: Path | None = None, quiet: bool = False) -> dict:
+    """Compare ``model`` with a ``measure_networks`` record: measured = min over passes of the relative
+    cost x the model's own reference ms (the build's time scale, so drift since the build cancels).
+    Also reports the measurement's own pass-to-pass spread, the floor under any model's error."""
+    from search_space.arch import Arch
+
+    say = (lambda *a: None) if quiet else print
+    ref_build = _reference_ms(model)
+    drift = record["reference_alone_ms"] / ref_build - 1.0
+    nets = record["networks"]
+    archs = [Arch.from_string(n["arch"]) for n in nets]
+    labels = [n["label"] for n in nets]
+    true = np.array([min(n["rel"]) * ref_build for n in nets])
+    raw = np.array([min(n["rel"]) * float(np.median(n["ref_ms"])) for n in nets])
+    pred = model.predict_many(archs, record["resolution"])
+    is_zoo = np.array(["#" not in label for label in labels])
+    say(f"{model.name} ({model.path}): reference block now {record['reference_alone_ms']:.3f} ms, at build "
+        f"{ref_build:.3f} ms: drift {100 * drift:+.1f}%")
+    result = {"drift_pct": round(100 * drift, 1), "reference_ms_now": record["reference_alone_ms"],
+              "load_average": record.get("load_average")}
+    if record["passes"] > 1:
+        rel = np.array([n["rel"] for n in nets])
+        rep = np.abs(rel.max(1) - rel.min(1)) / rel.min(1)
+        result["measurement_pass_to_pass"] = {"passes": record["passes"],
+                                              "mean_spread_pct": round(100 * float(rep.mean()), 2),
+                                              "p90_spread_pct": round(100 * float(np.percentile(rep, 90)), 2),
+                                              "share_over_10pct": round(float((rep > 0.10).mean()), 3)}
+        say(f"{'measurement itself':28s} pass-to-pass spread mean {result['measurement_pass_to_pass']['mean_spread_pct']}%"
+            f", p90 {result['measurement_pass_to_pass']['p90_spread_pct']}%, over 10%: "
+            f"{result['measurement_pass_to_pass']['share_over_10pct']:.1%}")
     if (~is_zoo).any():
         result["random_archs"] = stats(pred[~is_zoo], true[~is_zoo])
-        _print(f"random {space.name} archs", result["random_archs"])
+        if not quiet:
+            _print(f"random {record['space']} archs", result["random_archs"])
     if is_zoo.any():
         result["zoo"] = stats(pred[is_zoo], true[is_zoo])
-        _print("zoo networks", result["zoo"])
-        for (a, label), p, t in zip(items, pred, true):
-            if "#" not in label:
-                print(f"    {label:22s} measured {t:8.2f} ms  predicted {p:8.2f} ms  ({100 * (p / t - 1):+.1f}%)")
+        if not quiet:
+            _print("zoo networks", result["zoo"])
+            for label, p, t in zip(labels, pred, true):
+                if "#" not in label:
+                    print(f"    {label:22s} measured {t:8.2f} ms  predicted {p:8.2f} ms  ({100 * (p / t - 1):+.1f}%)")
     result["all"] = stats(pred, true)
-    _print("all", result["all"])
     result["all_raw_ms_no_drift_correction"] = stats(pred, raw)
-    _print("all, raw ms (no drift corr.)", result["all_raw_ms_no_drift_correction"])
-    scatter(png, {f"random {space.name}": (list(pred[~is_zoo]), list(true[~is_zoo])),
-                  "zoo": (list(pred[is_zoo]), list(true[is_zoo]))},
-            f"{model.name}: predicted vs measured at {res} ({info['cpu']}, drift {100 * drift:+.1f}%)")
-    print(f"wrote {png}")
+    if not quiet:
+        _print("all", result["all"])
+        _print("all, raw ms (no drift corr.)", result["all_raw_ms_no_drift_correction"])
+    result["per_network"] = [{"label": l, "measured_ms": round(float(t), 4), "predicted_ms": round(float(p), 4)}
+                             for l, t, p in zip(labels, true, pred)]
+    if png is not None:
+        scatter(png, {f"random {record['space']}": (list(pred[~is_zoo]), list(true[~is_zoo])),
+                      "zoo": (list(pred[is_zoo]), list(true[is_zoo]))},
+                f"{model.name}: predicted vs measured at {record['resolution']} ({record['machine']['cpu']}, "
+                f"drift {100 * drift:+.1f}%)")
+        say(f"wrote {png}")
+    return result
+
+
+def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path, chunk: int = 5,
+                      rounds: int = 5, zoo_nets: bool = True, passes: int = 1, also=(), save: Path | None = None,
+                      record: dict | None = None) -> dict:
+    """Measure (or take ``record``) and score ``model`` and every model in ``also`` on the same
+    measurements; ``save`` writes the measurements (JSON) for re-scoring without re-measuring."""
+    backend = model.meta.get("runtime", "onnxruntime")
+    threads = int(model.meta.get("threads") or 1)
+    if backend not in BACKENDS:
+        raise field_error(TargetError, f"target {model.name}: meta.runtime", backend, BACKENDS)
+    _reference_ms(model)
+    for m in also:
+        if (m.meta.get("runtime", "onnxruntime"), int(m.meta.get("threads") or 1)) != (backend, threads):
+            raise TargetError(f"target {m.name} ({m.path}): measured with {m.meta.get('runtime')}, "
+                              f"{m.meta.get('threads')} thread(s); allowed: targets of {backend}, {threads} thread(s)")
+        _reference_ms(m)
+    if record is None:
+        record = measure_networks(backend, threads, space_name, n_archs, seed, passes, rounds, zoo_nets, chunk,
+                                  res=int(max(model.meta.get("resolutions") or [224])))
+        if save is not None:
+            save.parent.mkdir(parents=True, exist_ok=True)
+            save.write_text(json.dumps(record) + "\n")
+            print(f"wrote {save}")
+    result = score_networks(model, record, png)
+    if also:
+        result["also"] = {}
+        for m in also:
+            print()
+            result["also"][str(m.path)] = score_networks(m, record, None)
     return result
 
 
@@ -186,9 +268,18 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-zoo", action="store_true", help="skip the zoo networks")
     ap.add_argument("--png", default=None, help="scatter plot path (default validate-<target>.png)")
+    ap.add_argument("--passes", type=int, default=1, help="measure every network in this many fresh processes "
+                    "(min over them; their spread is the measurement's own noise)")
+    ap.add_argument("--also", action="append", default=[], help="another target (name or file) of the same "
+                    "backend scored on the same measurements (repeatable)")
+    ap.add_argument("--save", default=None, help="write the measurements here (JSON)")
+    ap.add_argument("--measured", default=None, help="score against these saved measurements, measure nothing")
+    ap.add_argument("--json", default=None, help="write the scores here (JSON)")
     args = ap.parse_args(argv)
     if args.archs < 0:
         raise field_error(TargetError, "--archs", args.archs, "an integer >= 0")
+    if args.passes < 1:
+        raise field_error(TargetError, "--passes", args.passes, "an integer >= 1")
     model = latency_models.load(args.target)
     png = Path(args.png or f"validate-{model.name}.png")
     if model.name == "pixel-cpu":
@@ -196,8 +287,21 @@ def main(argv=None) -> int:
     elif model.name == "note10-cpu":
         validate_note10(model, png)
     else:
-        validate_measured(model, args.space, args.archs, args.seed + 1000, png, rounds=args.rounds,
-                          zoo_nets=not args.no_zoo)
+        record = None
+        if args.measured:
+            path = Path(args.measured)
+            try:
+                record = json.loads(path.read_text())
+                record["networks"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise TargetError(f"--measured {path}: not a measurements file of latency_models.validate "
+                                  f"({type(exc).__name__})") from None
+        result = validate_measured(model, args.space, args.archs, args.seed + 1000, png, rounds=args.rounds,
+                                   zoo_nets=not args.no_zoo, passes=args.passes,
+                                   also=[latency_models.load(t) for t in args.also],
+                                   save=Path(args.save) if args.save else None, record=record)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

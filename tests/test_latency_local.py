@@ -94,6 +94,27 @@ def test_build_small_sample_is_resumable(tmp_path, capsys):
     assert model.predict(arch) > 0
     assert sum(ms for _, ms in model.breakdown(arch)) == pytest.approx(model.predict(arch))
 
+    # validate a target file not installed: measure once (2 fresh processes), save, re-score offline
+    # with a second target on the same measurements
+    meas, scores = tmp_path / "measured.json", tmp_path / "scores.json"
+    lc = str(tmp_path / "lc.json")
+    assert validate.main(["--target", lc, "--space", "proxylessnas", "--archs", "3", "--no-zoo", "--passes", "2",
+                          "--rounds", "2", "--save", str(meas), "--png", str(tmp_path / "v.png")]) == 0
+    out = capsys.readouterr().out
+    assert "pass-to-pass spread" in out and "drift" in out and "load average" in out
+    rec = json.loads(meas.read_text())
+    assert len(rec["networks"]) == 3 and all(len(n["rel"]) == 2 for n in rec["networks"])
+    assert validate.main(["--target", lc, "--measured", str(meas), "--also", lc, "--json", str(scores),
+                          "--png", str(tmp_path / "v2.png")]) == 0
+    got = json.loads(scores.read_text())
+    assert got["random_archs"]["n"] == 3 and got["also"][lc]["random_archs"] == got["random_archs"]
+    first = validate.score_networks(model, rec, quiet=True)
+    assert first["random_archs"] == got["random_archs"]
+    assert validate.main(["--target", lc, "--measured", str(tmp_path / "none.json")]) == 2
+    assert "not a measurements file" in capsys.readouterr().err
+    assert validate.main(["--target", lc, "--measured", str(meas), "--also", "pixel-cpu"]) == 2
+    assert "allowed: targets of onnxruntime, 1 thread(s)" in capsys.readouterr().err
+
 
 def test_build_and_validate_cli_errors(tmp_path, capsys):
     assert build.main(["--backend", "tvm"]) == 2
