@@ -56,6 +56,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -103,9 +104,10 @@ class SupernetRecipe:
     envelope_samples: int = 1000      # random samples used (with zoo points and decodes) for the envelope
     max_channels: int = 0             # reduced scale: only archs with no layer wider than this (0: no cap)
     max_macs: int = 0                 # reduced scale: only archs with at most these MACs at 224x224 (0: no cap)
-    calib_batches: int = 3            # BN re-estimation batches per evaluation
-    calib_batch_size: int = 256
-    eval_images: int = 2000           # validation images scored per evaluation
+    scope: str = ""                   # the part of the space the supernet covers (SCOPES; "": all of it)
+    calib_batches: int = 2            # BN re-estimation batches per evaluation
+    calib_batch_size: int = 128
+    eval_images: int = 600            # validation images scored per evaluation
     checkpoint_every: int = 50        # steps between checkpoints
 
     def __post_init__(self) -> None:
@@ -118,6 +120,8 @@ class SupernetRecipe:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise field_error(SupernetError, f"recipe.{name}", v, "an integer >= 0")
+        if self.scope and self.scope not in SCOPES:
+            raise field_error(SupernetError, "recipe.scope", self.scope, ["", *sorted(SCOPES)])
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
             raise field_error(SupernetError, "recipe.lr", self.lr, "a number in (0, 10)")
 
@@ -134,21 +138,69 @@ class SupernetRecipe:
         d = asdict(self)
         for k in ("calib_batches", "calib_batch_size", "eval_images", "checkpoint_every"):
             d.pop(k)
+        if not d["scope"]:
+            d.pop("scope")                       # (keys of supernets from before scopes stay valid)
         return d
 
 
 # --------------------------------------------------------------------------------------------
 # Meta modules and keys
 # --------------------------------------------------------------------------------------------
-def _meta_module(arch: Arch, num_classes: int) -> nn.Module:
-    """``arch.build(num_classes)``'s module structure on the meta device (no memory, no init)."""
+def _part_key(name: str, kw: dict) -> tuple:
+    return (name, tuple(sorted((k, repr(v)) for k, v in kw.items())))
+
+
+_PART_POOL: dict[tuple, list[nn.Module]] = {}
+_PART_SHAPES: dict[tuple, list[tuple[str, tuple[int, ...]]]] = {}
+
+
+def _new_part(name: str, kw: dict) -> nn.Module:
+    from search_space import modules
+
+    with torch.device("meta"):
+        return getattr(modules, name)(**kw)
+
+
+def _meta_module(arch: Arch, num_classes: int, shared: bool = False) -> nn.Module:
+    """``arch.build(num_classes)``'s module structure on the meta device (no memory, no init).
+    ``shared``: assemble it from cached meta parts (stem / block / head modules hold no state, so a
+    part can serve every arch that has it; a part appears at most once per net), which makes a
+    template for a new arch cost a few milliseconds; ``extract`` asks for fresh parts."""
     from search_space import modules
     from search_space.builder import module_plan
 
     plan = module_plan(arch, num_classes)
+    if not shared:
+        built = [_new_part(name, kw) for name, kw in plan]
+    else:
+        built, used = [], defaultdict(int)
+        for name, kw in plan:
+            key = _part_key(name, kw)
+            pool = _PART_POOL.setdefault(key, [])
+            k = used[key]
+            used[key] += 1
+            if k == len(pool):
+                pool.append(_new_part(name, kw))
+            built.append(pool[k])
     with torch.device("meta"):
-        built = [getattr(modules, name)(**kw) for name, kw in plan]
         return modules.Net(stem=built[0], blocks=built[1:-1], head=built[-1])
+
+
+def state_shapes(arch: Arch, num_classes: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(state name, shape) of ``arch.build(num_classes)``, in ``state_dict`` order (memoised per part)."""
+    from search_space.builder import module_plan
+
+    plan = module_plan(arch, num_classes)
+    out = []
+    for i, (name, kw) in enumerate(plan):
+        key = _part_key(name, kw)
+        shapes = _PART_SHAPES.get(key)
+        if shapes is None:
+            shapes = [(k, tuple(t.shape)) for k, t in _new_part(name, kw).state_dict().items()]
+            _PART_SHAPES[key] = shapes
+        prefix = "stem." if i == 0 else ("head." if i == len(plan) - 1 else f"blocks.{i - 1}.")
+        out += [(prefix + k, s) for k, s in shapes]
+    return out
 
 
 def position_keys(arch: Arch) -> list[str]:
@@ -220,8 +272,11 @@ class Supernet(nn.Module):
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], num_classes: int, space_name: str = "",
                  largest: Arch | None = None, smallest: Arch | None = None, max_channels: int = 0,
-                 max_macs: int = 0):
+                 max_macs: int = 0, n_random: int = 2, scope: str = ""):
         super().__init__()
+        self.scope = scope                        # SCOPES name ("": the whole space)
+        self.n_random = int(n_random)             # random subnets per sandwich step (sandwich_archs)
+        self.last_losses: list[float] = []
         self.num_classes = num_classes
         self.max_channels, self.max_macs = max_channels, max_macs
         self.space_name = space_name
@@ -251,12 +306,11 @@ class Supernet(nn.Module):
         if hit is not None:
             self._templates.move_to_end(s)
             return hit
-        module = _meta_module(arch, self.num_classes)
+        module = _meta_module(arch, self.num_classes, shared=True)
         pos = position_keys(arch)
         plan = []
-        for local, t in module.state_dict(keep_vars=True).items():
-            key = shared_name(local, pos, t.ndim)
-            want = tuple(t.shape)
+        for local, want in state_shapes(arch, self.num_classes):
+            key = shared_name(local, pos, len(want))
             full = self.shapes.get(key)
             if full is None:
                 raise SpaceError(f"supernet: arch layer {key} is not in the supernet of space "
@@ -276,7 +330,12 @@ class Supernet(nn.Module):
         return {local: self.tensor(key)[sl] for local, key, sl in plan}
 
     def check(self, arch: Arch) -> None:
-        """Raise SpaceError when ``arch`` does not fit the supernet."""
+        """Raise SpaceError when ``arch`` does not fit the supernet (outside its scope or caps)."""
+        if self.scope:
+            why = scope_space(self.scope).explain(arch)
+            if why:
+                raise SpaceError(f"supernet: the arch is outside the supernet's scope {self.scope!r} of space "
+                                 f"{self.space_name!r} ({why}); allowed: {SCOPE_NOTES[self.scope]}")
         if not within_caps(arch, self.max_channels, self.max_macs):
             raise SpaceError(f"supernet: the arch is beyond the reduced-scale supernet of {self.space_name!r}; "
                              f"allowed: archs with at most {self.max_channels or 'any'} channels per layer and "
@@ -284,6 +343,7 @@ class Supernet(nn.Module):
         self._template(arch)
 
     def fits(self, arch: Arch) -> bool:
+        """Whether the supernet can score ``arch`` (a searcher treats the others as infeasible)."""
         try:
             self.check(arch)
         except SpaceError:
@@ -291,9 +351,11 @@ class Supernet(nn.Module):
         return True
 
     def sample(self, space, rng: random.Random, tries: int = 2000) -> Arch:
-        """A uniform sample of ``space`` that fits the supernet (rejection sampling)."""
+        """A random arch the supernet can score: a sample of its scope (``scope_space(scope).sample``,
+        stage by stage, no rejection) when it has one, else of ``space`` (rejection on the caps)."""
+        src = scope_space(self.scope) if self.scope else space
         for _ in range(tries):
-            a = space.sample(rng)
+            a = src.sample(rng)
             if self.fits(a):
                 return a
         raise SupernetError(f"supernet: no arch of {self.space_name!r} within the supernet in {tries} samples")
@@ -320,7 +382,8 @@ class Supernet(nn.Module):
                 "shapes": {k: list(v) for k, v in sorted(self.shapes.items())},
                 "largest": self.largest.to_string() if self.largest else None,
                 "smallest": self.smallest.to_string() if self.smallest else None,
-                "max_channels": self.max_channels, "max_macs": self.max_macs}
+                "max_channels": self.max_channels, "max_macs": self.max_macs, "n_random": self.n_random,
+                "scope": self.scope}
 
     @classmethod
     def from_meta(cls, meta: dict) -> "Supernet":
@@ -329,7 +392,8 @@ class Supernet(nn.Module):
         big = Arch.from_string(meta["largest"]) if meta.get("largest") else None
         small = Arch.from_string(meta["smallest"]) if meta.get("smallest") else None
         return cls({k: tuple(v) for k, v in meta["shapes"].items()}, meta["num_classes"], meta.get("space", ""),
-                   big, small, meta.get("max_channels", 0), meta.get("max_macs", 0))
+                   big, small, meta.get("max_channels", 0), meta.get("max_macs", 0), meta.get("n_random", 2),
+                   meta.get("scope", ""))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -343,17 +407,73 @@ def _arch_width(arch: Arch) -> int:
                + [max(b.in_ch, b.out_ch, b.mid_ch) for b in arch.blocks])
 
 
-# Reduced scale per space: mobile-unified holds every zoo family at every width (random samples reach
-# 67 GMACs and 8,960 channels; a full envelope would hold billions of weights), so its supernet covers
-# the mobile part of it: archs of at most 600M MACs at 224x224 and no layer wider than 1,280 channels
-# (35 of its 46 zoo points; not the 1,792/2,048-channel heads of MobileNetV2 1.3/1.4, MnasNet-A1 1.4,
-# MnasNet-B1 1.3, MobileNeXt 1.4, ShuffleNetV2 2.0, FBNet-C's 1,984, nor SqueezeNet 1.0, Xception,
-# ShuffleNetV1 g8, PP-OCR MV1-enhance).  That envelope has ~80M weights.
-REDUCED_SCALE = {"mobile-unified": {"max_channels": 1280, "max_macs": 600_000_000}}
+# The supernet's scope per space.  mobile-unified holds every zoo family at every width (random samples
+# reach 67 GMACs and 8,960 channels, 24 layers of six block types at the median); an envelope over all of
+# it held 210M weights, stepped at 4.5 s and barely trained in 20 minutes here.  Its supernet covers a
+# part of it instead, itself a space (so ``sample`` draws from it directly and ``check`` names the first
+# layer outside it): mobile-unified's own stage layout restricted to the MobileNetV2/V3 / MnasNet /
+# ProxylessNAS kind of net -- MBConv layers with kernel 3/5/7, expansion 3/4/6, SE (none or V3's) and
+# ReLU/h-swish per stage, 2-4 stride-2 stages' depths, a 960-1280 head.  Every arch of it is an arch of
+# mobile-unified (tests check), 51-602 MMACs at 224.  A search over mobile-unified with the supernet
+# evaluator samples and mutates within it (``Supernet.sample`` / ``fits``; archs outside are infeasible).
+def _scope_mobile_unified() -> dict:
+    act = ["relu", "hswish"]
+    layer = {"kernel": [3, 5, 7], "expand": [3, 4, 6]}
+
+    def mb(depth, stride, out):
+        return {"depth": depth, "stride": stride, "out_ch": out, "type": "mbconv", "act": act,
+                "se": [False, "v3"], "layer": layer}
+
+    def off(t="mbconv", out=8, stride=1, **kw):
+        return {"depth": 0, "stride": stride, "out_ch": out, "type": t, **kw}
+
+    pool = off("maxpool", "keep", 2, act="relu", kernel=3)
+    return {
+        "name": "mobile-unified/mbconv", "mid_rule": "expand", "se_rule": "v3", "split": "strict",
+        "min_input": 32,
+        "stem": {"out_ch": [16, 24], "kernel": 3, "stride": 2, "act": act},
+        "stages": [      # one entry per stage of mobile-unified (depth 0: skipped)
+            off("conv", 32, kernel=3),
+            {"depth": 1, "stride": 1, "out_ch": 16, "type": "mbconv", "act": "relu", "kernel": 3, "expand": 1},
+            off("dwsep", 64),
+            mb([1, 2, 3], 2, [16, 24, 32]),                    # output stride 4
+            pool, off("mbconv", 72), off("fire", 128), off("fire", 256),
+            mb([1, 2, 3], 2, [32, 40, 48]),                    # 8
+            pool, off("fire", 256), off("fire", 384), off("fire", 512),
+            mb([2, 3, 4], 2, [64, 80, 96]),                    # 16
+            pool,
+            mb([0, 1, 2], 1, [112, 128]),
+            off("fire", 512),
+            mb([1, 2, 3], 2, [160, 192]),                      # 32
+            mb([0, 1], 1, [320]),
+            off("mbconv", 1280), off("conv", 200, kernel=1), pool,
+        ],
+        "head": {"last_ch": 960, "hidden_ch": 1280, "act": "hswish", "dropout": 0.0},
+    }
+
+
+SCOPES = {"mobile-unified/mbconv": _scope_mobile_unified}
+SCOPE_NOTES = {"mobile-unified/mbconv": "MBConv nets of mobile-unified's layout: stem 16/24, widths 16-32, 32-48, "
+                                        "64-96 (+112/128), 160-192 (+320), kernel 3/5/7, expansion 3/4/6, SE none/v3, "
+                                        "relu/hswish, head 960-1280 (see searchers.supernet.SCOPES)"}
+# mobile-unified's recipe: its scope, and 400 steps of 32 images (4 subnets each): ~20 minutes on this
+# 2-core VM under load (largest subnet ~17 MMACs per 32x32 image, smallest ~2)
+REDUCED_SCALE = {"mobile-unified": {"scope": "mobile-unified/mbconv", "epochs": 1, "images_per_epoch": 12800,
+                                    "batch_size": 32}}
+
+
+@functools.lru_cache(maxsize=None)
+def scope_space(name: str):
+    """The Space of a supernet scope (SCOPES)."""
+    from search_space.space import space_from_dict
+
+    if name not in SCOPES:
+        raise field_error(SupernetError, "scope", name, sorted(SCOPES))
+    return space_from_dict(SCOPES[name](), name)
 
 
 def default_recipe(space=None, **changes) -> SupernetRecipe:
-    """The default recipe for ``space`` (with its reduced-scale caps, if any), plus ``changes``."""
+    """The default recipe for ``space`` (with its scope, if any), plus ``changes``."""
     caps = REDUCED_SCALE.get(getattr(space, "name", space), {})
     return replace(SupernetRecipe(), **{**caps, **changes})
 
@@ -390,6 +510,11 @@ def candidate_archs(space, samples: int = 300, seed: int = 0, max_channels: int 
         add(space.sample(rng))
     try:
         cards = space.cardinalities()
+        for codes in ([c - 1 for c in cards], [0] * len(cards)):   # every last / first option
+            try:
+                add(space.decode(codes))
+            except EdgenasError:
+                pass
         bases = [a for a in out.values()][:: max(1, len(out) // 4)][:4] or [space.sample(rng)]
         for base_arch in bases:
             base = space.encode(base_arch)
@@ -414,9 +539,8 @@ def envelope(archs: list[Arch], num_classes: int) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for a in archs:
         pos = position_keys(a)
-        for local, t in _meta_module(a, num_classes).state_dict().items():
-            key = shared_name(local, pos, t.ndim)
-            s = tuple(t.shape)
+        for local, s in state_shapes(a, num_classes):
+            key = shared_name(local, pos, len(s))
             old = shapes.get(key)
             if old is None:
                 shapes[key] = s
@@ -431,13 +555,14 @@ def build_supernet(space, num_classes: int, recipe: SupernetRecipe = SupernetRec
                    resolution: tuple[int, int] = (32, 32)) -> Supernet:
     from search_space.profile import profile
 
-    archs = candidate_archs(space, recipe.envelope_samples, seed, recipe.max_channels, recipe.max_macs)
+    src = scope_space(recipe.scope) if recipe.scope else space
+    archs = candidate_archs(src, recipe.envelope_samples, seed, recipe.max_channels, recipe.max_macs)
     macs = [profile(a, resolution, num_classes)["macs"] for a in archs]
     largest = archs[max(range(len(archs)), key=macs.__getitem__)]
     smallest = archs[min(range(len(archs)), key=macs.__getitem__)]
     torch.manual_seed(int(seed))
     return Supernet(envelope(archs, num_classes), num_classes, getattr(space, "name", ""), largest, smallest,
-                    recipe.max_channels, recipe.max_macs)
+                    recipe.max_channels, recipe.max_macs, recipe.n_random, recipe.scope)
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,6 +604,36 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def sandwich_archs(net: Supernet, space, rng: random.Random, n_random: int | None = None) -> list[Arch]:
+    """The subnets of one sandwich step: the supernet's largest and smallest arch, then ``n_random``
+    (default: the recipe's, stored in the supernet) archs drawn by ``net.sample`` (uniform over the
+    space, within the supernet's scope).  Deterministic given ``rng``'s state (DDP ranks agree)."""
+    n = net.n_random if n_random is None else int(n_random)
+    return [net.largest, net.smallest] + [net.sample(space, rng) for _ in range(n)]
+
+
+def sandwich_loss(net: Supernet, images: torch.Tensor, labels: torch.Tensor, archs: list[Arch],
+                  recipe: SupernetRecipe) -> torch.Tensor:
+    """ONE forward of every subnet of a sandwich step on the same batch; returns the summed loss
+    (one ``backward()`` gives the step's gradients).  The first arch (the largest) learns from the
+    labels; with ``recipe.distill`` the others learn from its soft labels (in-place distillation:
+    BigNAS / OFA), else from the labels.  ``net.last_losses`` keeps the per-subnet values."""
+    ce = nn.functional.cross_entropy
+    total, soft, parts = None, None, []
+    for k, a in enumerate(archs):
+        logits = net(images, a)
+        if k == 0 or not recipe.distill or soft is None:
+            loss = ce(logits, labels, label_smoothing=recipe.label_smoothing)
+            if k == 0:
+                soft = logits.detach().softmax(1)
+        else:
+            loss = torch.sum(-soft * torch.log_softmax(logits, 1), 1).mean()
+        parts.append(float(loss.detach()))
+        total = loss if total is None else total + loss
+    net.last_losses = parts
+    return total
+
+
 def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed: int = 0,
                    out_dir: Path | None = None, resume: bool = True, progress: bool = True,
                    log=None) -> Supernet:
@@ -510,7 +665,6 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
     else:
         torch.manual_seed(int(seed))
     total = recipe.total_steps
-    ce = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -533,20 +687,10 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
         lr = lr_at(step, total, recipe.lr, recipe.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        archs = [net.largest, net.smallest] + [net.sample(space, rng) for _ in range(recipe.n_random)]
+        archs = sandwich_archs(net, space, rng, recipe.n_random)
         opt.zero_grad(set_to_none=True)
-        soft = None
-        losses = []
-        for k, a in enumerate(archs):
-            logits = net(x, a)
-            if k == 0 or not recipe.distill:
-                loss = ce(logits, y)
-                if k == 0:
-                    soft = logits.detach().softmax(1)
-            else:
-                loss = torch.sum(-soft * torch.log_softmax(logits, 1), 1).mean()
-            loss.backward()
-            losses.append(float(loss.detach()))
+        sandwich_loss(net, x, y, archs, recipe).backward()
+        losses = net.last_losses
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         step += 1
@@ -603,14 +747,50 @@ def get_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed: i
     return train_supernet(space, data, recipe, seed, d, resume=True, progress=progress, log=log), True
 
 
+_EVAL_IMAGES: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+
+def _eval_images(data, recipe: SupernetRecipe, seed: int) -> tuple[list[torch.Tensor], list[tuple]]:
+    """The calibration batches (random training images, fixed by ``seed``) and the scored validation
+    batches (the first ``eval_images`` of the split), normalised once and cached per data set."""
+    key = (id(data), data.key, seed, recipe.calib_batches, recipe.calib_batch_size, recipe.eval_images)
+    hit = _EVAL_IMAGES.get(key)
+    if hit is not None:
+        return hit
+    g = torch.Generator().manual_seed(int(seed))
+    calib = [x for x, _ in data.train.batches(recipe.calib_batch_size, shuffle=True, generator=g,
+                                              limit=recipe.calib_batches * recipe.calib_batch_size)]
+    scored = list(data.val.batches(500, limit=recipe.eval_images))
+    _EVAL_IMAGES[key] = (calib, scored)
+    while len(_EVAL_IMAGES) > 4:
+        _EVAL_IMAGES.popitem(last=False)
+    return calib, scored
+
+
 def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = SupernetRecipe(),
                     seed: int = 0) -> float:
-    """Inherit weights, re-estimate BN on a few training batches, top-1 on the validation subset."""
-    from searchers.training import accuracy, recalibrate_bn
-
+    """Inherit weights (``extract``), re-estimate BatchNorm statistics (reset, cumulative average) on
+    ``recipe.calib_batches`` training batches, top-1 on the first ``recipe.eval_images`` validation
+    images.  Images are prepared once per data set; everything runs under ``torch.inference_mode``."""
+    calib, scored = _eval_images(data, recipe, seed)
     model = net.extract(arch)
-    recalibrate_bn(model, data.train, batches=recipe.calib_batches, batch_size=recipe.calib_batch_size, seed=seed)
-    return accuracy(model, data.val, limit=recipe.eval_images, batch_size=1000)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    with torch.inference_mode():
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None                      # cumulative average over the calibration batches
+        model.train()
+        for x in calib:
+            model(x)
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.eval()
+        correct = seen = 0
+        for x, y in scored:
+            correct += int((model(x).argmax(1) == y).sum())
+            seen += len(y)
+    return correct / max(1, seen)
 
 
 # --------------------------------------------------------------------------------------------

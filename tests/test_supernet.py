@@ -167,22 +167,71 @@ def test_cli_bad_dataset_fails_in_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_mobile_unified_reduced_scale_caps():
-    """mobile-unified is too wide for a full supernet: its default recipe caps width and MACs; the
-    widest zoo points (1,792/2,048-channel heads, >600M MACs) lie outside, archs beyond are refused."""
+def test_mobile_unified_scope():
+    """mobile-unified is too wide for one supernet here: its default recipe covers a scope, itself a
+    space whose every arch is an arch of mobile-unified; the supernet samples from it and refuses
+    archs outside it with the field and the allowed values."""
     from search_space.space import load_space
 
     space = load_space("mobile-unified")
     recipe = S.default_recipe(space)
-    assert (recipe.max_channels, recipe.max_macs) == (1280, 600_000_000)
-    assert S.default_recipe(ToySpace()).max_macs == 0
-    outside = {f"{n}@{w}" for n, w in space.zoo_entries()
-               if not S.within_caps(zoo.get(n, w), recipe.max_channels, recipe.max_macs)}
-    assert {"mobilenet_v2@1.4", "mobilenet_v2@1.3", "mnasnet_a1@1.4", "mnasnet_b1@1.3", "fbnet_c@1.0",
-            "shufflenet_v2@2.0", "mobilenext@1.4"} <= outside
-    inside = {f"{n}@{w}" for n, w in space.zoo_entries()} - outside
-    assert {"mobilenet_v2@1.0", "mobilenet_v3_large@1.0", "mnasnet_a1@1.0", "proxylessnas_mobile@1.0",
-            "shufflenet_v2@1.0", "mobilenext@1.0", "mobilenet_v1@1.0"} <= inside
-    net = S.Supernet({}, 10, "mobile-unified", max_channels=1280, max_macs=600_000_000)
-    with pytest.raises(SpaceError, match="reduced-scale"):
-        net.check(zoo.get("mobilenet_v2", 1.4))
+    assert recipe.scope == "mobile-unified/mbconv" and S.default_recipe(ToySpace()).scope == ""
+    scope = S.scope_space(recipe.scope)
+    rng = random.Random(0)
+    for _ in range(15):
+        a = scope.sample(rng)
+        assert space.contains(a) and all(b.type == "mbconv" for b in a.blocks)
+    cards = scope.cardinalities()
+    big, small = scope.decode([c - 1 for c in cards]), scope.decode([0] * len(cards))
+    assert space.contains(big) and space.contains(small)
+    net = S.Supernet(S.envelope([big, small], 10), 10, "mobile-unified", big, small, scope=recipe.scope)
+    a = net.sample(space, random.Random(1))
+    assert scope.contains(a) and net.fits(a) and net.fits(big)
+    v2 = zoo.get("mobilenet_v2", 1.0)
+    assert space.contains(v2) and not net.fits(v2)
+    with pytest.raises(SpaceError, match=r"outside the supernet's scope .*stem.out_ch: got 32; allowed: 16, 24"):
+        net.check(v2)
+    with pytest.raises(S.SupernetError, match="recipe.scope: got 'nope'"):
+        S.SupernetRecipe(scope="nope")
+
+
+def test_sandwich_loss_is_the_sum_of_the_subnets_losses(toy):
+    """One forward of all subnets of a step: the summed loss, and its gradient, are those of the
+    subnets run one by one (the largest on the labels, the others on its soft labels)."""
+    space, net = toy
+    net.train()
+    archs = S.sandwich_archs(net, space, random.Random(4), n_random=2)
+    assert len(archs) == 4 and archs[:2] == [net.largest, net.smallest]
+    assert archs == S.sandwich_archs(net, space, random.Random(4), n_random=2)    # same rng, same archs
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    torch.manual_seed(0)
+    net.zero_grad(set_to_none=True)
+    total = S.sandwich_loss(net, x, y, archs, TINY)
+    total.backward()
+    g_sum = {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad(set_to_none=True)
+    big = net(x, archs[0])
+    parts = [torch.nn.functional.cross_entropy(big, y)]
+    soft = big.detach().softmax(1)
+    parts += [torch.sum(-soft * torch.log_softmax(net(x, a), 1), 1).mean() for a in archs[1:]]
+    sum(parts).backward()
+    assert torch.allclose(total, sum(parts).detach(), atol=1e-5)
+    assert net.last_losses == pytest.approx([float(p) for p in parts], abs=1e-5)
+    for k, p in net.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(g_sum[k], p.grad, atol=1e-5), k
+    net.zero_grad(set_to_none=True)
+
+
+def test_fast_evaluation_matches_the_plain_path(toy, data):
+    """evaluate_subnet (images cached, inference mode) gives the accuracy of extract +
+    recalibrate_bn + accuracy on the same batches."""
+    from searchers.training import accuracy
+
+    space, net = toy
+    recipe = S.SupernetRecipe(calib_batches=2, calib_batch_size=32, eval_images=100)
+    for a in (space.sample(random.Random(9)), net.largest):
+        fast = S.evaluate_subnet(net, a, data, recipe, seed=3)
+        model = net.extract(a)
+        recalibrate_bn(model, data.train, batches=2, batch_size=32, seed=3)
+        assert fast == accuracy(model, data.val, limit=100)
