@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from latency_models.features import SCALE, layer_features
+from latency_models.fitting import error_stats
 from latency_models.model import LatencyModel
 from latency_models.predictor import TreeResidual, fit_network_model, fit_predictor
 from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items, runtime_version
@@ -183,16 +184,6 @@ def aggregate(rows: list[dict]) -> dict[str, Any]:
     return {"best": best, "ref_ms": ref_ms, "null_rel": null_rel, "drift": drift}
 
 
-def _errors(pred, true) -> dict:
-    from scipy.stats import spearmanr
-
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    rel = np.abs(pred - true) / true
-    return {"n": int(len(true)), "mape_pct": round(100 * float(rel.mean()), 2),
-            "within_10pct": round(float((rel <= 0.10).mean()), 3), "max_err_pct": round(100 * float(rel.max()), 2),
-            "spearman": round(float(spearmanr(pred, true).statistic), 4) if len(true) > 2 else None}
-
-
 def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
                name: str = "local-cpu") -> LatencyModel:
     best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
@@ -217,11 +208,11 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
     held, train = idx[:n_held], idx[n_held:]
     kt, kh = [kinds[i] for i in train], [kinds[i] for i in held]
     p_train = fit_predictor(kt, X[train], y[train], min_rows=min_rows)
-    linear_err = _errors(p_train.predict_rows(kh, X[held]), y[held])
+    linear_err = error_stats(p_train.predict_rows(kh, X[held]), y[held])
     use_trees = len(y) >= 50
     if use_trees:
         p_train.residual = TreeResidual.fit(kt, X[train], p_train.predict_rows(kt, X[train]), y[train], seed)
-    layer_err = _errors(p_train.predict_rows(kh, X[held]), y[held])
+    layer_err = error_stats(p_train.predict_rows(kh, X[held]), y[held])
     predictor = fit_predictor(kinds, X, y, min_rows=min_rows,
                               fitted_on={"measured_layers": len(y)})
     if use_trees:
@@ -246,13 +237,13 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
             keep = [j for j in range(len(measured)) if j != i]
             sc, nc, oh = fit_network_model(sums[keep], feats[keep], true[keep])
             loo.append(sc * sums[i] + float((feats[i] * SCALE) @ nc) + oh)
-        error["networks_leave_one_out"] = _errors(loo, true)
-        error["networks_without_in_network_terms"] = _errors(sums, true)
+        error["networks_leave_one_out"] = error_stats(loo, true)
+        error["networks_without_in_network_terms"] = error_stats(sums, true)
         sc, nc, oh = fit_network_model(sums, feats, true)
         predictor.scale, predictor.net_coef, predictor.overhead_ms = sc, nc, oh
         predictor.fitted_on["measured_networks"] = len(measured)
         model = LatencyModel(name, table, predictor, meta)
-        error["networks_fitted"] = _errors(model.predict_many([m[0] for m in measured], measured[0][1]), true)
+        error["networks_fitted"] = error_stats(model.predict_many([m[0] for m in measured], measured[0][1]), true)
     error["note"] = ("measured here, relative to the reference block; `python -m latency_models.validate "
                      f"--target {name}` re-measures fresh random archs")
     model.error = error

@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from latency_models.features import layer_features
+from latency_models.fitting import DATA, REPO, error_stats, table_rows
 from latency_models.model import LatencyModel
 from latency_models.predictor import fit_predictor
 from latency_models.table import LatencyTable, import_ofa
 from search_space.arch import Arch, BlockSpec, Head, Stem, make_divisible, signatures
 from search_space.errors import cli_entry
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
 RESOLUTIONS = (160, 176, 192, 208, 224)
 HELD_OUT_RES = 192
 
@@ -86,18 +85,6 @@ def ofa_keys(arch: Arch, resolution: int) -> list[str]:
     return keys
 
 
-def _rows(table: LatencyTable, resolutions):
-    """(kinds, features, ms) of the table entries at the given resolutions."""
-    kinds, X, y = [], [], []
-    for res, key, e in table.items():
-        if res in resolutions:
-            sig = table.sigs[key]
-            kinds.append(sig.kind)
-            X.append(layer_features(sig))
-            y.append(e.ms)
-    return kinds, np.array(X), np.array(y)
-
-
 def network_error(table: LatencyTable, predictor, res: int, n: int = 200, seed: int = 0) -> dict:
     rng = random.Random(seed)
     archs = [random_ofa_arch(rng) for _ in range(n)]
@@ -108,29 +95,19 @@ def network_error(table: LatencyTable, predictor, res: int, n: int = 200, seed: 
         X = np.stack([layer_features(s) for s in sigs])
         pred.append(float(predictor.predict_rows([s.kind for s in sigs], X).sum()))
     exact, pred = np.array(exact), np.array(pred)
-    return _errors(pred, exact)
-
-
-def _errors(pred, true) -> dict:
-    from scipy.stats import spearmanr
-
-    rel = np.abs(pred - true) / true
-    return {"n": int(len(true)), "mape_pct": round(100 * float(rel.mean()), 2),
-            "within_10pct": round(float((rel <= 0.10).mean()), 3),
-            "max_err_pct": round(100 * float(rel.max()), 2),
-            "spearman": round(float(spearmanr(pred, true).statistic), 4) if len(true) > 2 else None}
+    return error_stats(pred, exact)
 
 
 def build(data: Path) -> tuple[LatencyModel, dict]:
     paths = [data / "luts" / f"ofa_note10_{r}.yaml" for r in RESOLUTIONS]
     table = import_ofa(paths)
     train_res = [r for r in RESOLUTIONS if r != HELD_OUT_RES]
-    k, X, y = _rows(table, train_res)
+    k, X, y = table_rows(table, train_res)
     held = fit_predictor(k, X, y, own_kinds=("mbconv",))
-    kh, Xh, yh = _rows(table, [HELD_OUT_RES])
-    layer_err = _errors(held.predict_rows(kh, Xh), yh)
+    kh, Xh, yh = table_rows(table, [HELD_OUT_RES])
+    layer_err = error_stats(held.predict_rows(kh, Xh), yh)
     net_err = network_error(table, held, HELD_OUT_RES)
-    k, X, y = _rows(table, RESOLUTIONS)
+    k, X, y = table_rows(table, RESOLUTIONS)
     predictor = fit_predictor(k, X, y, own_kinds=("mbconv",),
                               fitted_on={"table_entries": len(y), "resolutions": list(RESOLUTIONS)})
     error = {

@@ -31,105 +31,32 @@ Also printed: leave-one-group-out error over all groups, and the baseline, a lin
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as _dt
-import math
-import random
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from latency_models.features import FEATURES, SCALE, layer_features
+from latency_models.fitting import (DATA, DEVICE, ONE, REPO, NetRow, error_stats, leave_one_group_out,
+                                    published_rows, split, split_note)
 from latency_models.model import LatencyModel
 from latency_models.predictor import Predictor, fit_linear
 from latency_models.table import LatencyTable, import_proxylessnas
-from search_space.arch import signatures
-from search_space.errors import DataError, cli_entry
+from search_space.errors import cli_entry
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
-DEVICE = "pixel1-cpu-1bigcore-tflite-fp32"
-HELD_OUT_FRACTION = 0.3
-SPLIT_SEED = 0
 TABLE_WEIGHT = 0.1        # total weight of table rows relative to network rows
-OLD_TFLITE_SOURCE = "Sandler et al. 2018"
 SOURCE_SCALES = np.round(np.arange(0.90, 1.501, 0.05), 2)
-
-# published network name -> zoo name
-ZOO_NAMES = {
-    "MobileNetV1": "mobilenet_v1", "MobileNetV2": "mobilenet_v2", "MobileNetV3-Large": "mobilenet_v3_large",
-    "MobileNetV3-Small": "mobilenet_v3_small", "MnasNet-A1": "mnasnet_a1", "MnasNet-B1": "mnasnet_b1",
-    "MnasNet-small": "mnasnet_small", "ProxylessNAS (mobile)": "proxylessnas_mobile", "FBNet-C": "fbnet_c",
-    "ShuffleNetV2": "shufflenet_v2", "MobileNeXt": "mobilenext",
-}
 F = len(FEATURES)
-ONE = FEATURES.index("one")
-
-
-@dataclass
-class NetRow:
-    network: str
-    zoo: str
-    width: float
-    resolution: int
-    ms: float
-    source: str
-    X: np.ndarray        # scaled feature sum over the network's layers ("one" zeroed)
-    macs: float
-
-    @property
-    def group(self) -> tuple[str, float]:
-        return (self.zoo, self.width)
-
-    @property
-    def old_tflite(self) -> bool:
-        return self.source.startswith(OLD_TFLITE_SOURCE)
-
-
-def published_rows(data: Path, log=print) -> list[NetRow]:
-    from search_space import zoo
-    from search_space.profile import profile
-
-    path = data / "published_latency.csv"
-    if not path.is_file():
-        raise DataError(f"{path}: published latency file does not exist")
-    rows = []
-    skipped = set()
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r.get("device") != DEVICE:
-                continue
-            name = ZOO_NAMES.get(r["network"])
-            if name is None:
-                skipped.add(r["network"])
-                continue
-            width, res = float(r["width_mult"]), int(r["resolution"])
-            arch = zoo.get(name, width)
-            sigs = signatures(arch, res)
-            X = np.stack([layer_features(s) for s in sigs]).sum(0) * SCALE
-            X[ONE] = 0.0
-            rows.append(NetRow(r["network"], name, width, res, float(r["latency_ms"]), r["source"], X,
-                               profile(arch, res)["macs"] / 1e6))
-    for n in sorted(skipped):
-        log(f"note: skipped published rows of {n!r}: not in our zoo")
-    return rows
 
 
 def table_rows(table: LatencyTable) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled features and ms of every table operator."""
     X, y = [], []
     for _, key, e in table.items():
         X.append(layer_features(table.sigs[key]) * SCALE)
         y.append(e.ms)
     return np.array(X), np.array(y)
-
-
-def split(rows: list[NetRow]) -> tuple[list[NetRow], list[NetRow]]:
-    groups = sorted({r.group for r in rows})
-    random.Random(SPLIT_SEED).shuffle(groups)
-    held = set(groups[:round(HELD_OUT_FRACTION * len(groups))])
-    return [r for r in rows if r.group not in held], [r for r in rows if r.group in held]
 
 
 class PixelFit:
@@ -175,10 +102,7 @@ def fit_macs(rows: list[NetRow]) -> np.ndarray:
 
 
 def errors(pred, true) -> dict:
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    rel = np.abs(pred - true) / true
-    return {"n": int(len(true)), "mape_pct": round(100 * float(rel.mean()), 2),
-            "within_10pct": round(float((rel <= 0.10).mean()), 3), "max_err_pct": round(100 * float(rel.max()), 2)}
+    return error_stats(pred, true, spearman=False)
 
 
 def evaluate(TX, Ty, rows: list[NetRow], log=print) -> dict:
@@ -186,22 +110,15 @@ def evaluate(TX, Ty, rows: list[NetRow], log=print) -> dict:
     m = fit(TX, Ty, train)
     b = fit_macs(train)
     out = {
-        "split": f"(network, width) groups shuffled by random.Random({SPLIT_SEED}); first "
-                 f"{HELD_OUT_FRACTION:.0%} held out",
+        "split": split_note(),
         "held_out_groups": sorted({f"{r.zoo}@{r.width}" for r in held}),
         "train": errors([m.predict(r) for r in train], [r.ms for r in train]),
         "held_out": errors([m.predict(r) for r in held], [r.ms for r in held]),
         "baseline_macs_linear_held_out": errors([b[0] * r.macs + b[1] for r in held], [r.ms for r in held]),
     }
     # leave one group out, over every group
-    pred, base, true = [], [], []
-    for g in sorted({r.group for r in rows}):
-        tr = [r for r in rows if r.group != g]
-        te = [r for r in rows if r.group == g]
-        mg, bg = fit(TX, Ty, tr), fit_macs(tr)
-        pred += [mg.predict(r) for r in te]
-        base += [bg[0] * r.macs + bg[1] for r in te]
-        true += [r.ms for r in te]
+    pred, true = leave_one_group_out(rows, lambda tr: fit(TX, Ty, tr), lambda m, r: m.predict(r))
+    base, _ = leave_one_group_out(rows, fit_macs, lambda b, r: b[0] * r.macs + b[1])
     out["leave_one_group_out"] = errors(pred, true)
     out["baseline_macs_linear_leave_one_group_out"] = errors(base, true)
     log("held-out rows:")

@@ -34,7 +34,6 @@ import concurrent.futures as cf
 import datetime as _dt
 import json
 import multiprocessing as mp
-import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from latency_models.features import layer_features
-from latency_models.fit_pixel import (DATA, DEVICE, HELD_OUT_FRACTION, OLD_TFLITE_SOURCE, SOURCE_SCALES,
-                                      SPLIT_SEED, TABLE_WEIGHT, errors, published_rows, split)
+from latency_models.fit_pixel import SOURCE_SCALES, TABLE_WEIGHT, errors
+from latency_models.fitting import (DATA, DEVICE, OLD_TFLITE_SOURCE, leave_one_group_out, published_rows, split,
+                                    split_note)
 from search_space.arch import Signature, signatures
 from search_space.errors import DataError, cli_entry
 
@@ -222,16 +222,12 @@ def fit(TL: np.ndarray, Ty: np.ndarray, rows, Ls: dict, ridge: float, per_type: 
 
 def choose_ridge(TL, Ty, rows, Ls, per_type: bool = True) -> tuple[float, bool]:
     """(ridge, overhead term or not) with the smallest leave-one-group-out MAPE on ``rows``."""
-    groups = sorted({r.group for r in rows})
     best = None
     for ovh in (False, True):
         for lam in (RIDGES if per_type else RIDGES[:1]):
-            rel = []
-            for g in groups:
-                tr = [r for r in rows if r.group != g]
-                m = fit(TL, Ty, tr, Ls, lam, per_type, ovh)
-                rel += [abs(m.predict(r, Ls[id(r)]) - r.ms) / r.ms for r in rows if r.group == g]
-            score = float(np.mean(rel))
+            pred, true = leave_one_group_out(rows, lambda tr: fit(TL, Ty, tr, Ls, lam, per_type, ovh),
+                                             lambda m, r: m.predict(r, Ls[id(r)]))
+            score = float(np.mean(np.abs(np.array(pred) - true) / np.array(true)))
             if best is None or score < best[0] - 1e-12:
                 best = (score, (lam, ovh))
     return best[1]
@@ -243,24 +239,24 @@ def evaluate(TL, Ty, rows, Ls, log=print) -> dict:
     m = fit(TL, Ty, train, Ls, lam, overhead=ovh)
     m1 = fit(TL, Ty, train, Ls, lam, False, choose_ridge(TL, Ty, train, Ls, False)[1])
     out = {
-        "split": f"as latency_models.fit_pixel: (network, width) groups shuffled by random.Random({SPLIT_SEED}); "
-                 f"first {HELD_OUT_FRACTION:.0%} held out",
+        "split": f"as latency_models.fit_pixel: {split_note()}",
         "held_out_groups": sorted({f"{r.zoo}@{r.width}" for r in held}),
         "ridge": lam, "overhead_term": ovh,
         "train": errors([m.predict(r, Ls[id(r)]) for r in train], [r.ms for r in train]),
         "held_out": errors([m.predict(r, Ls[id(r)]) for r in held], [r.ms for r in held]),
         "single_scale_held_out": errors([m1.predict(r, Ls[id(r)]) for r in held], [r.ms for r in held]),
     }
-    pred, pred1, true = [], [], []
-    for g in sorted({r.group for r in rows}):
-        tr = [r for r in rows if r.group != g]
-        te = [r for r in rows if r.group == g]
-        lg, og = choose_ridge(TL, Ty, tr, Ls)
-        mg = fit(TL, Ty, tr, Ls, lg, overhead=og)
-        mg1 = fit(TL, Ty, tr, Ls, lg, False, choose_ridge(TL, Ty, tr, Ls, False)[1])
-        pred += [mg.predict(r, Ls[id(r)]) for r in te]
-        pred1 += [mg1.predict(r, Ls[id(r)]) for r in te]
-        true += [r.ms for r in te]
+    def fit_chosen(tr, per_type=True):
+        lam_g, ovh_g = choose_ridge(TL, Ty, tr, Ls)
+        if per_type:
+            return fit(TL, Ty, tr, Ls, lam_g, overhead=ovh_g)
+        return fit(TL, Ty, tr, Ls, lam_g, False, choose_ridge(TL, Ty, tr, Ls, False)[1])
+
+    def predict(m, r):
+        return m.predict(r, Ls[id(r)])
+
+    pred, true = leave_one_group_out(rows, fit_chosen, predict)
+    pred1, _ = leave_one_group_out(rows, lambda tr: fit_chosen(tr, False), predict)
     out["leave_one_group_out"] = errors(pred, true)
     out["single_scale_leave_one_group_out"] = errors(pred1, true)
     log("held-out rows:")

@@ -27,20 +27,17 @@ from pathlib import Path
 import numpy as np
 
 import latency_models
+from latency_models.fitting import error_stats
 from latency_models.profile import (BACKENDS, REFERENCE, layer_runner, machine_info, measure_absolute, measure_items,
                                     runtime_version)
 from search_space.errors import TargetError, cli_entry, field_error
 
 
 def stats(pred, true) -> dict:
-    from scipy.stats import spearmanr
-
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    rel = np.abs(pred - true) / true
-    return {"n": int(len(true)), "mape_pct": round(100 * float(rel.mean()), 2),
-            "within_10pct": round(float((rel <= 0.10).mean()), 3),
-            "spearman": round(float(spearmanr(pred, true).statistic), 4) if len(true) > 2 else float("nan"),
-            "max_err_pct": round(100 * float(rel.max()), 2)}
+    s = error_stats(pred, true)
+    if s["spearman"] is None:
+        s["spearman"] = float("nan")
+    return s
 
 
 def scatter(path: Path, groups: dict[str, tuple[list, list]], title: str) -> None:
