@@ -11,8 +11,8 @@ network meets the iteration's target (binary search with ``LatencyModel.predict`
 a real smaller network whose kept channels (largest filter L2 norm) inherit their weights.  Each
 proposal is fine-tuned briefly (``--short-steps`` batches) and scored on validation images; the
 iteration keeps the best by ``--metric`` ``ratio`` (MobileNetV3: accuracy change per latency change)
-or ``accuracy`` (NetAdapt).  The final network is fine-tuned for longer and exported (arch.yaml,
-model.py, model.onnx, weights.pt).
+or ``accuracy`` (NetAdapt).  The final network is fine-tuned for longer and exported
+(``--formats``, default arch.yaml, model.py, model.onnx, weights.pt; also model.tflite, model.pte).
 
 The seed: a zoo name (``name`` or ``name@width``), an arch file (.yaml/.json) or an arch string,
 with ``--weights FILE.pt`` or else weights trained briefly on the data set (cached by hash in
@@ -82,9 +82,10 @@ class NetAdaptSettings:
     resume: bool = False
     threads: int | None = None
     export_onnx: bool = True
+    formats: str = "py,yaml,pt,onnx"  # search_space.export formats of best/ (onnx dropped by export_onnx False)
 
     # what defines a run: a study or checkpoint made with one value cannot continue with another
-    NOT_IDENTITY = ("out", "study", "storage", "resume", "threads", "max_iterations", "export_onnx")
+    NOT_IDENTITY = ("out", "study", "storage", "resume", "threads", "max_iterations", "export_onnx", "formats")
 
     def identity(self, seed_arch: str) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in self.NOT_IDENTITY}
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--storage", help="Optuna RDB URL (default: SQLite file in the run folder)")
     a("--resume", action="store_true", default=None, help="continue a killed run from its last finished iteration")
     a("--threads", help="torch threads (default: torch's)")
+    a("--formats", help="files of the result in best/, a comma list of py, onnx, yaml, pt, tflite, pte "
+                        "(search_space.export; tflite/pte need their extras; default: py,yaml,pt,onnx)")
     a("--no-onnx", dest="no_onnx", action="store_true", default=None, help="export without model.onnx")
     a("--no-progress", dest="no_progress", action="store_true", default=None, help="no progress bars")
     return p
@@ -166,7 +169,24 @@ def resolve(ns: argparse.Namespace) -> NetAdaptSettings:
         s.proposals = ",".join(k for k in KINDS if k in kinds)
     s.resume = bool(ns.resume)
     s.export_onnx = not ns.no_onnx
+    if ns.formats is not None or not s.export_onnx:
+        s.formats = ",".join(export_formats(ns.formats if ns.formats is not None else s.formats, s.export_onnx))
     return s
+
+
+def export_formats(text: str, onnx: bool = True) -> tuple[str, ...]:
+    """The export formats of a --formats value (checked, and each mobile format's extra imported now,
+    so that a missing one fails before any training); ``onnx`` False drops model.onnx."""
+    from search_space import export as E
+
+    try:
+        formats = E._check_formats(text)
+    except EdgenasError as exc:
+        raise OptionError(f"--formats: {exc}".replace("--formats: format: ", "--formats: ")) from None
+    for f in formats:
+        if f in E.MOBILE_FORMATS:
+            E.require(f)
+    return tuple(f for f in formats if onnx or f != "onnx")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,7 +690,7 @@ class NetAdapt:
         from search_space.export import export
         from searchers.outputs import machine, versions
 
-        formats = ("py", "yaml", "pt") + (("onnx",) if self.s.export_onnx else ())
+        formats = export_formats(self.s.formats, self.s.export_onnx)
         written = export(arch, self.out / "best", formats=formats, num_classes=self.data.num_classes,
                          resolution=self.s.resolution, state_dict=sd, name=f"netadapt_{self.label}")
         seed_row = self.history[0] if self.history else {}
@@ -726,7 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  predicted latency: {summary['latency_ms']:.2f} ms on {summary['target']} at {summary['resolution']} "
           f"(seed {summary['seed_latency_ms']:.2f} ms, budget {summary['budget_ms']:g} ms)")
     print(f"  accuracy: {summary['accuracy']:.4f} ({s.dataset} val; seed {summary['seed_accuracy']})")
-    print(f"  files: {summary['out']}/best/ (arch.yaml, model.py, weights.pt{', model.onnx' if s.export_onnx else ''}), "
+    names = ", ".join(Path(p).name for p in summary["files"].values())
+    print(f"  files: {summary['out']}/best/ ({names}), "
           f"{summary['out']}/history.csv, history.png, summary.json, tensorboard/")
     print(f"  study: {summary['study']} in {summary['storage']}")
     return 0

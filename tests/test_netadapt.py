@@ -120,10 +120,13 @@ def test_cli_end_to_end(tmp_path, seed_ms, capsys):
 
     out = tmp_path / "run"
     budget = round(0.93 * seed_ms, 3)
-    rc = run_main(["--arch", SEED, "--target", TARGET, "--budget", f"{budget}ms", "--out", out, *TINY])
+    rc = run_main(["--arch", SEED, "--target", TARGET, "--budget", f"{budget}ms", "--out", out,
+                   "--formats", "yaml,pt,py,onnx", *TINY])  # TINY's --no-onnx drops onnx
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     summary = json.loads((out / "summary.json").read_text())
+    assert sorted(p.name for p in (out / "best").iterdir()) == ["arch.yaml", "model.py", "weights.pt"]
+    assert sorted(Path(p).name for p in summary["files"].values()) == ["arch.yaml", "model.py", "weights.pt"]
     arch = Arch.load(out / "best" / "arch.yaml")
     assert summary["arch"] == arch.to_string() and summary["arch"] in printed.out
     import latency_models
@@ -178,6 +181,8 @@ def test_budget_already_met(tmp_path, seed_ms, capsys):
     (["--arch", SEED, "--budget", "5ms", "--proposals", "mid,layers"], r"--proposals: got 'mid,layers'; allowed"),
     (["--arch", SEED, "--budget", "5ms", "--target", "tpu"], r"target: got 'tpu'; allowed: .*pixel-cpu"),
     (["--arch", SEED, "--budget", "5ms", "--weights", "nope.pt"], r"--weights: nope.pt does not exist"),
+    (["--arch", SEED, "--budget", "5ms", "--formats", "py,tflit"], r"--formats: got 'tflit'; allowed: py, onnx, yaml, "
+                                                                    r"pt, tflite, pte"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, pattern):
     import re
