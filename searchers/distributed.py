@@ -378,6 +378,7 @@ def _supernet_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, default=None, help="global batch (all processes together)")
     a("--lr", type=float, default=None)
     a("--n-random", type=int, default=None)
+    a("--envelope-samples", type=int, default=None, help="random archs that shape the envelope (recipe default)")
     a("--accum", type=int, default=1, help="gradient accumulation steps per process (default 1)")
     a("--backend", default=None, help="nccl or gloo (default: nccl with CUDA, else gloo)")
     a("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -399,7 +400,8 @@ def supernet_main(argv: list[str]) -> int:
     from searchers.data import load_dataset
 
     space = load_space(args.space)
-    changes = {k: getattr(args, k) for k in ("epochs", "images_per_epoch", "batch_size", "lr", "n_random")
+    changes = {k: getattr(args, k) for k in ("epochs", "images_per_epoch", "batch_size", "lr", "n_random",
+                                                 "envelope_samples")
                if getattr(args, k) is not None}
     recipe = S.default_recipe(space, **changes)
     data = load_dataset(args.dataset, seed=args.seed)

@@ -133,6 +133,62 @@ def test_supernet_sandwich_under_ddp_matches_one_process(tmp_path):
     assert _max_diff(init.state_dict(), r0["model"]) > 1e-3                     # it trained
 
 
+def test_machines_search_one_postgres_study_with_a_supernet_trained_by_torchrun(tmp_path):
+    """The cluster recipe of docs/scale.md in small: torchrun (2 gloo processes) trains the supernet into
+    a shared folder; two "machines" (processes with their own, empty $EDGENAS_CACHE) run the same
+    ``searchers.evolve`` command against one PostgreSQL study, both loading that supernet file
+    (``--eval-opt supernet_path=...``): every trial recorded once, both machines evaluated, none trained
+    a supernet of its own."""
+    import json
+    import random
+
+    import optuna
+    from optuna.trial import TrialState
+
+    import latency_models
+    import pg_server
+    from search_space.space import load_space
+    from searchers.records import open_storage
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    shared = tmp_path / "shared"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "searchers.distributed", "supernet", "--space", "proxylessnas", "--epochs", "1",
+                        "--images-per-epoch", "64", "--batch-size", "32", "--n-random", "1", "--envelope-samples", "40",
+                        "--out", str(shared), "--no-progress", "--threads", "1"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sup = shared / "supernet.pt"
+    assert sup.is_file() and json.loads((shared / "info.json").read_text())["world"] == 2
+
+    space, model = load_space("proxylessnas"), latency_models.load("pixel-cpu")
+    lats = sorted(float(x) for x in model.predict_many([space.sample(random.Random(2)) for _ in range(40)]))
+    srv = pg_server.start()
+    try:
+        cmd = [sys.executable, "-m", "searchers.evolve", "--space", "proxylessnas", "--target", "pixel-cpu",
+               "--budget", f"{lats[len(lats) // 2]:.1f}ms", "--evaluator", "supernet",
+               "--eval-opt", f"supernet_path={sup}", "--eval-opt", "eval_images=64", "--eval-opt", "calib_batches=1",
+               "--eval-opt", "calib_batch_size=32", "--trials", "8", "--population", "4", "--sample-size", "2",
+               "--storage", srv.url, "--study", "cluster", "--no-progress", "--no-zoo"]
+        procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"m{i}")], cwd=ROOT,
+                                  env={**env, "EDGENAS_CACHE": str(tmp_path / f"cache{i}")},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-2000:]
+        study = optuna.load_study(study_name="cluster", storage=open_storage(srv.url))
+        trials = study.get_trials(states=(TrialState.COMPLETE,))
+        assert 8 <= len(trials) <= 9
+        journals = [[json.loads(x) for f in (tmp_path / f"m{i}" / "journal").glob("*.jsonl")
+                     for x in f.read_text().split("\n") if x] for i in range(2)]
+        assert all(journals), "both machines evaluated trials"
+        assert sorted(j["trial"] for js in journals for j in js) == sorted(t.number for t in trials)
+        assert all(0.0 <= t.values[0] <= 1.0 for t in trials)
+        assert not list(tmp_path.glob("cache*/**/supernet.pt")), "a machine trained its own supernet"
+    finally:
+        srv.stop()
+
+
 def test_shard_rule_errors():
     import pytest
 
