@@ -151,9 +151,37 @@ def build(data: Path, log=print) -> tuple[LatencyModel, dict]:
         "notes": "layers priced by the fitted regressor (the table's isolated-operator times shape it but are "
                  "not looked up: they include a per-operator harness overhead); network = sum + overhead_ms",
     }
+    error.update(compare_candidates(error))
     model = LatencyModel("pixel-cpu", LatencyTable(meta={"note": "no lookups; see meta.notes"}), predictor,
                          meta, error)
     return model, error
+
+
+CANDIDATES = {"pixel-cpu-litert": ("latency_models/targets/candidates/pixel-cpu-litert.json",
+                                   "python -m latency_models.fit_pixel_litert",
+                                   "LiteRT/XNNPACK layer times measured here x a learned per-operator-type scale")}
+
+
+def compare_candidates(error: dict) -> dict:
+    """The held-out figures of the other ways to make pixel-cpu (read from their files, on the same
+    split) next to this one's, and which one ships."""
+    import json
+
+    cands = {"this file": {"how": "regressor on the ProxylessNAS Pixel table + published rows (fit_pixel)",
+                           "held_out": error["held_out"], "leave_one_group_out": error["leave_one_group_out"]}}
+    for name, (rel, made_by, how) in CANDIDATES.items():
+        path = REPO / rel
+        if not path.is_file():
+            continue
+        e = json.loads(path.read_text()).get("error", {})
+        if e.get("split", "").endswith(split_note()) and "held_out" in e:
+            cands[name] = {"how": how, "file": rel, "made_by": made_by, "held_out": e["held_out"],
+                           "leave_one_group_out": e.get("leave_one_group_out")}
+    best = min(cands, key=lambda k: cands[k]["held_out"]["mape_pct"])
+    shipped = ("this file" if best == "this file" else
+               f"{best} has the lower held-out error; make pixel-cpu from it with {cands[best]['made_by']}")
+    return {"candidates": cands, "chosen": shipped, "chosen_because": "lowest held-out MAPE on the same split: " +
+            ", ".join(f"{k} {v['held_out']['mape_pct']}%" for k, v in cands.items())}
 
 
 @cli_entry

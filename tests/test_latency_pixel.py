@@ -41,6 +41,11 @@ def test_shipped_target_is_what_the_script_makes(refit):
     model, error, _ = refit
     shipped = latency_models.load("pixel-cpu")
     assert shipped.error["held_out"] == error["held_out"]
+    # both ways of making pixel-cpu, judged on the same split, are recorded with the choice
+    cands = shipped.error["candidates"]
+    assert cands == error["candidates"] and set(cands) == {"this file", "pixel-cpu-litert"}
+    assert cands["this file"]["held_out"]["mape_pct"] == 2.84 and cands["pixel-cpu-litert"]["held_out"]["mape_pct"] == 8.26
+    assert shipped.error["chosen"] == "this file"
     for name in ("mobilenet_v2", "mobilenext", "shufflenet_v2"):
         a = zoo.get(name)
         assert shipped.predict(a) == pytest.approx(model.predict(a), rel=1e-4)
