@@ -1,12 +1,12 @@
 """Ranking quality and cost of the accuracy evaluators on archs sampled from a space.
 
 For ``--n`` archs sampled (seeded) from ``--space``:
-  * ground truth: stand-alone short training with the fixed recipe (``searchers.training.Recipe()``),
-    top-1 on the Fashion-MNIST test split (and the validation split), appended row by row to
+  * ground truth: stand-alone short training with one fixed recipe (``RANKING_RECIPE``), top-1 on
+    2,000 images of the Fashion-MNIST test split (and of the validation split), appended row by row to
     ``benchmarks/data/standalone_<dataset>.csv`` (reused by later benchmarks; rows already there
     for the same arch, recipe and seed are not retrained);
-  * ``supernet``: the cached supernet of the space (trained with the default ``SupernetRecipe`` if
-    missing), one evaluation per arch (BN recalibration + 2,000 validation images);
+  * ``supernet``: the cached supernet of the space (trained with its default recipe if missing), one
+    evaluation per arch with the recipe's settings (BN recalibration + scored validation images);
   * ``proxy``: naswot, synflow and gradnorm at initialisation;
   * baselines: MACs and parameters at the data resolution.
 Kendall's tau of each score against the stand-alone test accuracy, costs and the machine go to
@@ -28,6 +28,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,25 +55,34 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def sample_archs(space, n: int, seed: int, data):
-    """``n`` distinct uniform samples of the space that its supernet can score (for mobile-unified: the
-    reduced-scale part, <= 1,280 channels and <= 600M MACs; see searchers.supernet.REDUCED_SCALE)."""
-    from searchers.supernet import build_supernet, default_recipe
+    """``n`` distinct samples of the space that its supernet can score: for mobile-unified, samples of
+    the supernet's scope (``searchers.supernet.SCOPES``: MBConv nets of its layout), drawn stage by
+    stage by the scope space; otherwise uniform samples of the space."""
+    from searchers.supernet import default_recipe, scope_space
 
-    net = build_supernet(space, data.num_classes, default_recipe(space), seed, data.resolution)
+    recipe = default_recipe(space)
+    src = scope_space(recipe.scope) if recipe.scope else space
     rng = random.Random(seed)
     out, seen = [], set()
     while len(out) < n:
-        a = net.sample(space, rng)
+        a = src.sample(rng)
         if a.to_string() not in seen:
             seen.add(a.to_string())
             out.append(a)
     return out
+
+
+# The one stand-alone recipe of the ranking benchmark: 1 epoch of 5,120 training images in batches of 32
+# (160 SGD steps), scored on 2,000 test / 2,000 validation images -- about 2-4 minutes per arch of the
+# supernet's scope on this loaded 2-core VM, so 20 archs fit in about an hour of one core.
+RANKING_RECIPE = Recipe(epochs=1, images_per_epoch=5120, batch_size=32, eval_images=2000, precise_bn=2)
 
 
 def standalone_path(dataset: str) -> Path:
@@ -123,7 +133,7 @@ def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
         model, stats = train_arch(arch, data, recipe, seed=seed, split="test")
         from searchers.training import accuracy
 
-        val = accuracy(model, data.val)
+        val = accuracy(model, data.val, limit=recipe.eval_images)
         prof = profile(arch, data.resolution, data.num_classes)
         row = {"arch": s, "space": space.name, "dataset": data.name, "seed": seed,
                "accuracy_test": f"{stats['accuracy']:.4f}", "accuracy_val": f"{val:.4f}",
@@ -230,7 +240,7 @@ def main(argv=None) -> int:
     p.add_argument("--from-csv", action="store_true", help="supernet/report parts: use the archs of the "
                    "stand-alone file (this recipe and seed) instead of sampling them")
     p.add_argument("--checkpoint", help="supernet part: score with this checkpoint.pt / supernet.pt instead")
-    p.add_argument("--epochs", type=int, help="stand-alone recipe epochs (default: Recipe()'s)")
+    p.add_argument("--epochs", type=int, help="stand-alone recipe epochs (default: RANKING_RECIPE's)")
     p.add_argument("--worker", default="0/1", help="stand-alone worker k/n: starts at arch k*N/n (rows done "
                    "or claimed by other workers are skipped)")
     args = p.parse_args(argv)
@@ -242,7 +252,7 @@ def main(argv=None) -> int:
 
     space = load_space(args.space)
     data = load_dataset(args.dataset, seed=args.seed)
-    recipe = Recipe() if args.epochs is None else Recipe(epochs=args.epochs)
+    recipe = RANKING_RECIPE if args.epochs is None else replace(RANKING_RECIPE, epochs=args.epochs)
     if args.from_csv:
         # the archs already trained stand-alone with this recipe and seed (the space file may have
         # changed since they were sampled; their strings are what the ground truth is about)

@@ -41,11 +41,24 @@ boundaries are inferred from the arch (stride 2 or a width change), so two conse
 stages that happen to get the same width merge into one (their layers shift position); spaces that
 vary stem or head widths share those by leading channels as well.
 The supernet is trained and scored at the data set's resolution (32x32 for Fashion-MNIST), with the
-networks unchanged (no stride adaptation).  ``mobile-unified`` holds every zoo family (four block
-types at most positions) at every width: its random archs reach 67 GMACs and 8,960 channels, so a
-supernet of all of it is impractical here.  Its supernet is built at reduced scale (``REDUCED_SCALE``):
-the archs of at most 600M MACs at 224 and 1,280 channels per layer (35 of its 46 zoo points);
-``Supernet.sample`` draws training archs from that part and ``check`` refuses archs beyond it.
+networks unchanged (no stride adaptation).
+
+**Scope.**  ``mobile-unified`` holds every zoo family (up to six block types per stage) at every width:
+its random archs reach 67 GMACs and 8,960 channels (24 layers at the median).  An envelope over its
+part of at most 600M MACs / 1,280 channels held 210M weights, a sandwich step took 4.5 s here and the
+trained supernet scored near chance.  So a supernet covers a *scope* (``SupernetRecipe.scope``,
+``SCOPES``): a sub-space of the space, itself a Space (every arch of it is an arch of the full space).
+mobile-unified's default scope ``mobile-unified/mbconv`` is its own stage layout restricted to MBConv
+nets (MobileNetV2/V3, MnasNet, ProxylessNAS kind): kernel 3/5/7, expansion 3/4/6, SE none/V3 and
+ReLU/h-swish per stage, 4 stride-2 stages of 1-4 layers plus two optional stride-1 stages; 51-602 MMACs
+at 224; an 8M-weight envelope.  ``Supernet.sample`` draws from the scope (stage by stage, no rejection),
+``check`` refuses an arch outside it naming the field and the allowed values, ``covered_space()`` is
+the Space a search samples / mutates in (the ``supernet`` evaluator's ``search_space()``, ``fits``).
+
+**Cost** (this 2-core VM, 1 thread, load average 7-10 from other jobs): envelope 13 s (per-part meta
+modules; was 106 s), a sandwich step of 4 subnets x 32 images 3-5 s; evaluation = extract + BN
+re-estimation on 2 x 128 training images + 600 scored validation images, with the images prepared once
+per data set and everything under ``torch.inference_mode``.
 
 CLI::
 
@@ -349,6 +362,12 @@ class Supernet(nn.Module):
         except SpaceError:
             return False
         return True
+
+    def covered_space(self, space=None):
+        """The Space whose archs the supernet scores: its scope's (``scope_space``), else ``space``.
+        A search with the supernet evaluator samples, mutates and crosses over in it; its archs are
+        archs of the full space too."""
+        return scope_space(self.scope) if self.scope else space
 
     def sample(self, space, rng: random.Random, tries: int = 2000) -> Arch:
         """A random arch the supernet can score: a sample of its scope (``scope_space(scope).sample``,

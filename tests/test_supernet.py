@@ -187,6 +187,9 @@ def test_mobile_unified_scope():
     net = S.Supernet(S.envelope([big, small], 10), 10, "mobile-unified", big, small, scope=recipe.scope)
     a = net.sample(space, random.Random(1))
     assert scope.contains(a) and net.fits(a) and net.fits(big)
+    assert net.covered_space(space) is scope
+    b = scope.mutate(a, random.Random(2))
+    assert b != a and net.fits(b) and space.contains(b)
     v2 = zoo.get("mobilenet_v2", 1.0)
     assert space.contains(v2) and not net.fits(v2)
     with pytest.raises(SpaceError, match=r"outside the supernet's scope .*stem.out_ch: got 32; allowed: 16, 24"):

@@ -1,7 +1,9 @@
 """``supernet``: accuracy of a subnet that inherits the weights of the space's trained supernet
 (``searchers.supernet``): extract, re-estimate BatchNorm on a few batches, score on a fixed
-validation subset -- about a second per arch once the supernet is trained (``prepare()`` trains it
-the first time, then loads it from the cache)."""
+validation subset (``evaluate_subnet``; see ``searchers.supernet`` for the cost) once the supernet is
+trained (``prepare()`` trains it the first time, then loads it from the cache).  For mobile-unified the
+supernet covers a scope of the space (``searchers.supernet.SCOPES``): ``fits`` / ``check`` say whether an
+arch lies in it, ``search_space()`` is it, and ``sample`` / ``mutate`` / ``crossover`` stay in it."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -53,14 +55,33 @@ class SupernetEvaluator(Evaluator):
         return evaluate_subnet(self.supernet, arch, self.data, self.recipe, self.seed)
 
     def fits(self, arch) -> bool:
-        """Whether ``arch`` lies within the supernet (always, except for reduced-scale spaces)."""
+        """Whether the supernet can score ``arch`` (for mobile-unified: whether it lies in the
+        supernet's scope, ``searchers.supernet.SCOPES``); a searcher treats the others as infeasible."""
         self.prepare()
         return self.supernet.fits(arch)
 
+    def check(self, arch) -> None:
+        """Raise SpaceError (one line: the field outside, the allowed values) unless ``fits(arch)``."""
+        self.prepare()
+        self.supernet.check(arch)
+
+    def search_space(self):
+        """The Space the supernet covers (its scope's for mobile-unified, else the evaluator's space):
+        sample / mutate / crossover there to stay within what this evaluator can score."""
+        self.prepare()
+        return self.supernet.covered_space(self.space)
+
     def sample(self, rng):
-        """A uniform sample of the space that the supernet can score."""
+        """A random arch the supernet can score (a sample of ``search_space()``)."""
         self.prepare()
         return self.supernet.sample(self.space, rng)
+
+    def mutate(self, arch, rng):
+        """``search_space().mutate``: a neighbour of ``arch`` the supernet can still score."""
+        return self.search_space().mutate(arch, rng)
+
+    def crossover(self, a, b, rng):
+        return self.search_space().crossover(a, b, rng)
 
     def extract(self, arch):
         """A standalone ``arch.build()`` module with the inherited weights (for fine-tuning/export)."""
