@@ -134,7 +134,7 @@ class SupernetRecipe:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise field_error(SupernetError, f"recipe.{name}", v, "an integer >= 0")
         if self.scope and self.scope not in SCOPES:
-            raise field_error(SupernetError, "recipe.scope", self.scope, ["", *sorted(SCOPES)])
+            raise field_error(SupernetError, "recipe.scope", self.scope, ["'' (the whole space)", *sorted(SCOPES)])
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
             raise field_error(SupernetError, "recipe.lr", self.lr, "a number in (0, 10)")
 
@@ -817,7 +817,7 @@ def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = Su
 # --------------------------------------------------------------------------------------------
 def _recipe_from_args(args, space) -> SupernetRecipe:
     changes = {k: getattr(args, k) for k in ("epochs", "images_per_epoch", "batch_size", "lr", "n_random",
-                                             "max_channels", "max_macs") if getattr(args, k, None) is not None}
+                                             "max_channels", "max_macs", "scope") if getattr(args, k, None) is not None}
     return default_recipe(space, **changes)
 
 
@@ -839,6 +839,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--n-random", type=int, dest="n_random")
         s.add_argument("--max-channels", type=int, dest="max_channels", help="reduced scale: channel cap (0: none)")
         s.add_argument("--max-macs", type=int, dest="max_macs", help="reduced scale: MACs cap at 224 (0: none)")
+        s.add_argument("--scope", help=f"the part of the space covered: {', '.join(sorted(SCOPES))} or '' "
+                                       "(all of it); default: the space's (mobile-unified: mobile-unified/mbconv)")
         s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
         s.add_argument("--cache-dir", help="override $EDGENAS_CACHE")
         if name == "train":
