@@ -44,9 +44,16 @@ def lenet(num_classes: int = 10, in_ch: int = 3):
 
 
 def run_cli(name: str, args, out: Path, extra: list[str]) -> dict:
+    done = out / name / "card.json"
+    if args.reuse and done.is_file():
+        card = json.loads(done.read_text())
+        if card["training"]["epochs"] == args.epochs and card["dataset"]["train_images"] == (args.train_images or
+                                                                                            card["dataset"]["train_split"]):
+            print(f"{name}: reusing {done}", flush=True)
+            return card
     cmd = [sys.executable, "-m", "searchers.train", "--arch", args.arch, "--dataset", "fashion-mnist",
            "--out", str(out / name), "--threads", str(args.threads), "--no-progress",
-           "--latency-rounds", str(args.latency_rounds), *extra, *args.recipe_args]
+           "--latency-rounds", str(args.latency_rounds), "--formats", args.formats, *extra, *args.recipe_args]
     print("$ " + " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO)
@@ -58,6 +65,18 @@ def run_cli(name: str, args, out: Path, extra: list[str]) -> dict:
 
 
 def run_lenet(args, out: Path) -> dict:
+    done = out / "lenet" / "result.json"
+    if args.reuse and done.is_file():
+        res = json.loads(done.read_text())
+        if len(res["training"]["history"]) == args.epochs + 1:
+            print(f"lenet: reusing {done}", flush=True)
+            return res
+    res = _train_lenet(args, out)
+    done.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def _train_lenet(args, out: Path) -> dict:
     import torch
 
     from searchers.data import load_dataset
@@ -144,6 +163,9 @@ def main(argv=None) -> int:
                     help="wait (up to --wait-supernet s) for this file; its first line is the supernet.pt path "
                          "(or the folder holding it)")
     ap.add_argument("--out", default="runs/bench-last-mile")
+    ap.add_argument("--formats", default="all", help="export formats of the MobileNetV3-Small runs (default all)")
+    ap.add_argument("--reuse", action="store_true", help="runs already finished in --out (card.json / "
+                    "lenet/result.json with the same epochs and images) are read, not rerun")
     ap.add_argument("--quick", action="store_true", help="2 epochs of 1,000 images, 1,000 eval images")
     args = ap.parse_args(argv)
     if args.quick:
