@@ -1,6 +1,7 @@
 """Platform-aware aging evolution: the most accurate network of a space under a latency budget.
 
     python -m searchers.evolve --target pixel-cpu --budget 60ms
+    python -m searchers.evolve --target pixel-cpu,note10-cpu --budget 20ms,40ms --evaluator predictor  # a sweep
 
 Regularized (aging) evolution (Real et al., 2019) with MnasNet's reward ACC * (LAT / T) ** w:
 a population of the ``--population`` youngest evaluated archs; each step samples ``--sample-size``
@@ -488,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     given = given_options(ns)
     progress = not given.pop("no_progress", False)
     zoo = not given.pop("no_zoo", False)
+    from searchers.sweep import is_sweep
+
+    if is_sweep(given):  # comma lists of targets / budgets: one search per pair
+        from searchers.sweep import print_sweep, run_sweep
+
+        print_sweep(run_sweep(given, progress=progress, zoo=zoo))
+        return 0
     s = resolve(given)
     summary = search(s, progress=progress, zoo=zoo)
     from searchers.outputs import print_summary

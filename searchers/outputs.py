@@ -116,14 +116,15 @@ def write_pareto_csv(path: Path, front: list[TrialRecord]) -> None:
 
 
 def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progress: bool = True,
-                  zoo: bool = True, timing: dict | None = None) -> dict[str, Any]:
-    """Write the run's files and return the summary (also written as summary.json)."""
+                  zoo: bool = True, timing: dict | None = None, recs: list[TrialRecord] | None = None) -> dict[str, Any]:
+    """Write the run's files and return the summary (also written as summary.json).  ``recs``: the
+    search's evaluated archs when the study holds only some of them (a sweep's fast search)."""
     from search_space.export import export
 
     s = ctx.settings
     out = Path(ctx.out)
     out.mkdir(parents=True, exist_ok=True)
-    recs = records.complete()
+    recs = records.complete() if recs is None else list(recs)
     best = best_record(recs, s.budget_ms)
     front = pareto_front(recs)
     write_pareto_csv(out / "pareto.csv", front)

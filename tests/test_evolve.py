@@ -119,7 +119,7 @@ def test_bad_inputs(tmp_path, capsys, budget_ms):
     msg = _bad(["--target", TARGET, *ok, "--space", "nope", *FAST], capsys)
     assert "--space: got 'nope'" in msg and SPACE in msg and "ofa-mbv3" in msg
     msg = _bad(["--target", TARGET, *ok, "--evaluator", "oracle", "--no-progress"], capsys)
-    assert msg == "error: --evaluator: got 'oracle'; allowed: supernet, train, proxy"
+    assert msg == "error: --evaluator: got 'oracle'; allowed: supernet, train, proxy, predictor"
     msg = _bad(["--target", TARGET, "--budget", "60", "--out", tmp_path / "run", *FAST], capsys)
     assert "--budget: got '60' without a unit" in msg
     msg = _bad(["--target", TARGET, "--budget=-3ms", "--out", tmp_path / "run", *FAST], capsys)

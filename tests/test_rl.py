@@ -164,7 +164,7 @@ def test_bad_inputs(tmp_path, capsys, budget_ms):
     msg = _bad(["--target", TARGET, *ok, *FAST, "--space", "nope"], capsys)
     assert "--space: got 'nope'" in msg and "mobile-unified" in msg
     msg = _bad(["--target", TARGET, *ok, "--evaluator", "oracle", "--no-progress"], capsys)
-    assert msg == "error: --evaluator: got 'oracle'; allowed: supernet, train, proxy"
+    assert msg == "error: --evaluator: got 'oracle'; allowed: supernet, train, proxy, predictor"
     msg = _bad(["--target", TARGET, "--budget", "60", *FAST], capsys)
     assert "--budget: got '60' without a unit" in msg
     assert _bad(["--target", TARGET, *ok, *FAST, "--algo", "a3c"], capsys) == \

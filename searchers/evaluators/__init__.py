@@ -7,13 +7,15 @@
 ``supernet``  weight-sharing supernet (searchers.supernet): ~1 s per arch once trained.
 ``train``     stand-alone short training (searchers.training.Recipe): the ground truth, minutes.
 ``proxy``     trainless zero-cost score (naswot / synflow / gradnorm): instant; a rank, not an accuracy.
+``predictor`` a model of the supernet's accuracy fitted once to its evaluations of random archs
+              (searchers.evaluators.predictor): ~1 ms per arch; reports its held-out Kendall tau.
 """
 from __future__ import annotations
 
 from search_space.errors import field_error
 from searchers.evaluators.base import Evaluator, EvaluatorError
 
-_NAMES = ("supernet", "train", "proxy")
+_NAMES = ("supernet", "train", "proxy", "predictor")
 
 
 def evaluator_names() -> list[str]:
@@ -27,6 +29,8 @@ def get_evaluator(name: str, space=None, dataset="fashion-mnist", seed: int = 0,
         from searchers.evaluators.train import TrainEvaluator as cls
     elif name == "proxy":
         from searchers.evaluators.proxy import ProxyEvaluator as cls
+    elif name == "predictor":
+        from searchers.evaluators.predictor import PredictorEvaluator as cls
     else:
         raise field_error(EvaluatorError, "evaluator", name, _NAMES)
     return cls(space=space, dataset=dataset, seed=seed, **opts)

@@ -1,0 +1,414 @@
+"""``predictor``: accuracy predicted from the arch by a model fitted once to supernet evaluations.
+
+    ev = get_evaluator("predictor", space="mobile-unified", samples=1000)   # + any supernet option
+    ev.prepare()          # the supernet (trained or cached), its evaluations (collected or cached), the fit
+    ev.evaluate(arch)     # ~0.1 ms: a searched arch costs what its latency does
+    ev.predict_many(archs)
+    ev.report             # held-out Kendall tau vs the supernet, tau vs the stand-alone ground truth
+
+Once-for-All's accuracy predictor, over our archs.  ``prepare()``:
+
+1. loads (or trains, as the ``supernet`` evaluator does) the space's supernet;
+2. scores ``samples`` random archs of the space with it (archs the supernet covers, ``Supernet.sample``;
+   one a second or two each), appending each to ``<cache>/predictors/<supernet>/evals.jsonl``: a
+   killed collection resumes where it stopped, a larger ``samples`` extends it, and every later
+   search reuses it;
+3. fits the model (``model=gbr``: scikit-learn gradient-boosted trees, default; ``mlp``; ``ridge``)
+   on the first ``samples`` of them, after measuring its Kendall tau on a held-out fifth (fitted on
+   the other four fifths), and caches the fitted model by (supernet, evaluation settings, count,
+   model, seed);
+4. reports the tau against the stand-alone accuracies of ``benchmarks/data/standalone_fashion_mnist.csv``
+   (the archs of this space and data set there), and the supernet's own tau on them for comparison.
+
+Features (``arch_features``): the arch's choices as one-hot/numeric columns per *layer position* --
+the supernet's own position keys (output size, stage, index), so that a layer sits in the same
+columns in every arch that shares its weights -- with its block type, kernel, stride, activation and SE
+one-hot, log2 widths and expansion numeric; the stem's and head's choices; depth, block-type counts,
+log MACs and log params at the data resolution; and the resolution.  Not ``Space.encode``'s code list:
+encoding an arch of mobile-unified takes ~17 ms (its split rules), which alone would make a
+10,000-candidate search take minutes; these features take ~2 ms and are the same choices.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import pickle
+import random
+import sys
+import time
+
+from pathlib import Path
+
+import numpy as np
+
+from search_space.errors import field_error
+from searchers.evaluators.base import Evaluator, EvaluatorError
+
+MODELS = ("gbr", "mlp", "ridge")
+DEFAULT_SAMPLES = 1000
+HOLDOUT = 0.2
+FORMAT = 1
+REPO = Path(__file__).resolve().parents[2]
+STANDALONE_CSV = REPO / "benchmarks" / "data" / "standalone_fashion_mnist.csv"
+
+
+class PredictorError(EvaluatorError):
+    """A predictor option is wrong, or its collected evaluations do not fit."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+# ---------------------------------------------------------------------------------------------
+def _log2(x) -> float:
+    return math.log2(x) if x and x > 0 else 0.0
+
+
+def arch_features(arch, resolution: int, num_classes: int = 10) -> dict[str, float]:
+    """Named feature values of ``arch`` (missing names are 0)."""
+    from search_space.profile import profile
+    from searchers.supernet import position_keys
+
+    if isinstance(resolution, (tuple, list)):
+        resolution = int(resolution[0])
+    f: dict[str, float] = {"resolution": float(resolution), "depth": float(len(arch.blocks))}
+    st = arch.stem
+    f["stem.out"] = _log2(st.out_ch)
+    f[f"stem.act={st.act}"] = 1.0
+    f[f"stem.k={st.kernel}"] = 1.0
+    f["stem.pool"] = float(bool(st.pool))
+    for key, b in zip(position_keys(arch), arch.blocks):
+        p = key.rsplit(".", 1)[0]
+        f[f"{p}.on"] = 1.0
+        f[f"{p}.type={b.type}"] = 1.0
+        f[f"{p}.k={b.kernel}"] = 1.0
+        f[f"{p}.stride={b.stride}"] = 1.0
+        f[f"{p}.act={b.act}"] = 1.0
+        f[f"{p}.out"] = _log2(b.out_ch)
+        f[f"{p}.in"] = _log2(b.in_ch)
+        f[f"{p}.expand"] = b.mid_ch / b.in_ch if b.mid_ch and b.in_ch else 0.0
+        f[f"{p}.se"] = b.se_ch / max(1, b.mid_ch or b.out_ch) if b.se_ch else 0.0
+        f[f"{p}.skip"] = float(bool(b.residual))
+        f[f"{p}.groups"] = _log2(b.groups)
+        f[f"n.{b.type}"] = f.get(f"n.{b.type}", 0.0) + 1.0
+        f[f"n.k{b.kernel}"] = f.get(f"n.k{b.kernel}", 0.0) + 1.0
+        f[f"n.act={b.act}"] = f.get(f"n.act={b.act}", 0.0) + 1.0
+        f["n.se"] = f.get("n.se", 0.0) + float(b.se_ch > 0)
+    h = arch.head
+    f["head.last"] = _log2(h.last_ch)
+    f["head.hidden"] = _log2(h.hidden_ch)
+    f[f"head.act={h.act}"] = 1.0
+    f[f"head.classifier={h.classifier}"] = 1.0
+    f["head.dropout"] = float(h.dropout)
+    try:
+        prof = profile(arch, resolution, num_classes)
+        f["log_macs"] = math.log(max(1, prof["macs"]))
+        f["log_params"] = math.log(max(1, prof["params"]))
+    except Exception:  # noqa: BLE001 -- an arch that collapses at this resolution: no cost features
+        pass
+    return f
+
+
+class Vectorizer:
+    """Feature dicts -> a dense matrix over the names seen at fit time (others are dropped)."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+    @classmethod
+    def fit(cls, dicts) -> "Vectorizer":
+        return cls(sorted({k for d in dicts for k in d}))
+
+    def transform(self, dicts) -> np.ndarray:
+        X = np.zeros((len(dicts), len(self.names)), dtype=np.float32)
+        idx = self.index
+        for r, d in enumerate(dicts):
+            for k, v in d.items():
+                j = idx.get(k)
+                if j is not None:
+                    X[r, j] = v
+        return X
+
+
+def make_model(kind: str, seed: int):
+    if kind == "gbr":
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        return GradientBoostingRegressor(n_estimators=500, max_depth=4, learning_rate=0.03, subsample=0.8,
+                                         min_samples_leaf=3, random_state=seed)
+    if kind == "mlp":
+        from sklearn.neural_network import MLPRegressor
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(256, 128), alpha=1e-2,
+                                                            learning_rate_init=1e-3, max_iter=800,
+                                                            early_stopping=True, random_state=seed))
+    if kind == "ridge":
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 12)))
+    raise field_error(PredictorError, "predictor model", kind, MODELS)
+
+
+def kendall_tau(a, b) -> float:
+    from scipy.stats import kendalltau
+
+    if len(a) < 3:
+        return float("nan")
+    return float(kendalltau(a, b).statistic)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluator
+# ---------------------------------------------------------------------------------------------
+class PredictorEvaluator(Evaluator):
+    name = "predictor"
+
+    def __init__(self, space=None, dataset="fashion-mnist", seed: int = 0, samples: int = DEFAULT_SAMPLES,
+                 model: str = "gbr", cache_root: str | Path | None = None, supernet_path: str | Path | None = None,
+                 progress: bool = True, log=None, standalone_csv: str | Path | None = None, **supernet_opts):
+        super().__init__(space, dataset, seed)
+        if self.space is None:
+            raise PredictorError("predictor evaluator: space: got None; allowed: a space name, path or Space")
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 10:
+            raise field_error(PredictorError, "predictor option samples", samples, "an integer >= 10")
+        if model not in MODELS:
+            raise field_error(PredictorError, "predictor option model", model, MODELS)
+        from searchers.evaluators.supernet import SupernetEvaluator
+
+        try:
+            self.supernet_evaluator = SupernetEvaluator(space=self.space, dataset=dataset, seed=seed,
+                                                        cache_root=cache_root, supernet_path=supernet_path,
+                                                        progress=progress, log=log, **supernet_opts)
+        except EvaluatorError as exc:
+            raise PredictorError(str(exc).replace("supernet evaluator option", "predictor option")) from None
+        self.samples, self.kind = samples, model
+        self.cache_root = Path(cache_root).expanduser() if cache_root else None
+        self.progress, self.log = progress, log
+        self.standalone_csv = Path(standalone_csv) if standalone_csv else STANDALONE_CSV
+        self.model = None
+        self.vectorizer: Vectorizer | None = None
+        self.report: dict = {}
+        self.supernet = None  # the supernet (for ``check``: archs it does not cover are not searched)
+        self.dir: Path | None = None
+        self.collect_s = 0.0
+
+    # -- where things live ----------------------------------------------------------------------
+    def _supernet_tag(self) -> str:
+        """Names the supernet and the evaluation settings that make its accuracies."""
+        sev = self.supernet_evaluator
+        if sev.supernet_path is not None:
+            h = hashlib.sha1()
+            with open(sev.supernet_path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+            base = f"{getattr(self.space, 'name', 'space')}-file-{h.hexdigest()[:16]}"
+        else:
+            from searchers.supernet import supernet_dir
+
+            base = supernet_dir(self.space, self.data, sev.recipe, self.seed, sev.cache_root).name
+        ev_settings = {k: getattr(sev.recipe, k) for k in ("calib_batches", "calib_batch_size", "eval_images")}
+        ev_key = hashlib.sha1(json.dumps({"eval": ev_settings, "seed": self.seed, "data": self.data.key,
+                                          "format": FORMAT}, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{base}-e{ev_key}"
+
+    def _root(self) -> Path:
+        from searchers.cli_common import cache_dir
+
+        return (self.cache_root or cache_dir()) / "predictors"
+
+    @property
+    def evals_path(self) -> Path:
+        return self.dir / "evals.jsonl"
+
+    # -- prepare ----------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        self.data  # noqa: B018
+        sev = self.supernet_evaluator
+        sev._data = self.data  # one data set in memory
+        sev.prepare()
+        self.supernet = sev.supernet
+        self.dir = self._root() / self._supernet_tag()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        model_path = self.dir / f"model-{self.kind}-n{self.samples}-s{self.seed}.pkl"
+        if model_path.is_file():
+            try:
+                state = pickle.loads(model_path.read_bytes())
+                if state.get("format") == FORMAT:
+                    self.model, self.vectorizer, self.report = state["model"], Vectorizer(state["names"]), state["report"]
+                    self.report = {**self.report, "cached": str(model_path)}
+                    return
+            except Exception:  # noqa: BLE001 -- an unreadable cache entry is refitted
+                pass
+        rows = self.collect(self.samples)
+        self.fit(rows)
+        self.report["standalone"] = self.standalone_report()
+        tmp = model_path.with_name(f".{model_path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps({"format": FORMAT, "model": self.model, "names": self.vectorizer.names,
+                                      "report": self.report}))
+        os.replace(tmp, model_path)
+        (self.dir / f"report-{self.kind}-n{self.samples}-s{self.seed}.json").write_text(json.dumps(self.report, indent=1))
+
+    def _say(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+        elif self.progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    def read_evals(self) -> list[dict]:
+        """The collected (arch, accuracy) rows, in collection order (a torn last line is dropped)."""
+        rows, seen = [], set()
+        if self.evals_path.is_file():
+            for line in self.evals_path.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                    arch, acc = str(r["arch"]), float(r["accuracy"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if arch not in seen:
+                    seen.add(arch)
+                    rows.append({"arch": arch, "accuracy": acc, "i": int(r.get("i", len(rows)))})
+        return rows
+
+    def collect(self, n: int) -> list[dict]:
+        """At least ``n`` supernet evaluations of distinct random archs (resumes the cached file)."""
+        from search_space.arch import Arch
+
+        rows = self.read_evals()
+        if len(rows) >= n:
+            return rows[:n]
+        sev = self.supernet_evaluator
+        seen = {r["arch"] for r in rows}
+        start = len(rows)
+        self._say(f"predictor: collecting {n - start} supernet evaluations ({start} cached) in {self.evals_path}")
+        bar = None
+        if self.progress and self.log is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, initial=start, desc="predictor data", unit="arch", dynamic_ncols=True, file=sys.stderr)
+        t0 = time.perf_counter()
+        i = max([r["i"] for r in rows], default=-1) + 1
+        with open(self.evals_path, "a", buffering=1) as f:
+            while len(rows) < n:
+                rng = random.Random(f"predictor:{self.seed}:{i}")
+                i += 1
+                arch = sev.sample(rng)
+                text = arch.to_string()
+                if text in seen:
+                    continue
+                acc = float(sev.evaluate(Arch.from_string(text)))
+                seen.add(text)
+                rows.append({"arch": text, "accuracy": acc, "i": i - 1})
+                f.write(json.dumps({"i": i - 1, "arch": text, "accuracy": acc, "s": round(sev.last_cost_s, 3)}) + "\n")
+                if bar is not None:
+                    bar.update(1)
+                elif self.log is not None and len(rows) % 50 == 0:
+                    self._say(f"predictor: {len(rows)}/{n} evaluations, {time.perf_counter() - t0:.0f} s")
+        if bar is not None:
+            bar.close()
+        self.collect_s = time.perf_counter() - t0
+        return rows[:n]
+
+    def features(self, archs) -> list[dict]:
+        res, nc = self.data.resolution, self.data.num_classes
+        return [arch_features(a, res, nc) for a in archs]
+
+    def fit(self, rows: list[dict]) -> None:
+        from search_space.arch import Arch
+
+        archs = [Arch.from_string(r["arch"]) for r in rows]
+        y = np.array([r["accuracy"] for r in rows], dtype=np.float64)
+        feats = self.features(archs)
+        order = list(range(len(rows)))
+        random.Random(f"predictor-split:{self.seed}").shuffle(order)
+        k = max(1, int(round(HOLDOUT * len(rows))))
+        test, train = order[:k], order[k:]
+        t0 = time.perf_counter()
+        vec = Vectorizer.fit([feats[i] for i in train])
+        held = make_model(self.kind, self.seed).fit(vec.transform([feats[i] for i in train]), y[train])
+        pred = held.predict(vec.transform([feats[i] for i in test]))
+        from scipy.stats import spearmanr
+
+        self.report = {
+            "model": self.kind, "samples": len(rows), "train": len(train), "held_out": len(test),
+            "kendall_tau_supernet": kendall_tau(pred, y[test]),
+            "spearman_supernet": float(spearmanr(pred, y[test]).statistic),
+            "mae_supernet": float(np.mean(np.abs(pred - y[test]))),
+            "supernet_accuracy_range": [float(y.min()), float(y.max())],
+            "supernet_accuracy_std": float(y.std()),
+            "features": len(vec.names), "evals": str(self.evals_path),
+        }
+        self.vectorizer = Vectorizer.fit(feats)
+        self.model = make_model(self.kind, self.seed).fit(self.vectorizer.transform(feats), y)
+        self.report["fit_s"] = round(time.perf_counter() - t0, 2)
+        self._say(f"predictor ({self.kind}, {len(rows)} supernet evaluations): held-out Kendall tau vs the "
+                  f"supernet {self.report['kendall_tau_supernet']:.3f} on {len(test)} archs")
+
+    def standalone_report(self) -> dict:
+        """Tau of the predictor (and of the supernet) against the stand-alone accuracies of the archs of
+        this space and data set in the stand-alone CSV (its ``accuracy_test``)."""
+        from search_space.arch import Arch
+
+        path = self.standalone_csv
+        if not path.is_file():
+            return {"n": 0, "note": f"{path} not found"}
+        archs, truth = [], []
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("dataset") not in (None, "", self.data.name):
+                    continue
+                try:
+                    a = Arch.from_string(row["arch"])
+                    if self.supernet is not None and not self.supernet.fits(a):
+                        continue
+                    acc = float(row.get("accuracy_test") or row.get("accuracy") or "nan")
+                except Exception:  # noqa: BLE001 -- a row of another space or format
+                    continue
+                if math.isfinite(acc):
+                    archs.append(a)
+                    truth.append(acc)
+        if len(archs) < 3:
+            return {"n": len(archs), "csv": str(path), "note": "fewer than 3 archs of this space/data set"}
+        pred = self.predict_many(archs)
+        sup = [float(self.supernet_evaluator.evaluate(a)) for a in archs]
+        return {"n": len(archs), "csv": str(path), "kendall_tau_predictor": kendall_tau(pred, truth),
+                "kendall_tau_supernet": kendall_tau(sup, truth), "kendall_tau_predictor_vs_supernet": kendall_tau(pred, sup)}
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def predict_many(self, archs) -> np.ndarray:
+        if self.model is None:
+            self.prepare()
+        X = self.vectorizer.transform(self.features(list(archs)))
+        return np.clip(self.model.predict(X), 0.0, 1.0)
+
+    def _evaluate(self, arch) -> float:
+        return float(self.predict_many([arch])[0])
+
+    def evaluate_many(self, archs) -> list[float]:
+        self.prepare()
+        t0 = time.perf_counter()
+        out = [float(x) for x in self.predict_many(archs)]
+        self.total_cost_s += time.perf_counter() - t0
+        self.n_evals += len(out)
+        return out
+
+    def check(self, arch) -> None:
+        """Archs the supernet does not cover (reduced-scale supernets) are not scored."""
+        self.prepare()
+        self.supernet.check(arch)
+
+    def sample(self, rng):
+        return self.supernet_evaluator.sample(rng)
+
+    def extract(self, arch):
+        return self.supernet_evaluator.extract(arch)
+
+    def rescore(self, arch) -> float:
+        """The supernet's accuracy of ``arch`` (what the prediction stands for)."""
+        return float(self.supernet_evaluator.evaluate(arch))
