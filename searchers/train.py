@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         space, supernet_path = _check_supernet_arch(arch, args)
     from searchers.data import load_dataset
 
+    import os
+
+    from searchers.distributed import Dist, shard_size
+
+    shard_size(recipe.batch_size, Dist(world=max(1, int(os.environ.get("WORLD_SIZE", "1")))), args.accum)
     if args.workers < 0:
         raise field_error(TrainError, "--workers", args.workers, "an integer >= 0")
     data = load_dataset(args.dataset, seed=args.seed, image_size=args.image_size, workers=args.workers)

@@ -253,7 +253,13 @@ def test_bad_options_in_process(capsys):
                          (["--arch", "mobilenet_v3_small@0.3"], "allowed: 1.0, 0.75, 0.5, 0.35"),
                          (["--arch", "mobilenet_v3_small", "--epochs", "0"], "--epochs: got 0"),
                          (["--arch", "mobilenet_v3_small", "--formats", "py,coreml"], "--formats: format: got 'coreml'"),
-                         (["--arch", "nosuchnet"], "zoo name")):
+                         (["--arch", "nosuchnet"], "zoo name"),
+                         (["--arch", "mobilenet_v3_small", "--accum", "0"], "--accum: got 0; allowed: an integer >= 1"),
+                         (["--arch", "mobilenet_v3_small", "--image-size", "224"],
+                          "--image-size: only with an image folder; got dataset fashion-mnist"),
+                         (["--arch", "mobilenet_v3_small", "--device", "tpu"], "--device: got 'tpu'; allowed: cpu, cuda"),
+                         (["--arch", "mobilenet_v3_small", "--batch-size", "127", "--accum", "2"],
+                          "--batch-size: got 127, not divisible by 1 process(es) x 2")):
         assert train_main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], (args, err)
