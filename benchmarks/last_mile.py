@@ -159,6 +159,10 @@ def main(argv=None) -> int:
     ap.add_argument("--supernet", default=None, help="a trained mobile-unified supernet.pt (default: the cached one)")
     ap.add_argument("--wait-supernet", type=float, default=0.0,
                     help="seconds to wait for --supernet to appear (another process may be training it)")
+    ap.add_argument("--supernet-space", default=None,
+                    help="use the cached default-recipe supernet of this space (e.g. mobilenetv3, which holds "
+                         "MobileNetV3-Small; mobile-unified's reduced-scale supernet does not), waiting up to "
+                         "--wait-supernet s for another process to finish it")
     ap.add_argument("--supernet-ready-file", default=None,
                     help="wait (up to --wait-supernet s) for this file; its first line is the supernet.pt path "
                          "(or the folder holding it)")
@@ -181,6 +185,21 @@ def main(argv=None) -> int:
     runs["scratch"] = run_cli("scratch", args, out, ["--init", "scratch"])
     runs["lenet"] = run_lenet(args, out)
     extra = ["--init", "supernet"]
+    if args.supernet_space and not args.supernet:
+        # the space's cached supernet (default recipe); another process may be training it: wait for the file
+        from search_space.space import load_space
+        from searchers.data import load_dataset
+        from searchers.supernet import default_recipe, supernet_dir
+
+        sp_space = load_space(args.supernet_space)
+        final = supernet_dir(sp_space, load_dataset("fashion-mnist", seed=0), default_recipe(sp_space), 0) / "supernet.pt"
+        deadline = time.time() + args.wait_supernet
+        while not final.is_file() and time.time() < deadline:
+            time.sleep(30)
+        if final.is_file():
+            args.supernet = str(final)
+            print(f"supernet of {args.supernet_space}: {final}", flush=True)
+        extra += ["--space", args.supernet_space]      # not there: searchers.train trains it on first use
     if args.supernet_ready_file and not args.supernet:
         ready = Path(args.supernet_ready_file)
         deadline = time.time() + args.wait_supernet
