@@ -57,8 +57,9 @@ def _stratum(sig) -> tuple:
 
 
 def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int, seed: int,
-           zoo_mode: str = "all") -> tuple[list, list]:
-    """(layer signatures, (arch, resolution, label) networks) to measure."""
+           zoo_mode: str = "all", net_max_mmacs: float = 0.0) -> tuple[list, list]:
+    """(layer signatures, (arch, resolution, label) networks) to measure; random networks above
+    ``net_max_mmacs`` million MACs (when > 0) are sampled again (slow converters, e.g. LiteRT)."""
     from search_space import zoo
 
     rng = random.Random(seed)
@@ -81,10 +82,7 @@ def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int,
                 k = s.key
                 if k in must:
                     continue
-                if s.kind == "stem":
-                    must[k] = s  # few: measure them all
-                else:
-                    strata[_stratum(s)][k] = s
+                strata[_stratum(s)][k] = s  # stems too: a space may hold hundreds of them
     chosen: dict[str, Any] = {}
     lists = {st: sorted(d.items()) for st, d in sorted(strata.items(), key=lambda kv: str(kv[0]))}
     for st in lists:
@@ -99,8 +97,14 @@ def design(space, resolutions: list[int], n_blocks: int, n_nets: int, pool: int,
     layers = list(must.values()) + list(chosen.values())
     nets = [(a, resolutions[-1], label) for a, label in zoo_archs]
     net_rng = random.Random(seed + 1)
+    from search_space.profile import profile
+
     for i in range(n_nets):
-        nets.append((space.sample(net_rng), resolutions[-1], f"{space.name}#{i}"))
+        for _ in range(1000):
+            a = space.sample(net_rng)
+            if net_max_mmacs <= 0 or profile(a, resolutions[-1])["macs"] <= 1e6 * net_max_mmacs:
+                break
+        nets.append((a, resolutions[-1], f"{space.name}#{i}"))
     return layers, nets
 
 
@@ -184,6 +188,43 @@ def aggregate(rows: list[dict]) -> dict[str, Any]:
     return {"best": best, "ref_ms": ref_ms, "null_rel": null_rel, "drift": drift}
 
 
+def measured_items(rows: list[dict]) -> tuple[list, list]:
+    """(layer signatures, (arch, resolution, label) networks) of the measurement rows, from their keys
+    alone (``signature_from_key``, ``Arch.from_string``): a refit needs no design, so a change of
+    the space's sampling since the measurements cannot lose any of them."""
+    from search_space.arch import Arch, signature_from_key
+
+    layers, nets, seen = [], [], set()
+    for r in rows:
+        k = r["key"]
+        if k in seen or r["kind"] == "null":
+            continue
+        seen.add(k)
+        if r["kind"] == "layer":
+            layers.append(signature_from_key(k))
+        elif r["kind"] == "net":
+            text, _, res = k.rpartition("@")
+            nets.append((Arch.from_string(text), int(res), k))
+    return layers, nets
+
+
+def refit(target_file: Path, partial: Path, out: Path, seed: int = 0) -> LatencyModel:
+    """Fit ``target_file``'s measurements (its partial file) again with this version's model, keeping
+    how they were made (meta); the target's error is recomputed."""
+    old = LatencyModel.from_file(target_file)
+    rows = _read_partial(partial)
+    if not rows:
+        raise TargetError(f"--partial {partial}: no measurements")
+    layers, nets = measured_items(rows)
+    agg = aggregate(rows)
+    meta = dict(old.meta, refit={"date": _dt.datetime.now().isoformat(timespec="seconds"),
+                                 "from": str(partial), "rows": len(rows),
+                                 "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})
+    model = fit_target(layers, nets, agg, meta, seed=seed, name=old.name)
+    model.save(out)
+    return model
+
+
 def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
                name: str = "local-cpu") -> LatencyModel:
     best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
@@ -263,6 +304,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nets", type=int, default=12, help="random whole networks to measure")
     ap.add_argument("--pool", type=int, default=1000, help="archs sampled to find the space's layers")
     ap.add_argument("--zoo", default="all", choices=("all", "space", "none"), help="zoo layers/networks to measure")
+    ap.add_argument("--net-max-mmacs", type=float, default=0.0, help="random networks above this many million "
+                    "MACs are sampled again (0: no limit)")
     ap.add_argument("--passes", type=int, default=3, help="fresh processes; min of medians over them")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
@@ -270,7 +313,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="target file (default latency_models/targets/<target>.json)")
     ap.add_argument("--partial", default=None, help="resumable measurements (default in the cache dir)")
     ap.add_argument("--fresh", action="store_true", help="discard earlier partial measurements")
+    ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
+                    "measurements (--partial, default its meta's) again with this version's model, into --out")
     args = ap.parse_args(argv)
+    if args.refit:
+        src = Path(args.refit)
+        old = LatencyModel.from_file(src)
+        partial = Path(args.partial or old.meta.get("measurements", {}).get("partial_file") or "")
+        if not partial.is_file():
+            raise TargetError(f"--partial: {partial} does not exist; allowed: the target's measurements file")
+        out = Path(args.out) if args.out else src
+        model = refit(src, partial, out, args.seed)
+        for k, v in model.error.items():
+            print(f"  {k}: {v}")
+        print(f"wrote {out} ({len(model.table)} table entries)")
+        return 0
     if args.target not in BUILDABLE:
         raise field_error(TargetError, "--target", args.target, tuple(BUILDABLE))
     args.backend = args.backend or BUILDABLE[args.target]
@@ -287,7 +344,8 @@ def main(argv=None) -> int:
     space = load_space(args.space)
     t0 = time.time()
     deadline = t0 + 60 * args.max_minutes
-    layers, nets = design(space, resolutions, args.blocks, args.nets, args.pool, args.seed, args.zoo)
+    layers, nets = design(space, resolutions, args.blocks, args.nets, args.pool, args.seed, args.zoo,
+                          args.net_max_mmacs)
     items = [("null", None, "null")] + [("layer", s, s.key) for s in layers] + \
             [("net", (a, r), f"{a.to_string()}@{r}") for a, r, _ in nets]
     tag = f"{args.target}-{space.name}-{args.backend}-t{args.threads}-s{args.seed}-b{args.blocks}-n{args.nets}-cpuclock"

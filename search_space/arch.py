@@ -623,6 +623,30 @@ def signatures(arch: Arch, resolution: int | tuple[int, int] = 224, num_classes:
     return sigs
 
 
+def signature_from_key(key: str) -> Signature:
+    """The ``Signature`` whose ``key`` is ``key`` (its inverse; a head comes back without dropout,
+    which its key leaves out).  Lets measurements stored by key be priced and refitted later."""
+    if not isinstance(key, str) or key.count("@") != 1:
+        raise ArchError(f"signature key: got {key!r}; allowed: <layer token>@<C>x<H>x<W>[_n<classes>]")
+    token, shape = key.split("@")
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)(?:_n(\d+))?", shape)
+    if m is None:
+        raise ArchError(f"signature key {key!r}: shape {shape!r}; allowed: <C>x<H>x<W>[_n<classes>]")
+    c, h, w = (int(m.group(i)) for i in (1, 2, 3))
+    kind, kw = _parse_layer(token, f"signature key {key!r}")
+    where = f"signature key {key!r}"
+    if kind == "stem":
+        return Signature("stem", Stem(**_rename(kw, _STEM_CODES, {"act", "pool", "bn", "padding"}, where)), c, h, w)
+    if kind == "head":
+        if m.group(4) is None:
+            raise ArchError(f"{where}: a head key ends in _n<classes>")
+        head = Head(**_rename(kw, _HEAD_CODES, {"act", "dropout", "hidden_bias", "classifier", "classifier_bias"}, where))
+        return Signature("head", head, c, h, w, int(m.group(4)))
+    spec = BlockSpec(type=kind, **_rename(kw, _BLOCK_CODES, {"act", "residual", "se_ch", "se_gate", "opts", "padding"},
+                                          where))
+    return Signature(kind, spec, c, h, w)
+
+
 def iter_block_shapes(arch: Arch, resolution: int = 224) -> Iterator[tuple[BlockSpec, int, int]]:
     for s in signatures(arch, resolution):
         if s.kind not in ("stem", "head"):
@@ -631,5 +655,5 @@ def iter_block_shapes(arch: Arch, resolution: int = 224) -> Iterator[tuple[Block
 
 __all__ = [
     "ACTIVATIONS", "PADDINGS", "SE_GATES", "Arch", "BlockSpec", "Head", "Signature", "Stem", "conv_out",
-    "make_divisible", "out_hw", "parse_arch_string", "signatures", "stride_hw",
+    "make_divisible", "out_hw", "parse_arch_string", "signature_from_key", "signatures", "stride_hw",
 ]

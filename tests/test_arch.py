@@ -144,3 +144,19 @@ def test_head_without_hidden_bias_round_trips_and_counts():
     assert sum(p.numel() for p in a.build().parameters()) == profile(a)["params"]
     with pytest.raises(ArchError, match="head.hidden_bias"):
         Head(last_ch=16, hidden_bias=False)
+
+
+def test_signature_from_key_inverts_key():
+    from search_space import zoo
+    from search_space.arch import signature_from_key
+
+    for name in zoo.names():
+        for res in (224, (160, 96)):
+            for s in signatures(zoo.get(name), res):
+                t = signature_from_key(s.key)
+                assert t.key == s.key and t.kind == s.kind and t.out_hw == s.out_hw
+                assert t.spec == (s.spec if s.kind != "head" else dataclasses.replace(s.spec, dropout=0.0))
+    for bad, msg in (("mbconv_i16_o16_k3_s1", "allowed: <layer token>@"), ("mbconv_i16_o16@16x8", "shape"),
+                     ("head_re@64x7x7", "a head key ends in _n<classes>"), ("mbconv_i16_o16_q3@16x8x8", "field .q. does not apply here")):
+        with pytest.raises(ArchError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            signature_from_key(bad)
