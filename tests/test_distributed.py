@@ -200,5 +200,23 @@ def test_shard_rule_errors():
         shard_size(30, d, 2)
 
 
+def test_cuda_flags_are_no_ops_on_cpu(tmp_path):
+    """--amp / --channels-last act on CUDA only: on a CPU the run is the plain one, bit for bit."""
+    from search_space.arch import Arch
+    from searchers.data import load_dataset
+    from searchers.trainer import Trainer, TrainRecipe, scratch_model
+
+    torch.set_num_threads(1)
+    data, arch = load_dataset("fashion-mnist", seed=0), Arch.from_string(SMALL)
+    r = TrainRecipe(epochs=1, batch_size=32, train_images=64, eval_images=32)
+    runs = []
+    for flags in ({}, {"amp": True, "channels_last": True}):
+        tr = Trainer(arch, data, r, tmp_path / str(len(runs)), scratch_model(arch, 10, 0), progress=False, **flags)
+        tr.run(resume=False)
+        assert tr.device.type == "cpu" and tr.amp is False and tr.channels_last is False and tr.scaler is None
+        runs.append(tr.model.state_dict())
+    assert _same(runs[0], runs[1])
+
+
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2])
