@@ -94,6 +94,15 @@ def test_build_small_sample_is_resumable(tmp_path, capsys):
     assert model.predict(arch) > 0
     assert sum(ms for _, ms in model.breakdown(arch)) == pytest.approx(model.predict(arch))
 
+    # refit: the same measurements (from their keys alone) fitted again, the build's meta kept
+    re_out = tmp_path / "refit.json"
+    assert build.main(["--refit", str(tmp_path / "lc.json"), "--partial", str(part), "--out", str(re_out)]) == 0
+    again = latency_models.load(str(re_out))
+    assert set(again.meta) == set(model.meta) | {"refit"} and again.meta["reference"] == model.meta["reference"]
+    assert again.predict(arch) == pytest.approx(model.predict(arch), rel=1e-6)
+    assert build.main(["--refit", str(tmp_path / "lc.json"), "--partial", str(tmp_path / "no.jsonl")]) == 2
+    assert "--partial: " in capsys.readouterr().err
+
     # validate a target file not installed: measure once (2 fresh processes), save, re-score offline
     # with a second target on the same measurements
     meas, scores = tmp_path / "measured.json", tmp_path / "scores.json"
