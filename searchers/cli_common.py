@@ -76,6 +76,7 @@ class SearchSettings:
     resume: bool = False
     config: str | None = None
     eval_opts: dict = field(default_factory=dict)
+    formats: str = "py,onnx,yaml"  # files of the best arch (search_space.export); not part of the identity
 
     # Fields that define the search: a study created with one value cannot continue with another.
     IDENTITY = ("target", "budget_ms", "space", "evaluator", "dataset", "resolution", "reward", "w",
@@ -109,7 +110,35 @@ def add_search_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--config", help="recipe YAML (experiments/NAME.yaml or a path); the command line wins")
     a("--eval-opt", action="append", metavar="KEY=VALUE", dest="eval_opt",
       help="extra evaluator option (repeatable), e.g. --eval-opt epochs=2")
+    a("--formats", help="files of the best arch: a comma list of py, onnx, yaml, pt, tflite, pte "
+                        "(default: py,onnx,yaml; tflite/pte need the edgenas[tflite]/[executorch] extras)")
     return p
+
+
+def parse_formats(value: Any) -> str:
+    """``"onnx,tflite,pte"`` -> the same, checked: known formats, no repeats, the extras of the mobile
+    ones installed (found without importing them, before any search time is spent)."""
+    import importlib.util
+
+    from search_space import export as E
+
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    items = [str(x).strip() for x in items]
+    allowed = ", ".join(E.ALL_FORMATS)
+    if not items or any(not x for x in items):
+        raise OptionError(f"--formats: got {value!r}; allowed: a comma list of {allowed}")
+    for f in items:
+        if f not in E.ALL_FORMATS:
+            raise OptionError(f"--formats: got {f!r}; allowed: {allowed}")
+    if len(set(items)) != len(items):
+        raise OptionError(f"--formats: got {value!r}; allowed: each format once")
+    for f in items:
+        if f in E.MOBILE_FORMATS:
+            extra, module, package = E.EXTRAS[f]
+            if importlib.util.find_spec(module.split(".")[0]) is None:
+                raise OptionError(f"--formats: {f} needs the {package} package, which is not installed; "
+                                  f"install it with: pip install 'edgenas[{extra}]'")
+    return ",".join(items)
 
 
 def _int(name: str, v: Any, lo: int = 1) -> int:
@@ -175,7 +204,7 @@ def load_config(ref: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
 
 OPTION_NAMES = ("target", "budget", "space", "evaluator", "dataset", "resolution", "trials", "population",
                 "sample_size", "crossover", "reward", "w", "seed", "out", "study", "storage", "workers",
-                "eval_opts")
+                "eval_opts", "formats")
 
 
 def given_options(ns: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -231,6 +260,8 @@ def resolve(given: dict[str, Any]) -> SearchSettings:
         if not isinstance(given["eval_opts"], dict):
             raise OptionError("eval_opts: allowed: a mapping of evaluator option: value")
         s.eval_opts = dict(given["eval_opts"])
+    if given.get("formats") is not None:
+        s.formats = parse_formats(given["formats"])
     s.resume = bool(given.get("resume"))
     if not s.target:
         raise OptionError(f"--target: missing; allowed: {', '.join(_targets())}")
@@ -283,4 +314,4 @@ def cache_dir() -> Path:
 
 
 __all__ = ["OptionError", "SearchSettings", "add_search_options", "check_names", "default_study_name",
-           "given_options", "load_config", "parse_budget", "resolve"]
+           "given_options", "load_config", "parse_budget", "parse_formats", "resolve"]

@@ -119,7 +119,6 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
                   zoo: bool = True, timing: dict | None = None, recs: list[TrialRecord] | None = None) -> dict[str, Any]:
     """Write the run's files and return the summary (also written as summary.json).  ``recs``: the
     search's evaluated archs when the study holds only some of them (a sweep's fast search)."""
-    from search_space.export import export
 
     s = ctx.settings
     out = Path(ctx.out)
@@ -144,6 +143,7 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
     fig.savefig(out / "pareto.png")
     files: dict[str, str] = {"pareto.csv": str(out / "pareto.csv"), "pareto.png": str(out / "pareto.png")}
     best_dict = None
+    export_errors: dict[str, str] = {}
     if best is not None:
         arch = ctx.arch(best.arch)
         num_classes = _num_classes(ctx)
@@ -154,8 +154,8 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
                 state_dict = extract(arch).state_dict()
             except Exception:
                 state_dict = None
-        exported = export(arch, out / "best", num_classes=num_classes, resolution=s.resolution,
-                          state_dict=state_dict)
+        exported, export_errors = export_best(arch, out / "best", getattr(s, "formats", "py,onnx,yaml"),
+                                              num_classes, s.resolution, state_dict)
         files.update({f"best/{Path(p).name}": str(p) for p in exported.values()})
         best_dict = {"trial": best.number, "arch": best.arch, "latency_ms": best.latency_ms,
                      "accuracy": best.accuracy, "reward": best.reward,
@@ -192,6 +192,7 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
         "storage": safe_url(ctx.storage),
         "out": str(out),
         "files": files,
+        "export_errors": export_errors,
         "zoo": zoo_rows,
         "probe": None if probe is None else {"fastest_ms": probe.fastest_ms, "fastest_arch": probe.fastest_arch,
                                              "feasible_fraction": probe.feasible_fraction, "samples": probe.samples},
@@ -203,6 +204,29 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def export_best(arch, out: Path, formats: str, num_classes: int, resolution: int, state_dict=None):
+    """The best arch in ``formats`` through ``search_space.export.export``: the base formats together,
+    each mobile one (tflite, pte) on its own, so that a converter failing on one network leaves the
+    others and the search's records intact.  Returns ({format: path}, {format: one-line error})."""
+    from search_space import export as E
+
+    wanted = [f.strip() for f in str(formats).split(",") if f.strip()]
+    base = tuple(f for f in wanted if f not in E.MOBILE_FORMATS)
+    written, errors = {}, {}
+    groups = ([base] if base else []) + [(f,) for f in wanted if f in E.MOBILE_FORMATS]
+    for group in groups:
+        try:
+            written.update(E.export(arch, out, formats=group, num_classes=num_classes, resolution=resolution,
+                                    state_dict=state_dict))
+        except Exception as exc:  # noqa: BLE001 -- reported, the other files still written
+            if group == base:
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            errors[group[0]] = f"{type(exc).__name__}: {msg}"[:500]
+            print(f"warning: best/{E.FILE_NAMES[group[0]]} not written: {errors[group[0]]}", file=sys.stderr)
+    return written, errors
 
 
 def _num_classes(ctx) -> int:
@@ -237,6 +261,9 @@ def print_summary(summary: dict[str, Any], file=None) -> None:
           f"{summary['resolution']} (budget {summary['budget_ms']:g} ms){over}", file=file)
     print(f"  accuracy: {b['accuracy']:.4f} ({summary['evaluator']} evaluator on {summary['dataset']}); "
           f"reward {b['reward']:.4f}", file=file)
-    print(f"  files: {out}/best/ (arch.yaml, model.py, model.onnx), {out}/pareto.csv, {out}/pareto.png, "
+    best_files = ", ".join(Path(k).name for k in summary.get("files", {}) if k.startswith("best/"))
+    print(f"  files: {out}/best/ ({best_files}), {out}/pareto.csv, {out}/pareto.png, "
           f"{out}/summary.json, {out}/tensorboard/", file=file)
+    for fmt, err in (summary.get("export_errors") or {}).items():
+        print(f"  not exported: {fmt}: {err}", file=file)
     print(f"  study: {summary['study']} in {summary['storage']}  (optuna-dashboard {summary['storage']})", file=file)

@@ -349,3 +349,34 @@ def test_first_population_uniform_under_soft_reward_within_budget_under_hard(bud
             assert over >= 5, lats
         else:
             assert over == 0, lats
+
+
+def test_formats_option(tmp_path, capsys, monkeypatch, budget_ms):
+    """--formats picks the best arch's files (search_space.export); bad lists and missing extras fail
+    in one line before any search."""
+    import importlib.util
+
+    base = ["--target", TARGET, "--budget", f"{budget_ms}ms", *FAST, "--out", tmp_path / "bad"]
+    assert _bad([*base, "--formats", "onnx,gif"], capsys) == \
+        "error: --formats: got 'gif'; allowed: py, onnx, yaml, pt, tflite, pte"
+    assert _bad([*base, "--formats", "onnx,,py"], capsys) == \
+        "error: --formats: got 'onnx,,py'; allowed: a comma list of py, onnx, yaml, pt, tflite, pte"
+    assert _bad([*base, "--formats", "onnx,onnx"], capsys) == "error: --formats: got 'onnx,onnx'; allowed: each format once"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name in ("litert_torch", "executorch") else real(name, *a, **k))
+    assert _bad([*base, "--formats", "onnx,tflite"], capsys) == (
+        "error: --formats: tflite needs the litert-torch package, which is not installed; "
+        "install it with: pip install 'edgenas[tflite]'")
+    assert _bad([*base, "--formats", "pte"], capsys) == (
+        "error: --formats: pte needs the executorch package, which is not installed; "
+        "install it with: pip install 'edgenas[executorch]'")
+    assert not (tmp_path / "bad").exists()
+    monkeypatch.undo()
+    args = ["--target", TARGET, "--budget", f"{budget_ms}ms", *FAST, "--trials", 3, "--population", 2,
+            "--sample-size", 1, "--formats", "yaml,pt", "--out", tmp_path / "ok"]
+    assert run_main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "ok" / "best").iterdir()) == ["arch.yaml", "weights.pt"]
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["settings"]["formats"] == "yaml,pt" and summary["export_errors"] == {}
+    assert "best/ (arch.yaml, weights.pt)" in capsys.readouterr().out
