@@ -241,16 +241,36 @@ def layer_features(sig: Signature) -> np.ndarray:
 _MAC_NAMES = [i for i, n in enumerate(FEATURES) if n.endswith("macs") and n not in ("dws2_macs", "dwu_macs", "pwu_macs")]
 
 
-def _macs_agree(sig: Signature, a: _Acc) -> bool:
-    """The decomposition's conv+linear MACs equal the block type's analytic count (within 1%)."""
-    from search_space.blocks import BLOCKS
+_AGREE: dict[tuple, bool] = {}
 
-    cls = BLOCKS.get(sig.spec.type)
-    if cls is None:
-        return True
-    _, macs = cls.cost(sig.spec, sig.h, sig.w)
-    mine = sum(a.v[i] for i in _MAC_NAMES)
-    return abs(mine - macs) <= 0.01 * max(macs, 1)
+
+def _structure(s: BlockSpec) -> tuple:
+    """What decides whether a decomposition applies to a spec: everything but its sizes."""
+    mid = s.mid_ch
+    return (s.type, s.stride, s.kernel, s.groups, s.opts, s.padding, s.se_ch > 0, s.residual,
+            mid == 0, mid == s.in_ch, mid == s.out_ch, s.in_ch == s.out_ch, 2 * s.in_ch == s.out_ch,
+            s.in_ch % 2, s.out_ch % 2)
+
+
+def _macs_agree(sig: Signature, a: _Acc) -> bool:
+    """The decomposition's conv+linear MACs equal the block type's analytic count (within 1%).
+    Decided once per structure (``_structure``: type, stride, kernel, groups, options, which
+    channel counts coincide), not per layer: agreement is a property of the formulas."""
+    st = _structure(sig.spec)
+    ok = _AGREE.get(st)
+    if ok is None:
+        from search_space.blocks import BLOCKS
+
+        cls = BLOCKS.get(sig.spec.type)
+        if cls is None:
+            ok = True
+        else:
+            _, macs = cls.cost(sig.spec, sig.h, sig.w)
+            mine = sum(a.v[i] for i in _MAC_NAMES)
+            ok = abs(mine - macs) <= 0.01 * max(macs, 1)
+        if len(_AGREE) < 100_000:
+            _AGREE[st] = ok
+    return ok
 
 
 def is_generic(kind: str) -> bool:

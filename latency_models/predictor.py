@@ -249,13 +249,16 @@ class TreeResidual:
         return out
 
     @classmethod
-    def fit(cls, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray, y: np.ndarray, seed: int = 0) -> "TreeResidual":
+    def fit(cls, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray, y: np.ndarray, seed: int = 0,
+            trees: int = 200, depth: int | None = None, learning_rate: float = 0.1) -> "TreeResidual":
+        """``trees`` boosting rounds of at most 15 leaves (and ``depth`` levels when given)."""
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         model = cls(sorted(set(kinds)), 0.0, [])
         Z = model.design(kinds, X, lin)
-        gbm = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=5,
-                                            l2_regularization=1.0, random_state=seed, early_stopping=False)
+        gbm = HistGradientBoostingRegressor(max_iter=trees, learning_rate=learning_rate, max_leaf_nodes=15,
+                                            max_depth=depth, min_samples_leaf=5, l2_regularization=1.0,
+                                            random_state=seed, early_stopping=False)
         gbm.fit(Z, np.log(np.maximum(y, 1e-6) / np.maximum(lin, 1e-6)))
         model.baseline = float(np.ravel(gbm._baseline_prediction)[0])
         for (pred,) in gbm._predictors:

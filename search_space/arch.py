@@ -95,6 +95,9 @@ def stride_hw(stride) -> tuple[int, int]:
 
 def out_hw(h: int, w: int, kernel: int, stride, padding: str = "same") -> tuple[int, int]:
     """(H, W) after a kxk window with an int or (sH, sW) stride (``conv_out`` on each axis)."""
+    if padding == "same" and type(stride) is int:  # the hot path (latency models price many layers)
+        d = 2 * (kernel // 2) - kernel
+        return (h + d) // stride + 1, (w + d) // stride + 1
     sh, sw = stride_hw(stride)
     return conv_out(h, kernel, sh, padding), conv_out(w, kernel, sw, padding)
 
