@@ -153,6 +153,8 @@ class SupernetRecipe:
             d.pop(k)
         if not d["scope"]:
             d.pop("scope")                       # (keys of supernets from before scopes stay valid)
+        else:                                    # caps a scope implies (SCOPE_CAPS) change no weight
+            d["max_channels"] = d["max_macs"] = 0
         return d
 
 
@@ -477,8 +479,11 @@ SCOPE_NOTES = {"mobile-unified/mbconv": "MBConv nets of mobile-unified's layout:
                                         "relu/hswish, head 960-1280 (see searchers.supernet.SCOPES)"}
 # mobile-unified's recipe: its scope, and 400 steps of 32 images (4 subnets each): ~20 minutes on this
 # 2-core VM under load (largest subnet ~17 MMACs per 32x32 image, smallest ~2)
-REDUCED_SCALE = {"mobile-unified": {"scope": "mobile-unified/mbconv", "epochs": 1, "images_per_epoch": 12800,
-                                    "batch_size": 32}}
+# The caps every arch of the scope keeps (its largest arch: 602 MMACs at 224, 1,280 channels in the head):
+# a cheap necessary test (``within_caps``) before the exact one (``scope_space(...).contains``).
+SCOPE_CAPS = {"mobile-unified/mbconv": {"max_channels": 1280, "max_macs": 610_000_000}}
+REDUCED_SCALE = {"mobile-unified": {"scope": "mobile-unified/mbconv", **SCOPE_CAPS["mobile-unified/mbconv"],
+                                    "epochs": 1, "images_per_epoch": 12800, "batch_size": 32}}
 
 
 @functools.lru_cache(maxsize=None)

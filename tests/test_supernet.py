@@ -184,6 +184,9 @@ def test_mobile_unified_scope():
     cards = scope.cardinalities()
     big, small = scope.decode([c - 1 for c in cards]), scope.decode([0] * len(cards))
     assert space.contains(big) and space.contains(small)
+    # the recipe's caps are implied by the scope (a cheap first test): its largest arch keeps them
+    assert S.within_caps(big, recipe.max_channels, recipe.max_macs)
+    assert not S.within_caps(zoo.get("mobilenet_v2", 1.4), recipe.max_channels, recipe.max_macs)
     net = S.Supernet(S.envelope([big, small], 10), 10, "mobile-unified", big, small, scope=recipe.scope)
     a = net.sample(space, random.Random(1))
     assert scope.contains(a) and net.fits(a) and net.fits(big)
