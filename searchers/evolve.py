@@ -72,6 +72,18 @@ class Context:
             a = self.arch_cache[text] = Arch.from_string(text)
         return a
 
+    def proposal_space(self):
+        """Where new archs are drawn: the evaluator's ``search_space()`` when it covers only part of
+        the space (a supernet's scope: mobile-unified's supernet scores its MBConv nets), else the
+        space.  Its archs are archs of the space; the records keep the space's encoding."""
+        fn = getattr(self.evaluator, "search_space", None)
+        if callable(fn):
+            try:
+                return fn() or self.space
+            except Exception:  # noqa: BLE001 -- an evaluator without a narrower space
+                return self.space
+        return self.space
+
     def get_evaluator(self, progress: bool = True):
         if self.evaluator is None:
             from searchers.evaluators import get_evaluator
@@ -173,7 +185,8 @@ def _greedy_fastest(ctx: Context, arch, lat: float, deadline: float, passes: int
 # The evolution (one worker)
 # ---------------------------------------------------------------------------------------------
 class Evolution:
-    """Aging evolution over ``ctx.space``; trials go to ``records`` (and TensorBoard)."""
+    """Aging evolution over ``ctx.space`` (drawing from ``ctx.proposal_space()``); trials go to
+    ``records`` (and TensorBoard)."""
 
     init_mode = "auto"  # first population: auto (soft reward: uniform; hard: within budget), uniform, feasible
 
@@ -192,6 +205,7 @@ class Evolution:
         self.eval_s = 0.0
         self.evaluated = 0
         self.journal = None  # a local JSON-lines log of the trials this process wrote
+        self.pspace = ctx.proposal_space()  # sample / mutate / crossover here (see Context.proposal_space)
 
     def open_journal(self) -> None:
         self.journal = Journal(self.ctx.out, self.worker)
@@ -209,7 +223,9 @@ class Evolution:
         ``init="feasible"``): a random arch predicted within the budget (latency is free, accuracy is
         not): a uniform sample when some of a few dozen are within it, else a random walk from the
         archs the probe found within it (a tight budget in a big space), else the fastest seen."""
-        space, model, res, budget = self.ctx.space, self.ctx.model, self.ctx.settings.resolution, self.ctx.settings.budget_ms
+        space, model, res, budget = self.pspace, self.ctx.model, self.ctx.settings.resolution, self.ctx.settings.budget_ms
+        if self.seeds and self.pspace is not self.ctx.space:  # the probe's archs, drawn from the whole space
+            self.seeds = [a for a in self.seeds if self._admissible(a)]
         if self.init_mode == "uniform" or (self.init_mode == "auto" and self.ctx.reward.mode == "soft"):
             a = space.sample(self.rng)
             for _ in range(INIT_TRIES):
@@ -239,7 +255,7 @@ class Evolution:
         return max(self.rng.sample(population, k), key=lambda r: (r.reward, -r.number))
 
     def _child(self, population: list[TrialRecord]):
-        space, s = self.ctx.space, self.ctx.settings
+        space, s = self.pspace, self.ctx.settings
         parent = self.ctx.arch(self._winner(population).arch)
         child = None
         for _ in range(DEDUP_TRIES):

@@ -140,7 +140,7 @@ class RLSearch(Evolution):
     def score(self, tokens: list[int]) -> tuple[float, str]:
         """(reward, status) of one token sequence; status: ``new`` (a trial of this batch), ``seen``
         (evaluated in an earlier batch) or ``invalid`` (no valid arch, not scorable, or failed: reward 0)."""
-        space = self.ctx.space
+        space = self.pspace  # the controller's decisions are those of the proposal space
         try:
             arch = space.decode(tokens)
         except SpaceError:
@@ -247,12 +247,16 @@ def search(s: SearchSettings, cfg: PGConfig, progress: bool = True, zoo: bool = 
               f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
     records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, identity(s, cfg), s.resume)
     done = records.n_complete()
-    pg = PolicyGradient(ctx.space.cardinalities(), cfg, seed=s.seed)
     log: list[dict] = []
     if done < s.trials:
         t = time.perf_counter()
         ctx.get_evaluator(progress)
         timing["prepare_s"] = time.perf_counter() - t
+        pspace = ctx.proposal_space()  # a supernet's scope, when it covers only part of the space
+        if pspace is not ctx.space and progress:
+            print(f"rl: the controller decides over {pspace.name} ({len(pspace.cardinalities())} decisions), the "
+                  f"part of {ctx.space.name} the {s.evaluator} evaluator scores", file=sys.stderr)
+        pg = PolicyGradient(pspace.cardinalities(), cfg, seed=s.seed)
         t = time.perf_counter()
         from tqdm import tqdm
 

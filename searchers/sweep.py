@@ -245,6 +245,8 @@ def run_sweep(given: dict, progress: bool = True, zoo: bool = True) -> dict:
     ev.prepare()
     prepare_s = time.perf_counter() - t
     fast = callable(getattr(ev, "predict_many", None))
+    if fast and callable(getattr(ev, "search_space", None)):
+        space = ev.search_space() or space  # a supernet's scope: the part of the space it (and so the predictor) covers
     trials = base.trials if explicit_trials else (SWEEP_TRIALS if fast else base.trials)
     admissible = _admissible(ev)
     t = time.perf_counter()

@@ -406,6 +406,11 @@ class PredictorEvaluator(Evaluator):
     def sample(self, rng):
         return self.supernet_evaluator.sample(rng)
 
+    def search_space(self):
+        """The part of the space the supernet covers (its scope): searches draw from it."""
+        fn = getattr(self.supernet_evaluator, "search_space", None)
+        return fn() if callable(fn) else self.space
+
     def extract(self, arch):
         return self.supernet_evaluator.extract(arch)
 
