@@ -380,3 +380,40 @@ def test_formats_option(tmp_path, capsys, monkeypatch, budget_ms):
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert summary["settings"]["formats"] == "yaml,pt" and summary["export_errors"] == {}
     assert "best/ (arch.yaml, weights.pt)" in capsys.readouterr().out
+
+
+def test_archs_drawn_from_the_evaluators_search_space(budget_ms):
+    """An evaluator that covers only part of the space (mobile-unified's supernet: its MBConv scope)
+    gets only archs of that part: samples, mutations and crossovers are drawn from its
+    ``search_space()``; the records keep the whole space's encoding."""
+    from searchers.cli_common import SearchSettings
+    from searchers.evolve import Evolution, make_context
+    from searchers.records import Records
+    from searchers.supernet import scope_space
+
+    scope = scope_space("mobile-unified/mbconv")
+
+    class Scoped:
+        name = "scoped"
+
+        def search_space(self):
+            return scope
+
+        def check(self, arch):
+            if not scope.contains(arch):
+                raise ValueError("outside the scope")
+
+        def evaluate(self, arch):
+            return 0.5 + 0.01 * len(arch.blocks)
+
+    s = SearchSettings(target=TARGET, budget_ms=60.0, space=SPACE, evaluator="proxy", trials=10, population=4,
+                       sample_size=2, crossover=0.5, seed=1)
+    ctx = make_context(s)
+    ctx.evaluator = Scoped()
+    records, _ = Records.open("scoped", ":memory:", ctx.space, s.identity(), resume=False, searcher="evolve")
+    Evolution(ctx, records, progress=False).run()
+    recs = records.complete()
+    assert len(recs) == 10 and records.n_failed() == 0
+    for r in recs:
+        arch = ctx.arch(r.arch)
+        assert scope.contains(arch) and list(r.codes) == ctx.space.encode(arch)
