@@ -43,17 +43,17 @@ def lenet(num_classes: int = 10, in_ch: int = 3):
         nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_classes))
 
 
-def run_cli(name: str, args, out: Path, extra: list[str]) -> dict:
+def run_cli(name: str, args, out: Path, extra: list[str], tail: list[str] = (), epochs: int | None = None) -> dict:
     done = out / name / "card.json"
     if args.reuse and done.is_file():
         card = json.loads(done.read_text())
-        if card["training"]["epochs"] == args.epochs and card["dataset"]["train_images"] == (args.train_images or
+        if card["training"]["epochs"] == (epochs or args.epochs) and card["dataset"]["train_images"] == (args.train_images or
                                                                                             card["dataset"]["train_split"]):
             print(f"{name}: reusing {done}", flush=True)
             return card
     cmd = [sys.executable, "-m", "searchers.train", "--arch", args.arch, "--dataset", "fashion-mnist",
            "--out", str(out / name), "--threads", str(args.threads), "--no-progress",
-           "--latency-rounds", str(args.latency_rounds), "--formats", args.formats, *extra, *args.recipe_args]
+           "--latency-rounds", str(args.latency_rounds), "--formats", args.formats, *extra, *args.recipe_args, *tail]
     print("$ " + " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO)
@@ -127,6 +127,7 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"scratch": ("MobileNetV3-Small, scratch", "C0", "o"),
               "supernet": ("MobileNetV3-Small, supernet init", "C1", "s"),
+              "supernet_ft": ("MobileNetV3-Small, supernet init, fine-tune recipe", "C3", "D"),
               "lenet": ("LeNet-5 style", "C2", "^")}
     for key, card in runs.items():
         h = card["training"]["history"]
@@ -168,6 +169,9 @@ def main(argv=None) -> int:
                          "(or the folder holding it)")
     ap.add_argument("--out", default="runs/bench-last-mile")
     ap.add_argument("--formats", default="all", help="export formats of the MobileNetV3-Small runs (default all)")
+    ap.add_argument("--ft-epochs", type=int, default=0, help="also a supernet-init run with a fine-tuning recipe "
+                    "of this many epochs (0: none)")
+    ap.add_argument("--ft-lr", type=float, default=0.02, help="its peak learning rate (no warm-up; default 0.02)")
     ap.add_argument("--reuse", action="store_true", help="runs already finished in --out (card.json / "
                     "lenet/result.json with the same epochs and images) are read, not rerun")
     ap.add_argument("--quick", action="store_true", help="2 epochs of 1,000 images, 1,000 eval images")
@@ -218,6 +222,10 @@ def main(argv=None) -> int:
             time.sleep(30)
         extra += ["--supernet", str(sp)]
     runs["supernet"] = run_cli("supernet", args, out, extra)
+    if args.ft_epochs:     # the inherited weights with a fine-tuning recipe: lower peak lr, no warm-up
+        runs["supernet_ft"] = run_cli("supernet_ft", args, out, extra,
+                                      ["--epochs", str(args.ft_epochs), "--lr", f"{args.ft_lr:g}", "--warmup-epochs", "0"],
+                                      epochs=args.ft_epochs)
 
     from searchers.card import machine
 
@@ -235,6 +243,9 @@ def main(argv=None) -> int:
         "params": {k: v["params"] for k, v in runs.items()},
         "scratch_final_val": scratch_final,
         "supernet_epoch_reaching_scratch_final_val": reach,
+        "supernet_ft_epoch_reaching_scratch_final_val": first_epoch_reaching(
+            runs["supernet_ft"]["training"]["history"], scratch_final) if "supernet_ft" in runs else None,
+        "supernet_ft_recipe": {"epochs": args.ft_epochs, "lr": args.ft_lr, "warmup_epochs": 0} if args.ft_epochs else None,
         "supernet": {**(runs["supernet"]["training"].get("supernet") or {}),
                      **(supernet_progress(runs["supernet"]["training"]["supernet"]["path"]))},
         "latency": {k: runs[k]["latency"] for k in ("scratch",)},
@@ -254,7 +265,9 @@ def main(argv=None) -> int:
           " images")
     print(f"{'run':<28}{'params':>10}{'test top-1':>12}{'test top-5':>12}{'train s':>10}")
     for k, label in (("scratch", "MobileNetV3-Small scratch"), ("supernet", "MobileNetV3-Small supernet"),
-                     ("lenet", "LeNet-5 style")):
+                     ("supernet_ft", "MobileNetV3-S supernet, ft"), ("lenet", "LeNet-5 style")):
+        if k not in runs:
+            continue
         v = runs[k]
         t5 = v["accuracy"].get("top5")
         print(f"{label:<28}{v['params']:>10,}{100 * v['accuracy']['top1']:>11.2f}%"
@@ -262,7 +275,10 @@ def main(argv=None) -> int:
     print(f"supernet: {sp['file']} ({sp['steps']} of {sp['total_steps']} sandwich steps of its recipe)")
     print(f"supernet-init reaches the scratch run's final val top-1 ({100 * scratch_final:.2f}%) at epoch "
           f"{reach if reach is not None else 'never'} of {args.epochs}")
-    for k in ("scratch", "supernet"):
+    if "supernet_ft" in runs:
+        print(f"supernet-init with the fine-tune recipe ({args.ft_epochs} epochs, lr {args.ft_lr:g}, no warm-up) "
+              f"reaches it at epoch {result['supernet_ft_epoch_reaching_scratch_final_val'] or 'never'}")
+    for k in [k for k in ("scratch", "supernet", "supernet_ft") if k in runs]:
         print(f"{k} val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"][k]))
     print(f"lenet val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"]["lenet"]))
     print(f"wrote {out / 'result.json'} and {out / 'curves.png'}")
