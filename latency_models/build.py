@@ -37,7 +37,8 @@ import numpy as np
 from latency_models.features import SCALE, layer_features
 from latency_models.fitting import error_stats
 from latency_models.model import LatencyModel
-from latency_models.predictor import TreeResidual, fit_network_model, fit_predictor
+from latency_models.predictor import (NET_FEATURES, TreeResidual, fit_network_model, fit_network_model_by_kind,
+                                      fit_predictor)
 from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items, runtime_version
 from latency_models.table import Entry, LatencyTable
 from search_space.arch import signatures
@@ -221,16 +222,18 @@ def refit(target_file: Path, partial: Path, out: Path, seed: int = 0) -> Latency
         raise TargetError(f"--partial {partial}: no measurements")
     layers, nets = measured_items(rows)
     agg = aggregate(rows)
+    where = str(partial.resolve().relative_to(REPO)) if partial.resolve().is_relative_to(REPO) else str(partial)
     meta = dict(old.meta, refit={"date": _dt.datetime.now().isoformat(timespec="seconds"),
-                                 "from": str(partial), "rows": len(rows),
+                                 "from": where, "rows": len(rows),
                                  "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})
+    meta["measurements"] = dict(old.meta.get("measurements", {}), partial_file=where)
     model = fit_target(layers, nets, agg, meta, seed=seed, name=old.name)
     model.save(out)
     return model
 
 
 def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
-               name: str = "local-cpu") -> LatencyModel:
+               name: str = "local-cpu", network_model: str = "common") -> LatencyModel:
     best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
     entries, kinds, X, y = {}, [], [], []
     for s in layers:
@@ -277,15 +280,31 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
         sums = np.array([model.predict(a, r) for a, r, _, _ in measured])
         feats = np.array([np.sum([layer_features(s) for s in signatures(a, r)], axis=0) for a, r, _, _ in measured])
         true = np.array([m[3] for m in measured])
-        loo = []
-        for i in range(len(measured)):
-            keep = [j for j in range(len(measured)) if j != i]
+        kinds_all = sorted({s.kind for a, r, _, _ in measured for s in signatures(a, r)})
+        ksums = np.zeros((len(measured), len(kinds_all)))
+        for i, (a, r, _, _) in enumerate(measured):
+            for s, (_, ms) in zip(signatures(a, r), model.breakdown(a, r)):
+                ksums[i, kinds_all.index(s.kind)] += ms
+
+        def fit_net(keep):
+            if network_model == "kind":
+                return fit_network_model_by_kind(ksums[keep], kinds_all, feats[keep], true[keep])
             sc, nc, oh = fit_network_model(sums[keep], feats[keep], true[keep])
-            loo.append(sc * sums[i] + float((feats[i] * SCALE) @ nc) + oh)
+            return sc, {}, nc, oh
+
+        def net_pred(i, fitted):
+            sc, ks, nc, oh = fitted
+            scale = np.array([ks.get(k, sc) for k in kinds_all]) if ks else np.full(len(kinds_all), sc)
+            return float(ksums[i] @ scale) + float((feats[i] * SCALE) @ nc) + oh
+
+        loo = [net_pred(i, fit_net([j for j in range(len(measured)) if j != i])) for i in range(len(measured))]
+        error["network_model"] = {"kind": "per-kind in-network scale (shrunk to a common one)" if network_model == "kind"
+                                  else "one in-network scale", "terms": "scale x layers + " + ", ".join(NET_FEATURES)
+                                  + " + overhead_ms"}
         error["networks_leave_one_out"] = error_stats(loo, true)
         error["networks_without_in_network_terms"] = error_stats(sums, true)
-        sc, nc, oh = fit_network_model(sums, feats, true)
-        predictor.scale, predictor.net_coef, predictor.overhead_ms = sc, nc, oh
+        sc, ks, nc, oh = fit_net(list(range(len(measured))))
+        predictor.scale, predictor.kind_scale, predictor.net_coef, predictor.overhead_ms = sc, ks, nc, oh
         predictor.fitted_on["measured_networks"] = len(measured)
         model = LatencyModel(name, table, predictor, meta)
         error["networks_fitted"] = error_stats(model.predict_many([m[0] for m in measured], measured[0][1]), true)

@@ -10,7 +10,8 @@ A target file (``latency_models/targets/<name>.json``) holds everything a model 
 
 Prediction of a network: each layer (``search_space.arch.signatures``) costs its table entry if
 the table has its key (at the network's input resolution first), else the regressor's estimate;
-in a network a layer costs ``scale * that + features . layer_coefs`` (the in-network term, fitted on
+in a network a layer costs ``scale * that + features . layer_coefs`` (``scale`` per layer kind where the
+target has ``kind_scale``; the in-network term, fitted on
 whole-network measurements where they show one) and the network the sum plus ``overhead_ms``.  Per-layer costs are cached by (resolution,
 layer spec, input shape), so a search that meets the same blocks again pays a dict lookup.
 """
@@ -106,7 +107,12 @@ class LatencyModel:
             extra = self.predictor.in_network(kinds, X) if self.predictor is not None else 0.0
         else:
             extra = 0.0
-        cost = self.scale * base + extra
+        ks = self.predictor.kind_scale if self.predictor is not None else None
+        if ks:  # a per-kind in-network scale where fitted, the common one elsewhere
+            scale = np.array([ks.get(s.kind, self.scale) for s in new_sigs])
+        else:
+            scale = self.scale
+        cost = scale * base + extra
         for ck, v, sig in zip(new_keys, cost, new_sigs):
             self._cache[ck] = (float(v), *sig.out_hw)  # the output shape rides along: no recomputation
 

@@ -50,6 +50,7 @@ class Predictor:
         self.net_coef = np.zeros(N_FEATURES) if net_coef is None else np.asarray(net_coef, float)
         self.fitted_on = fitted_on or {}
         self.residual: "TreeResidual | None" = None
+        self.kind_scale: dict[str, float] = {}  # in-network scale per layer kind (``scale`` for the others)
 
     def in_network(self, kinds: Sequence[str], X: np.ndarray) -> np.ndarray:
         """Extra in-network ms of layers with unscaled features X (zero unless fitted)."""
@@ -92,7 +93,9 @@ class Predictor:
             "features": list(FEATURES),
             "coefs": {k: [float(f"{x:.6g}") for x in v] for k, v in sorted(self.coefs.items())},
             "network": {"scale": round(self.scale, 6), "overhead_ms": round(self.overhead_ms, 6),
-                        "layer_coefs": [float(f"{x:.6g}") for x in self.net_coef]},
+                        "layer_coefs": [float(f"{x:.6g}") for x in self.net_coef],
+                        **({"kind_scale": {k: round(v, 6) for k, v in sorted(self.kind_scale.items())}}
+                           if self.kind_scale else {})},
             "fitted_on": self.fitted_on,
             **({"residual": self.residual.to_dict()} if self.residual is not None else {}),
         }
@@ -122,6 +125,10 @@ class Predictor:
             raise TargetError(f"{where}.network.layer_coefs: allowed: {N_FEATURES} non-negative numbers")
         p = cls(out, net.get("scale", 1.0), net.get("overhead_ms", 0.0), d.get("fitted_on"),
                 None if nc is None else np.array(nc, float))
+        ks = net.get("kind_scale", {})
+        if not isinstance(ks, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in ks.values()):
+            raise TargetError(f"{where}.network.kind_scale: allowed: a mapping layer kind -> non-negative number")
+        p.kind_scale = {str(k): float(v) for k, v in ks.items()}
         if d.get("residual") is not None:
             p.residual = TreeResidual.from_dict(d["residual"], f"{where}.residual")
         return p
@@ -158,6 +165,33 @@ def fit_network_model(pred_sums: np.ndarray, feat_sums: np.ndarray, measured: np
     net = np.zeros(N_FEATURES)
     net[idx] = coef[1:-1]
     return float(coef[0]), net, float(coef[-1])
+
+
+def fit_network_model_by_kind(kind_sums: np.ndarray, kinds: Sequence[str], feat_sums: np.ndarray,
+                              measured: np.ndarray, features: Sequence[str] = NET_FEATURES,
+                              shrink: float = 1.0) -> tuple[float, dict[str, float], np.ndarray, float]:
+    """As ``fit_network_model`` with one in-network scale per layer kind (columns of ``kind_sums``:
+    each network's summed layer costs of that kind), each shrunk towards the common scale by a
+    ridge of weight ``shrink`` (a kind few networks hold stays near it).  Returns (common scale,
+    {kind: scale}, in-network coefs, overhead_ms)."""
+    s0, _, _ = fit_network_model(np.asarray(kind_sums, float).sum(1), feat_sums, measured, features)
+    idx = [FEATURES.index(f) for f in features]
+    G = np.asarray(feat_sums, float) * SCALE
+    K = np.asarray(kind_sums, float)
+    A = np.column_stack([K, G[:, idx], np.ones(len(G))])
+    y = np.asarray(measured, float)
+    w = 1.0 / y
+    k = K.shape[1]
+    R = np.zeros((k, A.shape[1]))
+    R[np.arange(k), np.arange(k)] = np.sqrt(shrink)
+    from scipy.optimize import lsq_linear
+
+    M = np.vstack([A * w[:, None], R])
+    b = np.concatenate([y * w, np.sqrt(shrink) * np.full(k, s0)])
+    coef = lsq_linear(M, b, bounds=(0.0, np.inf)).x
+    net = np.zeros(N_FEATURES)
+    net[idx] = coef[k:-1]
+    return s0, {kk: float(c) for kk, c in zip(kinds, coef[:k])}, net, float(coef[-1])
 
 
 def fit_network_terms(pred_sums: np.ndarray, measured: np.ndarray, scale: bool = True) -> tuple[float, float]:

@@ -215,6 +215,27 @@ def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path
     return result
 
 
+def record_validation(path: Path, result: dict, record: dict | None, argv=None) -> None:
+    """Store a validation's scores in the target file (``error.validation``)."""
+    import datetime as _dt
+
+    d = json.loads(path.read_text())
+    v = {k: result[k] for k in ("random_archs", "zoo", "all", "drift_pct", "measurement_pass_to_pass")
+         if k in result}
+    v["how"] = ("python -m latency_models.validate " + " ".join(argv if argv is not None else sys.argv[1:]) +
+                ": random archs of the space never fitted on (sampling seed differs from the build's) and every "
+                "zoo network, measured end-to-end here relative to the reference block, in the build's time scale")
+    if record is not None:
+        v["measured"] = {k: record.get(k) for k in ("space", "seed", "passes", "rounds", "machine", "runtime",
+                                                    "load_average", "reference_alone_ms")}
+    v["date"] = _dt.datetime.now().isoformat(timespec="seconds")
+    d.setdefault("error", {})["validation"] = v
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(d, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"recorded the scores in {path} (error.validation)")
+
+
 def validate_pixel(model, png: Path) -> dict:
     from latency_models import fit_pixel
     from search_space import zoo
@@ -272,6 +293,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save", default=None, help="write the measurements here (JSON)")
     ap.add_argument("--measured", default=None, help="score against these saved measurements, measure nothing")
     ap.add_argument("--json", default=None, help="write the scores here (JSON)")
+    ap.add_argument("--record", action="store_true", help="write the scores into the target file's "
+                    "error.validation (how they were measured included)")
     args = ap.parse_args(argv)
     if args.archs < 0:
         raise field_error(TargetError, "--archs", args.archs, "an integer >= 0")
@@ -299,6 +322,9 @@ def main(argv=None) -> int:
                                    save=Path(args.save) if args.save else None, record=record)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        if args.record:
+            record_validation(Path(model.path), result, record or json.loads(Path(args.save).read_text())
+                              if (record or args.save) else None, argv)
     return 0
 
 

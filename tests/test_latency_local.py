@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from search_space.arch import BlockSpec, Signature
 from search_space.space import load_space
 
 torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
 
 SIG = Signature("mbconv", BlockSpec("mbconv", 16, 24, mid_ch=64, kernel=5, stride=2, se_ch=16, act="hswish"),
                 16, 28, 28)
@@ -119,6 +121,9 @@ def test_build_small_sample_is_resumable(tmp_path, capsys):
     assert got["random_archs"]["n"] == 3 and got["also"][lc]["random_archs"] == got["random_archs"]
     first = validate.score_networks(model, rec, quiet=True)
     assert first["random_archs"] == got["random_archs"]
+    assert validate.main(["--target", str(re_out), "--measured", str(meas), "--record", "--png", str(tmp_path / "v3.png")]) == 0
+    v = latency_models.load(str(re_out)).error["validation"]
+    assert v["random_archs"]["n"] == 3 and "--measured" in v["how"] and v["measured"]["passes"] == 2
     assert validate.main(["--target", lc, "--measured", str(tmp_path / "none.json")]) == 2
     assert "not a measurements file" in capsys.readouterr().err
     assert validate.main(["--target", lc, "--measured", str(meas), "--also", "pixel-cpu"]) == 2
@@ -178,6 +183,27 @@ def test_tree_residual_round_trip():
     assert np.mean(np.abs(both / y - 1)) < 0.5 * np.mean(np.abs(lin / y - 1))
     back = Predictor.from_dict(json.loads(json.dumps(p.to_dict())), "t")
     np.testing.assert_allclose(back.predict_rows(kinds, X), both, rtol=1e-4)  # coefs stored to 6 digits
+
+
+def test_shipped_local_cpu_refits_from_its_committed_measurements(tmp_path):
+    """The shipped local-cpu is the committed measurements fitted by this version's model (build
+    --refit), and it carries its validation on networks it was not fitted on."""
+    from search_space import zoo
+
+    shipped = latency_models.load("local-cpu")
+    part = REPO / shipped.meta["measurements"]["partial_file"]
+    out = tmp_path / "lc.json"
+    assert build.main(["--refit", str(REPO / "latency_models" / "targets" / "local-cpu.json"), "--partial", str(part),
+                       "--out", str(out)]) == 0
+    again = latency_models.load(str(out))
+    for k in ("layers_held_out", "networks_leave_one_out", "networks_fitted"):
+        assert again.error[k] == shipped.error[k], k
+    archs = [zoo.get(n) for n in zoo.names()] + [load_space("mobile-unified").sample(random.Random(i)) for i in range(3)]
+    np.testing.assert_allclose(again.predict_many(archs), shipped.predict_many(archs), rtol=1e-5)
+    v = shipped.error["validation"]
+    assert v["random_archs"]["n"] == 50 and v["random_archs"]["spearman"] >= 0.95
+    assert v["random_archs"]["within_10pct"] > v["previous_target"]["random_archs"]["within_10pct"]
+    assert set(shipped.error["error_sources"]) >= {"measurement_pass_to_pass", "measurement_session_to_session"}
 
 
 def test_shipped_local_cpu_target():
