@@ -136,7 +136,8 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
                 label=f"{label} (test {100 * card['accuracy']['top1']:.2f}%)")
     ax.set_xlabel("epoch (0 = initial weights)")
     ax.set_ylabel("validation top-1 (%), EMA weights")
-    lo = min(100 * r["val_top1_ema"] for c in runs.values() for r in c["training"]["history"] if r["epoch"] > 0)
+    lo = min(100 * r["val_top1_ema"] for c in runs.values() for r in c["training"]["history"]
+             if r["epoch"] > 0 or r["val_top1_ema"] > 0.4)       # inherited weights' epoch 0 too
     ax.set_ylim(max(0, lo - 5), 100)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
