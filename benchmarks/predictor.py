@@ -107,7 +107,8 @@ def main(argv=None) -> int:
         print(f"  model {kind:5s}: held-out tau {tau:.3f} (fit {kinds[kind]['fit_s']:.1f} s)", flush=True)
     out["models"] = kinds
 
-    # speed: one search of --candidates with the predictor
+    # speed: one search of --candidates with the predictor, in the part of the space the supernet covers
+    space = ev.search_space() or space
     admissible = _admissible(ev)
     t = time.perf_counter()
     pool = sample_pool(space, max(args.population, 200), args.seed, admissible)
