@@ -261,6 +261,9 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
     if use_trees:
         p_train.residual = TreeResidual.fit(kt, X[train], p_train.predict_rows(kt, X[train]), y[train], seed, **TREES)
     layer_err = error_stats(p_train.predict_rows(kh, X[held]), y[held])
+    if use_trees and layer_err["mape_pct"] >= linear_err["mape_pct"]:  # the forest must earn its place
+        use_trees, layer_err = False, dict(linear_err, note="residual forest not used: no better on held-out layers "
+                                            f"({layer_err['mape_pct']}% with it)")
     predictor = fit_predictor(kinds, X, y, min_rows=min_rows,
                               fitted_on={"measured_layers": len(y)})
     if use_trees:
