@@ -15,6 +15,7 @@ Kendall's tau of each score against the stand-alone test accuracy, costs and the
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part standalone
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part supernet
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part report   # proxies + tau
+    python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part variants # eval settings
 (``--part all`` runs everything in one process.)
 """
 from __future__ import annotations
@@ -172,6 +173,52 @@ def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = No
     return info
 
 
+def run_variants(space, archs, data, seed: int, log, recipe: Recipe) -> dict:
+    """How the supernet's ranking depends on the evaluation settings (not its training): for 1, 2 and 4
+    BN-calibration batches of 128 and the first 300 / 600 / 1,000 / 2,000 scored validation images,
+    Kendall's tau against the stand-alone accuracy of top-1, of the mean probability of the true class
+    and of the mean log-likelihood.  Written to ``supernet_eval_variants_<space>.json``."""
+    from scipy.stats import kendalltau
+
+    from searchers.evaluators import get_evaluator
+
+    rj = json.dumps(recipe.to_dict(), sort_keys=True)
+    rows = {r["arch"]: r for r in read_standalone(standalone_path(data.name))
+            if r["recipe"] == rj and r["seed"] == str(seed)}
+    keep = [a for a in archs if a.to_string() in rows]
+    truth = [float(rows[a.to_string()]["accuracy_test"]) for a in keep]
+    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log)
+    ev.prepare()
+    net = ev.supernet
+    g = torch.Generator().manual_seed(int(seed))
+    calib = [x for x, _ in data.train.batches(128, shuffle=True, generator=g, limit=4 * 128)]
+    xv, yv = data.val.batch(torch.arange(2000))
+    out = {"space": space.name, "n_archs": len(keep), "machine": machine(), "tau": {}}
+    for ncal in (1, 2, 4):
+        logp = []
+        for a in keep:
+            m = net.extract(a)
+            bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+            with torch.inference_mode():
+                for b in bns:
+                    b.reset_running_stats()
+                    b.momentum = None
+                m.train()
+                for x in calib[:ncal]:
+                    m(x)
+                m.eval()
+                logp.append(torch.cat([m(xv[i:i + 500]) for i in range(0, len(xv), 500)]).log_softmax(1))
+        for n in (300, 600, 1000, 2000):
+            top1 = [float((lp[:n].argmax(1) == yv[:n]).float().mean()) for lp in logp]
+            ll = [lp[:n].gather(1, yv[:n, None]) for lp in logp]
+            t = {"top1": kendalltau(top1, truth)[0], "p_true": kendalltau([float(v.exp().mean()) for v in ll], truth)[0],
+                 "loglik": kendalltau([float(v.mean()) for v in ll], truth)[0]}
+            out["tau"][f"calib{ncal}x128_scored{n}"] = {k: round(float(v), 3) for k, v in t.items()}
+            log(f"[variants] calib {ncal}x128, {n} scored: {out['tau'][f'calib{ncal}x128_scored{n}']}")
+    (DATA_DIR / f"supernet_eval_variants_{space.name}.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 def run_proxies(archs, data, seed: int) -> dict:
     from searchers.evaluators import get_evaluator
 
@@ -236,7 +283,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--part", choices=("all", "standalone", "supernet", "report"), default="all")
+    p.add_argument("--part", choices=("all", "standalone", "supernet", "report", "variants"), default="all",
+                   help="variants: the supernet's tau under other evaluation settings (not part of all)")
     p.add_argument("--from-csv", action="store_true", help="supernet/report parts: use the archs of the "
                    "stand-alone file (this recipe and seed) instead of sampling them")
     p.add_argument("--checkpoint", help="supernet part: score with this checkpoint.pt / supernet.pt instead")
@@ -273,6 +321,8 @@ def main(argv=None) -> int:
         run_supernet(space, archs, data, args.seed, log, args.checkpoint)
     if args.part in ("all", "report"):
         report(space, archs, data, args.seed, log, recipe)
+    if args.part == "variants":
+        run_variants(space, archs, data, args.seed, log, recipe)
     return 0
 
 
