@@ -1,6 +1,6 @@
 """edgenas: latency_models -- how long an Arch takes on a target device.
 
-    latency_models.targets() -> ["local-cpu", "note10-cpu", "pixel-cpu"]
+    latency_models.targets() -> ["local-cpu", "local-tflite", "note10-cpu", "pixel-cpu"]
     model = latency_models.load("pixel-cpu")        # LatencyModel
     model.predict(arch, resolution=224) -> ms;  model.predict_many(archs) -> np.ndarray
     model.breakdown(arch) -> [(signature key, ms), ...]
@@ -8,7 +8,7 @@
 A target is a file in ``latency_models/targets/`` (or any path to such a file): a lookup table of
 measured layers plus a learned predictor for the layers the table lacks, recording how it was
 made, from what, and its held-out error.  ``python -m latency_models.build`` measures the
-``local-cpu`` target, ``python -m latency_models.fit_pixel`` / ``fit_note10`` fit the phone
+``local-cpu`` (ONNX Runtime) and ``local-tflite`` (LiteRT/XNNPACK) targets, ``python -m latency_models.fit_pixel`` / ``fit_note10`` fit the phone
 targets from published data, ``python -m latency_models.validate`` checks a target.
 """
 from __future__ import annotations

@@ -49,6 +49,23 @@ class LatencyModel:
         self._ids: dict[int, tuple] = {}       # id(BlockSpec) -> (spec, {(res, h, w): cache value})
         self.scale = predictor.scale if predictor else 1.0
         self.overhead_ms = predictor.overhead_ms if predictor else 0.0
+        self._shapes = self._table_shapes()
+
+    def _table_shapes(self) -> set | None:
+        """(kind, in_ch, H, W) of every table entry: a layer whose shape is not there cannot be in
+        the table, and skips building its key string (most new layers of a large space).  None (no
+        filter) if a key does not parse."""
+        from search_space.arch import signature_from_key
+        from search_space.errors import EdgenasError
+
+        out = set()
+        for _, k, _ in self.table.items():
+            try:
+                s = signature_from_key(k)
+            except EdgenasError:
+                return None
+            out.add((s.kind, s.in_ch, s.h, s.w))
+        return out
 
     def __repr__(self) -> str:
         return f"LatencyModel({self.name!r}, {len(self.table)} table entries)"
@@ -77,7 +94,11 @@ class LatencyModel:
                 if ck in self._cache or ck in seen:
                     continue
                 seen.add(ck)
-                entry = self.table.get(sig.key, table_res)
+                shapes = self._shapes
+                if shapes is not None and (sig.kind, sig.in_ch, sig.h, sig.w) not in shapes:
+                    entry = None
+                else:
+                    entry = self.table.get(sig.key, table_res)
                 new_keys.append(ck)
                 new_sigs.append(sig)
                 new_base.append(entry.ms if entry is not None else 0.0)
