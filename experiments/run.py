@@ -77,7 +77,7 @@ def _err(path, key: str, got, allowed: str) -> RecipeError:
 
 def find_recipe(ref: str) -> Path:
     p = Path(ref)
-    for c in (p, REPO / "experiments" / p, REPO / "experiments" / f"{ref}.yaml"):
+    for c in (p, REPO / p, REPO / "experiments" / p, REPO / "experiments" / f"{ref}.yaml"):
         if c.is_file():
             return c
     known = sorted(x.name for x in (REPO / "experiments").glob("mobilenetv3_*.yaml"))
@@ -267,6 +267,12 @@ def standalone_recipe(r: dict[str, Any]):
 # ---------------------------------------------------------------------------------------------
 def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _netadapt_line(s2: dict) -> str:
+    acc = s2.get("accuracy")
+    return (f"{s2['seed']['latency_ms']:.2f} -> {s2['latency_ms']:.2f} ms in {s2['iterations']} iteration(s)"
+            + (f"; its fine-tuned weights score {100 * acc:.2f}% on validation images" if acc is not None else ""))
 
 
 def say(msg: str) -> None:
@@ -649,7 +655,7 @@ class Run:
               f"({(s1.get('controller') or {}).get('algo', 'ppo')}), {s1['trials']} archs, reward "
               f"ACC x (LAT/T)^{s1['w']}, accuracy from the `{ev}` evaluator on {r['dataset']}. Stage 2: NetAdapt to T "
               f"({'from ' + s2['seed_reason'] if s2.get('seed_reason') else ''}; "
-              f"{'already within T: unchanged' if s2['status'] == 'met' else str(s2['iterations']) + ' iterations'}). "
+              f"{'already within T: unchanged' if s2['status'] == 'met' else _netadapt_line(s2)}). "
               f"Stage 3: every network below trained from scratch with one recipe: {recipe.epochs} epoch(s) x "
               f"{recipe.images_per_epoch} images, batch {recipe.batch_size}, SGD lr {recipe.lr} (cosine), "
               f"{split} accuracy on {min(recipe.eval_images, len(getattr(self.data, split)))} images, "
