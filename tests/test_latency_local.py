@@ -223,3 +223,19 @@ def test_shipped_local_cpu_target():
     for name in zoo.names():
         rows = m.breakdown(zoo.get(name))
         assert sum(ms for _, ms in rows) == pytest.approx(m.predict(zoo.get(name)))
+
+
+def test_shipped_local_tflite_target():
+    """local-tflite: measured here on LiteRT (XNNPACK, 1 thread); the runtime's versions recorded; every
+    zoo network priced, with a breakdown that sums to the prediction."""
+    from search_space import zoo
+
+    m = latency_models.load("local-tflite")
+    assert m.name == "local-tflite" and m.meta["runtime"] == "tflite" and m.meta["threads"] == 1
+    assert "ai-edge-litert" in m.meta["runtime_version"] and "litert-torch" in m.meta["runtime_version"]
+    assert {"layers_held_out", "networks_leave_one_out"} <= set(m.error) and len(m.table) >= 100
+    v2 = m.predict(zoo.get("mobilenet_v2"))
+    assert 3.0 < v2 < 20.0  # LiteRT, one thread: ~7 ms on these VMs
+    for name in zoo.names():
+        rows = m.breakdown(zoo.get(name))
+        assert sum(ms for _, ms in rows) == pytest.approx(m.predict(zoo.get(name)))
