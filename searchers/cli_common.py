@@ -115,6 +115,24 @@ def add_search_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def join_dash_values(argv: list[str] | None, options=("--budget", "--target", "--formats")) -> list[str] | None:
+    """``--budget -5ms`` -> ``--budget=-5ms``: argparse would read a value that starts with a dash as
+    an option and print its usage; joined, the value reaches our one-line check."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    out, i = [], 0
+    while i < len(args):
+        a = str(args[i])
+        if a in options and i + 1 < len(args) and str(args[i + 1]).startswith("-") and not str(args[i + 1]).startswith("--"):
+            out.append(f"{a}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def parse_formats(value: Any) -> str:
     """``"onnx,tflite,pte"`` -> the same, checked: known formats, no repeats, the extras of the mobile
     ones installed (found without importing them, before any search time is spent)."""

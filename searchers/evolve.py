@@ -501,7 +501,9 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    from searchers.cli_common import join_dash_values
+
+    ns = build_parser().parse_args(join_dash_values(argv))
     given = given_options(ns)
     progress = not given.pop("no_progress", False)
     zoo = not given.pop("no_zoo", False)

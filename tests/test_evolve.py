@@ -417,3 +417,9 @@ def test_archs_drawn_from_the_evaluators_search_space(budget_ms):
     for r in recs:
         arch = ctx.arch(r.arch)
         assert scope.contains(arch) and list(r.codes) == ctx.space.encode(arch)
+
+
+def test_negative_budget_is_one_line(tmp_path, capsys):
+    """``--budget -5ms`` (a value argparse would take for an option) gets our one-line message."""
+    assert _bad(["--target", TARGET, "--budget", "-5ms", *FAST, "--out", tmp_path / "r"], capsys) == \
+        "error: --budget: got '-5ms'; allowed: a positive latency such as 60ms, 60 ms or 0.06s"
