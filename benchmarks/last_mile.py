@@ -2,18 +2,22 @@
 ``python -m searchers.train`` with the default recipe and epochs, from scratch and from its
 mobile-unified supernet weights, beside a LeNet-style baseline trained with the same recipe and budget.
 
-    python benchmarks/last_mile.py                          # ~30-60 min on 2 shared CPU cores
+    python benchmarks/last_mile.py --supernet-space mobilenetv3 --ft-epochs 3   # the documented run (~1 h here)
     python benchmarks/last_mile.py --supernet PATH          # use an already trained supernet.pt
     python benchmarks/last_mile.py --quick                  # smoke run (minutes, meaningless numbers)
 
-1. ``scratch``: ``python -m searchers.train --arch mobilenet_v3_small --init scratch`` (default epochs;
-   ``--train-images`` = a fixed random subset of the 55,000 training images, stated in the output,
-   because the machine is shared; the full val (5,000) and test (10,000) splits are scored).
-2. ``supernet``: the same command with ``--init supernet`` (the cached default-recipe supernet of
-   mobile-unified, trained on first use, or ``--supernet PATH``).
-3. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
+1. ``scratch``: ``python -m searchers.train --arch mobilenet_v3_small --init scratch`` (default recipe and
+   epochs: 5 epochs on the whole 55,000-image training split; ``--train-images N``: a fixed random subset;
+   the full val (5,000) and test (10,000) splits are scored).
+2. ``supernet``: the same command with ``--init supernet``: the cached default-recipe supernet of
+   ``--supernet-space`` (``mobilenetv3`` holds MobileNetV3-Small; mobile-unified's reduced-scale supernet
+   does not), of mobile-unified, or ``--supernet PATH``.
+3. ``supernet_ft`` (``--ft-epochs N``): the same inherited weights with a fine-tuning recipe (peak lr
+   ``--ft-lr``, no warm-up).
+4. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
    the same ``searchers.trainer.Trainer`` (same recipe, epochs, images, augmentation and EMA).
 
+``--reuse`` reads runs already finished in ``--out`` instead of rerunning them.
 Prints the test top-1 of the three, the epoch at which the supernet-initialised run first reaches the
 scratch run's final validation accuracy, the machine (CPU model) and the date; writes
 ``--out``/result.json and ``--out``/curves.png (validation top-1 of the EMA weights per epoch).
