@@ -799,12 +799,15 @@ def _eval_images(data, recipe: SupernetRecipe, seed: int) -> tuple[list[torch.Te
 
 
 def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = SupernetRecipe(),
-                    seed: int = 0) -> float:
+                    seed: int = 0, device: str | torch.device = "cpu") -> float:
     """Inherit weights (``extract``), re-estimate BatchNorm statistics (reset, cumulative average) on
     ``recipe.calib_batches`` training batches, top-1 on the first ``recipe.eval_images`` validation
-    images.  Images are prepared once per data set; everything runs under ``torch.inference_mode``."""
+    images.  Images are prepared once per data set; everything runs under ``torch.inference_mode``.
+    ``device``: where the extracted subnet runs (a search worker with a GPU passes ``"cuda"``); the
+    supernet itself stays where it is."""
     calib, scored = _eval_images(data, recipe, seed)
-    model = net.extract(arch)
+    device = torch.device(device)
+    model = net.extract(arch).to(device)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     with torch.inference_mode():
@@ -813,13 +816,13 @@ def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = Su
             m.momentum = None                      # cumulative average over the calibration batches
         model.train()
         for x in calib:
-            model(x)
+            model(x.to(device, non_blocking=True))
         for m, mom in zip(bns, saved):
             m.momentum = mom
         model.eval()
         correct = seen = 0
         for x, y in scored:
-            correct += int((model(x).argmax(1) == y).sum())
+            correct += int((model(x.to(device, non_blocking=True)).argmax(1).cpu() == y).sum())
             seen += len(y)
     return correct / max(1, seen)
 

@@ -13,6 +13,7 @@ from search_space import zoo
 from search_space.errors import SpaceError
 from searchers import supernet as S
 from searchers.data import load_dataset
+from searchers.evaluators.base import EvaluatorError
 from searchers.training import recalibrate_bn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -156,6 +157,15 @@ def test_supernet_learns_and_scores(data, tmp_path):
     assert big > 0.6                                          # three easy classes: chance is 1/3
     sub = ev.extract(ev.supernet.smallest)
     assert sum(p.numel() for p in sub.parameters()) < ev.supernet.num_params()
+    # the device option: an explicit CPU scores the same; a device this machine lacks is one clear error
+    same = get_evaluator("supernet", space=ToySpace(), dataset=data, recipe=recipe, cache_root=tmp_path,
+                         progress=False, device="cpu")
+    assert same.evaluate(ev.supernet.largest) == big
+    if not torch.cuda.is_available():
+        with pytest.raises(EvaluatorError, match=r"device: got 'cuda'; allowed: cpu, auto"):
+            get_evaluator("supernet", space=ToySpace(), dataset=data, recipe=recipe, device="cuda")
+    with pytest.raises(EvaluatorError, match=r"device: got 'tpu'; allowed: cpu, cuda, cuda:N, auto"):
+        get_evaluator("supernet", space=ToySpace(), dataset=data, recipe=recipe, device="tpu")
 
 
 def test_cli_bad_dataset_fails_in_one_line(tmp_path):

@@ -14,12 +14,32 @@ from searchers.supernet import SupernetRecipe, default_recipe, evaluate_subnet, 
 from search_space.errors import field_error
 
 
+def _device(value) -> "torch.device":
+    """``device`` option: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there is one)."""
+    import torch
+    allowed = ["cpu", "cuda", "cuda:N", "auto"]
+    text = str(value).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise field_error(EvaluatorError, "supernet evaluator option device", value, allowed) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise field_error(EvaluatorError, "supernet evaluator option device", value, allowed)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise field_error(EvaluatorError, "supernet evaluator option device", value,
+                          ["cpu", "auto (no CUDA device on this machine)"])
+    return dev
+
+
 class SupernetEvaluator(Evaluator):
     name = "supernet"
 
     def __init__(self, space=None, dataset="fashion-mnist", seed: int = 0,
                  recipe: SupernetRecipe | dict | None = None, cache_root: str | Path | None = None,
-                 supernet_path: str | Path | None = None, progress: bool = True, log=None, **opts):
+                 supernet_path: str | Path | None = None, progress: bool = True, log=None,
+                 device: str = "cpu", **opts):
         super().__init__(space, dataset, seed)
         if self.space is None and supernet_path is None:
             raise EvaluatorError("supernet evaluator: space: got None; allowed: a space name, path or Space")
@@ -27,7 +47,7 @@ class SupernetEvaluator(Evaluator):
         if opts:
             k = sorted(opts)[0]
             raise field_error(EvaluatorError, f"supernet evaluator option {k}", k,
-                              ["recipe", "cache_root", "supernet_path", "progress", "log",
+                              ["recipe", "cache_root", "supernet_path", "progress", "log", "device",
                                *SupernetRecipe.__dataclass_fields__])
         if isinstance(recipe, dict):
             recipe = SupernetRecipe(**recipe)
@@ -36,6 +56,7 @@ class SupernetEvaluator(Evaluator):
         self.supernet_path = Path(supernet_path).expanduser() if supernet_path else None
         self.progress = progress
         self.log = log
+        self.device = _device(device)
         self.supernet = None
         self.trained_now = False
 
@@ -52,7 +73,7 @@ class SupernetEvaluator(Evaluator):
 
     def _evaluate(self, arch) -> float:
         self.supernet.check(arch)
-        return evaluate_subnet(self.supernet, arch, self.data, self.recipe, self.seed)
+        return evaluate_subnet(self.supernet, arch, self.data, self.recipe, self.seed, self.device)
 
     def fits(self, arch) -> bool:
         """Whether the supernet can score ``arch`` (for mobile-unified: whether it lies in the
