@@ -89,9 +89,18 @@ def pareto_figure(records: list[TrialRecord], front: list[TrialRecord], best: Tr
     ax.axvline(budget_ms, ls="--", c="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
     zp = [z for z in zoo if z.get("accuracy") is not None]
     lat_only = [z for z in zoo if z.get("accuracy") is None]
-    if lat_only:  # not evaluated (--no-zoo): their latencies as ticks on the axis
-        ax.plot([z["latency_ms"] for z in lat_only], [0.0] * len(lat_only), "|", c="tab:green", ms=12,
-                transform=ax.get_xaxis_transform(), label="zoo networks (latency only)")
+    # the axis spans the trials, the budget and the evaluated zoo points; zoo networks known by their
+    # latency only (not evaluated, or outside what the evaluator scores) are ticks, and those far beyond
+    # the searched range are counted rather than squeezing the front against the axis
+    span = [r.latency_ms for r in records] + [budget_ms] + [z["latency_ms"] for z in zp]
+    x_max = 1.15 * max(span)
+    if lat_only:
+        shown = [z for z in lat_only if z["latency_ms"] <= x_max]
+        beyond = len(lat_only) - len(shown)
+        label = "zoo networks (latency only" + (f"; {beyond} beyond {x_max:.0f} ms)" if beyond else ")")
+        ax.plot([z["latency_ms"] for z in shown], [0.0] * len(shown), "|", c="tab:green", ms=12,
+                transform=ax.get_xaxis_transform(), label=label)
+    ax.set_xlim(0, x_max)
     if zp:
         ax.scatter([z["latency_ms"] for z in zp], [z["accuracy"] for z in zp], marker="s", s=30, c="tab:green",
                    zorder=4, label="zoo networks")
