@@ -48,11 +48,15 @@ MUTATION_TRIES = 20
 
 
 def is_sweep(given: dict) -> bool:
-    return any("," in str(given.get(k) or "") for k in ("target", "budget"))
+    return any((isinstance(given.get(k), (list, tuple)) and len(given[k]) > 1) or "," in str(given.get(k) or "")
+               for k in ("target", "budget"))
 
 
 def split_list(name: str, value: Any) -> list[str]:
-    items = [x.strip() for x in str(value).split(",")]
+    if isinstance(value, (list, tuple)):               # a YAML recipe's list
+        items = [str(x).strip() for x in value]
+    else:
+        items = [x.strip() for x in str(value).split(",")]
     if not value or any(not x for x in items):
         raise OptionError(f"--{name}: got {value!r}; allowed: a comma-separated list without empty items")
     if len(set(items)) != len(items):
@@ -90,7 +94,9 @@ def sample_pool(space, n: int, seed: int, admissible=None, max_s: float = 20.0) 
     rng = random.Random(f"sweep-pool:{seed}")
     archs, codes, seen = [], [], set()
     t0 = time.perf_counter()
-    while len(archs) < n and (time.perf_counter() - t0 < max_s or len(archs) < 10):
+    draws, max_draws = 0, 50 * n                        # a tiny space or filter must not loop forever
+    while len(archs) < n and draws < max_draws and (time.perf_counter() - t0 < max_s or len(archs) < 10):
+        draws += 1
         a = space.sample(rng)
         t = a.to_string()
         if t in seen or (admissible is not None and not admissible(a)):
@@ -98,6 +104,9 @@ def sample_pool(space, n: int, seed: int, admissible=None, max_s: float = 20.0) 
         seen.add(t)
         archs.append(a)
         codes.append(tuple(space.encode(a)))
+    if not archs:
+        raise SpaceError(f"space: {getattr(space, 'name', space)}: got no architecture the evaluator can score "
+                         f"in {draws} draws; allowed: a space (or supernet scope) with scorable archs")
     return Pool(archs, codes, {})
 
 

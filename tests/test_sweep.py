@@ -112,6 +112,10 @@ def test_collects_caches_and_reuses(data_path, cache):
     path = more.evals_path
     path.write_text(path.read_text() + '{"i": 99, "arch": "stem_i3')
     assert len(more.read_evals()) == 16
+    resumed = _predictor(data_path, cache, 18, model="ridge")
+    resumed.prepare()                                   # appends after the torn line, not onto it
+    rows18 = resumed.read_evals()
+    assert len(rows18) == 18 and [r["arch"] for r in rows18[:16]] == [r["arch"] for r in rows16]
 
 
 def test_bad_options():

@@ -294,6 +294,13 @@ class PredictorEvaluator(Evaluator):
             bar = tqdm(total=n, initial=start, desc="predictor data", unit="arch", dynamic_ncols=True, file=sys.stderr)
         t0 = time.perf_counter()
         i = max([r["i"] for r in rows], default=-1) + 1
+        if self.evals_path.is_file() and self.evals_path.stat().st_size:
+            with open(self.evals_path, "rb") as f:     # a killed run may have left a torn last line:
+                f.seek(-1, 2)                           # end it so the next row is not glued onto it
+                torn = f.read(1) != b"\n"
+            if torn:
+                with open(self.evals_path, "a") as f:
+                    f.write("\n")
         with open(self.evals_path, "a", buffering=1) as f:
             while len(rows) < n:
                 rng = random.Random(f"predictor:{self.seed}:{i}")

@@ -30,6 +30,10 @@ def _device(value) -> "torch.device":
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise field_error(EvaluatorError, "supernet evaluator option device", value,
                           ["cpu", "auto (no CUDA device on this machine)"])
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise field_error(EvaluatorError, "supernet evaluator option device", value,
+                          ["cpu", "cuda", *(f"cuda:{i}" for i in range(n)), "auto"])
     return dev
 
 
