@@ -179,6 +179,14 @@ def check_recipe(r: dict[str, Any], path) -> None:
     if not isinstance(s.get("eval_opts") or {}, dict):
         raise _err(path, "search.eval_opts", s.get("eval_opts"), "a mapping of evaluator option: value")
     search_settings(r, Path("."))  # the searcher's own checks, one line each
+    from searchers.evaluators import get_evaluator
+    from search_space.errors import EdgenasError
+
+    try:  # the evaluator checks its options when built (nothing is loaded or trained before prepare())
+        get_evaluator(s["evaluator"], space=r["space"], dataset=r["dataset"], seed=r["seed"],
+                      **dict(s.get("eval_opts") or {}))
+    except EdgenasError as exc:
+        raise RecipeError(f"{path}: search.eval_opts: {exc}") from None
     n = r["netadapt"]
     if n.get("seed_from") not in SEED_FROM:
         raise _err(path, "netadapt.seed_from", n.get("seed_from"), ", ".join(SEED_FROM))
@@ -356,7 +364,9 @@ class Run:
         p = self.out / "recipe.json"
         if p.is_file():
             old = read_json(p)
-            if old != ident:
+            if old != ident and not any(self.done(st) for st in STAGES):
+                write_json(p, ident)        # nothing finished yet (e.g. a typo stopped stage 1): start afresh
+            elif old != ident:
                 raise RecipeError(f"--out: {self.out} was made with another recipe: "
                                   f"{first_difference(old, ident)}; use another --out (or delete the folder)")
         else:

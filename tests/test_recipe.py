@@ -158,6 +158,7 @@ BAD = [
     ({**SMOKE, "search": {**SMOKE["search"], "w": 0.07}}, "search.w: got 0.07; allowed: a number <= 0"),
     ({**SMOKE, "search": {**SMOKE["search"], "evaluator": "oracle"}}, "search.evaluator: got 'oracle'"),
     ({**SMOKE, "search": {**SMOKE["search"], "algo": "dqn"}}, "search.algo: got 'dqn'"),
+    ({**SMOKE, "search": {**SMOKE["search"], "eval_opts": {"bogus": 1}}}, "search.eval_opts: "),
     ({**SMOKE, "netadapt": {**SMOKE["netadapt"], "short_steps": 0}}, "netadapt.short_steps: got '0'"),
     ({**SMOKE, "netadapt": {**SMOKE["netadapt"], "seed_from": "random"}}, "netadapt.seed_from: got 'random'"),
     ({**SMOKE, "standalone": {"epochs": 0}}, "standalone.epochs: got 0; allowed: a positive integer"),
