@@ -43,6 +43,20 @@ def field_error(cls: type[EdgenasError], field: str, got, allowed_values) -> Edg
     return cls(f"{field}: got {got!r}; allowed: {allowed(allowed_values)}")
 
 
+def one_line(exc: BaseException) -> str:
+    """The user's message of ``exc``.  An error re-raised from a DataLoader worker (or another
+    process) carries the worker's traceback ("Original Traceback ..."): keep its last line, the
+    original message, without the ``module.Class: `` prefix."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+    head, sep, rest = last.partition(": ")
+    if sep and " " not in head and head.split(".")[-1] == type(exc).__name__:
+        return rest
+    return last
+
+
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
     """Decorate a CLI ``main``: user errors become one line on stderr and exit 2."""
 
@@ -51,7 +65,7 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             rc = main(*args, **kwargs)
         except EdgenasError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

@@ -243,3 +243,25 @@ def test_trainer_on_streamed_folder_learns_and_resumes_mid_epoch(tmp_path):
     assert c.run()["resumed_from"] == 1
     sa, sc = a.model.state_dict(), c.model.state_dict()
     assert all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        from searchers.data import DataError
+
+        raise DataError(f"--dataset: /x/img{i}.jpg: got an unreadable image; allowed: JPEG or PNG files")
+
+
+def test_data_error_from_a_loader_worker_is_one_line():
+    # a DataLoader worker re-raises with its traceback in the message; the CLI keeps the original line
+    from search_space.errors import one_line
+    from searchers.data import DataError
+
+    loader = torch.utils.data.DataLoader(_Unreadable(), batch_size=1, num_workers=1)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert "Original Traceback" in str(info.value)
+    assert one_line(info.value) == "--dataset: /x/img0.jpg: got an unreadable image; allowed: JPEG or PNG files"
