@@ -7,8 +7,9 @@
 A ``--target`` or ``--budget`` holding a comma list makes ``searchers.evolve`` a sweep: one search per
 (target, budget) pair, each in its own folder ``<out>/<target>-<budget>ms/`` (best/, pareto.csv,
 pareto.png, zoo.csv, summary.json, study.db), plus ``<out>/sweep.csv``, ``<out>/sweep.png``
-(accuracy against budget, one line per target) and ``<out>/sweep.json``.  The evaluator is prepared
-once for all pairs, and at the end each pair's winner is re-scored with the supernet (the
+(accuracy against budget, one line per target) and ``<out>/sweep.json``.  With the predictor the
+evaluator is prepared once for all pairs (other evaluators: each pair's ordinary search prepares
+its own), and at the end each pair's winner is re-scored with the supernet (the
 predictor's ground truth; with ``--evaluator supernet`` the search's accuracy already is).
 
 With an evaluator that scores many archs at once (``predict_many``: the predictor) each pair runs
