@@ -170,17 +170,10 @@ METHODS = {
 }
 
 
-def main(argv=None) -> int:
-    import torch
-
-    torch.set_num_threads(1)
-    import latency_models
-    from search_space.space import load_space
-    from searchers.cli_common import parse_budget
-    from searchers.outputs import machine, versions
-    from searchers.reward import Reward
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_parser(doc: str, methods: dict) -> argparse.ArgumentParser:
+    """The options every searcher benchmark shares (space, target, budget, evaluations, seeds, the
+    evolution's P and S, the cheap evaluator, the methods to run)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--space", default="mobile-unified")
     p.add_argument("--target", default="pixel-cpu")
     p.add_argument("--budget", default="60ms")
@@ -191,21 +184,40 @@ def main(argv=None) -> int:
     p.add_argument("--sample-size", dest="sample_size", type=int, default=10)
     p.add_argument("--evaluator", choices=("surrogate", "proxy"), default="surrogate")
     p.add_argument("--fit", type=int, default=200, help="proxy evaluations the surrogate is fitted on")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(methods))
+    return p
+
+
+def bench_evaluator(space, args) -> "Cached":
+    """The benchmark's fixed, cheap evaluator (``--evaluator``), cached by arch."""
+    if args.evaluator == "surrogate":
+        base = Surrogate(space, args.fit)
+        print(f"surrogate: ridge on one-hot codes + log MACs/params, fitted to {args.fit} proxy evaluations "
+              f"({base.fit_s:.0f} s); held-out R^2 vs the proxy = {base.r2:.3f}", flush=True)
+    else:
+        from searchers.evaluators import get_evaluator
+
+        base = get_evaluator("proxy", space=space, batch_size=8).prepare()
+    return Cached(base)
+
+
+def main(argv=None) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    import latency_models
+    from search_space.space import load_space
+    from searchers.cli_common import parse_budget
+    from searchers.outputs import machine, versions
+    from searchers.reward import Reward
+
+    p = bench_parser(__doc__, METHODS)
     args = p.parse_args(argv)
 
     space, model = load_space(args.space), latency_models.load(args.target)
     reward = Reward.make(parse_budget(args.budget), "soft")
     t0 = time.perf_counter()
-    if args.evaluator == "surrogate":
-        base = Surrogate(space, args.fit)
-        print(f"surrogate: ridge on one-hot codes + log MACs/params, fitted to {args.fit} proxy evaluations "
-              f"({base.fit_s:.0f} s); held-out R^2 vs the proxy = {base.r2:.3f}")
-    else:
-        from searchers.evaluators import get_evaluator
-
-        base = get_evaluator("proxy", space=space, batch_size=8).prepare()
-    ev = Cached(base)
+    ev = bench_evaluator(space, args)
     methods = [m.strip() for m in args.methods.split(",")]
     results: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
     within: dict[str, list[float]] = {m: [] for m in methods}

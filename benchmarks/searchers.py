@@ -18,7 +18,6 @@ row says "not run" and why.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 import statistics
@@ -153,19 +152,8 @@ def main(argv=None) -> int:
     from searchers.outputs import machine, versions
     from searchers.reward import Reward
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--space", default="mobile-unified")
-    p.add_argument("--target", default="pixel-cpu")
-    p.add_argument("--budget", default="60ms")
-    p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--evals", type=int, default=300)
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--population", type=int, default=50)
-    p.add_argument("--sample-size", dest="sample_size", type=int, default=10)
+    p = sq.bench_parser(__doc__, METHODS)
     p.add_argument("--rl-batch", dest="rl_batch", type=int, default=2)
-    p.add_argument("--evaluator", choices=("surrogate", "proxy"), default="surrogate")
-    p.add_argument("--fit", type=int, default=200, help="proxy evaluations the surrogate is fitted on")
-    p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--png", default="runs/bench-searchers/searchers.png")
     args = p.parse_args(argv)
 
@@ -173,15 +161,7 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M %Z')}; {versions()}", flush=True)
     space, model = load_space(args.space), latency_models.load(args.target)
     reward = Reward.make(parse_budget(args.budget), "soft")
-    if args.evaluator == "surrogate":
-        base = sq.Surrogate(space, args.fit)
-        print(f"surrogate: ridge on one-hot codes + log MACs/params, fitted to {args.fit} proxy evaluations "
-              f"({base.fit_s:.0f} s); held-out R^2 vs the proxy = {base.r2:.3f}", flush=True)
-    else:
-        from searchers.evaluators import get_evaluator
-
-        base = get_evaluator("proxy", space=space, batch_size=8).prepare()
-    ev = sq.Cached(base)
+    ev = sq.bench_evaluator(space, args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
