@@ -15,6 +15,9 @@ from search_space.arch import Arch
 from search_space.export import export, generate_model_py, load_generated, main
 from search_space.importers import from_net_config
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _weights import trained_like_weights  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
 OFA_MBV3 = DATA / "ofa_specialized" / "LG-G8_lat-16ms_top1-74.7_finetune-25.net.config"
@@ -48,21 +51,6 @@ def _case_id(case) -> str:
     return case if isinstance(case, str) else f"{case[0]}@{case[1]:g}"
 
 
-def _trained_like_weights(model: torch.nn.Module, seed: int) -> dict:
-    """Random weights with non-trivial BN statistics, so that eval-mode BN matters."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        if k.endswith("running_var"):
-            v = 0.5 + torch.rand(v.shape, generator=g)
-        elif k.endswith("running_mean"):
-            v = 0.1 * torch.randn(v.shape, generator=g)
-        elif v.is_floating_point():
-            v = v + 0.05 * torch.randn(v.shape, generator=g)
-        sd[k] = v
-    return sd
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Export each case once: {case_id: (arch, out_dir, state_dict, input, framework output)}."""
@@ -74,7 +62,7 @@ def exported(tmp_path_factory):
         if cid not in done:
             arch = _arch(case)
             model = arch.build(NUM_CLASSES).eval()
-            sd = _trained_like_weights(model, seed=len(done))
+            sd = trained_like_weights(model, seed=len(done))
             model.load_state_dict(sd)
             out = tmp_path_factory.mktemp(cid.replace("@", "_"))
             written = export(arch, out, formats=("py", "onnx", "yaml", "pt"), num_classes=NUM_CLASSES,

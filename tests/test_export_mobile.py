@@ -7,6 +7,7 @@ the ExportError that names the extra to install (never a skip).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ from search_space.arch import Arch
 from search_space.errors import EdgenasError
 from search_space.export import (ALL_FORMATS, FORMATS, ExportError, export, lower_pte, main, require, run_exported,
                                  tflite_interpreter)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _weights import trained_like_weights  # noqa: E402
 
 RES = 64          # small input keeps conversion and runs fast; the ops are those of 224
 NUM_CLASSES = 10
@@ -39,33 +43,13 @@ MIXED = ("stem_i3_o16_k3_s2_hs"
 REQUIRED_TYPES = {"mbconv", "dwsep", "sandglass", "shufflev2"}
 
 
-def _trained_like_weights(model: torch.nn.Module, seed: int) -> dict:
-    """Random weights with non-trivial BN statistics, so that eval-mode BN folding matters; conv and
-    linear weights at unit-gain scale, so that the output is O(1) and depends on the input (torch's default
-    init shrinks the signal layer by layer and a 1e-4 tolerance would then say little)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        if k.endswith("weight") and v.dim() >= 2:
-            fan_in = v[0].numel()
-            v = torch.randn(v.shape, generator=g) * (1.0 / fan_in) ** 0.5
-        elif k.endswith("running_var"):
-            v = 0.5 + torch.rand(v.shape, generator=g)
-        elif k.endswith("running_mean"):
-            v = 0.1 * torch.randn(v.shape, generator=g)
-        elif v.is_floating_point():
-            v = v + 0.05 * torch.randn(v.shape, generator=g)
-        sd[k] = v
-    return sd
-
-
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     """The mixed net with trained-like weights, exported once to onnx, tflite and pte."""
     torch.set_num_threads(1)
     arch = Arch.from_string(MIXED)
     model = arch.build(NUM_CLASSES).eval()
-    model.load_state_dict(_trained_like_weights(model, 0))
+    model.load_state_dict(trained_like_weights(model, 0, unit_gain=True))
     out = tmp_path_factory.mktemp("mixed")
     notes = []
     written = export(arch, out, formats=("onnx", "tflite", "pte", "yaml"), num_classes=NUM_CLASSES, resolution=RES,
