@@ -124,6 +124,22 @@ class Probe:
     feasible: list = field(default_factory=list)  # archs seen within the budget (for the first population)
 
 
+def start_probe(ctx: Context, s: SearchSettings, timing: dict, progress: bool) -> "Probe":
+    """A search's start, shared by evolve and rl: a study that --resume names must exist (and a server
+    storage be reachable) before any work, then the budget probe (timed, and said on the terminal)."""
+    from searchers.records import open_storage, sqlite_path
+
+    if s.resume or sqlite_path(ctx.storage) is None:  # nothing to resume / unreachable: say so before the probe
+        open_storage(ctx.storage, must_exist=s.resume)
+    t = time.perf_counter()
+    probe = probe_budget(ctx, s.seed)
+    timing["probe_s"] = time.perf_counter() - t
+    if progress:
+        print(f"budget probe: fastest {probe.fastest_ms:.1f} ms; {100 * probe.feasible_fraction:.0f}% of "
+              f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
+    return probe
+
+
 def probe_budget(ctx: Context, seed: int, samples: int = 200, max_s: float = 8.0) -> Probe:
     """Latency of ``samples`` random archs, then a greedy walk down each decision from the fastest.
 
@@ -451,16 +467,7 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
         print(f"evolve: space {ctx.space.name}, target {s.target} at {s.resolution}, budget {s.budget_ms:g} ms, "
               f"{s.reward} reward, evaluator {s.evaluator} on {s.dataset}, {s.trials} trials, seed {s.seed}",
               file=sys.stderr)
-    from searchers.records import open_storage, sqlite_path
-
-    if s.resume or sqlite_path(ctx.storage) is None:  # nothing to resume / unreachable: say so before the probe
-        open_storage(ctx.storage, must_exist=s.resume)
-    t = time.perf_counter()
-    probe = probe_budget(ctx, s.seed)
-    timing["probe_s"] = time.perf_counter() - t
-    if progress:
-        print(f"budget probe: fastest {probe.fastest_ms:.1f} ms; {100 * probe.feasible_fraction:.0f}% of "
-              f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
+    probe = start_probe(ctx, s, timing, progress)
     records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, s.identity(), s.resume)
     done = records.n_complete()
     if done < s.trials:

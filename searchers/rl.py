@@ -33,7 +33,7 @@ from pathlib import Path
 from search_space.errors import SpaceError, cli_entry
 from searchers.cli_common import OptionError, SearchSettings, add_search_options, given_options, resolve
 from searchers.controller import ALGOS, ControllerError, PGConfig, PolicyGradient
-from searchers.evolve import Context, Evolution, make_context, probe_budget
+from searchers.evolve import Context, Evolution, make_context, start_probe
 from searchers.records import Board, Records, best_record, open_run
 from searchers.records import run_paths as records_run_paths
 
@@ -239,12 +239,7 @@ def search(s: SearchSettings, cfg: PGConfig, progress: bool = True, zoo: bool = 
         print(f"rl ({cfg.algo}): space {ctx.space.name} ({len(ctx.space.cardinalities())} decisions), target "
               f"{s.target} at {s.resolution}, budget {s.budget_ms:g} ms, {s.reward} reward, evaluator {s.evaluator} "
               f"on {s.dataset}, {s.trials} trials, {cfg.batch} per update, seed {s.seed}", file=sys.stderr)
-    t = time.perf_counter()
-    probe = probe_budget(ctx, s.seed)
-    timing["probe_s"] = time.perf_counter() - t
-    if progress:
-        print(f"budget probe: fastest {probe.fastest_ms:.1f} ms; {100 * probe.feasible_fraction:.0f}% of "
-              f"{probe.samples} random archs within {s.budget_ms:g} ms", file=sys.stderr)
+    probe = start_probe(ctx, s, timing, progress)
     records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, identity(s, cfg), s.resume)
     done = records.n_complete()
     log: list[dict] = []
