@@ -364,8 +364,8 @@ class Run:
         p = self.out / "recipe.json"
         if p.is_file():
             old = read_json(p)
-            if old != ident and not any(self.done(st) for st in STAGES):
-                write_json(p, ident)        # nothing finished yet (e.g. a typo stopped stage 1): start afresh
+            if old != ident and not any(d.is_dir() and any(d.iterdir()) for d in map(self.stage_dir, STAGES)):
+                write_json(p, ident)        # no stage wrote anything yet (a bad input stopped it): start afresh
             elif old != ident:
                 raise RecipeError(f"--out: {self.out} was made with another recipe: "
                                   f"{first_difference(old, ident)}; use another --out (or delete the folder)")

@@ -205,3 +205,20 @@ def test_shipped_recipes_are_the_papers(name, reference, w):
     contained = {c: space.contains(parse_net(c, "t", "compare")[2]) for c in r["compare"]}
     assert contained == {"mobilenet_v3_large@1.0": True, "mobilenet_v3_small@1.0": True, "mnasnet_a1@1.0": False,
                          "mobilenet_v2@1.0": False}
+
+
+def test_folder_takes_a_corrected_recipe_until_a_stage_wrote_something(tmp_path):
+    from experiments.run import RecipeError, Run, load_recipe
+
+    first = load_recipe(str(_write(tmp_path / "a.yaml", SMOKE)))
+    fixed = load_recipe(str(_write(tmp_path / "b.yaml", {**SMOKE, "search": {**SMOKE["search"], "trials": 5}})))
+    out = tmp_path / "run"
+    out.mkdir()
+    Run(first, out, progress=False).check_folder()
+    Run(fixed, out, progress=False).check_folder()          # nothing written by any stage: replaced
+    assert json.loads((out / "recipe.json").read_text())["search"]["trials"] == 5
+    stage = Run(fixed, out, progress=False).stage_dir("search")
+    stage.mkdir(parents=True)
+    (stage / "study.db").write_bytes(b"")
+    with pytest.raises(RecipeError, match=r"^--out: .* search.trials \(5 then, 4 now\)"):
+        Run(first, out, progress=False).check_folder()
