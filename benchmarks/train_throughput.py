@@ -2,16 +2,19 @@
 stand-alone training, the two jobs that docs/scale.md spreads over GPUs.
 
     python benchmarks/train_throughput.py                        # CUDA if present (224x224), else CPU (32x32)
-    python benchmarks/train_throughput.py --resolution 224 --batch-size 256 --amp --channels-last   # on a GPU
-    torchrun --nproc_per_node 8 benchmarks/train_throughput.py --amp --channels-last  # per-GPU and total
+    python benchmarks/train_throughput.py --compare-memory-format  # NCHW vs channels-last, and their ratio
+    python benchmarks/train_throughput.py --resolution 224 --batch-size 256 --amp   # on a GPU
+    torchrun --nproc_per_node 8 benchmarks/train_throughput.py --amp  # per-GPU and total
 
 * ``supernet``: one sandwich step of the supernet of ``--space`` (default mobile-unified, its reduced-scale
   scope; the envelope from ``--envelope-samples`` samples): largest + smallest + ``n_random`` random subnets
   in one forward, one backward, SGD step (``searchers.distributed.sharded_backward``, DDP under torchrun).
   images/s counts each image once (every image goes through all the step's subnets).
 * ``standalone``: ``--arch`` (default mobilenet_v3_small) built for ``--classes`` classes, the trainer's step
-  (``searchers.trainer.Trainer._train_step``: forward, label-smoothed loss, backward, SGD; AMP/channels-last
-  on CUDA when asked).
+  (``searchers.trainer.Trainer._train_step``: forward, label-smoothed loss, backward, SGD; AMP on CUDA
+  when asked).
+Both run channels-last (NHWC) by default, as the trainers do (``--no-channels-last``: NCHW);
+``--compare-memory-format`` times each job both ways in one run and prints the speed-up.
 
 On a CPU the wall-clock figure depends on what else runs; the images per CPU-second of the process
 (``time.process_time``) are printed beside it.  Synthetic data (random images, labels) so the figure is the model's, not the disk's; ``--warmup`` steps
@@ -68,7 +71,7 @@ def bench_standalone(args, d) -> dict:
     tr.dist, tr.accum, tr.seed, tr.step = d, 1, 0, 0
     tr.device = d.device
     tr.amp = bool(args.amp and d.device.type == "cuda")
-    tr.channels_last = bool(args.channels_last and d.device.type == "cuda")
+    tr.channels_last = bool(args.channels_last)
     tr.model = model.to(d.device)
     if tr.channels_last:
         tr.model = tr.model.to(memory_format=torch.channels_last)
@@ -107,6 +110,8 @@ def bench_supernet(args, d) -> dict:
     rng = random.Random(0)
     per = args.batch_size // d.world
     x = torch.randn(per, 3, args.resolution, args.resolution, device=d.device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, args.classes, (per,), device=d.device)
     amp = bool(args.amp and d.device.type == "cuda")
     state = {"step": 0}
@@ -145,7 +150,10 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 on CUDA, 2 on CPU)")
     ap.add_argument("--envelope-samples", type=int, default=200)
     ap.add_argument("--amp", action="store_true", help="autocast (float16 stand-alone, bfloat16 supernet) on CUDA")
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                    help="NHWC memory format (default: on, as the trainers)")
+    ap.add_argument("--compare-memory-format", action="store_true",
+                    help="time every job in NCHW and in channels-last, print the speed-up")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -170,7 +178,9 @@ def main(argv=None) -> int:
             fn = {"supernet": bench_supernet, "standalone": bench_standalone}.get(job)
             if fn is None:
                 raise SystemExit(f"error: --jobs: got {job}; allowed: supernet, standalone")
-            rows.append(fn(args, d))
+            for cl in ((False, True) if args.compare_memory_format else (args.channels_last,)):
+                args.channels_last = cl
+                rows.append({**fn(args, d), "channels_last": cl})
     finally:
         shutdown(d)
     if not d.is_main:
@@ -179,13 +189,17 @@ def main(argv=None) -> int:
     print(f"device: {dev_name} x {d.world} process(es); CPU {mach.get('cpu')} ({mach.get('cores')} cores); "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {date}")
     print(f"input {args.resolution}x{args.resolution}, {args.classes} classes, global batch {args.batch_size}, "
-          f"{args.steps} timed steps after {args.warmup}; amp {args.amp and cuda}, channels-last "
-          f"{args.channels_last and cuda}")
+          f"{args.steps} timed steps after {args.warmup}; amp {args.amp and cuda}")
     for r in rows:
         what = r.get("arch") or f"{r['space']} supernet, {r['subnets_per_step']} subnets/step"
-        print(f"{r['job']:<11} {what:<48} {r['params']:>12,} params  {r['images_per_s']:>9.1f} images/s  "
+        what += ", NHWC" if r["channels_last"] else ", NCHW"
+        print(f"{r['job']:<11} {what:<54} {r['params']:>12,} params  {r['images_per_s']:>9.1f} images/s  "
               f"({r['step_s'] * 1000:.0f} ms/step)" + ("" if cuda else
               f"; {r['images_per_cpu_s']:.1f} images per CPU-second of this process"))
+    if args.compare_memory_format:
+        for nchw, nhwc in zip(rows[::2], rows[1::2]):
+            print(f"{nchw['job']:<11} channels-last / NCHW: {nhwc['images_per_s'] / nchw['images_per_s']:.2f}x "
+                  f"images/s ({nhwc['images_per_cpu_s'] / nchw['images_per_cpu_s']:.2f}x per CPU-second)")
     if args.json:
         Path(args.json).write_text(json.dumps({"date": date, "device": dev_name, "world": d.world, "machine": mach,
                                                "args": vars(args), "rows": rows}, indent=1))

@@ -715,6 +715,7 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
             step += 1
             continue
         x, y = data.train.batch(batch)
+        x = x.contiguous(memory_format=torch.channels_last)   # NHWC: ~1.5x faster steps on CPU
         lr = lr_at(step, total, recipe.lr, recipe.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -789,9 +790,10 @@ def _eval_images(data, recipe: SupernetRecipe, seed: int) -> tuple[list[torch.Te
     if hit is not None:
         return hit
     g = torch.Generator().manual_seed(int(seed))
-    calib = [x for x, _ in data.train.batches(recipe.calib_batch_size, shuffle=True, generator=g,
-                                              limit=recipe.calib_batches * recipe.calib_batch_size)]
-    scored = list(data.val.batches(500, limit=recipe.eval_images))
+    cl = torch.channels_last                       # NHWC: faster convolutions, same arithmetic
+    calib = [x.contiguous(memory_format=cl) for x, _ in data.train.batches(
+        recipe.calib_batch_size, shuffle=True, generator=g, limit=recipe.calib_batches * recipe.calib_batch_size)]
+    scored = [(x.contiguous(memory_format=cl), y) for x, y in data.val.batches(500, limit=recipe.eval_images)]
     _EVAL_IMAGES[key] = (calib, scored)
     while len(_EVAL_IMAGES) > 4:
         _EVAL_IMAGES.popitem(last=False)

@@ -172,7 +172,7 @@ def evaluate(model: nn.Module, split, limit: int | None = None, batch_size: int 
     dev = p.device if p is not None else torch.device("cpu")
     for x, y in split.batches(batch_size, limit=limit or None):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        if dev.type == "cuda" and channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = model(x)
         if k5 is None:
@@ -248,12 +248,14 @@ class Trainer:
     checkpoints.  ``accum`` > 1 on one process is gradient accumulation, the 1-process equal of
     ``accum`` processes.  ``checkpoint_every`` (steps, 0: only at epoch ends) adds mid-epoch checkpoints
     (the epoch's order and position are in them, so resume is exact).  ``amp`` (float16 autocast + grad
-    scaler) and ``channels_last`` act on CUDA only (no-ops on CPU)."""
+    scaler) acts on CUDA only (a no-op on CPU); ``channels_last`` (the default) runs the model in the
+    NHWC memory format on CPU and CUDA alike (2.5-3x faster mobile-net training on this CPU, the same
+    arithmetic up to float rounding)."""
 
     def __init__(self, arch: Arch, data, recipe: TrainRecipe, out: Path, model: nn.Module, seed: int = 0,
                  init: str = "scratch", progress: bool = True, log: Callable[[str], None] | None = None,
                  dist=None, accum: int = 1, checkpoint_every: int = 0, amp: bool = False,
-                 channels_last: bool = False, sync_bn: bool = False, workers: int = 4):
+                 channels_last: bool = True, sync_bn: bool = False, workers: int = 4):
         from searchers.distributed import SINGLE, shard_size
 
         if init not in INITS:
@@ -283,7 +285,7 @@ class Trainer:
         self.init_fingerprint = weights_fingerprint(model)
         self.device = self.dist.device
         cuda = self.device.type == "cuda"
-        self.amp, self.channels_last = bool(amp and cuda), bool(channels_last and cuda)
+        self.amp, self.channels_last = bool(amp and cuda), bool(channels_last)
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -16,6 +16,9 @@ images ("precise BN"; a short run's running averages lag behind its weights), th
 supernet evaluator applies to an inherited subnet.  Scores are top-1 accuracy on the validation
 split (or its first ``eval_images`` images).
 Every random draw (init, batch order, dropout) comes from ``seed``, so a run is repeatable.
+The model is put in the channels-last memory format before training (``to_channels_last``): the
+same arithmetic, 2.5-3x faster on this CPU for mobile nets (``benchmarks/train_throughput.py
+--compare-memory-format``); its weights keep that layout, which loading a state dict ignores.
 """
 from __future__ import annotations
 
@@ -69,6 +72,15 @@ class Recipe:
         return replace(self, **changes)
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its 4-D weights in the channels-last (NHWC) memory format, in place.
+
+    oneDNN's (and cuDNN's) NHWC convolutions run mobile nets' depthwise and pointwise layers much
+    faster than NCHW; a convolution whose weight is channels-last gives a channels-last output, so
+    the whole net runs NHWC without converting the input."""
+    return model.to(memory_format=torch.channels_last)
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv / linear weights only (ndim > 1), not on BN or biases."""
     decay, no_decay = [], []
@@ -101,6 +113,7 @@ def train_model(model: nn.Module, data, recipe: Recipe = Recipe(), seed: int = 0
     """Train ``model`` in place on ``data.train`` with ``recipe``; returns stats (loss, seconds)."""
     g = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
+    to_channels_last(model)
     model.train()
     opt = make_optimizer(param_groups(model, recipe.weight_decay), recipe)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -190,5 +203,5 @@ def _bar(total: int, desc: str, progress):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-__all__ = ["Recipe", "RecipeError", "accuracy", "lr_at", "param_groups", "recalibrate_bn", "train_arch",
-           "train_model"]
+__all__ = ["Recipe", "RecipeError", "accuracy", "lr_at", "param_groups", "recalibrate_bn", "to_channels_last",
+           "train_arch", "train_model"]

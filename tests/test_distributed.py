@@ -200,8 +200,9 @@ def test_shard_rule_errors():
         shard_size(30, d, 2)
 
 
-def test_cuda_flags_are_no_ops_on_cpu(tmp_path):
-    """--amp / --channels-last act on CUDA only: on a CPU the run is the plain one, bit for bit."""
+def test_amp_no_op_on_cpu_and_channels_last_same_arithmetic(tmp_path):
+    """--amp acts on CUDA only: on a CPU it is the plain run, bit for bit.  --channels-last (the
+    default) acts on CPU too: the weights are NHWC and the result is the NCHW run's up to float rounding."""
     from search_space.arch import Arch
     from searchers.data import load_dataset
     from searchers.trainer import Trainer, TrainRecipe, scratch_model
@@ -210,12 +211,17 @@ def test_cuda_flags_are_no_ops_on_cpu(tmp_path):
     data, arch = load_dataset("fashion-mnist", seed=0), Arch.from_string(SMALL)
     r = TrainRecipe(epochs=1, batch_size=32, train_images=64, eval_images=32)
     runs = []
-    for flags in ({}, {"amp": True, "channels_last": True}):
+    for flags in ({"channels_last": False}, {"amp": True, "channels_last": False}, {}):
         tr = Trainer(arch, data, r, tmp_path / str(len(runs)), scratch_model(arch, 10, 0), progress=False, **flags)
         tr.run(resume=False)
-        assert tr.device.type == "cpu" and tr.amp is False and tr.channels_last is False and tr.scaler is None
+        assert tr.device.type == "cpu" and tr.amp is False and tr.scaler is None
+        assert tr.channels_last is flags.get("channels_last", True)
+        convs = [p for p in tr.model.parameters() if p.ndim == 4 and p.shape[2] > 1]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs) is tr.channels_last
         runs.append(tr.model.state_dict())
     assert _same(runs[0], runs[1])
+    diff = max(float((runs[0][k].float() - runs[2][k].float()).abs().max()) for k in runs[0])
+    assert 0 <= diff < 1e-3, diff
 
 
 if __name__ == "__main__":
