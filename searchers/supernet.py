@@ -112,7 +112,7 @@ class SupernetError(EdgenasError, ValueError):
 @dataclass(frozen=True)
 class SupernetRecipe:
     epochs: int = 2
-    images_per_epoch: int = 12800     # 2 x 200 steps of 64 images, 4 subnets per step
+    images_per_epoch: int = 32000     # 2 x 500 steps of 64 images, 4 subnets per step (~16 min, 1 thread)
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
@@ -127,7 +127,7 @@ class SupernetRecipe:
     scope: str = ""                   # the part of the space the supernet covers (SCOPES; "": all of it)
     calib_batches: int = 2            # BN re-estimation batches per evaluation
     calib_batch_size: int = 128
-    eval_images: int = 600            # validation images scored per evaluation
+    eval_images: int = 2000           # validation images scored per evaluation (~1.1 s in NHWC, 1 thread)
     checkpoint_every: int = 50        # steps between checkpoints
 
     def __post_init__(self) -> None:
@@ -484,13 +484,13 @@ SCOPES = {"mobile-unified/mbconv": _scope_mobile_unified}
 SCOPE_NOTES = {"mobile-unified/mbconv": "MBConv nets of mobile-unified's layout: stem 16/24, widths 16-32, 32-48, "
                                         "64-96 (+112/128), 160-192 (+320), kernel 3/5/7, expansion 3/4/6, SE none/v3, "
                                         "relu/hswish, head 960-1280 (see searchers.supernet.SCOPES)"}
-# mobile-unified's recipe: its scope, and 400 steps of 32 images (4 subnets each): ~20 minutes on this
-# 2-core VM under load (largest subnet ~17 MMACs per 32x32 image, smallest ~2)
+# mobile-unified's recipe: its scope, and 1,000 steps of 64 images (4 subnets each, NHWC): ~16 minutes on
+# one thread of this 2-core VM when quiet (0.94 s per step; largest subnet ~17 MMACs per 32x32 image)
 # The caps every arch of the scope keeps (its largest arch: 602 MMACs at 224, 1,280 channels in the head):
 # a cheap necessary test (``within_caps``) before the exact one (``scope_space(...).contains``).
 SCOPE_CAPS = {"mobile-unified/mbconv": {"max_channels": 1280, "max_macs": 610_000_000}}
 REDUCED_SCALE = {"mobile-unified": {"scope": "mobile-unified/mbconv", **SCOPE_CAPS["mobile-unified/mbconv"],
-                                    "epochs": 1, "images_per_epoch": 12800, "batch_size": 32}}
+                                    "epochs": 1, "images_per_epoch": 64000, "batch_size": 64}}
 
 
 @functools.lru_cache(maxsize=None)
