@@ -73,3 +73,34 @@ def test_proxies_are_finite_deterministic_and_fast(data):
     assert 0 < raw["naswot"][0] < 16 * math.log(1e7)
     # gradnorm at init: every conv / linear weight gets a gradient, so the sum is positive
     assert raw["gradnorm"][0] > 0
+
+
+def test_ranking_ground_truth_mean_over_seeds_and_seed_to_seed_tau(tmp_path):
+    """benchmarks/evaluators_ranking.py: the ground truth is the mean test accuracy over the training
+    seeds of one recipe (archs missing a seed left out, other recipes' rows ignored), and the
+    seed-to-seed tau is Kendall's tau between the seeds on the archs both trained."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import evaluators_ranking as er
+
+    r32, r5 = er.GT_RECIPES["32k"], er.GT_RECIPES["5k"]
+    path = tmp_path / "standalone.csv"
+    rows = [("a", 0, 0.80, r32), ("b", 0, 0.70, r32), ("c", 0, 0.60, r32), ("d", 0, 0.90, r32),
+            ("a", 1, 0.70, r32), ("b", 1, 0.76, r32), ("c", 1, 0.50, r32),    # d: seed 0 only
+            ("a", 1, 0.10, r5)]                                              # another recipe
+    import csv
+    import json
+
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=er.FIELDS)
+        w.writeheader()
+        for arch, seed, acc, rec in rows:
+            w.writerow({"arch": arch, "seed": seed, "accuracy_test": acc, "accuracy_val": acc,
+                        "recipe": json.dumps(rec.to_dict(), sort_keys=True)})
+    mean, per_seed = er.ground_truth(path, r32, [0, 1])
+    assert mean == pytest.approx({"a": 0.75, "b": 0.73, "c": 0.55})
+    assert per_seed[1] == {"a": 0.70, "b": 0.76, "c": 0.50}
+    # seed 0 orders a > b > c, seed 1 b > a > c: 2 concordant pairs, 1 discordant -> tau 1/3
+    assert er.seed_to_seed(per_seed) == {"0-1": {"tau": 0.333, "n": 3}}
+    mean, _ = er.ground_truth(path, r32, [0], archs={"a", "d"})
+    assert mean == {"a": 0.80, "d": 0.90}
+    assert er.ground_truth(path, r5, [1])[0] == {"a": 0.10}
