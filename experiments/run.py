@@ -54,7 +54,7 @@ SEARCH_KEYS = ("searcher", "evaluator", "trials", "w", "reward", "eval_opts", "a
                "baseline_decay", "clip", "ppo_epochs", "hidden")
 NETADAPT_KEYS = ("seed_from", "seed_slack", "pretrain_epochs", "pretrain_images", "initial_ratio", "decay",
                  "metric", "proposals", "short_steps", "short_batch", "short_lr", "eval_images", "long_epochs",
-                 "long_images", "long_lr", "max_iterations", "onnx")
+                 "long_images", "long_lr", "max_iterations", "tolerance", "onnx")
 STANDALONE_KEYS = ("epochs", "images_per_epoch", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing",
                    "warmup", "eval_images", "precise_bn", "split", "seeds")
 TOP_KEYS = {"name": str, "description": str, "reference": str, "space": str, "target": str, "resolution": int,
@@ -234,7 +234,10 @@ def netadapt_settings(r: dict[str, Any], budget_ms: float, arch: str, out: Path,
     n = r["netadapt"]
     argv = ["--arch", arch, "--target", r["target"], "--budget", f"{budget_ms!r}ms",
             "--resolution", str(r["resolution"]), "--dataset", r["dataset"], "--seed", str(r["seed"]),
-            "--out", str(out), "--study", f"{r['name']}-stage2"]
+            "--out", str(out), "--study", f"{r['name']}-stage2",
+            # NetAdapt's last step keeps the proposal closest under T within the goal's window
+            # (netadapt.tolerance overrides it; 0: the paper's ratio rule throughout)
+            "--tolerance", repr(min(0.5, float(r["latency_tolerance"])))]
     if weights:
         argv += ["--weights", weights]
     for k in NETADAPT_KEYS:

@@ -11,7 +11,11 @@ network meets the iteration's target (binary search with ``LatencyModel.predict`
 a real smaller network whose kept channels (largest filter L2 norm) inherit their weights.  Each
 proposal is fine-tuned briefly (``--short-steps`` batches) and scored on validation images; the
 iteration keeps the best by ``--metric`` ``ratio`` (MobileNetV3: accuracy change per latency change)
-or ``accuracy`` (NetAdapt).  The final network is fine-tuned for longer and exported
+or ``accuracy`` (NetAdapt).  The last iteration (the one whose target is the budget itself) instead
+keeps the proposal that lands closest under the budget when one lands within ``--tolerance`` of it
+(default 5%): a coarse layer can meet a small remaining reduction by removing far more latency than
+asked, and the best ratio is often such an overshoot (``--tolerance 0``: the paper's rule throughout).
+The final network is fine-tuned for longer and exported
 (``--formats``, default arch.yaml, model.py, model.onnx, weights.pt; also model.tflite, model.pte).
 
 The seed: a zoo name (``name`` or ``name@width``), an arch file (.yaml/.json) or an arch string,
@@ -66,6 +70,7 @@ class NetAdaptSettings:
     initial_ratio: float = 0.05
     decay: float = 0.98
     metric: str = "ratio"
+    tolerance: float = 0.05       # last iteration: the proposal closest under the budget within this fraction
     proposals: str = "filters,mid,width"
     short_steps: int = 10
     short_batch: int = 32
@@ -116,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--initial-ratio", dest="initial_ratio", help="first iteration's reduction, a fraction of the seed latency (default: 0.05)")
     a("--decay", help="per-iteration decay of the reduction (default: 0.98)")
     a("--metric", help="proposal choice: ratio (MobileNetV3: accuracy change / latency change) or accuracy (NetAdapt)")
+    a("--tolerance", help="last iteration: keep the proposal closest under the budget if one is within this "
+                          "fraction of it (default: 0.05; 0: always by --metric)")
     a("--proposals", help="comma list of proposal kinds: filters, mid, width (default: all)")
     a("--short-steps", dest="short_steps", help="short-term fine-tune batches per proposal (default: 10)")
     a("--short-batch", dest="short_batch", help="short-term fine-tune batch size (default: 32)")
@@ -152,6 +159,8 @@ def resolve(ns: argparse.Namespace) -> NetAdaptSettings:
         s.initial_ratio = _float("initial-ratio", ns.initial_ratio, 1e-6, 0.9, "a fraction in (0, 0.9], e.g. 0.03")
         if s.initial_ratio <= 0:
             raise OptionError(f"--initial-ratio: got {ns.initial_ratio!r}; allowed: a fraction in (0, 0.9], e.g. 0.03")
+    if ns.tolerance is not None:
+        s.tolerance = _float("tolerance", ns.tolerance, 0.0, 0.5, "a fraction in [0, 0.5], e.g. 0.05")
     if ns.decay is not None:
         s.decay = _float("decay", ns.decay, 0.01, 1.0, "a number in (0, 1], e.g. 0.98")
     for name in ("short_lr", "long_lr"):
@@ -340,7 +349,7 @@ class _NoSpace:
 # The run
 # ---------------------------------------------------------------------------------------------
 HISTORY_FIELDS = ["iteration", "latency_ms", "accuracy", "target_ms", "kind", "layer", "channels", "proposals",
-                  "trial", "seconds", "arch"]
+                  "trial", "seconds", "arch", "pick"]
 
 
 class NetAdapt:
@@ -661,9 +670,9 @@ class NetAdapt:
                                        "channels": f"{p.old}->{p.new}", "target_ms": round(target, 5),
                                        "metric": s.metric, "from_arch": arch.to_string()}, p.seconds)
             # keep only the best proposal's weights in memory
-            best = max(proposals[:proposals.index(p) + 1], key=lambda q: (q.score, -q.latency_ms))
+            best, _ = self.choose(proposals[:proposals.index(p) + 1], target)
             weights = {k: v for k, v in weights.items() if k == best.arch.to_string()}
-        best = max(proposals, key=lambda q: (q.score, -q.latency_ms))
+        best, pick = self.choose(proposals, target)
         text = best.arch.to_string()
         if text in weights:
             wsd = weights[text]
@@ -675,10 +684,25 @@ class NetAdapt:
         self.add_history({"iteration": it, "latency_ms": round(best.latency_ms, 4), "accuracy": round(best.accuracy, 5),
                           "target_ms": round(target, 4), "kind": best.kind, "layer": best.group,
                           "channels": f"{best.old}->{best.new}", "proposals": len(proposals), "trial": best.trial,
-                          "seconds": round(dt, 2), "arch": text})
+                          "seconds": round(dt, 2), "arch": text, "pick": pick})
+        how = "" if pick == "metric" else f", closest under the budget (within {100 * s.tolerance:g}%)"
         self.log(f"iteration {it}: target {target:.2f} ms -> {best.group} {best.old}->{best.new} ch: "
-                 f"{best.latency_ms:.2f} ms, accuracy {best.accuracy:.4f} ({len(proposals)} proposals, {dt:.0f} s)")
+                 f"{best.latency_ms:.2f} ms, accuracy {best.accuracy:.4f} ({len(proposals)} proposals{how}, {dt:.0f} s)")
         return best.arch, wsd, best.latency_ms, best.accuracy
+
+    def choose(self, proposals: list[Proposal], target: float) -> tuple[Proposal, str]:
+        """The proposal an iteration keeps, and by which rule: ``metric`` (the best ``--metric`` score,
+        then the lower latency) or, in the last iteration (``target`` is the budget) when some proposal
+        lands within ``--tolerance`` under the budget, ``closest`` (the highest latency among those, then
+        the best score): it meets the budget while giving up the least latency, where the best score is
+        often a coarse layer that overshoots a small remaining reduction."""
+        s = self.s
+        if s.tolerance > 0 and target <= s.budget_ms * (1 + 1e-9):
+            floor = s.budget_ms * (1 - s.tolerance)
+            inside = [q for q in proposals if floor <= q.latency_ms <= s.budget_ms * (1 + 1e-9)]
+            if inside:
+                return max(inside, key=lambda q: (q.latency_ms, q.score)), "closest"
+        return max(proposals, key=lambda q: (q.score, -q.latency_ms)), "metric"
 
     def metric(self, p: Proposal, acc: float, lat: float) -> float:
         if self.s.metric == "accuracy":

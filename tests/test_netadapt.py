@@ -115,6 +115,48 @@ def test_metric_ratio_and_accuracy():
     assert na.metric(a, 0.9, 10.0) == 0.80 and na.metric(b, 0.9, 10.0) == 0.75
 
 
+def test_last_iteration_keeps_the_proposal_closest_under_the_budget():
+    """MobileNetV3-Small's run: 0.01 ms were left and the best ratio (the stem, 16 -> 8) removed 0.82 ms,
+    landing 5.1% under T.  The last iteration now keeps the in-window proposal closest under the budget."""
+    from searchers.netadapt import NetAdapt, NetAdaptSettings, Proposal
+
+    arch = zoo.get("mobilenet_v3_small", 0.35)
+    budget, lat, acc = 15.79, 15.80, 0.80
+    stem = Proposal("filters:stem", "filters", 16, 8, arch, latency_ms=14.98, accuracy=0.79)      # -5.1%: out
+    mid = Proposal("mid:b3", "mid", 96, 88, arch, latency_ms=15.70, accuracy=0.70)               # -0.6%: in
+    near = Proposal("mid:b5", "mid", 240, 232, arch, latency_ms=15.40, accuracy=0.795)           # -2.5%: in
+    na = NetAdapt.__new__(NetAdapt)
+    na.s = NetAdaptSettings(budget_ms=budget, metric="ratio")
+    props = [stem, mid, near]
+    for p in props:
+        p.score = na.metric(p, acc, lat)
+    assert max(props, key=lambda q: q.score) is stem                # what the ratio alone keeps
+    assert na.choose(props, budget) == (mid, "closest")             # closest under the budget, within 5%
+    assert na.choose([stem, near], budget) == (near, "closest")
+    assert na.choose([stem], budget) == (stem, "metric")            # nothing in the window: the ratio
+    assert na.choose(props, budget + 0.5) == (stem, "metric")       # not the last iteration: the ratio
+    na.s = NetAdaptSettings(budget_ms=budget, metric="ratio", tolerance=0.0)
+    assert na.choose(props, budget) == (stem, "metric")             # --tolerance 0: the paper's rule
+    na.s = NetAdaptSettings(budget_ms=budget, metric="ratio", tolerance=0.01)
+    assert na.choose(props, budget) == (mid, "closest")
+    na.s = NetAdaptSettings(budget_ms=budget, metric="ratio", tolerance=0.001)
+    assert na.choose(props, budget) == (stem, "metric")
+
+
+def test_tolerance_option():
+    from searchers.cli_common import OptionError
+    from searchers.netadapt import build_parser, resolve
+
+    base = ["--arch", SEED, "--target", TARGET, "--budget", "5ms"]
+    assert resolve(build_parser().parse_args(base)).tolerance == 0.05
+    assert resolve(build_parser().parse_args(base + ["--tolerance", "0"])).tolerance == 0.0
+    s = resolve(build_parser().parse_args(base + ["--tolerance", "0.02"]))
+    assert s.tolerance == 0.02 and s.identity("x")["tolerance"] == 0.02       # part of what defines a run
+    for bad in ("0.6", "-0.1", "five"):
+        with pytest.raises(OptionError, match=r"--tolerance: got .*; allowed: a fraction in \[0, 0.5\]"):
+            resolve(build_parser().parse_args(base + ["--tolerance", bad]))
+
+
 def test_cli_end_to_end(tmp_path, seed_ms, capsys):
     import optuna
 
@@ -142,6 +184,11 @@ def test_cli_end_to_end(tmp_path, seed_ms, capsys):
     assert its == list(range(len(hist)))
     lats = [float(r["latency_ms"]) for r in hist]
     assert lats[0] == pytest.approx(seed_ms, abs=1e-3) and all(b < a for a, b in zip(lats[:-2], lats[1:-1]))
+    # every iteration but the last asks for more than what is left: kept by the ratio; the last one's
+    # target is the budget, and it keeps the proposal closest under it when one is within 5%
+    assert [r["pick"] for r in hist[1:-2]] == ["metric"] * (len(hist) - 3)
+    assert float(hist[-2]["target_ms"]) == pytest.approx(budget)
+    assert hist[-2]["pick"] == "closest" and 0.95 * budget <= lats[-2] <= budget, hist[-2]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{out / 'study.db'}")
     assert study.metric_names == ["accuracy", "latency (ms)"]

@@ -205,6 +205,13 @@ def test_shipped_recipes_are_the_papers(name, reference, w):
     contained = {c: space.contains(parse_net(c, "t", "compare")[2]) for c in r["compare"]}
     assert contained == {"mobilenet_v3_large@1.0": True, "mobilenet_v3_small@1.0": True, "mnasnet_a1@1.0": False,
                          "mobilenet_v2@1.0": False}
+    # NetAdapt's last step keeps the proposal closest under T within the goal's +/-5% window
+    from experiments.run import netadapt_settings
+
+    assert r["latency_tolerance"] == 0.05
+    assert netadapt_settings(r, 15.79, "mobilenet_v3_small", Path("."), None).tolerance == 0.05
+    r["netadapt"]["tolerance"] = 0.0                        # the recipe can restore the paper's rule
+    assert netadapt_settings(r, 15.79, "mobilenet_v3_small", Path("."), None).tolerance == 0.0
 
 
 def test_folder_takes_a_corrected_recipe_until_a_stage_wrote_something(tmp_path):
