@@ -170,6 +170,7 @@ def test_cli_trains_exports_and_writes_the_card(tmp_path):
     tr = card["training"]
     assert tr["init"] == "scratch" and tr["epochs"] == 1 and len(tr["history"]) == 2
     assert tr["recipe"]["optimizer"] == "sgd" and tr["recipe"]["label_smoothing"] == 0.1
+    assert tr["recipe"]["warmup_epochs"] == 1.0 and tr["recipe"]["peak_lr"] == pytest.approx(0.1 * 64 / 128)
     assert card["dataset"]["train_images"] == 256 and card["dataset"]["num_classes"] == 10
     md = (out / "card.md").read_text()
     assert arch.to_string() in md and "top-5" in md and "onnxruntime" in md and "pixel-cpu" in md
@@ -206,6 +207,9 @@ def test_init_supernet_inherits_the_weights(fmnist, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["init"] == "supernet" and card["training"]["supernet"]["path"] == str(path)
     assert card["training"]["init_weights_sha1"] == weights_fingerprint(model)
+    # the fine-tuning default of inherited weights: a tenth of an epoch of warm-up, the same peak lr
+    assert card["training"]["recipe"]["warmup_epochs"] == 0.1
+    assert card["training"]["recipe"]["peak_lr"] == pytest.approx(0.1 * 64 / 128)
     assert card["latency"]["measured"] == {} and list(card["exports"]) == ["onnx"]
     assert card["exports"]["onnx"]["passed"] is True
 
