@@ -210,6 +210,29 @@ class FastSearch:
             self.history = [c for c in self.history if c.number != b.number]
 
 
+    def top(self, budget_ms: float, k: int) -> list[Candidate]:
+        """The ``k`` best candidates (``best_of``'s order: within the budget first) that ``verify``
+        accepts, best first."""
+        order = sorted(self.history, key=lambda c: (c.latency_ms <= budget_ms, c.reward, c.accuracy, -c.number),
+                       reverse=True)
+        out = []
+        for c in order:
+            if len(out) >= k:
+                break
+            if self.verify is None or self.verify(c.arch):
+                out.append(c)
+        return out
+
+
+def pick_by_rescore(cands: list[Candidate], rescore, reward, budget_ms: float) -> tuple[Candidate, list[float]]:
+    """The candidate whose *re-scored* accuracy (``rescore(arch)``: the supernet's) gives the best
+    reward, within the budget first; returns it (with that accuracy and reward) and all the re-scores."""
+    scores = [float(rescore(c.arch)) for c in cands]
+    scored = [replace(c, accuracy=a, reward=reward(a, c.latency_ms)) for c, a in zip(cands, scores)]
+    best = max(scored, key=lambda c: (c.latency_ms <= budget_ms, c.reward, c.accuracy, -c.number))
+    return best, scores
+
+
 def best_of(history: list[Candidate], budget_ms: float) -> Candidate | None:
     if not history:
         return None

@@ -169,6 +169,38 @@ def test_fast_search_counts_dedups_improves_and_is_deterministic():
     assert all(c.latency_ms <= budget for c in h)
 
 
+def test_top_candidates_and_the_pick_by_rescore():
+    """``top``: best_of's order (within the budget first, then reward), skipping what ``verify``
+    refuses; ``pick_by_rescore``: the best *re-scored* reward among them, with that accuracy."""
+    import latency_models
+    from search_space.space import load_space
+    from searchers.reward import Reward
+    from searchers.sweep import FastSearch, best_of, pick_by_rescore, sample_pool
+
+    space, model = load_space(SPACE), latency_models.load("pixel-cpu")
+    pool = sample_pool(space, 30, seed=1)
+    lat = [float(x) for x in model.predict_many(pool.archs)]
+    budget = sorted(lat)[len(lat) // 2]
+    reward = Reward.make(budget, "hard")
+    fs = FastSearch(space, model, _Synthetic(), reward, population=20, sample_size=5, seed=3)
+    hist = fs.run(200, pool, lat, budget)
+    top = fs.top(budget, 8)
+    assert len(top) == 8 and top[0] == best_of(hist, budget)
+    assert all(c.latency_ms <= budget for c in top)
+    keys = [(c.reward, c.accuracy) for c in top]
+    assert keys == sorted(keys, reverse=True)
+    assert max(c.reward for c in hist if c not in top and c.latency_ms <= budget) <= top[-1].reward
+    refused = {top[0].text, top[3].text}
+    fs.verify = lambda a: a.to_string() not in refused
+    assert [c.text for c in fs.top(budget, 6)] == [c.text for c in top if c.text not in refused][:6]
+    # re-scores that reverse the order: the last one wins, with its re-scored accuracy and reward
+    truth = {c.text: 0.9 - 0.01 * i for i, c in enumerate(reversed(top))}
+    pick, scores = pick_by_rescore(top, lambda a: truth[a.to_string()], reward, budget)
+    assert scores == pytest.approx([truth[c.text] for c in top])
+    assert pick.text == top[-1].text and pick.accuracy == pytest.approx(0.9)
+    assert pick.reward == pytest.approx(reward(0.9, pick.latency_ms)) and pick.latency_ms == top[-1].latency_ms
+
+
 def _bad(args, capsys) -> str:
     from searchers.evolve import main
 
