@@ -193,7 +193,12 @@ def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
             f"{stats['seconds']:.0f}s macs {prof['macs'] / 1e6:.1f}M")
 
 
-def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = None) -> dict:
+def tagged(stem: str, space, tag: str = "") -> Path:
+    """``benchmarks/data/<stem>_<space>[_<tag>].json``: a tag keeps another supernet's files apart."""
+    return DATA_DIR / f"{stem}_{space.name}{'_' + tag if tag else ''}.json"
+
+
+def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = None, tag: str = "") -> dict:
     """Score the archs with the (cached, else trained) supernet, or with a training checkpoint."""
     from searchers.evaluators import get_evaluator
 
@@ -212,15 +217,16 @@ def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = No
         info["scores"][a.to_string()] = acc
         info["eval_seconds"][a.to_string()] = round(ev.last_cost_s, 3)
         log(f"[supernet {i + 1}/{len(archs)}] {acc:.4f} in {ev.last_cost_s:.2f}s")
-    (DATA_DIR / f"supernet_scores_{space.name}.json").write_text(json.dumps(info, indent=1))
+    tagged("supernet_scores", space, tag).write_text(json.dumps(info, indent=1))
     return info
 
 
-def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,)) -> dict:
+def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
+                 checkpoint: str | None = None, tag: str = "") -> dict:
     """How the supernet's ranking depends on the evaluation settings (not its training): for 1, 2 and 4
-    BN-calibration batches of 128 and the first 300 / 600 / 1,000 / 2,000 scored validation images,
+    BN-calibration batches of 128 and the first 300 / 600 / 1,000 / 2,000 / 5,000 (all) scored validation images,
     Kendall's tau against the stand-alone accuracy of top-1, of the mean probability of the true class
-    and of the mean log-likelihood.  Written to ``supernet_eval_variants_<space>.json``."""
+    and of the mean log-likelihood.  Written to ``supernet_eval_variants_<space>[_<tag>].json``."""
     from scipy.stats import kendalltau
 
     from searchers.evaluators import get_evaluator
@@ -228,13 +234,14 @@ def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds
     mean, _ = ground_truth(standalone_path(data.name), recipe, train_seeds)
     keep = [a for a in archs if a.to_string() in mean]
     truth = [mean[a.to_string()] for a in keep]
-    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log)
+    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log,
+                       supernet_path=checkpoint)
     ev.prepare()
     net = ev.supernet
     g = torch.Generator().manual_seed(int(seed))
     calib = [x for x, _ in data.train.batches(128, shuffle=True, generator=g, limit=4 * 128)]
-    xv, yv = data.val.batch(torch.arange(2000))
-    out = {"space": space.name, "n_archs": len(keep), "machine": machine(), "tau": {},
+    xv, yv = data.val.batch(torch.arange(min(5000, len(data.val))))
+    out = {"space": space.name, "n_archs": len(keep), "machine": machine(), "tau": {}, "checkpoint": checkpoint,
            "ground_truth": {"recipe": recipe.to_dict(), "train_seeds": list(train_seeds)}}
     for ncal in (1, 2, 4):
         logp = []
@@ -250,14 +257,14 @@ def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds
                     m(x)
                 m.eval()
                 logp.append(torch.cat([m(xv[i:i + 500]) for i in range(0, len(xv), 500)]).log_softmax(1))
-        for n in (300, 600, 1000, 2000):
+        for n in (300, 600, 1000, 2000, 5000):
             top1 = [float((lp[:n].argmax(1) == yv[:n]).float().mean()) for lp in logp]
             ll = [lp[:n].gather(1, yv[:n, None]) for lp in logp]
             t = {"top1": kendalltau(top1, truth)[0], "p_true": kendalltau([float(v.exp().mean()) for v in ll], truth)[0],
                  "loglik": kendalltau([float(v.mean()) for v in ll], truth)[0]}
             out["tau"][f"calib{ncal}x128_scored{n}"] = {k: round(float(v), 3) for k, v in t.items()}
             log(f"[variants] calib {ncal}x128, {n} scored: {out['tau'][f'calib{ncal}x128_scored{n}']}")
-    (DATA_DIR / f"supernet_eval_variants_{space.name}.json").write_text(json.dumps(out, indent=1))
+    tagged("supernet_eval_variants", space, tag).write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -275,7 +282,8 @@ def run_proxies(archs, data, seed: int) -> dict:
     return out
 
 
-def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,), gt_name: str = "") -> dict:
+def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,), gt_name: str = "",
+           tag: str = "") -> dict:
     from scipy.stats import kendalltau
 
     path = standalone_path(data.name)
@@ -306,7 +314,7 @@ def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
     truth_rows = {a: rows[0] for a, rows in truth_rows.items()}
     for name, key in (("macs", "macs"), ("params", "params")):
         res["tau"][name] = round(kendalltau([float(truth_rows[a.to_string()][key]) for a in keep], truth)[0], 3)
-    sn_file = DATA_DIR / f"supernet_scores_{space.name}.json"
+    sn_file = tagged("supernet_scores", space, tag)
     if sn_file.is_file():
         sn = json.loads(sn_file.read_text())
         both = [(sn["scores"][a.to_string()], t) for a, t in zip(keep, truth) if a.to_string() in sn["scores"]]
@@ -314,6 +322,7 @@ def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
         if len(both) >= 3:
             res["tau"]["supernet"] = round(kendalltau([b[0] for b in both], [b[1] for b in both])[0], 3)
             res["supernet_n_archs"] = len(both)
+            res["supernet_checkpoint"] = sn.get("checkpoint")
             res["supernet_checkpoint_step"] = sn.get("checkpoint_step")
             res["cost"]["supernet"] = {"train_seconds": sn["train_seconds"],
                                        "mean_eval_seconds": round(sum(sn["eval_seconds"].values()) / len(sn["eval_seconds"]), 3),
@@ -324,7 +333,7 @@ def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
     for proxy, d in px.items():
         res["tau"][f"proxy:{proxy}"] = round(kendalltau([d["scores"][a.to_string()] for a in keep], truth)[0], 3)
         res["cost"][f"proxy:{proxy}"] = {"mean_eval_seconds": d["mean_eval_seconds"]}
-    out = DATA_DIR / f"evaluators_ranking_{space.name}.json"
+    out = tagged("evaluators_ranking", space, tag)
     out.write_text(json.dumps(res, indent=1))
     log(json.dumps({"tau": res["tau"], "cost": res["cost"]}, indent=1))
     return res
@@ -341,7 +350,10 @@ def main(argv=None) -> int:
                    help="variants: the supernet's tau under other evaluation settings (not part of all)")
     p.add_argument("--from-csv", action="store_true", help="supernet/report parts: use the archs of the "
                    "stand-alone file (this recipe and seed) instead of sampling them")
-    p.add_argument("--checkpoint", help="supernet part: score with this checkpoint.pt / supernet.pt instead")
+    p.add_argument("--checkpoint", help="supernet / variants parts: score with this checkpoint.pt / supernet.pt "
+                   "instead of the cached default supernet")
+    p.add_argument("--tag", default="", help="suffix of the supernet_scores / evaluators_ranking / "
+                   "supernet_eval_variants files (another supernet's results kept apart)")
     p.add_argument("--gt-recipe", default="32k", help=f"stand-alone (ground-truth) recipe: one of "
                    f"{', '.join(GT_RECIPES)} (default 32k)")
     p.add_argument("--train-seeds", default="0,1", help="stand-alone training seeds, comma-separated: the "
@@ -387,11 +399,11 @@ def main(argv=None) -> int:
         for ts in train_seeds:
             run_standalone(space, archs[start:] + archs[:start], data, ts, log, recipe)
     if args.part in ("all", "supernet"):
-        run_supernet(space, archs, data, args.seed, log, args.checkpoint)
+        run_supernet(space, archs, data, args.seed, log, args.checkpoint, args.tag)
     if args.part in ("all", "report"):
-        report(space, archs, data, args.seed, log, recipe, train_seeds, args.gt_recipe)
+        report(space, archs, data, args.seed, log, recipe, train_seeds, args.gt_recipe, args.tag)
     if args.part == "variants":
-        run_variants(space, archs, data, args.seed, log, recipe, train_seeds)
+        run_variants(space, archs, data, args.seed, log, recipe, train_seeds, args.checkpoint, args.tag)
     return 0
 
 
