@@ -329,6 +329,13 @@ def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
                                        "max_eval_seconds": max(sn["eval_seconds"].values()),
                                        "params": sn["params"], "recipe": sn["recipe"]}
             res["supernet_scores"] = dict(zip([a.to_string() for a in keep], scores))
+            # against each training seed alone (every arch that seed trained): how much one seed's noise costs
+            res["supernet_tau_per_seed"] = {}
+            for ts, accs in per_seed.items():
+                both = [a for a in accs if a in sn["scores"]]
+                if len(both) >= 3:
+                    t = kendalltau([sn["scores"][a] for a in both], [accs[a] for a in both])[0]
+                    res["supernet_tau_per_seed"][str(ts)] = {"tau": round(float(t), 3), "n": len(both)}
     px = run_proxies(keep, data, seed)
     for proxy, d in px.items():
         res["tau"][f"proxy:{proxy}"] = round(kendalltau([d["scores"][a.to_string()] for a in keep], truth)[0], 3)
