@@ -228,6 +228,8 @@ def refit(target_file: Path, partial: Path, out: Path, seed: int = 0) -> Latency
                                  "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})
     meta["measurements"] = dict(old.meta.get("measurements", {}), partial_file=where)
     model = fit_target(layers, nets, agg, meta, seed=seed, name=old.name)
+    if "error_sources" in old.error:  # what was found about the measurements themselves still holds
+        model.error["error_sources"] = old.error["error_sources"]
     model.save(out)
     return model
 
@@ -317,6 +319,94 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
     return model
 
 
+# candidate network terms (by_kind, residual), chosen by cross-validation over the measured networks
+NET_CANDIDATES = ((False, "none"), (True, "none"), (True, "ridge"), (True, "trees"))
+CV_FOLDS = 5
+
+
+def read_networks(path: Path, ref_ms: float | None = None, resolution: int = 224) -> tuple[list, np.ndarray, list[str]]:
+    """(archs, measured ms, labels) of a ``latency_models.measure_nets`` file: each network's own
+    median time (thread CPU time at one thread) when ``ref_ms`` is None, else its cost relative to
+    the reference block x ``ref_ms`` (the build's time scale).  On the 250 networks of
+    2026-11-29 the relative figure was the noisier (5-fold CV of the network term 79% within
+    +/-10% against 87% on the networks' own times): under load the 1 ms reference block slowed by
+    up to 10% more than whole networks did, and the ratio carries that into every network."""
+    from latency_models.measure_nets import read_rows
+    from search_space.arch import Arch
+
+    rows = [r for r in read_rows(path) if int(r.get("resolution", 224)) == resolution]
+    if not rows:
+        raise TargetError(f"--networks {path}: no measured networks at {resolution}; allowed: a file written by "
+                          "python -m latency_models.measure_nets")
+    try:
+        archs = [Arch.from_string(r["arch"]) for r in rows]
+        ms = np.array([float(r["ms"]) if ref_ms is None else float(r["rel"]) * ref_ms for r in rows])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TargetError(f"--networks {path}: not a measure_nets file ({type(exc).__name__}: {exc})") from None
+    return archs, ms, [f"{r.get('space')}#{r.get('seed')}/{r.get('index')}" for r in rows]
+
+
+def _label(by_kind: bool, residual: str) -> str:
+    return ("per-kind scale" if by_kind else "one scale") + ("" if residual == "none" else f" + {residual}")
+
+
+def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, source: str, seed: int = 0,
+                     resolution: int = 224, log=print, time: str = "own") -> LatencyModel:
+    """Replace ``model``'s in-network terms by a ``NetworkTerm`` fitted on whole networks measured
+    end-to-end (``archs``, ``measured`` ms; see ``predictor.NetworkTerm``).  Which form (one or
+    per-kind scale, residual correction none / ridge / ridge + trees) is chosen by
+    ``CV_FOLDS``-fold cross-validation over the networks (seeded; the share within +/-10% first,
+    then MAPE); the figures go into ``error.network_term``.  ``time``: what ``measured`` is, 'own'
+    (each network's own median time, ``read_networks(path)``) or 'build' (relative to the
+    reference block, in the build's time scale); validate scores the model on the same."""
+    from sklearn.model_selection import KFold
+
+    from latency_models.predictor import NetworkTerm
+
+    from latency_models.predictor import Predictor
+
+    # the layer model as the target file will hold it (coefficients rounded on saving): the term is
+    # fitted on, and its figures computed from, the layer costs a loaded model computes
+    p = Predictor.from_dict(json.loads(json.dumps(model.predictor.to_dict())), "refit")
+    p.scale, p.kind_scale, p.net_coef, p.overhead_ms = 1.0, {}, np.zeros_like(p.net_coef), 0.0
+    kinds = sorted(set(p.fitted_on.get("layers", {})) | {"stem", "head"})
+    p.network_term = NetworkTerm.identity(kinds)
+    base = LatencyModel(model.name, model.table, p, model.meta, model.error, model.path)
+    V = base.network_inputs(archs, resolution)
+    S = V[:, 0]
+    cv: dict[str, Any] = {"plain layer sum (no term)": error_stats(S, measured)}
+    folds = list(KFold(CV_FOLDS, shuffle=True, random_state=seed).split(V))
+    best = None
+    for by_kind, residual in NET_CANDIDATES:
+        pred = np.zeros(len(S))
+        for tr, te in folds:
+            pred[te] = NetworkTerm.fit(kinds, V[tr], measured[tr], by_kind, residual, seed=seed).predict(V[te])
+        e = error_stats(pred, measured)
+        cv[_label(by_kind, residual)] = e
+        log(f"  network term {_label(by_kind, residual):28s} {CV_FOLDS}-fold CV: MAPE {e['mape_pct']}%, within "
+            f"10% {e['within_10pct']:.1%}, max {e['max_err_pct']}%, Spearman {e['spearman']}")
+        if best is None or (e["within_10pct"], -e["mape_pct"]) > (best[2]["within_10pct"], -best[2]["mape_pct"]):
+            best = (by_kind, residual, e)
+    by_kind, residual, _ = best
+    p.network_term = NetworkTerm.fit(kinds, V, measured, by_kind, residual, seed=seed,
+                                     fitted_on={"networks": len(S), "from": source, "time": time})
+    p.fitted_on["network_term_networks"] = len(S)
+    p = Predictor.from_dict(json.loads(json.dumps(p.to_dict())), "refit")
+    out = LatencyModel(model.name, model.table, p, model.meta, model.error, model.path)
+    fitted = out.predict_many(archs, resolution)
+    err = dict(model.error)
+    for k in ("network_model", "networks_leave_one_out", "networks_without_in_network_terms", "networks_fitted"):
+        err.pop(k, None)
+    err["network_term"] = {
+        "how": (f"predictor.NetworkTerm ({_label(by_kind, residual)}) fitted on {len(S)} whole networks measured "
+                f"end-to-end ({source}; never the validation archs or the zoo networks); the form chosen by "
+                f"{CV_FOLDS}-fold cross-validation over them"),
+        "cross_validation": {"folds": CV_FOLDS, "seed": seed, **cv, "chosen": _label(by_kind, residual)},
+        "fitted": error_stats(fitted, measured)}
+    out.error = err
+    return out
+
+
 @cli_entry
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m latency_models.build", description=__doc__.split("\n")[0])
@@ -339,6 +429,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="target file (default latency_models/targets/<target>.json)")
     ap.add_argument("--partial", default=None, help="resumable measurements (default in the cache dir)")
     ap.add_argument("--fresh", action="store_true", help="discard earlier partial measurements")
+    ap.add_argument("--networks", default=None, help="with --refit: fit the network term on these whole networks "
+                    "(a latency_models.measure_nets file; default: the target's meta.network_term_from, if any)")
     ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
                     "measurements (--partial, default its meta's) again with this version's model, into --out")
     args = ap.parse_args(argv)
@@ -350,6 +442,17 @@ def main(argv=None) -> int:
             raise TargetError(f"--partial: {partial} does not exist; allowed: the target's measurements file")
         out = Path(args.out) if args.out else src
         model = refit(src, partial, out, args.seed)
+        nets = args.networks or model.meta.get("network_term_from")
+        if nets:
+            npath = Path(nets)
+            if not npath.is_file():
+                raise TargetError(f"--networks: {npath} does not exist; allowed: a latency_models.measure_nets file")
+            where = str(npath.resolve().relative_to(REPO)) if npath.resolve().is_relative_to(REPO) else str(npath)
+            res = int(max(model.meta.get("resolutions") or [224]))
+            archs, ms, _ = read_networks(npath, None, res)
+            model.meta["network_term_from"] = where
+            model = fit_network_term(model, archs, ms, where, args.seed, res)
+            model.save(out)
         for k, v in model.error.items():
             print(f"  {k}: {v}")
         print(f"wrote {out} ({len(model.table)} table entries)")

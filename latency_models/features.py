@@ -284,3 +284,363 @@ def feature_matrix(sigs) -> np.ndarray:
 def total_macs(sig: Signature) -> float:
     v = layer_features(sig)
     return float(sum(v[i] for i in _MAC_NAMES))  # conv+linear
+
+
+# --------------------------------------------------------------------------------------------
+# Many layers at once (numpy): the same features as ``layer_features``, row by row
+# --------------------------------------------------------------------------------------------
+_HSW = ("hswish", "swish")
+_INT_FIELDS = __import__("operator").attrgetter("in_ch", "out_ch", "mid_ch", "kernel", "se_ch", "groups")
+_STRUCT_FIELDS = __import__("operator").attrgetter("type", "stride", "kernel", "groups", "opts", "padding")
+_STRUCT_IDS: dict[tuple, int] = {}
+_SPEC_NAMES = [f.name for f in __import__("dataclasses").fields(BlockSpec)]
+_SPEC_COL = {n: i for i, n in enumerate(_SPEC_NAMES)}
+spec_fields = __import__("operator").attrgetter(*_SPEC_NAMES)  # a BlockSpec's field values, as a tuple
+
+
+def _vout(size: np.ndarray, k: np.ndarray, s: np.ndarray, pad: list[str] | None) -> np.ndarray:
+    """``search_space.arch.conv_out`` on arrays (padding per row; None: all 'same')."""
+    same = (size + 2 * (k // 2) - k) // s + 1
+    if pad is None or all(p == "same" for p in pad):
+        return same
+    p = np.array(pad)
+    valid = (size - k) // s + 1
+    ceil = -(-(size - k) // s) + 1
+    ceil = np.where((ceil - 1) * s >= size, ceil - 1, ceil)
+    bad = ~np.isin(p, ("same", "valid", "ceil"))
+    if bad.any():
+        from search_space.arch import PADDINGS, ArchError
+        from search_space.errors import field_error
+
+        raise field_error(ArchError, "padding", p[bad][0], PADDINGS)
+    return np.where(p == "same", same, np.where(p == "valid", valid, ceil))
+
+
+class _VAcc:
+    """``_Acc`` for n rows at once (feature-major); every term is added in ``_Acc``'s order, so a
+    row's values equal ``layer_features``'s (adding 0.0 where a term does not apply)."""
+
+    def __init__(self, n: int) -> None:
+        self.F = np.zeros((N_FEATURES, n))
+
+    def add(self, name: str, value, mask=None) -> None:
+        if mask is not None:
+            value = np.where(mask, value, 0.0)
+        self.F[_IDX[name]] += value
+
+    def act(self, hs: np.ndarray, elems, mask=None) -> None:
+        self.add("hswish_elems", elems, hs if mask is None else hs & mask)
+
+    def pw(self, cin, cout, hw, groups=1, mask=None) -> None:
+        v = cin * cout * hw / groups
+        self.add("pw_macs", v, mask)
+        un = (cin % ALIGN != 0) | (cout % ALIGN != 0)
+        self.add("pwu_macs", v, un if mask is None else un & mask)
+        self.add("weight_bytes", 4 * (cin * cout / groups + 2 * cout), mask)
+        self.add("ops", 1, mask)
+
+    def dw(self, ch, k, s2, hw_out, mask=None) -> None:
+        macs = ch * k * k * hw_out
+        for name, m in (("dw3_macs", k <= 3), ("dw5_macs", (k > 3) & (k <= 5)), ("dw7_macs", k > 5)):
+            self.add(name, macs, m if mask is None else m & mask)
+        self.add("dws2_macs", macs, s2 if mask is None else s2 & mask)
+        un = ch % ALIGN != 0
+        self.add("dwu_macs", macs, un if mask is None else un & mask)
+        self.add("weight_bytes", 4 * (ch * k * k + 2 * ch), mask)
+        self.add("ops", 1, mask)
+
+    def dense(self, cin, cout, k, hw_out, groups=1) -> None:
+        self.add("dense_macs", cin * cout * k * k * hw_out / groups)
+        self.add("weight_bytes", 4 * (cin * cout * k * k / groups + 2 * cout))
+        self.add("ops", 1)
+
+    def se(self, ch, se_ch, hw, mask) -> None:
+        self.add("se_macs", 2 * ch * se_ch, mask)
+        self.add("mid_bytes", 4 * 2 * ch * hw, mask)
+        self.add("weight_bytes", 4 * (2 * ch * se_ch + ch + se_ch), mask)
+        self.add("ops", 2, mask)
+
+    def mid(self, elems, mask=None) -> None:
+        self.add("mid_bytes", 4 * elems, mask)
+
+
+class _Rows:
+    """Columns of n block specs at input shapes h x w (every field read once per spec)."""
+
+    def __init__(self, specs: list, h: np.ndarray, w: np.ndarray, vals: list | None = None) -> None:
+        self.specs = specs
+        if vals is None:  # else the specs' spec_fields (LatencyModel's cache keys hold them)
+            vals = [spec_fields(s) for s in specs]
+        cols = list(zip(*vals))
+        c = _SPEC_COL
+        ints = np.array([cols[c[f]] for f in ("in_ch", "out_ch", "mid_ch", "kernel", "se_ch", "groups")],
+                        dtype=np.int64).reshape(6, len(specs))
+        self.cin, self.cout, self.mid, self.k, self.se, self.groups = ints
+        self.h, self.w = h, w
+        st = cols[c["stride"]]
+        if all(type(x) is int for x in st):
+            self.sh = self.sw = np.array(st, dtype=np.int64)
+        else:
+            pairs = np.array([(x, x) if type(x) is int else (int(x[0]), int(x[1])) for x in st], dtype=np.int64)
+            self.sh, self.sw = pairs[:, 0], pairs[:, 1]
+        pad = cols[c["padding"]]
+        self.ho = _vout(h, self.k, self.sh, pad)
+        self.wo = _vout(w, self.k, self.sw, pad)
+        acts = np.array(cols[c["act"]])
+        self.hs = (acts == "hswish") | (acts == "swish")
+        self.res = np.array(cols[c["residual"]], dtype=bool)
+        self.s2 = np.maximum(self.sh, self.sw) > 1
+        self._opts = cols[c["opts"]]
+        self._struct = [(v[c["type"]], v[c["stride"]], v[c["kernel"]], v[c["groups"]], v[c["opts"]], v[c["padding"]])
+                        for v in vals]
+
+    def opt(self, key: str, default: int = 0) -> np.ndarray:
+        if not any(self._opts):
+            return np.full(len(self._opts), default, dtype=np.int64)
+        return np.array([dict(o).get(key, default) if o else default for o in self._opts], dtype=np.int64)
+
+
+def _v_mbconv(r: _Rows, a: _VAcc) -> None:
+    mid = np.where(r.mid != 0, r.mid, r.cin)
+    hw, hwo = r.h * r.w, r.ho * r.wo
+    ex = (mid != r.cin) | (r.opt("pw") != 0)
+    a.pw(r.cin, mid, hw, r.groups, ex)
+    a.mid(mid * hw, ex)
+    a.act(r.hs, mid * hw, ex)
+    a.dw(mid, r.k, r.s2, hwo)
+    a.mid(mid * hwo)
+    a.act(r.hs, mid * hwo)
+    se = r.se != 0
+    a.se(mid, r.se, hwo, se)
+    a.mid(mid * hwo, se)
+    a.pw(mid, r.cout, hwo, r.groups)
+    a.mid(r.cout * hwo, r.res)
+
+
+def _v_dwsep(r: _Rows, a: _VAcc) -> None:
+    hwo = r.ho * r.wo
+    a.dw(r.cin, r.k, r.s2, hwo)
+    a.mid(r.cin * hwo)
+    a.act(r.hs, r.cin * hwo)
+    se = r.se != 0
+    a.se(r.cin, r.se, hwo, se)
+    a.mid(r.cin * hwo, se)
+    a.pw(r.cin, r.cout, hwo, r.groups)
+    a.act(r.hs, r.cout * hwo)
+
+
+def _v_sandglass(r: _Rows, a: _VAcc) -> None:
+    hidden = np.where(r.mid != 0, r.mid, np.maximum(1, r.cin // 6))
+    hw, hwo = r.h * r.w, r.ho * r.wo
+    dw1, dw2 = r.opt("dw1", 1) != 0, r.opt("dw2", 1) != 0
+    a.dw(r.cin, r.k, np.zeros(len(hw), bool), hw, dw1)
+    a.mid(r.cin * hw, dw1)
+    a.act(r.hs, r.cin * hw, dw1)
+    a.pw(r.cin, hidden, hw, r.groups)
+    a.mid(hidden * hw)
+    a.pw(hidden, r.cout, hw, r.groups)
+    a.act(r.hs, r.cout * hw)
+    a.mid(r.cout * hw, dw2)
+    a.dw(r.cout, r.k, r.s2, hwo, dw2)
+    a.mid(r.cout * hwo, r.res)
+
+
+def _v_shufflev2(r: _Rows, a: _VAcc) -> None:
+    hw, hwo = r.h * r.w, r.ho * r.wo
+    mid = np.where(r.mid != 0, r.mid, r.cout // 2)
+    s1 = ~r.s2
+    cin = np.where(s1, r.cin // 2, r.cin)
+    a.dw(r.cin, r.k, r.s2, hwo, r.s2)
+    a.mid(r.cin * hwo, r.s2)
+    a.pw(r.cin, mid, hwo, 1, r.s2)
+    a.act(r.hs, mid * hwo, r.s2)
+    a.pw(cin, mid, hw)
+    a.mid(mid * hw)
+    a.act(r.hs, mid * hw)
+    a.dw(mid, r.k, r.s2, hwo)
+    a.mid(mid * hwo)
+    a.pw(mid, mid, hwo)
+    a.act(r.hs, mid * hwo)
+    a.mid(2 * r.cout * hwo)
+
+
+# analytic (params, macs) of the families priced generically, on arrays (``search_space.blocks``' cost())
+def _c_conv(r: _Rows):
+    wts = r.cout * (r.cin // r.groups) * r.k * r.k
+    return wts + 2 * r.cout, wts * r.ho * r.wo
+
+
+def _c_maxpool(r: _Rows):
+    z = np.zeros(len(r.cin), dtype=np.int64)
+    return z, z
+
+
+def _c_fire(r: _Rows):
+    e = r.cout // 2
+    hw = r.h * r.w
+    ho = _vout(r.h, r.k, np.ones_like(r.k), None)
+    wo = _vout(r.w, r.k, np.ones_like(r.k), None)
+    w1, w2, w3 = r.mid * r.cin, e * r.mid, e * r.mid * r.k * r.k
+    return (w1 + r.mid) + (w2 + e) + (w3 + e), w1 * hw + w2 * hw + w3 * ho * wo
+
+
+def _c_shufflev1(r: _Rows):
+    g1 = np.where(r.opt("gpw1") != 0, 1, r.groups)
+    hw, hwo = r.h * r.w, r.ho * r.wo
+    w1 = r.mid * (r.cin // g1)
+    w2 = r.mid * r.k * r.k
+    bo = np.where((r.sh != 1) | (r.sw != 1), r.cout - r.cin, r.cout)
+    w3 = bo * (r.mid // r.groups)
+    return (w1 + 2 * r.mid) + (w2 + 2 * r.mid) + (w3 + 2 * bo), w1 * hw + w2 * hwo + w3 * hwo
+
+
+def _c_xception(r: _Rows):
+    hw = r.h * r.w
+    skip = (r.cin != r.cout) | (r.sh != 1) | (r.sw != 1)
+    one = np.ones_like(r.k)
+    sho = _vout(r.h, one, r.sh, ["valid"] * len(one))
+    swo = _vout(r.w, one, r.sw, ["valid"] * len(one))
+    wsk = r.cout * r.cin
+    params = np.where(skip, wsk + 2 * r.cout, 0)
+    macs = np.where(skip, wsk * sho * swo, 0)
+    reps = r.opt("reps", 2)
+    ho = _vout(r.h, r.k, one, None)
+    wo = _vout(r.w, r.k, one, None)
+    for j in range(int(reps.max()) if len(reps) else 0):
+        # the j-th separable conv: (in, mid) first, (mid, mid) between, (mid, out) last; reps 1: (in, out)
+        cin = np.where(j == 0, r.cin, r.mid)
+        cout = np.where(j == reps - 1, r.cout, r.mid)
+        on = j < reps
+        wd = cin * r.k * r.k
+        wp = cout * cin
+        params = params + np.where(on, wd, 0) + np.where(on, wp + 2 * cout, 0)
+        macs = macs + np.where(on, wd * ho * wo, 0) + np.where(on, wp * hw, 0)
+    return params, macs
+
+
+V_DECOMPOSE = {"mbconv": _v_mbconv, "dwsep": _v_dwsep, "sandglass": _v_sandglass, "shufflev2": _v_shufflev2}
+V_COST = {"conv": _c_conv, "maxpool": _c_maxpool, "fire": _c_fire, "shufflev1": _c_shufflev1,
+          "xception": _c_xception}
+
+
+def _agree_rows(kind: str, r: _Rows, idx: np.ndarray, in_ch: np.ndarray) -> np.ndarray:
+    """``_macs_agree`` per row (decided once per structure, as there)."""
+    ids = _STRUCT_IDS
+    st_ids = np.array([ids.get(t) if t in ids else ids.setdefault(t, len(ids)) for t in r._struct], dtype=np.int64)
+    bits = np.zeros(len(st_ids), dtype=np.int64)
+    for j, b in enumerate((r.se > 0, r.res, r.mid == 0, r.mid == r.cin, r.mid == r.cout, r.cin == r.cout,
+                           2 * r.cin == r.cout, r.cin % 2 == 1, r.cout % 2 == 1)):
+        bits |= b.astype(np.int64) << j
+    codes, first, inv = np.unique(st_ids * 1024 + bits, return_index=True, return_inverse=True)
+    ok = np.empty(len(codes), bool)
+    for u, i in enumerate(first):
+        sig = Signature(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
+        st = _structure(sig.spec)
+        v = _AGREE.get(st)
+        if v is None:
+            a = _Acc()
+            DECOMPOSE[kind](sig.spec, sig.h, sig.w, a)
+            v = _macs_agree(sig, a)
+        ok[u] = v
+    return ok[inv.ravel()]
+
+
+def _v_stem(specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray, a: _VAcc) -> np.ndarray:
+    """Stem rows (``_stem``); returns the output bytes' element count."""
+    g = __import__("operator").attrgetter("out_ch", "kernel")
+    cout, k = np.array([g(s) for s in specs], dtype=np.int64).reshape(len(specs), 2).T
+    st = [s.stride for s in specs]
+    pairs = np.array([(x, x) if type(x) is int else (int(x[0]), int(x[1])) for x in st], dtype=np.int64)
+    pad = [getattr(s, "padding", "same") for s in specs]
+    ho, wo = _vout(h, k, pairs[:, 0], pad), _vout(w, k, pairs[:, 1], pad)
+    hs = np.array([s.act in _HSW for s in specs])
+    pool = np.array([bool(s.pool) for s in specs])
+    a.dense(cin, cout, k, ho * wo)
+    a.act(hs, cout * ho * wo)
+    a.mid(cout * ho * wo, pool)
+    a.add("ops", 1, pool)
+    three, two = np.full(len(k), 3), np.full(len(k), 2)
+    ho2 = np.where(pool, _vout(ho, three, two, None), ho)
+    wo2 = np.where(pool, _vout(wo, three, two, None), wo)
+    return cout * ho2 * wo2
+
+
+def _v_head(specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray, ncls: np.ndarray, a: _VAcc) -> np.ndarray:
+    """Head rows (``_head``); returns the output element count."""
+    g = __import__("operator").attrgetter("last_ch", "hidden_ch")
+    last, hidden = np.array([g(s) for s in specs], dtype=np.int64).reshape(len(specs), 2).T
+    hs = np.array([s.act in _HSW for s in specs])
+    conv = np.array([getattr(s, "classifier", "linear") == "conv" for s in specs])
+    hw = h * w
+    has_last = last != 0
+    a.pw(cin, last, hw, 1, has_last)
+    a.act(hs, last * hw, has_last)
+    a.mid(last * hw, has_last)
+    ch = np.where(has_last, last, cin)
+    a.add("ops", 1)
+    a.pw(ch, ncls, hw, 1, conv)
+    a.mid(ncls * hw, conv)
+    lin = ~conv
+    hid = lin & (hidden != 0)
+    a.pw(ch, hidden, 1, 1, hid)
+    a.act(hs, hidden, hid)
+    ch = np.where(hid, hidden, ch)
+    a.pw(ch, ncls, 1, 1, lin)
+    return ncls
+
+
+def features_cols(kinds: list[str], specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
+                  ncls: np.ndarray, vals: list | None = None) -> np.ndarray:
+    """``layer_features`` of many layers given as columns (kind, spec, input channels, H, W, classes
+    of a head), one numpy pass per block family; a family without an array form goes through
+    ``layer_features`` row by row.  ``vals``: each block spec's ``spec_fields``, when the caller
+    has them already."""
+    n = len(kinds)
+    out = np.zeros((n, N_FEATURES))
+    if not n:
+        return out
+    by: dict[str, list[int]] = {}
+    for i, k in enumerate(kinds):
+        by.setdefault(k, []).append(i)
+    for kind, rows in by.items():
+        idx = np.array(rows)
+        ss = [specs[i] for i in rows]
+        hh, ww, cc = h[idx], w[idx], cin[idx]
+        dec, cost = V_DECOMPOSE.get(kind), V_COST.get(kind)
+        a = _VAcc(len(rows))
+        a.add("in_bytes", 4 * cc * hh * ww)
+        a.add("one", 1)
+        if kind == "stem":
+            a.add("out_bytes", 4 * _v_stem(ss, cc, hh, ww, a))
+        elif kind == "head":
+            a.add("out_bytes", 4 * _v_head(ss, cc, hh, ww, ncls[idx], a))
+        elif dec is None and cost is None:
+            for i in rows:
+                out[i] = layer_features(Signature(kind, specs[i], int(cin[i]), int(h[i]), int(w[i])))
+            continue
+        else:
+            r = _Rows(ss, hh, ww, None if vals is None else [vals[i] for i in rows])
+            if dec is not None:
+                dec(r, a)
+                ok = _agree_rows(kind, r, idx, cc)
+                if not ok.all():
+                    for j in np.flatnonzero(~ok):  # variants the decomposition does not know: generic
+                        a.F[:, j] = layer_features(Signature(kind, ss[j], int(cc[j]), int(hh[j]), int(ww[j])))
+                        a.F[_IDX["out_bytes"], j] = 0.0
+            else:
+                params, macs = cost(r)
+                a.add("dense_macs", macs)
+                a.add("weight_bytes", 4 * params)
+                a.add("ops", 3)
+            a.add("out_bytes", 4 * r.cout * r.ho * r.wo)
+        out[idx] = a.F.T
+    return out
+
+
+def features_many(sigs: list) -> np.ndarray:
+    """``layer_features`` of many signatures (rows), by ``features_cols``."""
+    n = len(sigs)
+    return features_cols([s.kind for s in sigs], [s.spec for s in sigs],
+                         np.fromiter((s.in_ch for s in sigs), np.int64, n), np.fromiter((s.h for s in sigs), np.int64, n),
+                         np.fromiter((s.w for s in sigs), np.int64, n),
+                         np.fromiter((s.num_classes or 1000 for s in sigs), np.int64, n))

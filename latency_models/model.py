@@ -17,19 +17,21 @@ layer spec, input shape), so a search that meets the same blocks again pays a di
 """
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from latency_models.features import layer_features
+from latency_models.features import _SPEC_COL, features_cols, spec_fields
 from latency_models.predictor import Predictor
 from latency_models.table import LatencyTable
 from search_space.arch import Arch, signatures
 from search_space.errors import TargetError
 
 FORMAT = "edgenas-latency-target"
+_TYPE, _IN_CH, _KERNEL, _STRIDE, _PADDING = (_SPEC_COL[f] for f in ("type", "in_ch", "kernel", "stride", "padding"))
 VERSION = 1
 
 
@@ -45,11 +47,12 @@ class LatencyModel:
         self.meta = meta or {}
         self.error = error or {}
         self.path = path
-        self._cache: dict[tuple, tuple] = {}   # (res, spec, h, w[, ...]) -> (ms, out_h, out_w)
-        self._ids: dict[int, tuple] = {}       # id(BlockSpec) -> (spec, {(res, h, w): cache value})
         self.scale = predictor.scale if predictor else 1.0
         self.overhead_ms = predictor.overhead_ms if predictor else 0.0
         self._shapes = self._table_shapes()
+        # the network-level term (where fitted): per cached layer a row of its inputs
+        self.term = predictor.network_term if predictor else None
+        self._reset_cache()
 
     def _table_shapes(self) -> set | None:
         """(kind, in_ch, H, W) of every table entry: a layer whose shape is not there cannot be in
@@ -71,143 +74,214 @@ class LatencyModel:
         return f"LatencyModel({self.name!r}, {len(self.table)} table entries)"
 
     # -- per-layer costs ------------------------------------------------------------------------
-    @staticmethod
-    def _cache_key(res, sig) -> tuple:
-        if sig.kind == "head":
-            return (res, sig.spec, sig.in_ch, sig.h, sig.w, sig.num_classes)
-        return (res, sig.spec, sig.h, sig.w)
+    def _reset_cache(self) -> None:
+        self._cache: dict[tuple, list] = {}  # (res, spec or its field values, h, w[, in_ch, classes]) -> [row, out_h, out_w]
+        self._ids: dict[tuple, list] = {}    # (id(BlockSpec), res, h, w) -> the same [row, out_h, out_w]
+        self._alive: list = []               # the BlockSpecs in _ids: their ids cannot be reused meanwhile
+        self._n = 0                          # priced layers: rows of _cost (and _V)
+        self._cost = np.zeros(1024)
+        self._V = np.zeros((1024, self.term.width)) if self.term is not None else None
 
-    def _fill(self, items: Sequence[tuple[Arch, Any]], num_classes: int = 1000) -> None:
-        """Price every layer of the given (arch, resolution) pairs not yet in the cache: table
-        lookups first, then one vectorized regressor call for the rest."""
-        if len(self._cache) > self.MAX_CACHE:  # bound memory in very long searches
-            self._cache.clear()
-            self._ids.clear()
-        new_keys, new_sigs, new_base = [], [], []  # every newly priced layer
-        miss_idx, miss_where = [], []              # those the table lacks
-        seen = set()
-        for arch, res in items:
-            rkey = res if isinstance(res, int) else tuple(res)
-            table_res = rkey if isinstance(rkey, int) else (rkey[0] if rkey[0] == rkey[1] else None)
-            for i, sig in enumerate(signatures(arch, res, num_classes)):
-                ck = self._cache_key(rkey, sig)
-                if ck in self._cache or ck in seen:
-                    continue
-                seen.add(ck)
-                shapes = self._shapes
-                if shapes is not None and (sig.kind, sig.in_ch, sig.h, sig.w) not in shapes:
-                    entry = None
-                else:
-                    entry = self.table.get(sig.key, table_res)
-                new_keys.append(ck)
-                new_sigs.append(sig)
-                new_base.append(entry.ms if entry is not None else 0.0)
-                if entry is None:
-                    miss_idx.append(len(new_sigs) - 1)
-                    miss_where.append("stem" if sig.kind == "stem" else "head" if sig.kind == "head"
-                                      else f"arch.blocks[{i - 1}]")
-        if not new_sigs:
-            return
-        if miss_idx and self.predictor is None:
-            sig = new_sigs[miss_idx[0]]
-            raise TargetError(f"target {self.name}: no table entry for {sig.key} ({miss_where[0]}) "
-                              "and no predictor in the target file")
-        for j, where in zip(miss_idx, miss_where):
-            sig = new_sigs[j]
-            if not self.predictor.can_price(sig.kind):
-                raise TargetError(f"target {self.name}: cannot price block type {sig.kind!r} at {where} "
-                                  f"({sig.key}): no table entry and no regressor; regressors for: "
-                                  f"{', '.join(self.predictor.kinds())}")
-        base = np.array(new_base)
-        need_x = bool(miss_idx) or (self.predictor is not None and self.predictor.net_coef.any())
-        if need_x:
-            X = np.stack([layer_features(s) for s in new_sigs])
-            kinds = [s.kind for s in new_sigs]
-            if miss_idx:
-                base[miss_idx] = self.predictor.predict_rows([kinds[j] for j in miss_idx], X[miss_idx])
-            extra = self.predictor.in_network(kinds, X) if self.predictor is not None else 0.0
-        else:
-            extra = 0.0
-        ks = self.predictor.kind_scale if self.predictor is not None else None
-        if ks:  # a per-kind in-network scale where fitted, the common one elsewhere
-            scale = np.array([ks.get(s.kind, self.scale) for s in new_sigs])
-        else:
-            scale = self.scale
-        cost = scale * base + extra
-        for ck, v, sig in zip(new_keys, cost, new_sigs):
-            self._cache[ck] = (float(v), *sig.out_hw)  # the output shape rides along: no recomputation
-
-    def _layers_sum(self, arch: Arch, res) -> float | None:
-        """Sum of cached layer costs, or None if any is missing (the hot path)."""
-        cache = self._cache
+    def _lookup(self, archs: Sequence[Arch], res, num_classes: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of every layer of every arch, in order; segment starts per arch): one walk over
+        the layers; the layers not yet cached are priced together (``_price``) and cached.  A
+        block's cache key holds its field values (``spec_fields``, one C-level call: a frozen dataclass hashes its
+        fields in Python on every lookup); the same BlockSpec object again costs an int-keyed one.
+        A cache value is a list [row, out_h, out_w]: a layer met first in this batch gets a
+        provisional negative row, set in place once priced (no second hashing of its key)."""
+        if self._n > self.MAX_CACHE:  # bound memory in very long searches
+            self._reset_cache()
         if isinstance(res, int):
-            h = w = res
+            h0 = w0 = res
             rkey = res
         else:
-            h, w = res
+            h0, w0 = res
             rkey = tuple(res)
-        v = cache.get((rkey, arch.stem, h, w))
-        if v is None:
-            return None
-        total, h, w = v
-        ids = self._ids
-        for b in arch.blocks:
-            # identity fast path: the same BlockSpec object again costs an int-keyed lookup
-            # (a frozen dataclass hashes all its fields on every dict lookup)
-            e = ids.get(id(b))
-            v = e[1].get((rkey, h, w)) if e is not None else None
-            if v is None:
-                v = cache.get((rkey, b, h, w))
+        cache, idmap = self._cache, self._ids
+        new: list[tuple] = []    # (cache key, kind, spec, in_ch, h, w, stem/head/its arch, value) not yet priced
+        again: list[tuple] = []  # (id key, spec, value) of other BlockSpec objects met for those
+        flat: list[int] = []
+        starts = np.empty(len(archs), dtype=np.int64)
+        try:
+            for n, a in enumerate(archs):
+                starts[n] = len(flat)
+                st = a.stem
+                ck = (rkey, st, h0, w0)
+                v = cache.get(ck)
                 if v is None:
-                    return None
-                if e is None:
-                    if len(ids) > self.MAX_CACHE:
-                        ids.clear()
-                    ids[id(b)] = (b, {(rkey, h, w): v})  # holds b: its id cannot be reused meanwhile
-                else:
-                    e[1][(rkey, h, w)] = v
-            c, h, w = v
-            total += c
-        v = cache.get((rkey, arch.head, arch.blocks[-1].out_ch, h, w, 1000))
-        if v is None:
-            return None
-        return total + v[0]
+                    v = cache[ck] = [-1 - len(new), *st.out_hw(h0, w0)]
+                    new.append((ck, "stem", st, st.in_ch, h0, w0, "stem", v))
+                i, h, w = v
+                flat.append(i)
+                for b in a.blocks:
+                    ik = (id(b), rkey, h, w)
+                    v = idmap.get(ik)
+                    if v is None:
+                        vals = spec_fields(b)
+                        ck = (rkey, vals, h, w)
+                        v = cache.get(ck)
+                        if v is None:
+                            k, s = vals[_KERNEL], vals[_STRIDE]
+                            if type(s) is int and vals[_PADDING] == "same":
+                                d = 2 * (k // 2) - k
+                                v = [-1 - len(new), (h + d) // s + 1, (w + d) // s + 1]
+                            else:
+                                v = [-1 - len(new), *b.out_hw(h, w)]
+                            cache[ck] = v
+                            new.append((ck, vals[_TYPE], b, vals[_IN_CH], h, w, a, v))
+                        else:
+                            again.append((ik, b, v))
+                    i, h, w = v
+                    flat.append(i)
+                ck = (rkey, a.head, a.out_ch, h, w, num_classes)
+                v = cache.get(ck)
+                if v is None:
+                    v = cache[ck] = [-1 - len(new), 1, 1]
+                    new.append((ck, "head", a.head, a.out_ch, h, w, "head", v))
+                flat.append(v[0])
+            base = self._price(new, rkey, num_classes) if new else 0
+        except BaseException:
+            for t in new:  # nothing half-priced stays behind
+                cache.pop(t[0], None)
+            raise
+        rows = np.array(flat, dtype=np.int64)
+        if new:
+            neg = rows < 0
+            rows[neg] = base - 1 - rows[neg]
+            alive = self._alive
+            for q, t in enumerate(new):
+                t[7][0] = base + q
+                if type(t[6]) is not str:  # a block: known by its object's id from now on
+                    idmap[(id(t[2]), rkey, t[4], t[5])] = t[7]
+                    alive.append(t[2])
+        for ik, b, v in again:
+            if ik not in idmap:
+                idmap[ik] = v
+                self._alive.append(b)
+        return rows, starts
+
+    @staticmethod
+    def _vals(new: list[tuple]) -> list:
+        """The blocks' field values (``features.spec_fields``) from their cache keys."""
+        return [t[0][1] for t in new]
+
+    @staticmethod
+    def _where(t: tuple) -> str:
+        return t[6] if isinstance(t[6], str) else f"arch.blocks[{t[6].blocks.index(t[2])}]"
+
+    def _price(self, new: list[tuple], rkey, num_classes: int) -> int:
+        """Price new layers (table lookups first, then one vectorized regressor call for the rest),
+        append them to the cost rows; returns the first new row."""
+        from search_space.arch import Signature
+
+        n = len(new)
+        kinds = [t[1] for t in new]
+        table_res = rkey if isinstance(rkey, int) else (rkey[0] if rkey[0] == rkey[1] else None)
+        base = np.zeros(n)
+        miss = []
+        shapes = self._shapes
+        for q, (_, kind, spec, cin, h, w, _, _) in enumerate(new):
+            entry = None
+            if shapes is None or (kind, cin, h, w) in shapes:
+                sig = Signature(kind, spec, cin, h, w, num_classes if kind == "head" else 0)
+                entry = self.table.get(sig.key, table_res)
+            if entry is None:
+                miss.append(q)
+            else:
+                base[q] = entry.ms
+        p = self.predictor
+        if miss:
+            t = new[miss[0]]
+            where = self._where(t)
+            if p is None:
+                sig = Signature(t[1], t[2], t[3], t[4], t[5], num_classes if t[1] == "head" else 0)
+                raise TargetError(f"target {self.name}: no table entry for {sig.key} ({where}) "
+                                  "and no predictor in the target file")
+            cannot = {k for k in {kinds[q] for q in miss} if not p.can_price(k)}
+            for q in (miss if cannot else ()):
+                if kinds[q] in cannot:
+                    t = new[q]
+                    where = self._where(t)
+                    sig = Signature(t[1], t[2], t[3], t[4], t[5], num_classes if t[1] == "head" else 0)
+                    raise TargetError(f"target {self.name}: cannot price block type {sig.kind!r} at {where} "
+                                      f"({sig.key}): no table entry and no regressor; regressors for: "
+                                      f"{', '.join(p.kinds())}")
+        term = self.term
+        extra = 0.0
+        if miss or term is not None or (p is not None and p.net_coef.any()):
+            X = features_cols(kinds, [t[2] for t in new], np.fromiter((t[3] for t in new), np.int64, n),
+                              np.fromiter((t[4] for t in new), np.int64, n),
+                              np.fromiter((t[5] for t in new), np.int64, n), np.full(n, num_classes, np.int64),
+                              vals=self._vals(new))
+            if miss:
+                base[miss] = p.predict_rows([kinds[q] for q in miss], X[miss])
+            if p is not None:
+                extra = p.in_network(kinds, X)
+        ks = p.kind_scale if p is not None else None
+        scale = np.array([ks.get(k, self.scale) for k in kinds]) if ks else self.scale
+        cost = scale * base + extra
+        b0 = self._n
+        if b0 + n > len(self._cost):
+            size = max(2 * len(self._cost), b0 + n)
+            self._cost = np.concatenate([self._cost, np.zeros(size - len(self._cost))])
+            if term is not None:
+                self._V = np.vstack([self._V, np.zeros((size - len(self._V), term.width))])
+        self._cost[b0:b0 + n] = cost
+        if term is not None:
+            self._V[b0:b0 + n] = term.layer_vectors(kinds, cost, X)
+        self._n = b0 + n
+        return b0
 
     # -- public API -------------------------------------------------------------------------------
+    def _networks(self, archs: Sequence[Arch], resolution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, starts, network ms) of the archs.  Python's cyclic garbage collector is paused
+        meanwhile: the walk allocates a few small tuples per layer (no cycles among them), and the
+        collections they would trigger took a third of the time of pricing fresh archs."""
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            rows, starts = self._lookup(archs, resolution)
+        finally:
+            if was:
+                gc.enable()
+        if self.term is not None:
+            ms = self.term.predict(np.add.reduceat(self._V[rows], starts, axis=0))
+        else:
+            ms = np.add.reduceat(self._cost[rows], starts)
+        return rows, starts, ms + self.overhead_ms
+
     def predict(self, arch: Arch, resolution: int = 224) -> float:
         """Latency of ``arch`` at input ``resolution`` in ms (batch 1, 1000 classes)."""
-        s = self._layers_sum(arch, resolution)
-        if s is None:
-            self._fill([(arch, resolution)])
-            s = self._layers_sum(arch, resolution)
-        return s + self.overhead_ms
+        return float(self._networks([arch], resolution)[2][0])
 
     def predict_many(self, archs: Iterable[Arch], resolution: int = 224) -> np.ndarray:
-        archs = list(archs)
-        out = np.empty(len(archs))
-        missing = []
-        for i, a in enumerate(archs):
-            s = self._layers_sum(a, resolution)
-            if s is None:
-                missing.append(i)
-            else:
-                out[i] = s
-        if missing:
-            self._fill([(archs[i], resolution) for i in missing])
-            for i in missing:
-                out[i] = self._layers_sum(archs[i], resolution)
-        return out + self.overhead_ms
+        """``predict`` of every arch (equal to it, value for value), vectorized: the layers no
+        earlier call met are priced in one batch."""
+        archs = archs if isinstance(archs, list) else list(archs)
+        if not archs:
+            return np.zeros(0)
+        return self._networks(archs, resolution)[2]
+
+    def network_inputs(self, archs: Sequence[Arch], resolution: int = 224) -> np.ndarray:
+        """Per network the sum of its layers' network-term input rows (column 0: the layer sum in
+        ms); the model must have a network term (fitting starts from ``NetworkTerm.identity``)."""
+        if self.term is None:
+            raise TargetError(f"target {self.name}: no network term")
+        rows, starts = self._lookup(list(archs), resolution)
+        return np.add.reduceat(self._V[rows], starts, axis=0)
 
     def breakdown(self, arch: Arch, resolution: int = 224) -> list[tuple[str, float]]:
         """(signature key, ms) per layer; a last ("network overhead", ms) row when the target has
-        one, so that the rows sum to ``predict``."""
-        self._fill([(arch, resolution)])
-        rkey = resolution if isinstance(resolution, int) else tuple(resolution)
-        rows = [(s.key, self._cache[self._cache_key(rkey, s)][0])
-                for s in signatures(arch, resolution)]
+        one, so that the rows sum to ``predict`` (up to rounding).  With a network term, each
+        layer's cost is scaled by the network's factor (the term's network ms / the plain sum of
+        its layer costs): the rows show where the network's time goes, in its predicted total."""
+        rows, starts, ms = self._networks([arch], resolution)
+        cost = self._cost[rows]
+        f = float((ms[0] - self.overhead_ms) / cost.sum()) if self.term is not None else 1.0
+        out = [(s.key, f * float(c)) for s, c in zip(signatures(arch, resolution), cost)]
         if self.overhead_ms:
-            rows.append(("network overhead", self.overhead_ms))
-        return rows
+            out.append(("network overhead", self.overhead_ms))
+        return out
 
     def source_of(self, arch: Arch, resolution: int = 224) -> list[str]:
         """'table' or 'predictor' per layer (for reports and tests)."""

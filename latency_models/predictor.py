@@ -51,6 +51,7 @@ class Predictor:
         self.fitted_on = fitted_on or {}
         self.residual: "TreeResidual | None" = None
         self.kind_scale: dict[str, float] = {}  # in-network scale per layer kind (``scale`` for the others)
+        self.network_term: "NetworkTerm | None" = None  # whole-network factor, where fitted
 
     def in_network(self, kinds: Sequence[str], X: np.ndarray) -> np.ndarray:
         """Extra in-network ms of layers with unscaled features X (zero unless fitted)."""
@@ -71,7 +72,8 @@ class Predictor:
     def predict_rows(self, kinds: Iterable[str], X: np.ndarray) -> np.ndarray:
         """Per-layer ms for unscaled feature rows ``X`` of the given kinds (vectorized by kind)."""
         kinds = list(kinds)
-        X = np.asarray(X, float) * SCALE
+        X0 = np.asarray(X, float)
+        X = X0 * SCALE
         out = np.zeros(len(kinds))
         by_kind: dict[str, list[int]] = {}
         for i, k in enumerate(kinds):
@@ -81,9 +83,9 @@ class Predictor:
             if c is None:
                 raise TargetError(f"block type {k!r}: this target has no regressor for it; "
                                   f"allowed: {', '.join(self.kinds())}")
-            out[idx] = X[idx] @ c
+            out[idx] = rowdot(X[idx], c)  # row by row the same floats, whatever the batch
         if self.residual is not None and len(out):
-            out = out * np.exp(self.residual.log_ratio(self.residual.design(kinds, X / SCALE, out)))
+            out = out * np.exp(self.residual.log_ratio(self.residual.design(kinds, X0, out)))
         return out
 
     # -- (de)serialisation ---------------------------------------------------------------------
@@ -98,6 +100,7 @@ class Predictor:
                            if self.kind_scale else {})},
             "fitted_on": self.fitted_on,
             **({"residual": self.residual.to_dict()} if self.residual is not None else {}),
+            **({"network_term": self.network_term.to_dict()} if self.network_term is not None else {}),
         }
 
     @classmethod
@@ -131,6 +134,8 @@ class Predictor:
         p.kind_scale = {str(k): float(v) for k, v in ks.items()}
         if d.get("residual") is not None:
             p.residual = TreeResidual.from_dict(d["residual"], f"{where}.residual")
+        if d.get("network_term") is not None:
+            p.network_term = NetworkTerm.from_dict(d["network_term"], f"{where}.network_term")
         return p
 
 
@@ -230,11 +235,8 @@ class TreeResidual:
     def design(self, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray) -> np.ndarray:
         Z = np.log1p(np.maximum(np.asarray(X, float) * SCALE * 1e3, 0.0))
         col = {c: i for i, c in enumerate(self.kinds)}
-        onehot = np.zeros((len(kinds), len(self.kinds)))
-        for i, k in enumerate(kinds):
-            j = col.get(k)
-            if j is not None:
-                onehot[i, j] = 1.0
+        codes = np.fromiter((col.get(k, -1) for k in kinds), np.int64, len(kinds))
+        onehot = (codes[:, None] == np.arange(len(self.kinds))[None, :]).astype(float)
         return np.column_stack([Z, np.log(np.maximum(lin, 1e-6)), onehot])
 
     def _pack(self):
@@ -279,7 +281,11 @@ class TreeResidual:
             for _ in range(depth):
                 go_left = z[rows, feat[node]] <= thr[node]
                 node = np.where(go_left, left[node], right[node])
-            out[a:a + chunk] += value[node].sum(1)
+            v = value[node]
+            acc = out[a:a + chunk]
+            for t in range(v.shape[1]):  # tree by tree: a row's sum does not depend on the batch
+                acc = acc + v[:, t]
+            out[a:a + chunk] = acc
         return out
 
     @classmethod
@@ -305,9 +311,22 @@ class TreeResidual:
             raise RuntimeError("tree export does not reproduce scikit-learn's predictions")
         return model
 
+    @classmethod
+    def from_sklearn(cls, gbm, Z: np.ndarray) -> "TreeResidual":
+        """A fitted ``HistGradientBoostingRegressor``'s trees as plain arrays (checked on ``Z``)."""
+        model = cls([], float(np.ravel(gbm._baseline_prediction)[0]), [])
+        for (pred,) in gbm._predictors:
+            n = pred.nodes
+            model.trees.append({"feature": n["feature_idx"].astype(int), "threshold": n["num_threshold"].astype(float),
+                                "left": n["left"].astype(int), "right": n["right"].astype(int),
+                                "leaf": n["is_leaf"].astype(bool), "value": n["value"].astype(float)})
+        if not np.allclose(model.log_ratio(Z), gbm.predict(Z), atol=1e-6):
+            raise RuntimeError("tree export does not reproduce scikit-learn's predictions")
+        return model
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "gbm-log-residual", "kinds": self.kinds, "baseline": self.baseline,
-                "trees": [{"feature": t["feature"].tolist(), "threshold": [float(f"{x:.9g}") for x in t["threshold"]],
+                "trees": [{"feature": t["feature"].tolist(), "threshold": [float(x) for x in t["threshold"]],
                            "left": t["left"].tolist(), "right": t["right"].tolist(),
                            "leaf": [int(x) for x in t["leaf"]], "value": [float(f"{x:.9g}") for x in t["value"]]}
                           for t in self.trees]}
@@ -326,3 +345,181 @@ class TreeResidual:
             return r
         except (AttributeError, KeyError, TypeError, ValueError):
             raise TargetError(f"{where}: allowed: a gbm-log-residual mapping with kinds, baseline, trees") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Network-level term: whole-network latency from the network's layers, fitted on whole networks
+# --------------------------------------------------------------------------------------------
+def rowdot(A: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A @ w accumulated column by column: each row's value does not depend on the other rows
+    (a BLAS product may round differently with the batch size), so predict == predict_many."""
+    A = np.asarray(A, float)
+    out = np.zeros(len(A))
+    for j in np.flatnonzero(np.asarray(w)):
+        out = out + A[:, j] * w[j]
+    return out
+
+
+class NetworkTerm:
+    """A network's latency from its layers' costs, fitted on whole networks measured end-to-end:
+
+        lin = sum_kinds kind_scale[k] * S_k + (summed scaled layer features) . coefs + overhead_ms
+        ms  = lin * exp(intercept + z . weights + trees(z))
+
+    S_k is the summed cost (table, else regressor) of the network's layers of kind k (kinds the
+    term was not fitted on share the ``other`` column), the layer features those of
+    ``latency_models.features`` (the in-network extra cost of memory traffic and operators), all
+    of ``kind_scale``, ``coefs``, ``overhead_ms`` >= 0.  The second factor is an optional
+    correction of the log residual: a ridge fit (``weights``) and boosted trees (``trees``,
+    scikit-learn's ``HistGradientBoostingRegressor`` stored as plain arrays) on network features z
+    (``design``: log S, each kind's share of S, log1p of the summed features, absolute and per ms
+    of S).  Everything is computed from per-network sums of one row per layer
+    (``layer_vectors``), so that pricing a network needs only additions over its layers."""
+
+    def __init__(self, kinds: Sequence[str], kind_scale: np.ndarray, coefs: np.ndarray, overhead_ms: float = 0.0,
+                 intercept: float = 0.0, weights: np.ndarray | None = None, trees: "TreeResidual | None" = None,
+                 fitted_on: dict[str, Any] | None = None) -> None:
+        self.kinds = list(kinds)
+        self._col = {k: i for i, k in enumerate(self.kinds)}
+        self.kind_scale = np.asarray(kind_scale, float)
+        self.coefs = np.asarray(coefs, float)
+        self.overhead_ms = float(overhead_ms)
+        self.intercept = float(intercept)
+        self.weights = None if weights is None else np.asarray(weights, float)
+        self.trees = trees
+        self.fitted_on = fitted_on or {}
+
+    @classmethod
+    def identity(cls, kinds: Sequence[str]) -> "NetworkTerm":
+        """ms = S, the plain layer sum (the starting point of a fit)."""
+        return cls(kinds, np.ones(len(kinds) + 1), np.zeros(N_FEATURES))
+
+    @property
+    def width(self) -> int:
+        """Length of a layer vector: cost, one column per kind and ``other``, the features."""
+        return 2 + len(self.kinds) + N_FEATURES
+
+    @property
+    def n_design(self) -> int:
+        return 2 + len(self.kinds) + 2 * N_FEATURES
+
+    def layer_vectors(self, kinds: Sequence[str], cost: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Per-layer rows (cost, cost in its kind's column, unscaled features): their sums over a
+        network's layers are all the term needs."""
+        n = len(cost)
+        V = np.zeros((n, self.width))
+        V[:, 0] = cost
+        other = len(self.kinds)
+        cols = np.fromiter((self._col.get(k, other) for k in kinds), dtype=np.int64, count=n)
+        V[np.arange(n), 1 + cols] = cost
+        V[:, 2 + len(self.kinds):] = X
+        return V
+
+    def design(self, V: np.ndarray) -> np.ndarray:
+        """Network features z from summed layer vectors (one row per network)."""
+        V = np.atleast_2d(np.asarray(V, float))
+        S = np.maximum(V[:, :1], 1e-9)
+        shares = V[:, 1:2 + len(self.kinds)] / S
+        F = np.maximum(V[:, 2 + len(self.kinds):] * SCALE, 0.0)
+        return np.column_stack([np.log(S), shares, np.log1p(F * 1e3), np.log1p(F * 1e3 / S)])
+
+    def linear(self, V: np.ndarray) -> np.ndarray:
+        V = np.atleast_2d(np.asarray(V, float))
+        nk = len(self.kinds)
+        return (rowdot(V[:, 1:2 + nk], self.kind_scale) + rowdot(V[:, 2 + nk:] * SCALE, self.coefs)
+                + self.overhead_ms)
+
+    def predict(self, V: np.ndarray) -> np.ndarray:
+        """Network ms from summed layer vectors (rows: networks)."""
+        lin = self.linear(V)
+        if self.weights is None and self.trees is None:
+            return lin
+        Z = self.design(V)
+        r = self.intercept + (rowdot(Z, self.weights) if self.weights is not None else 0.0)
+        if self.trees is not None:
+            r = r + self.trees.log_ratio(Z)
+        return lin * np.exp(r)
+
+    @classmethod
+    def fit(cls, kinds: Sequence[str], V: np.ndarray, measured: np.ndarray, by_kind: bool = True,
+            residual: str = "none", trees: int = 50, seed: int = 0, shrink: float = 1.0,
+            fitted_on: dict[str, Any] | None = None) -> "NetworkTerm":
+        """Fit on summed layer vectors ``V`` (rows: networks) and their measured ms.  ``by_kind``:
+        one in-network scale per kind (shrunk towards the common one), else one for all;
+        ``residual``: 'none', 'ridge' or 'trees' (ridge, then ``trees`` boosting rounds)."""
+        V = np.asarray(V, float)
+        y = np.asarray(measured, float)
+        nk = len(kinds)
+        K, F = V[:, 1:2 + nk], V[:, 2 + nk:]
+        names = list(FEATURES)
+        if by_kind:
+            _, ks, nc, oh = fit_network_model_by_kind(K, list(kinds) + ["other"], F, y, NET_FEATURES, shrink)
+            kscale = np.array([ks[k] for k in list(kinds) + ["other"]])
+        else:
+            sc, nc, oh = fit_network_model(V[:, 0], F, y, NET_FEATURES)
+            kscale = np.full(nk + 1, sc)
+        term = cls(kinds, kscale, nc, oh, fitted_on=dict(fitted_on or {}, by_kind=by_kind, residual=residual,
+                                                         in_network_features=[n for n in names if n in NET_FEATURES]))
+        if residual == "none":
+            return term
+        from sklearn.linear_model import RidgeCV
+
+        Z = term.design(V)
+        r = np.log(y / term.linear(V))
+        mu, sd = Z.mean(0), Z.std(0)
+        sd[sd < 1e-9] = np.inf  # a constant column gets weight 0
+        ridge = RidgeCV(alphas=np.logspace(-2, 5, 29)).fit((Z - mu) / sd, r)
+        term.weights = np.where(np.isfinite(ridge.coef_ / sd), ridge.coef_ / sd, 0.0)
+        term.intercept = float(ridge.intercept_ - (mu * term.weights).sum())
+        term.fitted_on["ridge_alpha"] = float(ridge.alpha_)
+        if residual == "trees":
+            from sklearn.ensemble import HistGradientBoostingRegressor
+
+            left = r - (term.intercept + rowdot(Z, term.weights))
+            gbm = HistGradientBoostingRegressor(max_iter=trees, learning_rate=0.05, max_leaf_nodes=6, max_depth=3,
+                                                min_samples_leaf=10, l2_regularization=1.0, random_state=seed,
+                                                early_stopping=False).fit(Z, left)
+            term.trees = TreeResidual.from_sklearn(gbm, Z)
+            term.fitted_on["trees"] = trees
+        elif residual != "ridge":
+            raise ValueError(f"residual: got {residual!r}; allowed: none, ridge, trees")
+        return term
+
+    def to_dict(self) -> dict[str, Any]:
+        g = lambda x: float(f"{x:.12g}")  # noqa: E731
+        return {"kind": "network-term", "kinds": self.kinds, "kind_scale": [g(x) for x in self.kind_scale],
+                "coefs": [g(x) for x in self.coefs], "overhead_ms": g(self.overhead_ms),
+                "intercept": g(self.intercept),
+                **({"weights": [g(x) for x in self.weights]} if self.weights is not None else {}),
+                **({"trees": self.trees.to_dict()} if self.trees is not None else {}),
+                "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "NetworkTerm":
+        if not isinstance(d, dict) or d.get("kind") != "network-term":
+            got = d.get("kind") if isinstance(d, dict) else type(d).__name__
+            raise TargetError(f"{where}.kind: got {got!r}; allowed: network-term")
+        kinds = d.get("kinds")
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+            raise TargetError(f"{where}.kinds: got {kinds!r}; allowed: a list of layer kinds")
+
+        def numbers(field: str, n: int | None, nonneg: bool, required: bool = True):
+            v = d.get(field)
+            if v is None and not required:
+                return None
+            one = not isinstance(v, list)
+            vals = [v] if one else v
+            ok = (all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+                      and (x >= 0 or not nonneg) for x in vals) and (n is None and one or not one and len(vals) == n))
+            if not ok:
+                what = (f"{n} finite" if n is not None else "a finite") + (" non-negative" if nonneg else "")
+                raise TargetError(f"{where}.{field}: got {v!r:.60}; allowed: {what} number{'s' if n else ''}")
+            return np.array(vals, float) if not one else float(vals[0])
+
+        ks = numbers("kind_scale", len(kinds) + 1, True)
+        coefs = numbers("coefs", N_FEATURES, True)
+        oh = numbers("overhead_ms", None, True)
+        b = numbers("intercept", None, False)
+        w = numbers("weights", 2 + len(kinds) + 2 * N_FEATURES, False, required=False)
+        trees = TreeResidual.from_dict(d["trees"], f"{where}.trees") if d.get("trees") is not None else None
+        return cls(kinds, ks, coefs, oh, b, w, trees, d.get("fitted_on") or {})

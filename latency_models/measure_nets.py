@@ -1,0 +1,120 @@
+"""Measure whole networks end-to-end to fit a target's network-level term.
+
+    python -m latency_models.measure_nets [--target local-cpu] [--space mobile-unified] [--archs 200]
+        [--seed 7000] [--out latency_models/targets/measurements/local-cpu.networks.jsonl]
+
+Samples ``--archs`` random archs of the space with ``random.Random(seed)`` (validate samples with
+seeds 1000+, the build with 0 and 1: keep this seed away from both), measures each network with the
+profiler's interleaved protocol (``profile.measure_items``: relative to the reference block, thread
+CPU time at one thread, outlier rounds re-measured), in chunks, each in a fresh process, and appends
+one JSON line per network (arch string, relative cost, reference ms, load average).  Resumable: a
+network already in the file is not measured again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+from search_space.errors import TargetError, cli_entry, field_error
+
+MEAS_DIR = Path(__file__).resolve().parent / "targets" / "measurements"
+RESERVED_SEEDS = "0, 1 (build) and 1000-1999 (validate)"
+
+
+def sample_archs(space_name: str, n: int, seed: int):
+    from search_space.space import load_space
+
+    space = load_space(space_name)
+    rng = random.Random(seed)
+    return space, [space.sample(rng) for _ in range(n)]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a measurements file; a torn last line (killed mid-write) is skipped."""
+    rows = []
+    if not path.is_file():
+        return rows
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                continue
+            raise TargetError(f"{path}:{i + 1}: not a JSON line of latency_models.measure_nets") from None
+    return rows
+
+
+def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnxruntime", threads: int = 1,
+            rounds: int = 5, chunk: int = 10, res: int = 224) -> list[dict]:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from latency_models.profile import machine_info, measure_items, runtime_version
+
+    space, archs = sample_archs(space_name, n, seed)
+    done = {(r["arch"], r["resolution"]) for r in read_rows(path)}
+    todo = [(i, a) for i, a in enumerate(archs) if (a.to_string(), res) not in done]
+    info = machine_info(backend, threads)
+    print(f"{len(archs) - len(todo)} of {len(archs)} {space.name} archs (seed {seed}) already in {path}; "
+          f"measuring {len(todo)} on {info['cpu']}, {backend} {runtime_version(info)}, {threads} thread(s)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(todo), desc="measuring networks", unit="net", file=sys.stderr) as bar:
+        for c in range(0, len(todo), chunk):
+            part = todo[c:c + chunk]
+            load0 = os.getloadavg()[0]
+            with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:  # a fresh process
+                out = ex.submit(measure_items, [("net", (a, res)) for _, a in part], backend, threads,
+                                rounds).result()
+            load1 = os.getloadavg()[0]
+            with path.open("a+b") as f:  # a torn last line from a killed run: start on a fresh line
+                if f.seek(0, os.SEEK_END) > 0:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+                for (i, a), m in zip(part, out):
+                    row = {"space": space.name, "seed": seed, "index": i, "arch": a.to_string(),
+                           "resolution": res, "backend": backend, "threads": threads, "rel": m["rel"],
+                           "spread": m["spread"], "ref_ms": m["ref_ms"], "ms": m["ms"],
+                           "remeasured": m["remeasured"], "load1": [round(load0, 2), round(load1, 2)]}
+                    f.write((json.dumps(row) + "\n").encode())
+            bar.update(len(part))
+    return read_rows(path)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    from latency_models.profile import BACKENDS
+
+    ap = argparse.ArgumentParser(prog="python -m latency_models.measure_nets", description=__doc__.split("\n")[0])
+    ap.add_argument("--space", default="mobile-unified")
+    ap.add_argument("--archs", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=7000)
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--out", default=str(MEAS_DIR / "local-cpu.networks.jsonl"))
+    args = ap.parse_args(argv)
+    if args.backend not in BACKENDS:
+        raise field_error(TargetError, "--backend", args.backend, BACKENDS)
+    if args.archs < 1:
+        raise field_error(TargetError, "--archs", args.archs, "an integer >= 1")
+    if args.seed in (0, 1) or 1000 <= args.seed < 2000:
+        raise field_error(TargetError, "--seed", args.seed, f"any integer but {RESERVED_SEEDS}")
+    rows = measure(Path(args.out), args.space, args.archs, args.seed, args.backend, args.threads, args.rounds,
+                   res=args.resolution)
+    print(f"{args.out}: {len(rows)} networks")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

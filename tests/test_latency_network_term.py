@@ -1,0 +1,158 @@
+"""The network-level term (fitted on whole networks measured end-to-end), the vectorized layer
+features and the one pricing path behind predict / predict_many / breakdown."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import latency_models
+from latency_models import build, measure_nets
+from latency_models.features import FEATURES, N_FEATURES, features_many, layer_features
+from latency_models.fitting import error_stats
+from latency_models.model import LatencyModel
+from latency_models.predictor import NetworkTerm
+from search_space import zoo
+from search_space.arch import signatures
+from search_space.errors import TargetError
+from search_space.space import load_space, space_names
+
+REPO = Path(__file__).resolve().parents[1]
+NETS = REPO / "latency_models" / "targets" / "measurements" / "local-cpu.networks.jsonl"
+
+
+def _fresh_archs(n_per_space=40, seed=7):
+    out = []
+    for name in space_names():
+        rng = random.Random(seed)
+        out += [load_space(name).sample(rng) for _ in range(n_per_space)]
+    return out + [zoo.get(n) for n in zoo.names()]
+
+
+def test_features_many_equal_layer_features_exactly():
+    """Every block family, stems and heads, odd resolutions and a 10-class head: the numpy path
+    gives layer_features' numbers bit for bit (the regressors were fitted on those)."""
+    sigs = []
+    for i, a in enumerate(_fresh_archs(25, seed=3)):
+        sigs += signatures(a, (224, 160, 193, (192, 256))[i % 4], 10 if i % 5 == 0 else 1000)
+    kinds = {s.kind for s in sigs}
+    assert {"stem", "head", "mbconv", "dwsep", "sandglass", "shufflev2", "fire", "xception", "maxpool", "conv",
+            "shufflev1"} <= kinds
+    fast = features_many(sigs)
+    slow = np.stack([layer_features(s) for s in sigs])
+    assert fast.shape == (len(sigs), N_FEATURES)
+    bad = np.flatnonzero(~np.all(fast == slow, axis=1))
+    assert not len(bad), [sigs[i].key for i in bad[:3]]
+    mv2 = features_many(signatures(zoo.get("mobilenet_v2"), 224))[3]
+    assert dict(zip(FEATURES, mv2))["pw_macs"] == 2 * 24 * 144 * 56 * 56
+
+
+@pytest.mark.parametrize("target", latency_models.targets())
+def test_predict_equals_predict_many_exactly(target):
+    """predict one by one on a fresh model, predict_many in one batch and in reverse on two more
+    fresh models: the same floats, whatever else shares the batch or was priced before."""
+    archs = _fresh_archs(15)
+    path = latency_models.target_path(target)
+    one, many, rev = (LatencyModel.from_file(path) for _ in range(3))
+    for res in (224, 160):
+        a = np.array([one.predict(x, res) for x in archs])
+        b = many.predict_many(archs, res)
+        c = rev.predict_many(archs[::-1], res)[::-1]
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+        assert np.array_equal(many.predict_many(archs, res), b)  # cached: the same again
+    assert np.all(a > 0)
+
+
+def test_local_cpu_carries_a_network_term_that_reproduces_its_fit():
+    """The shipped local-cpu prices networks through the network term fitted on the committed
+    whole-network measurements; predicting those networks again gives the recorded in-sample error
+    and cross-validation says the term beats the plain layer sum."""
+    m = latency_models.load("local-cpu")
+    assert m.term is not None and m.term.fitted_on["networks"] >= 200
+    assert m.term.fitted_on["from"] == "latency_models/targets/measurements/local-cpu.networks.jsonl"
+    assert m.scale == 1.0 and m.overhead_ms == 0.0 and not m.predictor.net_coef.any()
+    archs, ms, _ = build.read_networks(NETS)
+    rec = m.error["network_term"]
+    assert error_stats(m.predict_many(archs), ms) == rec["fitted"]
+    cv = rec["cross_validation"]
+    chosen = cv[cv["chosen"]]
+    assert chosen["mape_pct"] < cv["plain layer sum (no term)"]["mape_pct"] - 2.0
+    assert chosen["spearman"] >= 0.99
+
+
+def test_breakdown_with_a_network_term_sums_to_predict():
+    m = latency_models.load("local-cpu")
+    for name in ("mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2"):
+        a = zoo.get(name)
+        rows = m.breakdown(a)
+        assert [k for k, _ in rows] == [s.key for s in signatures(a, 224)]
+        assert sum(ms for _, ms in rows) == pytest.approx(m.predict(a), rel=1e-12)
+
+
+def test_network_term_fit_recovers_known_scales():
+    """Networks made of layers whose in-network cost is known (per-kind scales, weight-bytes term,
+    overhead): the fit finds them and a JSON round trip keeps the predictions."""
+    kinds = ["dwsep", "mbconv", "stem", "head"]
+    term = NetworkTerm.identity(kinds)
+    rng = np.random.default_rng(0)
+    V = []
+    for _ in range(120):
+        n = rng.integers(8, 30)
+        ks = rng.choice(kinds + ["fire"], size=n)
+        cost = rng.uniform(0.05, 2.0, size=n)
+        X = np.abs(rng.normal(1e6, 5e5, size=(n, N_FEATURES)))
+        V.append(term.layer_vectors(list(ks), cost, X).sum(0))
+    V = np.array(V)
+    true_scale = np.array([0.9, 1.2, 1.0, 1.1, 1.3])  # dwsep, mbconv, stem, head, other (fire)
+    wb = FEATURES.index("weight_bytes")
+    measured = V[:, 1:6] @ true_scale + 0.02 * V[:, 6 + wb] * 1e-6 + 0.5
+    fit = NetworkTerm.fit(kinds, V, measured, by_kind=True, residual="none", shrink=1e-6)
+    np.testing.assert_allclose(fit.kind_scale, true_scale, rtol=0.02)
+    assert fit.overhead_ms == pytest.approx(0.5, rel=0.1)
+    np.testing.assert_allclose(fit.predict(V), measured, rtol=0.01)
+    back = NetworkTerm.from_dict(json.loads(json.dumps(fit.to_dict())), "t")
+    np.testing.assert_allclose(back.predict(V), fit.predict(V), rtol=1e-10)
+    trees = NetworkTerm.fit(kinds, V, measured * np.exp(0.05 * np.sin(V[:, 0])), residual="trees", trees=20)
+    back = NetworkTerm.from_dict(json.loads(json.dumps(trees.to_dict())), "t")
+    np.testing.assert_allclose(back.predict(V), trees.predict(V), rtol=1e-8)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("kind_scale", [-1.0], "network_term.kind_scale: got [-1.0]; allowed: 12 finite non-negative numbers"),
+    ("intercept", "x", "network_term.intercept: got 'x'; allowed: a finite number"),
+    ("kind", "mlp", "network_term.kind: got 'mlp'; allowed: network-term"),
+])
+def test_corrupt_network_term_is_one_line(tmp_path, field, value, message):
+    d = json.loads(latency_models.target_path("local-cpu").read_text())
+    assert len(d["predictor"]["network_term"]["kinds"]) == 11  # + "other": 12 in-network scales
+    d["predictor"]["network_term"][field] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(TargetError, match="^" + str(bad).replace(".", r"\.") + r"\.predictor\.") as e:
+        LatencyModel.from_file(bad)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    r = subprocess.run([sys.executable, "-m", "latency_models.validate", "--target", str(bad), "--archs", "0",
+                        "--no-zoo", "--png", str(tmp_path / "x.png")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and message in r.stderr
+
+
+def test_measure_nets_file_resumes_after_a_torn_line(tmp_path, capsys):
+    path = tmp_path / "n.jsonl"
+    row = {"space": "mobile-unified", "seed": 7000, "index": 0, "arch": zoo.get("mobilenet_v2").to_string(),
+           "resolution": 224, "rel": 7.5, "ref_ms": 1.0, "ms": 7.5}
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row)[:40])  # killed mid-write
+    assert measure_nets.read_rows(path) == [row]
+    archs, ms, _ = build.read_networks(path)
+    assert archs == [zoo.get("mobilenet_v2")] and ms.tolist() == [7.5]
+    assert build.read_networks(path, ref_ms=2.0)[1].tolist() == [15.0]
+    assert measure_nets.main(["--seed", "1001", "--out", str(path)]) != 0
+    assert "--seed: got 1001; allowed: any integer but 0, 1 (build) and 1000-1999 (validate)" in capsys.readouterr().err
+    path.write_text("{]\n" + json.dumps(row) + "\n")
+    with pytest.raises(TargetError, match="n.jsonl:1: not a JSON line"):
+        measure_nets.read_rows(path)
