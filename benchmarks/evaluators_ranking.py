@@ -242,7 +242,8 @@ def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds
     calib = [x for x, _ in data.train.batches(128, shuffle=True, generator=g, limit=4 * 128)]
     xv, yv = data.val.batch(torch.arange(min(5000, len(data.val))))
     out = {"space": space.name, "n_archs": len(keep), "machine": machine(), "tau": {}, "checkpoint": checkpoint,
-           "ground_truth": {"recipe": recipe.to_dict(), "train_seeds": list(train_seeds)}}
+           "ground_truth": {"recipe": recipe.to_dict(), "train_seeds": list(train_seeds), "accuracy": truth},
+           "archs": [a.to_string() for a in keep], "scores": {}}     # scores: per setting, per arch (archs' order)
     for ncal in (1, 2, 4):
         logp = []
         for a in keep:
@@ -260,8 +261,9 @@ def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds
         for n in (300, 600, 1000, 2000, 5000):
             top1 = [float((lp[:n].argmax(1) == yv[:n]).float().mean()) for lp in logp]
             ll = [lp[:n].gather(1, yv[:n, None]) for lp in logp]
-            t = {"top1": kendalltau(top1, truth)[0], "p_true": kendalltau([float(v.exp().mean()) for v in ll], truth)[0],
-                 "loglik": kendalltau([float(v.mean()) for v in ll], truth)[0]}
+            sc = {"top1": top1, "p_true": [float(v.exp().mean()) for v in ll], "loglik": [float(v.mean()) for v in ll]}
+            t = {k: kendalltau(v, truth)[0] for k, v in sc.items()}
+            out["scores"][f"calib{ncal}x128_scored{n}"] = {k: [round(x, 5) for x in v] for k, v in sc.items()}
             out["tau"][f"calib{ncal}x128_scored{n}"] = {k: round(float(v), 3) for k, v in t.items()}
             log(f"[variants] calib {ncal}x128, {n} scored: {out['tau'][f'calib{ncal}x128_scored{n}']}")
     tagged("supernet_eval_variants", space, tag).write_text(json.dumps(out, indent=1))
