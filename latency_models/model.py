@@ -55,7 +55,7 @@ class LatencyModel:
         self._reset_cache()
 
     def _table_shapes(self) -> set | None:
-        """(kind, in_ch, H, W) of every table entry: a layer whose shape is not there cannot be in
+        """``_shape_key`` of every table entry: a layer whose shape key is not there cannot be in
         the table, and skips building its key string (most new layers of a large space).  None (no
         filter) if a key does not parse."""
         from search_space.arch import signature_from_key
@@ -67,8 +67,14 @@ class LatencyModel:
                 s = signature_from_key(k)
             except EdgenasError:
                 return None
-            out.add((s.kind, s.in_ch, s.h, s.w))
+            out.add(self._shape_key(s.kind, s.spec, s.in_ch, s.h, s.w))
         return out
+
+    @staticmethod
+    def _shape_key(kind: str, spec, cin: int, h: int, w: int) -> tuple:
+        """What a table lookup must match before its key string is built: kind, input shape and
+        the layer's output width and kernel."""
+        return (kind, cin, h, w, getattr(spec, "out_ch", 0) or getattr(spec, "last_ch", 0), getattr(spec, "kernel", 0))
 
     def __repr__(self) -> str:
         return f"LatencyModel({self.name!r}, {len(self.table)} table entries)"
@@ -182,7 +188,8 @@ class LatencyModel:
         shapes = self._shapes
         for q, (_, kind, spec, cin, h, w, _, _) in enumerate(new):
             entry = None
-            if shapes is None or (kind, cin, h, w) in shapes:
+            if shapes is None or (kind, cin, h, w, getattr(spec, "out_ch", 0) or getattr(spec, "last_ch", 0),
+                                  getattr(spec, "kernel", 0)) in shapes:
                 sig = Signature(kind, spec, cin, h, w, num_classes if kind == "head" else 0)
                 entry = self.table.get(sig.key, table_res)
             if entry is None:
