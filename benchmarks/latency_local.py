@@ -24,11 +24,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--archs", type=int, default=50)
     ap.add_argument("--space", default="mobile-unified")
-    ap.add_argument("--seed", type=int, default=1001)
+    ap.add_argument("--seed", type=int, default=1002)
     ap.add_argument("--png", default="latency_local.png")
     ap.add_argument("--passes", type=int, default=1, help="measure each network in this many fresh processes")
     ap.add_argument("--measured", default=None, help="score saved measurements (latency_models.validate --save); "
-                    "default: latency_models/targets/measurements/local-cpu.validation.json with --saved")
+                    "default: latency_models/targets/measurements/local-cpu.validation-s3-seed1002.json with --saved")
     ap.add_argument("--saved", action="store_true", help="score the committed validation measurements, measure nothing")
     args = ap.parse_args()
     header("local-cpu accuracy (measured here vs predicted)")
@@ -40,13 +40,15 @@ def main() -> int:
         import json
 
         path = Path(args.measured) if args.measured else \
-            Path(__file__).resolve().parents[1] / "latency_models" / "targets" / "measurements" / "local-cpu.validation.json"
+            Path(__file__).resolve().parents[1] / "latency_models" / "targets" / "measurements" / "local-cpu.validation-s3-seed1002.json"
         record = json.loads(path.read_text())
         print(f"   scoring saved measurements {path} (measured {record.get('load_average')} load, {record.get('machine')})")
     r = validate_measured(model, args.space, args.archs, args.seed, Path(args.png), passes=args.passes, record=record)
-    rnd = r.get("random_archs", r["all"])
+    # the primary figures: the networks' own times where the target's network term was fitted on those
+    key = "random_archs_own_time" if r.get("primary") == "own_time" else "random_archs"
+    rnd = r.get(key, r["all"])
     ok = rnd["within_10pct"] >= 0.95 and rnd["spearman"] >= 0.95
-    print(f"   goal >= 95% within +/-10% and Spearman >= 0.95 on random archs: {'PASS' if ok else 'FAIL'} "
+    print(f"   goal >= 95% within +/-10% and Spearman >= 0.95 on random archs ({key}): {'PASS' if ok else 'FAIL'} "
           f"({rnd['within_10pct']:.0%}, {rnd['spearman']:.3f})")
     return 0 if ok else 1
 
