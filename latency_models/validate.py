@@ -56,6 +56,9 @@ def scatter(path: Path, groups: dict[str, tuple[list, list]], title: str) -> Non
         xs = np.array([lo * 0.9, hi * 1.1])
         ax.plot(xs, xs, "k-", lw=0.8)
         ax.fill_between(xs, xs * 0.9, xs * 1.1, color="grey", alpha=0.15, label="+/-10%")
+        if lo > 0 and hi / lo > 20:  # 2 ms and 500 ms networks: the +/-10% band is readable on log axes
+            ax.set_xscale("log")
+            ax.set_yscale("log")
     ax.set_xlabel("measured (ms)")
     ax.set_ylabel("predicted (ms)")
     ax.set_title(title, fontsize=9)
