@@ -11,9 +11,15 @@ A target file (``latency_models/targets/<name>.json``) holds everything a model 
 Prediction of a network: each layer (``search_space.arch.signatures``) costs its table entry if
 the table has its key (at the network's input resolution first), else the regressor's estimate;
 in a network a layer costs ``scale * that + features . layer_coefs`` (``scale`` per layer kind where the
-target has ``kind_scale``; the in-network term, fitted on
-whole-network measurements where they show one) and the network the sum plus ``overhead_ms``.  Per-layer costs are cached by (resolution,
-layer spec, input shape), so a search that meets the same blocks again pays a dict lookup.
+target has ``kind_scale``; the in-network term, fitted on whole-network measurements where they
+show one) and the network the sum plus ``overhead_ms``.  A target with a network term
+(``predictor.NetworkTerm``, fitted on whole networks measured end-to-end) prices the network from
+per-layer rows instead (the layer costs by kind, the layer features), summed over its layers.
+
+Per-layer costs are cached by (resolution, layer spec, input shape), so a search that meets the
+same blocks again pays a dict lookup; the layers of a batch that are new to the model are priced
+together (``features.features_cols``, one regressor call), so ``predict`` and ``predict_many`` are
+one path and agree value for value.
 """
 from __future__ import annotations
 
