@@ -56,7 +56,7 @@ def test_features_many_equal_layer_features_exactly():
 def test_predict_equals_predict_many_exactly(target):
     """predict one by one on a fresh model, predict_many in one batch and in reverse on two more
     fresh models: the same floats, whatever else shares the batch or was priced before."""
-    archs = _fresh_archs(15)
+    archs = _fresh_archs(10)
     path = latency_models.target_path(target)
     one, many, rev = (LatencyModel.from_file(path) for _ in range(3))
     for res in (224, 160):
@@ -136,6 +136,8 @@ def test_corrupt_network_term_is_one_line(tmp_path, field, value, message):
     with pytest.raises(TargetError, match="^" + str(bad).replace(".", r"\.") + r"\.predictor\.") as e:
         LatencyModel.from_file(bad)
     assert message in str(e.value) and "\n" not in str(e.value)
+    if field != "kind_scale":
+        return  # one CLI run is enough: the CLIs print the same one line
     r = subprocess.run([sys.executable, "-m", "latency_models.validate", "--target", str(bad), "--archs", "0",
                         "--no-zoo", "--png", str(tmp_path / "x.png")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode != 0 and "Traceback" not in r.stderr
