@@ -110,6 +110,7 @@ class LatencyModel:
             h0, w0 = res
             rkey = tuple(res)
         cache, idmap = self._cache, self._ids
+        setdefault = cache.setdefault
         new: list[tuple] = []    # (cache key, kind, spec, in_ch, h, w, stem/head/its arch, value) not yet priced
         again: list[tuple] = []  # (id key, spec, value) of other BlockSpec objects met for those
         flat: list[int] = []
@@ -131,16 +132,17 @@ class LatencyModel:
                     if v is None:
                         vals = spec_fields(b)
                         ck = (rkey, vals, h, w)
-                        v = cache.get(ck)
-                        if v is None:
+                        pend = [-1 - len(new), h, w]
+                        v = setdefault(ck, pend)  # one hashing of the key, new or not
+                        if v is pend:
+                            new.append((ck, vals[_TYPE], b, vals[_IN_CH], h, w, a, v))  # first: popped on error
                             k, s = vals[_KERNEL], vals[_STRIDE]
                             if type(s) is int and vals[_PADDING] == "same":
                                 d = 2 * (k // 2) - k
-                                v = [-1 - len(new), (h + d) // s + 1, (w + d) // s + 1]
+                                v[1] = (h + d) // s + 1
+                                v[2] = (w + d) // s + 1
                             else:
-                                v = [-1 - len(new), *b.out_hw(h, w)]
-                            cache[ck] = v
-                            new.append((ck, vals[_TYPE], b, vals[_IN_CH], h, w, a, v))
+                                v[1], v[2] = b.out_hw(h, w)
                         else:
                             again.append((ik, b, v))
                     i, h, w = v

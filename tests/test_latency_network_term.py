@@ -158,3 +158,21 @@ def test_measure_nets_file_resumes_after_a_torn_line(tmp_path, capsys):
     path.write_text("{]\n" + json.dumps(row) + "\n")
     with pytest.raises(TargetError, match="n.jsonl:1: not a JSON line"):
         measure_nets.read_rows(path)
+
+
+def test_a_batch_that_cannot_be_priced_leaves_nothing_behind(tmp_path):
+    """A block type without a regressor fails the whole batch with one line naming it; the layers
+    of that batch are not left half-priced: the model prices the other archs afterwards as a fresh
+    model does."""
+    d = json.loads(latency_models.target_path("local-cpu").read_text())
+    d["predictor"]["coefs"] = {k: v for k, v in d["predictor"]["coefs"].items() if k not in ("dwsep", "generic")}
+    path = tmp_path / "no-dwsep.json"
+    path.write_text(json.dumps(d))
+    m, ref = LatencyModel.from_file(path), LatencyModel.from_file(path)
+    good = [a for a in _fresh_archs(6) if not any(b.type == "dwsep" for b in a.blocks)
+            and all(b.type in d["predictor"]["coefs"] for b in a.blocks)]
+    bad = next(a for a in _fresh_archs(6) if any(b.type == "dwsep" for b in a.blocks))
+    with pytest.raises(TargetError, match=r"cannot price block type 'dwsep' at arch\.blocks\[\d+\]") as e:
+        m.predict_many(good[:5] + [bad])
+    assert "\n" not in str(e.value) and m._n == 0 and not m._cache
+    assert len(good) >= 10 and np.array_equal(m.predict_many(good), ref.predict_many(good))
