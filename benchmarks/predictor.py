@@ -83,10 +83,11 @@ def main(argv=None) -> int:
           f"accuracies {100 * rep['supernet_accuracy_range'][0]:.1f}-{100 * rep['supernet_accuracy_range'][1]:.1f}%, "
           f"std {100 * rep['supernet_accuracy_std']:.2f}) -> goal >= 0.8: "
           f"{'MET' if rep['kendall_tau_supernet'] >= 0.8 else 'NOT MET'}")
-    if st.get("n", 0) >= 3:
-        print(f"  vs the stand-alone accuracies ({st['n']} archs of {Path(st['csv']).name}): predictor tau "
-              f"{st['kendall_tau_predictor']:.3f}, supernet tau {st['kendall_tau_supernet']:.3f}, predictor vs "
-              f"supernet on them {st['kendall_tau_predictor_vs_supernet']:.3f}")
+    if st.get("by_recipe"):
+        for label, g in st["by_recipe"].items():
+            print(f"  vs the stand-alone accuracies ({g['n']} archs of {Path(st['csv']).name} trained {label}): "
+                  f"predictor tau {g['kendall_tau_predictor']:.3f}, supernet tau {g['kendall_tau_supernet']:.3f}, "
+                  f"predictor vs supernet on them {g['kendall_tau_predictor_vs_supernet']:.3f}")
     else:
         print(f"  vs the stand-alone accuracies: {st.get('note', 'n/a')}")
 

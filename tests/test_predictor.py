@@ -132,3 +132,55 @@ def test_a_model_cached_in_the_old_format_is_refitted(predictor, tmp_path):
     again.prepare()
     assert "cached" not in again.report and "stale" not in again.report and again.model is not None
     assert pickle.loads(path.read_bytes())["format"] == MODEL_FORMAT
+
+
+def test_standalone_report_ranks_each_training_recipe_apart(predictor, tmp_path):
+    """Accuracies of different stand-alone recipes are not one ranking: a tau per recipe (groups of 3+
+    archs the supernet covers), the largest group's at the top level."""
+    import csv
+    import json
+
+    from search_space.arch import Arch
+    from searchers.evaluators.predictor import kendall_tau, recipe_label
+
+    rows = predictor.read_evals()[:9]
+    long_ = json.dumps({"epochs": 1, "images_per_epoch": 32000, "batch_size": 64, "lr": 0.05})
+    short = json.dumps({"epochs": 1, "images_per_epoch": 5120, "batch_size": 32})
+    assert recipe_label(long_) == "1 x 32000 images, batch 64" and recipe_label("") == "unknown recipe"
+    path = tmp_path / "standalone.csv"
+    truth_long = [r["accuracy"] for r in rows[:4]]            # the supernet's own order: its tau is 1
+    truth_short = [1 - r["accuracy"] for r in rows[4:7]]      # the reverse: -1
+    assert len(set(truth_long)) > 1 and len(set(truth_short)) > 1
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "space", "dataset", "accuracy_test", "recipe"])
+        for r, acc in zip(rows[:4], truth_long):
+            w.writerow([r["arch"], SPACE, "", acc, long_])
+        for r, acc in zip(rows[4:7], truth_short):
+            w.writerow([r["arch"], SPACE, "", acc, short])
+        for r in rows[7:9]:                                   # two archs of a third recipe: no ranking
+            w.writerow([r["arch"], SPACE, "", 0.3, "{}"])
+        w.writerow(["not_an_arch", SPACE, "", 0.9, long_])
+        w.writerow([rows[0]["arch"], SPACE, "another-data-set", 0.9, long_])
+    predictor.standalone_csv = path
+    rep = predictor.standalone_report()
+    assert set(rep["by_recipe"]) == {"1 x 32000 images, batch 64", "1 x 5120 images, batch 32"}
+    assert rep["recipe"] == "1 x 32000 images, batch 64" and rep["n"] == 4
+    for archs_rows, truth, label in ((rows[:4], truth_long, "1 x 32000 images, batch 64"),
+                                     (rows[4:7], truth_short, "1 x 5120 images, batch 32")):
+        g = rep["by_recipe"][label]
+        archs = [Arch.from_string(r["arch"]) for r in archs_rows]
+        sup = [r["accuracy"] for r in archs_rows]                 # the supernet's collected scores
+        assert g["n"] == len(truth)
+        assert g["kendall_tau_predictor"] == pytest.approx(kendall_tau(predictor.predict_many(archs), truth),
+                                                           nan_ok=True)
+        assert g["kendall_tau_supernet"] == pytest.approx(1.0 if truth == sup else -1.0)
+    # fewer than 3 archs per recipe: a note, not a tau
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "space", "dataset", "accuracy_test", "recipe"])
+        for r in rows[:2]:
+            w.writerow([r["arch"], SPACE, "", 0.5, long_])
+        w.writerow([rows[2]["arch"], SPACE, "", 0.5, short])
+    rep = predictor.standalone_report()
+    assert rep["n"] == 2 and rep["note"] == "fewer than 3 archs of this space/data set per training recipe"

@@ -185,6 +185,16 @@ def make_model(kind: str, seed: int):
     raise field_error(PredictorError, "predictor model", kind, MODELS)
 
 
+def recipe_label(text: str) -> str:
+    """A stand-alone training recipe (the CSV's JSON ``recipe``) in a few words: its epochs, images
+    per epoch and batch size (the raw text when it is not such a JSON object)."""
+    try:
+        r = json.loads(text)
+        return f"{r['epochs']} x {r['images_per_epoch']} images, batch {r['batch_size']}"
+    except (ValueError, KeyError, TypeError):
+        return text.strip() or "unknown recipe"
+
+
 def kendall_tau(a, b) -> float:
     from scipy.stats import kendalltau
 
@@ -388,13 +398,15 @@ class PredictorEvaluator(Evaluator):
 
     def standalone_report(self) -> dict:
         """Tau of the predictor (and of the supernet) against the stand-alone accuracies of the archs of
-        this space and data set in the stand-alone CSV (its ``accuracy_test``)."""
+        this space and data set in the stand-alone CSV (its ``accuracy_test``), one ranking per
+        training recipe (its ``recipe`` column: accuracies of different recipes are not comparable).
+        The top-level figures are those of the recipe with the most archs; ``by_recipe`` has all."""
         from search_space.arch import Arch
 
         path = self.standalone_csv
         if not path.is_file():
             return {"n": 0, "note": f"{path} not found"}
-        archs, truth = [], []
+        groups: dict[str, tuple[list, list]] = {}
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 if row.get("dataset") not in (None, "", self.data.name):
@@ -407,14 +419,30 @@ class PredictorEvaluator(Evaluator):
                 except Exception:  # noqa: BLE001 -- a row of another space or format
                     continue
                 if math.isfinite(acc):
+                    archs, truth = groups.setdefault(recipe_label(row.get("recipe") or ""), ([], []))
                     archs.append(a)
                     truth.append(acc)
-        if len(archs) < 3:
-            return {"n": len(archs), "csv": str(path), "note": "fewer than 3 archs of this space/data set"}
-        pred = self.predict_many(archs)
-        sup = [float(self.supernet_evaluator.evaluate(a)) for a in archs]
-        return {"n": len(archs), "csv": str(path), "kendall_tau_predictor": kendall_tau(pred, truth),
-                "kendall_tau_supernet": kendall_tau(sup, truth), "kendall_tau_predictor_vs_supernet": kendall_tau(pred, sup)}
+        usable = {k: v for k, v in groups.items() if len(v[0]) >= 3}
+        if not usable:
+            return {"n": max((len(v[0]) for v in groups.values()), default=0), "csv": str(path),
+                    "note": "fewer than 3 archs of this space/data set per training recipe"}
+        sup_of: dict[str, float] = {}
+
+        def sup(a) -> float:
+            t = a.to_string()
+            if t not in sup_of:
+                sup_of[t] = float(self.supernet_evaluator.evaluate(a))
+            return sup_of[t]
+
+        by = {}
+        for label, (archs, truth) in sorted(usable.items(), key=lambda kv: -len(kv[1][0])):
+            pred = self.predict_many(archs)
+            sp = [sup(a) for a in archs]
+            by[label] = {"n": len(archs), "kendall_tau_predictor": kendall_tau(pred, truth),
+                         "kendall_tau_supernet": kendall_tau(sp, truth),
+                         "kendall_tau_predictor_vs_supernet": kendall_tau(pred, sp)}
+        head = next(iter(by))
+        return {**by[head], "recipe": head, "csv": str(path), "by_recipe": by}
 
     def retest(self, archs, progress: bool = False, first: list[float] | None = None) -> dict:
         """How well *any* function of the arch can rank the supernet's scores: each arch scored a
