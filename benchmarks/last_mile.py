@@ -9,13 +9,14 @@ supernet-inherited weights, beside a LeNet-style baseline trained with the same 
 1. ``scratch``: ``python -m searchers.train --arch mobilenet_v3_small --init scratch`` (default recipe and
    epochs: 5 epochs on the whole 55,000-image training split; ``--train-images N``: a fixed random subset;
    the full val (5,000) and test (10,000) splits are scored).
-2. ``supernet``: the same command with ``--init supernet`` (and so its fine-tuning default: a 0.1-epoch
-   warm-up instead of 1): the cached default-recipe supernet of ``--supernet-space`` (default
+2. ``supernet``: the same command with ``--init supernet`` (and the same default recipe): the cached default-recipe supernet of ``--supernet-space`` (default
    ``mobilenetv3``, which holds MobileNetV3-Small; mobile-unified's reduced-scale supernet does not), or
    ``--supernet PATH``.
-3. ``supernet_short`` (``--short-epochs N``): the same command with ``--epochs N`` (fewer than the
+3. ``supernet_same`` (``--same-recipe``): the same with ``--warmup-epochs 1`` spelled out (for a ``supernet`` run
+   reused from a folder made with another warm-up; the plot labels each run with its warm-up).
+4. ``supernet_short`` (``--short-epochs N``): the same command with ``--epochs N`` (fewer than the
    default): does a shorter schedule from the inherited weights reach the scratch run's accuracy?
-4. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
+5. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
    the same ``searchers.trainer.Trainer`` (same recipe, epochs, images, augmentation and EMA).
 
 ``--reuse`` reads runs already finished in ``--out`` instead of rerunning them.  The supernet runs export
@@ -136,11 +137,14 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"scratch": ("MobileNetV3-Small, scratch", "C0", "o"),
               "supernet": ("MobileNetV3-Small, supernet init", "C1", "s"),
+              "supernet_same": ("MobileNetV3-Small, supernet init", "C4", "v"),
               "supernet_short": ("MobileNetV3-Small, supernet init, fewer epochs", "C3", "D"),
               "lenet": ("LeNet-5 style", "C2", "^")}
     for key, card in runs.items():
         h = card["training"]["history"]
         label, color, marker = styles[key]
+        if key.startswith("supernet"):
+            label += f", warm-up {card['training']['recipe']['warmup_epochs']:g} ep"
         ax.plot([r["epoch"] for r in h], [100 * r["val_top1_ema"] for r in h], marker=marker, color=color,
                 label=f"{label} (test {100 * card['accuracy']['top1']:.2f}%)")
     ax.set_xlabel("epoch (0 = initial weights)")
@@ -179,6 +183,8 @@ def main(argv=None) -> int:
                          "(or the folder holding it)")
     ap.add_argument("--out", default="runs/bench-last-mile")
     ap.add_argument("--formats", default="all", help="export formats of the MobileNetV3-Small runs (default all)")
+    ap.add_argument("--same-recipe", action="store_true", help="also a supernet-init run with the scratch "
+                    "recipe's 1-epoch warm-up")
     ap.add_argument("--short-epochs", type=int, default=0, help="also a supernet-init run of this many epochs "
                     "(fewer than --epochs; 0: none)")
     ap.add_argument("--reuse", action="store_true", help="runs already finished in --out (card.json / "
@@ -231,6 +237,8 @@ def main(argv=None) -> int:
             time.sleep(30)
         extra += ["--supernet", str(sp)]
     runs["supernet"] = run_cli("supernet", args, out, extra, full=False)
+    if args.same_recipe:   # the inherited weights, the scratch run's schedule
+        runs["supernet_same"] = run_cli("supernet_same", args, out, extra, ["--warmup-epochs", "1"], full=False)
     if args.short_epochs:  # the inherited weights, fewer epochs (the schedule ends sooner)
         runs["supernet_short"] = run_cli("supernet_short", args, out, extra, ["--epochs", str(args.short_epochs)],
                                          epochs=args.short_epochs, full=False)
@@ -252,6 +260,8 @@ def main(argv=None) -> int:
         "scratch_final_val": scratch_final,
         "supernet_epoch_reaching_scratch_final_val": reach,
         "supernet_recipe": {k: runs["supernet"]["training"]["recipe"][k] for k in ("warmup_epochs", "peak_lr")},
+        "supernet_same_epoch_reaching_scratch_final_val": first_epoch_reaching(
+            runs["supernet_same"]["training"]["history"], scratch_final) if "supernet_same" in runs else None,
         "supernet_short_epochs": args.short_epochs or None,
         "supernet_short_final_val": (runs["supernet_short"]["training"]["history"][-1]["val_top1_ema"]
                                      if "supernet_short" in runs else None),
@@ -274,6 +284,7 @@ def main(argv=None) -> int:
           " images")
     print(f"{'run':<28}{'params':>10}{'test top-1':>12}{'test top-5':>12}{'train s':>10}")
     for k, label in (("scratch", "MobileNetV3-Small scratch"), ("supernet", "MobileNetV3-Small supernet"),
+                     ("supernet_same", "MobileNetV3-S supernet, wu 1"),
                      ("supernet_short", f"MobileNetV3-S supernet, {args.short_epochs} ep"), ("lenet", "LeNet-5 style")):
         if k not in runs:
             continue
@@ -284,13 +295,16 @@ def main(argv=None) -> int:
     print(f"supernet: {sp['file']} ({sp['steps']} of {sp['total_steps']} sandwich steps of its recipe)")
     print(f"supernet-init reaches the scratch run's final val top-1 ({100 * scratch_final:.2f}%) at epoch "
           f"{reach if reach is not None else 'never'} of {args.epochs}")
+    if "supernet_same" in runs:
+        print(f"supernet-init with the scratch recipe (1-epoch warm-up) reaches it at epoch "
+              f"{result['supernet_same_epoch_reaching_scratch_final_val'] or 'never'} of {args.epochs}")
     if "supernet_short" in runs:
         sv = result["supernet_short_final_val"]
         print(f"supernet-init in {args.short_epochs} epochs ends at val top-1 {100 * sv:.2f}% "
               f"({'at or above' if sv >= scratch_final else 'below'} the scratch run's {args.epochs}-epoch "
               f"{100 * scratch_final:.2f}%); test {100 * runs['supernet_short']['accuracy']['top1']:.2f}% vs "
               f"{100 * runs['scratch']['accuracy']['top1']:.2f}%")
-    for k in [k for k in ("scratch", "supernet", "supernet_short") if k in runs]:
+    for k in [k for k in ("scratch", "supernet", "supernet_same", "supernet_short") if k in runs]:
         print(f"{k} val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"][k]))
     print(f"lenet val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"]["lenet"]))
     print(f"wrote {out / 'result.json'} and {out / 'curves.png'}")

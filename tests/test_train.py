@@ -207,8 +207,8 @@ def test_init_supernet_inherits_the_weights(fmnist, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["init"] == "supernet" and card["training"]["supernet"]["path"] == str(path)
     assert card["training"]["init_weights_sha1"] == weights_fingerprint(model)
-    # the fine-tuning default of inherited weights: a tenth of an epoch of warm-up, the same peak lr
-    assert card["training"]["recipe"]["warmup_epochs"] == 0.1
+    # inherited weights train with the scratch recipe (a shorter warm-up / lower lr measured worse)
+    assert card["training"]["recipe"]["warmup_epochs"] == 1.0
     assert card["training"]["recipe"]["peak_lr"] == pytest.approx(0.1 * 64 / 128)
     assert card["latency"]["measured"] == {} and list(card["exports"]) == ["onnx"]
     assert card["exports"]["onnx"]["passed"] is True
