@@ -235,7 +235,7 @@ def netadapt_settings(r: dict[str, Any], budget_ms: float, arch: str, out: Path,
     argv = ["--arch", arch, "--target", r["target"], "--budget", f"{budget_ms!r}ms",
             "--resolution", str(r["resolution"]), "--dataset", r["dataset"], "--seed", str(r["seed"]),
             "--out", str(out), "--study", f"{r['name']}-stage2",
-            # NetAdapt's last step keeps the proposal closest under T within the goal's window
+            # NetAdapt's last step chooses among the proposals within the goal's window under T
             # (netadapt.tolerance overrides it; 0: the paper's ratio rule throughout)
             "--tolerance", repr(min(0.5, float(r["latency_tolerance"])))]
     if weights:
