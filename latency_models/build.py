@@ -213,9 +213,17 @@ def measured_items(rows: list[dict]) -> tuple[list, list]:
     return layers, nets
 
 
-def refit(target_file: Path, partial: Path, out: Path, seed: int = 0) -> LatencyModel:
+def repo_path(p) -> Path:
+    """A path as given, or, when it is relative and not found from here, relative to the repository
+    (target files record their measurement files repo-relative)."""
+    p = Path(p)
+    return p if p.is_absolute() or p.exists() else REPO / p
+
+
+def refit(target_file: Path, partial: Path, out: Path, seed: int = 0, save: bool = True) -> LatencyModel:
     """Fit ``target_file``'s measurements (its partial file) again with this version's model, keeping
-    how they were made (meta); the target's error is recomputed."""
+    how they were made (meta); the target's error is recomputed.  ``save=False``: only return it (the
+    CLI saves once, after the network term, so a failed step never leaves a half-made target)."""
     old = LatencyModel.from_file(target_file)
     rows = _read_partial(partial)
     if not rows:
@@ -230,7 +238,8 @@ def refit(target_file: Path, partial: Path, out: Path, seed: int = 0) -> Latency
     model = fit_target(layers, nets, agg, meta, seed=seed, name=old.name)
     if "error_sources" in old.error:  # what was found about the measurements themselves still holds
         model.error["error_sources"] = old.error["error_sources"]
-    model.save(out)
+    if save:
+        model.save(out)
     return model
 
 
@@ -331,10 +340,12 @@ def read_networks(path: Path, ref_ms: float | None = None, resolution: int = 224
     2026-11-29 the relative figure was the noisier (5-fold CV of the network term 79% within
     +/-10% against 87% on the networks' own times): under load the 1 ms reference block slowed by
     up to 10% more than whole networks did, and the ratio carries that into every network."""
-    from latency_models.measure_nets import read_rows
+    from latency_models.measure_nets import one_runtime, read_rows
     from search_space.arch import Arch
 
-    rows = [r for r in read_rows(path) if int(r.get("resolution", 224)) == resolution]
+    rows = read_rows(path)
+    one_runtime(rows, path)
+    rows = [r for r in rows if int(r.get("resolution", 224)) == resolution]
     if not rows:
         raise TargetError(f"--networks {path}: no measured networks at {resolution}; allowed: a file written by "
                           "python -m latency_models.measure_nets")
@@ -362,6 +373,10 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
     from sklearn.model_selection import KFold
 
     from latency_models.predictor import NetworkTerm
+
+    if len(archs) < CV_FOLDS:
+        raise TargetError(f"--networks {source}: {len(archs)} measured networks at {resolution}; allowed: at least "
+                          f"{CV_FOLDS} (the network term is chosen by {CV_FOLDS}-fold cross-validation)")
 
     from latency_models.predictor import Predictor
 
@@ -434,17 +449,19 @@ def main(argv=None) -> int:
     ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
                     "measurements (--partial, default its meta's) again with this version's model, into --out")
     args = ap.parse_args(argv)
+    if args.networks and not args.refit:
+        raise TargetError(f"--networks {args.networks}: only with --refit; allowed: --refit TARGET_FILE --networks FILE")
     if args.refit:
         src = Path(args.refit)
         old = LatencyModel.from_file(src)
-        partial = Path(args.partial or old.meta.get("measurements", {}).get("partial_file") or "")
+        partial = repo_path(args.partial or old.meta.get("measurements", {}).get("partial_file") or "")
         if not partial.is_file():
             raise TargetError(f"--partial: {partial} does not exist; allowed: the target's measurements file")
         out = Path(args.out) if args.out else src
-        model = refit(src, partial, out, args.seed)
+        model = refit(src, partial, out, args.seed, save=False)
         nets = args.networks or model.meta.get("network_term_from")
         if nets:
-            npath = Path(nets)
+            npath = repo_path(nets)
             if not npath.is_file():
                 raise TargetError(f"--networks: {npath} does not exist; allowed: a latency_models.measure_nets file")
             where = str(npath.resolve().relative_to(REPO)) if npath.resolve().is_relative_to(REPO) else str(npath)
@@ -452,7 +469,7 @@ def main(argv=None) -> int:
             archs, ms, _ = read_networks(npath, None, res)
             model.meta["network_term_from"] = where
             model = fit_network_term(model, archs, ms, where, args.seed, res)
-            model.save(out)
+        model.save(out)
         for k, v in model.error.items():
             print(f"  {k}: {v}")
         print(f"wrote {out} ({len(model.table)} table entries)")

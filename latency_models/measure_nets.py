@@ -51,6 +51,17 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def one_runtime(rows: list[dict], path: Path, backend: str | None = None, threads: int | None = None) -> None:
+    """A measurements file holds one runtime (backend, threads): refuse a mix, or rows of another
+    runtime than the given one, in one line."""
+    seen = {(r.get("backend"), r.get("threads")) for r in rows}
+    want = {(backend, threads)} if backend is not None else set(list(seen)[:1])
+    if seen - want:
+        got = ", ".join(f"{b} x {t} thread(s)" for b, t in sorted(seen, key=str))
+        allowed = f"{backend} x {threads} thread(s) only" if backend is not None else "one backend and thread count"
+        raise TargetError(f"{path}: measurements of {got}; allowed: {allowed} per file (name another file)")
+
+
 def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnxruntime", threads: int = 1,
             rounds: int = 5, chunk: int = 10, res: int = 224) -> list[dict]:
     import concurrent.futures as cf
@@ -61,7 +72,9 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
     from latency_models.profile import machine_info, measure_items, runtime_version
 
     space, archs = sample_archs(space_name, n, seed)
-    done = {(r["arch"], r["resolution"]) for r in read_rows(path)}
+    rows = read_rows(path)
+    one_runtime(rows, path, backend, threads)
+    done = {(r["arch"], int(r.get("resolution", 224))) for r in rows}
     todo = [(i, a) for i, a in enumerate(archs) if (a.to_string(), res) not in done]
     info = machine_info(backend, threads)
     print(f"{len(archs) - len(todo)} of {len(archs)} {space.name} archs (seed {seed}) already in {path}; "

@@ -101,7 +101,7 @@ class LatencyModel:
         fields in Python on every lookup); the same BlockSpec object again costs an int-keyed one.
         A cache value is a list [row, out_h, out_w]: a layer met first in this batch gets a
         provisional negative row, set in place once priced (no second hashing of its key)."""
-        if self._n > self.MAX_CACHE:  # bound memory in very long searches
+        if self._n > self.MAX_CACHE or len(self._ids) > self.MAX_CACHE:  # bound memory in long searches
             self._reset_cache()
         if isinstance(res, int):
             h0 = w0 = res
@@ -196,8 +196,7 @@ class LatencyModel:
         shapes = self._shapes
         for q, (_, kind, spec, cin, h, w, _, _) in enumerate(new):
             entry = None
-            if shapes is None or (kind, cin, h, w, getattr(spec, "out_ch", 0) or getattr(spec, "last_ch", 0),
-                                  getattr(spec, "kernel", 0)) in shapes:
+            if shapes is None or self._shape_key(kind, spec, cin, h, w) in shapes:
                 sig = Signature(kind, spec, cin, h, w, num_classes if kind == "head" else 0)
                 entry = self.table.get(sig.key, table_res)
             if entry is None:

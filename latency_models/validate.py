@@ -236,7 +236,9 @@ def record_validation(path: Path, result: dict, record: dict | None, argv=None) 
                                 "drift_pct", "measurement_pass_to_pass") if k in result}
     v["how"] = ("python -m latency_models.validate " + " ".join(argv if argv is not None else sys.argv[1:]) +
                 ": random archs of the space never fitted on (sampling seed differs from the build's) and every "
-                "zoo network, measured end-to-end here relative to the reference block, in the build's time scale")
+                "zoo network, measured end-to-end here; primary figures: " +
+                ("each network's own time" if result.get("primary") == "own_time" else
+                 "relative to the reference block, in the build's time scale"))
     if record is not None:
         v["measured"] = {k: record.get(k) for k in ("space", "seed", "passes", "rounds", "machine", "runtime",
                                                     "load_average", "reference_alone_ms")}

@@ -158,6 +158,21 @@ def test_measure_nets_file_resumes_after_a_torn_line(tmp_path, capsys):
     path.write_text("{]\n" + json.dumps(row) + "\n")
     with pytest.raises(TargetError, match="n.jsonl:1: not a JSON line"):
         measure_nets.read_rows(path)
+    # one runtime per file: rows of another backend or thread count are refused, not mixed
+    other = {**row, "arch": zoo.get("mobilenet_v3_small").to_string(), "backend": "torch", "threads": 1}
+    path.write_text(json.dumps({**row, "backend": "onnxruntime", "threads": 1}) + "\n" + json.dumps(other) + "\n")
+    with pytest.raises(TargetError, match=r"measurements of onnxruntime x 1 thread\(s\), torch x 1 thread\(s\); "
+                                          r"allowed: one backend and thread count per file"):
+        build.read_networks(path)
+    path.write_text(json.dumps({**row, "backend": "onnxruntime", "threads": 1}) + "\n")
+    with pytest.raises(TargetError, match=r"allowed: torch x 1 thread\(s\) only per file"):
+        measure_nets.measure(path, "mobile-unified", 1, 7000, backend="torch")
+    # --networks without --refit, and a network term from fewer networks than the CV folds: one line
+    assert build.main(["--target", "local-cpu", "--networks", str(path)]) != 0
+    assert "--networks" in capsys.readouterr().err
+    model = latency_models.load("local-cpu")
+    with pytest.raises(TargetError, match="1 measured networks at 224; allowed: at least 5"):
+        build.fit_network_term(model, *build.read_networks(path)[:2], str(path), log=lambda m: None)
 
 
 def test_a_batch_that_cannot_be_priced_leaves_nothing_behind(tmp_path):
