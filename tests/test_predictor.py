@@ -136,7 +136,8 @@ def test_a_model_cached_in_the_old_format_is_refitted(predictor, tmp_path):
 
 def test_standalone_report_ranks_each_training_recipe_apart(predictor, tmp_path):
     """Accuracies of different stand-alone recipes are not one ranking: a tau per recipe (groups of 3+
-    archs the supernet covers), the largest group's at the top level."""
+    archs the supernet covers), the largest group's at the top level; an arch trained with several
+    seeds counts once, at its mean."""
     import csv
     import json
 
@@ -156,6 +157,8 @@ def test_standalone_report_ranks_each_training_recipe_apart(predictor, tmp_path)
         w.writerow(["arch", "space", "dataset", "accuracy_test", "recipe"])
         for r, acc in zip(rows[:4], truth_long):
             w.writerow([r["arch"], SPACE, "", acc, long_])
+        for r, acc in zip(rows[:4], truth_long):              # a second training seed, same order
+            w.writerow([r["arch"], SPACE, "", acc + 0.01, long_])
         for r, acc in zip(rows[4:7], truth_short):
             w.writerow([r["arch"], SPACE, "", acc, short])
         for r in rows[7:9]:                                   # two archs of a third recipe: no ranking
@@ -165,7 +168,7 @@ def test_standalone_report_ranks_each_training_recipe_apart(predictor, tmp_path)
     predictor.standalone_csv = path
     rep = predictor.standalone_report()
     assert set(rep["by_recipe"]) == {"1 x 32000 images, batch 64", "1 x 5120 images, batch 32"}
-    assert rep["recipe"] == "1 x 32000 images, batch 64" and rep["n"] == 4
+    assert rep["recipe"] == "1 x 32000 images, batch 64" and rep["n"] == 4 and rep["seeds_max"] == 2
     for archs_rows, truth, label in ((rows[:4], truth_long, "1 x 32000 images, batch 64"),
                                      (rows[4:7], truth_short, "1 x 5120 images, batch 32")):
         g = rep["by_recipe"][label]

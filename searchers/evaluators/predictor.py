@@ -399,14 +399,16 @@ class PredictorEvaluator(Evaluator):
     def standalone_report(self) -> dict:
         """Tau of the predictor (and of the supernet) against the stand-alone accuracies of the archs of
         this space and data set in the stand-alone CSV (its ``accuracy_test``), one ranking per
-        training recipe (its ``recipe`` column: accuracies of different recipes are not comparable).
-        The top-level figures are those of the recipe with the most archs; ``by_recipe`` has all."""
+        training recipe (its whole ``recipe`` column: accuracies of different recipes are not
+        comparable), each arch once, at the mean over the training seeds it has rows for.
+        The top-level figures are those of the recipe with the most archs; ``by_recipe`` has all
+        (keyed by ``recipe_label``, with ``#2``... where two recipes share a label)."""
         from search_space.arch import Arch
 
         path = self.standalone_csv
         if not path.is_file():
             return {"n": 0, "note": f"{path} not found"}
-        groups: dict[str, tuple[list, list]] = {}
+        groups: dict[str, dict[str, list[float]]] = {}    # recipe JSON -> arch string -> accuracy per seed
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 if row.get("dataset") not in (None, "", self.data.name):
@@ -419,12 +421,18 @@ class PredictorEvaluator(Evaluator):
                 except Exception:  # noqa: BLE001 -- a row of another space or format
                     continue
                 if math.isfinite(acc):
-                    archs, truth = groups.setdefault(recipe_label(row.get("recipe") or ""), ([], []))
-                    archs.append(a)
-                    truth.append(acc)
-        usable = {k: v for k, v in groups.items() if len(v[0]) >= 3}
+                    groups.setdefault(row.get("recipe") or "", {}).setdefault(a.to_string(), []).append(acc)
+        usable = {}
+        for rj, per_arch in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            if len(per_arch) >= 3:
+                label, k = recipe_label(rj), 2
+                while label in usable:
+                    label, k = f"{recipe_label(rj)} #{k}", k + 1
+                usable[label] = ([Arch.from_string(t) for t in per_arch],
+                                 [sum(v) / len(v) for v in per_arch.values()],
+                                 max(len(v) for v in per_arch.values()))
         if not usable:
-            return {"n": max((len(v[0]) for v in groups.values()), default=0), "csv": str(path),
+            return {"n": max((len(v) for v in groups.values()), default=0), "csv": str(path),
                     "note": "fewer than 3 archs of this space/data set per training recipe"}
         sup_of: dict[str, float] = {}
 
@@ -435,10 +443,10 @@ class PredictorEvaluator(Evaluator):
             return sup_of[t]
 
         by = {}
-        for label, (archs, truth) in sorted(usable.items(), key=lambda kv: -len(kv[1][0])):
+        for label, (archs, truth, seeds) in usable.items():
             pred = self.predict_many(archs)
             sp = [sup(a) for a in archs]
-            by[label] = {"n": len(archs), "kendall_tau_predictor": kendall_tau(pred, truth),
+            by[label] = {"n": len(archs), "seeds_max": seeds, "kendall_tau_predictor": kendall_tau(pred, truth),
                          "kendall_tau_supernet": kendall_tau(sp, truth),
                          "kendall_tau_predictor_vs_supernet": kendall_tau(pred, sp)}
         head = next(iter(by))
