@@ -153,7 +153,7 @@ def main(argv=None) -> int:
 
     res = {"predictor_full": {"n": len(hist), "arch": win.text, "latency_ms": win.latency_ms,
                               "predicted": win.accuracy, "supernet": rescore(win)}}
-    if args.top > 1:
+    if args.top:
         t = time.perf_counter()
         best, scores = pick_by_rescore(fs.top(budget, args.top), ev.rescore, reward, budget)
         res[f"predictor_full_top{args.top}"] = {

@@ -227,6 +227,8 @@ class FastSearch:
 def pick_by_rescore(cands: list[Candidate], rescore, reward, budget_ms: float) -> tuple[Candidate, list[float]]:
     """The candidate whose *re-scored* accuracy (``rescore(arch)``: the supernet's) gives the best
     reward, within the budget first; returns it (with that accuracy and reward) and all the re-scores."""
+    if not cands:
+        raise ValueError("pick_by_rescore: no candidates to re-score")
     scores = [float(rescore(c.arch)) for c in cands]
     scored = [replace(c, accuracy=a, reward=reward(a, c.latency_ms)) for c, a in zip(cands, scores)]
     best = max(scored, key=lambda c: (c.latency_ms <= budget_ms, c.reward, c.accuracy, -c.number))

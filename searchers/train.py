@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--amp", action="store_true", help="float16 autocast + grad scaler (CUDA only; no-op on CPU)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="channels-last (NHWC) memory format, CPU and CUDA (default: on; 2.5-3x faster here)")
+                   help="channels-last (NHWC) memory format, CPU and CUDA (default: on; 2.4x faster for MobileNetV3-Small here)")
     g.add_argument("--accum", type=int, default=1, help="gradient accumulation: shards per process and step "
                                                        "(the global batch stays --batch-size)")
     g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: epoch ends)")

@@ -17,7 +17,7 @@ supernet evaluator applies to an inherited subnet.  Scores are top-1 accuracy on
 split (or its first ``eval_images`` images).
 Every random draw (init, batch order, dropout) comes from ``seed``, so a run is repeatable.
 The model is put in the channels-last memory format before training (``to_channels_last``): the
-same arithmetic, 2.5-3x faster on this CPU for mobile nets (``benchmarks/train_throughput.py
+same arithmetic, 2.4x faster on this CPU for MobileNetV3-Small (``benchmarks/train_throughput.py
 --compare-memory-format``); its weights keep that layout, which loading a state dict ignores.
 """
 from __future__ import annotations
