@@ -187,3 +187,29 @@ def test_standalone_report_ranks_each_training_recipe_apart(predictor, tmp_path)
         w.writerow([rows[2]["arch"], SPACE, "", 0.5, short])
     rep = predictor.standalone_report()
     assert rep["n"] == 2 and rep["note"] == "fewer than 3 archs of this space/data set per training recipe"
+
+
+def test_a_cached_model_redoes_its_standalone_report_when_the_csv_changed(predictor, tmp_path):
+    """The fitted model is cached with the stand-alone CSV's hash: the next prepare with another CSV
+    loads the same model and recomputes the stand-alone taus (no stale figures), and stores the new hash."""
+    import csv
+    import json
+    import pickle
+
+    from searchers.evaluators import get_evaluator
+
+    rows = predictor.read_evals()[:3]
+    path = tmp_path / "standalone.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "space", "dataset", "accuracy_test", "recipe"])
+        for r in rows:
+            w.writerow([r["arch"], SPACE, "", r["accuracy"], json.dumps({"epochs": 1})])
+    assert predictor.report["standalone"].get("n", 0) != 3
+    ev = get_evaluator("predictor", space=SPACE, dataset=predictor.dataset, samples=12, progress=False,
+                       cache_root=predictor.cache_root, standalone_csv=path, **TINY)
+    ev.prepare()
+    assert ev.report["cached"] and ev.report["standalone"]["n"] == 3
+    assert ev.report["standalone"]["kendall_tau_supernet"] == pytest.approx(1.0)
+    state = pickle.loads(Path(ev.report["cached"]).read_bytes())
+    assert state["standalone_csv"] == ev._csv_stamp() != predictor._csv_stamp()

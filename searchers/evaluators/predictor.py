@@ -281,6 +281,9 @@ class PredictorEvaluator(Evaluator):
                 state = pickle.loads(model_path.read_bytes())
                 if state.get("format") == MODEL_FORMAT:
                     self.model, self.vectorizer, self.report = state["model"], Vectorizer(state["names"]), state["report"]
+                    if state.get("standalone_csv") != self._csv_stamp():   # the ground truth changed since
+                        self.report["standalone"] = self.standalone_report()
+                        self._save_model(model_path)
                     self.report = {**self.report, "cached": str(model_path)}
                     return
             except Exception:  # noqa: BLE001 -- an unreadable cache entry is refitted
@@ -288,9 +291,17 @@ class PredictorEvaluator(Evaluator):
         rows = self.collect(self.samples)
         self.fit(rows)
         self.report["standalone"] = self.standalone_report()
+        self._save_model(model_path)
+
+    def _csv_stamp(self) -> str:
+        """The stand-alone CSV's content hash: a cached model's stand-alone report is redone when it changed."""
+        path = self.standalone_csv
+        return hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+    def _save_model(self, model_path: Path) -> None:
         tmp = model_path.with_name(f".{model_path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(pickle.dumps({"format": MODEL_FORMAT, "model": self.model, "names": self.vectorizer.names,
-                                      "report": self.report}))
+                                      "report": self.report, "standalone_csv": self._csv_stamp()}))
         os.replace(tmp, model_path)
         (self.dir / f"report-{self.kind}-n{self.samples}-s{self.seed}.json").write_text(json.dumps(self.report, indent=1))
 
