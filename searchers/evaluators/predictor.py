@@ -412,7 +412,7 @@ class PredictorEvaluator(Evaluator):
         this space and data set in the stand-alone CSV (its ``accuracy_test``), one ranking per
         training recipe (its whole ``recipe`` column: accuracies of different recipes are not
         comparable), each arch once, at the mean over the training seeds it has rows for.
-        The top-level figures are those of the recipe with the most archs; ``by_recipe`` has all
+        The top-level figures are those of the recipe with the most archs (then seeds); ``by_recipe`` has all
         (keyed by ``recipe_label``, with ``#2``... where two recipes share a label)."""
         from search_space.arch import Arch
 
@@ -434,7 +434,7 @@ class PredictorEvaluator(Evaluator):
                 if math.isfinite(acc):
                     groups.setdefault(row.get("recipe") or "", {}).setdefault(a.to_string(), []).append(acc)
         usable = {}
-        for rj, per_arch in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        for rj, per_arch in sorted(groups.items(), key=lambda kv: (-len(kv[1]), -max(map(len, kv[1].values())))):
             if len(per_arch) >= 3:
                 label, k = recipe_label(rj), 2
                 while label in usable:
