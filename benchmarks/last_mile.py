@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -54,16 +55,17 @@ def lenet(num_classes: int = 10, in_ch: int = 3):
 def run_cli(name: str, args, out: Path, extra: list[str], tail: list[str] = (), epochs: int | None = None,
             full: bool = True) -> dict:
     done = out / name / "card.json"
-    if args.reuse and done.is_file():
-        card = json.loads(done.read_text())
-        if card["training"]["epochs"] == (epochs or args.epochs) and card["dataset"]["train_images"] == (args.train_images or
-                                                                                            card["dataset"]["train_split"]):
-            print(f"{name}: reusing {done}", flush=True)
-            return card
     cmd = [sys.executable, "-m", "searchers.train", "--arch", args.arch, "--dataset", "fashion-mnist",
            "--out", str(out / name), "--threads", str(args.threads), "--no-progress",
            "--latency-rounds", str(args.latency_rounds if full else 0),
            "--formats", args.formats if full else "py,onnx,yaml,pt", *extra, *args.recipe_args, *tail]
+    if args.reuse and done.is_file():
+        card = json.loads(done.read_text())
+        # only a card made by this very command (recipe, supernet, epochs, data): another run is not reused
+        if card.get("command") == "python -m searchers.train " + " ".join(shlex.quote(a) for a in cmd[3:]):
+            print(f"{name}: reusing {done}", flush=True)
+            return card
+        print(f"{name}: {done} was made by another command; training again", flush=True)
     print("$ " + " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO)
