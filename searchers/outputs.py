@@ -125,15 +125,17 @@ def write_pareto_csv(path: Path, front: list[TrialRecord]) -> None:
 
 
 def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progress: bool = True,
-                  zoo: bool = True, timing: dict | None = None, recs: list[TrialRecord] | None = None) -> dict[str, Any]:
+                  zoo: bool = True, timing: dict | None = None, recs: list[TrialRecord] | None = None,
+                  best: TrialRecord | None = None) -> dict[str, Any]:
     """Write the run's files and return the summary (also written as summary.json).  ``recs``: the
-    search's evaluated archs when the study holds only some of them (a sweep's fast search)."""
+    search's evaluated archs when the study holds only some of them (a sweep's fast search); ``best``:
+    the run's pick when it is not ``best_record`` of them (a sweep's top-k re-scored by the supernet)."""
 
     s = ctx.settings
     out = Path(ctx.out)
     out.mkdir(parents=True, exist_ok=True)
     recs = records.complete() if recs is None else list(recs)
-    best = best_record(recs, s.budget_ms)
+    best = best if best is not None else best_record(recs, s.budget_ms)
     front = pareto_front(recs)
     write_pareto_csv(out / "pareto.csv", front)
     ZOO_EVAL_S[0] = 0.0

@@ -126,6 +126,8 @@ def test_bad_options():
         get_evaluator("predictor", space=SPACE, model="xgb")
     with pytest.raises(PredictorError, match=r"^predictor option samples: got 3; allowed: an integer >= 10$"):
         get_evaluator("predictor", space=SPACE, samples=3)
+    with pytest.raises(PredictorError, match=r"^predictor option rescore_top: got -1; allowed: an integer >= 0$"):
+        get_evaluator("predictor", space=SPACE, rescore_top=-1)
     with pytest.raises(PredictorError, match=r"predictor option .*epochz"):
         get_evaluator("predictor", space=SPACE, epochz=3)
 
@@ -240,11 +242,31 @@ def test_sweep_end_to_end(tmp_path, data_path, cache, capsys):
         cands = list(csv.DictReader(open(folder / "candidates.csv")))
         assert len(cands) == 120 - rejected
         assert summary["best"]["arch"] == r["arch"] and summary["trials"] == 120 - rejected
+        # the winner: the predictor's top 10 (rescore_top default) re-scored by the supernet, the best
+        # re-score within the budget (hard reward) wins, and its accuracy is the supernet's
+        rt = json.loads((folder / "rescore_top.json").read_text())
+        assert summary["timing"]["rescore_top_s"] > 0
+        by_n = {int(c["n"]): c for c in cands}
+        top = [by_n[n] for n in rt["candidates"]]
+        assert by_n[rt["picked"]]["arch"] == r["arch"]
+        inside = sorted(float(c["reward"]) for c in cands if float(c["latency_ms"]) <= float(r["budget_ms"]))
+        assert rt["k"] == len(top) == 10 and len(rt["supernet_accuracy"]) == 10
+        assert min(float(c["reward"]) for c in top) >= inside[-10]          # the 10 best predicted
+        assert r["arch"] in {c["arch"] for c in top}
+        ok = [a for c, a in zip(top, rt["supernet_accuracy"]) if float(c["latency_ms"]) <= float(r["budget_ms"])]
+        assert float(r["accuracy"]) == pytest.approx(max(ok)) == pytest.approx(float(r["supernet_accuracy"]))
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["fast"] and sweep["predictor"]["samples"] == 12
+    # rescore_top=0: the predictor's own best wins
+    out3 = tmp_path / "sweep3"
+    args3 = [a if a != "pixel-cpu,note10-cpu" else "pixel-cpu" for a in args[:-2]] + ["--eval-opt", "rescore_top=0", "--out", out3]
+    assert main([str(a) for a in args3]) == 0
+    for r in csv.DictReader(open(out3 / "sweep.csv")):
+        cands = list(csv.DictReader(open(Path(r["folder"]) / "candidates.csv")))
         best = max((c for c in cands if float(c["latency_ms"]) <= float(r["budget_ms"])),
                    key=lambda c: float(c["reward"]))
         assert best["arch"] == r["arch"]
-    sweep = json.loads((out / "sweep.json").read_text())
-    assert sweep["fast"] and sweep["predictor"]["samples"] == 12
+        assert not (Path(r["folder"]) / "rescore_top.json").exists()
     # a budget no arch meets is reported for its pair; the other pairs go on
     out2 = tmp_path / "sweep2"
     args2 = [a if a != "15ms, 40ms" else "0.2ms,40ms" for a in args[:-1]] + [out2]

@@ -211,7 +211,8 @@ class PredictorEvaluator(Evaluator):
 
     def __init__(self, space=None, dataset="fashion-mnist", seed: int = 0, samples: int = DEFAULT_SAMPLES,
                  model: str = "gbr", cache_root: str | Path | None = None, supernet_path: str | Path | None = None,
-                 progress: bool = True, log=None, standalone_csv: str | Path | None = None, **supernet_opts):
+                 progress: bool = True, log=None, standalone_csv: str | Path | None = None, rescore_top: int = 10,
+                 **supernet_opts):
         super().__init__(space, dataset, seed)
         if self.space is None:
             raise PredictorError("predictor evaluator: space: got None; allowed: a space name, path or Space")
@@ -219,6 +220,9 @@ class PredictorEvaluator(Evaluator):
             raise field_error(PredictorError, "predictor option samples", samples, "an integer >= 10")
         if model not in MODELS:
             raise field_error(PredictorError, "predictor option model", model, MODELS)
+        if not isinstance(rescore_top, int) or isinstance(rescore_top, bool) or rescore_top < 0:
+            raise field_error(PredictorError, "predictor option rescore_top", rescore_top, "an integer >= 0")
+        self.rescore_top = rescore_top   # a sweep pair's winner: the best of its top-k by the supernet's score
         from searchers.evaluators.supernet import SupernetEvaluator
 
         try:
