@@ -169,7 +169,7 @@ def test_measure_nets_file_resumes_after_a_torn_line(tmp_path, capsys):
         measure_nets.measure(path, "mobile-unified", 1, 7000, backend="torch")
     # --networks without --refit, and a network term from fewer networks than the CV folds: one line
     assert build.main(["--target", "local-cpu", "--networks", str(path)]) != 0
-    assert "--networks" in capsys.readouterr().err
+    assert "--networks " + str(path) + ": only with --refit" in capsys.readouterr().err
     model = latency_models.load("local-cpu")
     with pytest.raises(TargetError, match="1 measured networks at 224; allowed: at least 5"):
         build.fit_network_term(model, *build.read_networks(path)[:2], str(path), log=lambda m: None)
