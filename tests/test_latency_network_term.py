@@ -23,7 +23,7 @@ from search_space.errors import TargetError
 from search_space.space import load_space, space_names
 
 REPO = Path(__file__).resolve().parents[1]
-NETS = REPO / "latency_models" / "targets" / "measurements" / "local-cpu.networks.jsonl"
+NETS = REPO / "latency_models" / "targets" / "measurements" / "local-cpu.networks-quiet.jsonl"
 
 
 def _fresh_archs(n_per_space=40, seed=7):
@@ -74,7 +74,7 @@ def test_local_cpu_carries_a_network_term_that_reproduces_its_fit():
     and cross-validation says the term beats the plain layer sum."""
     m = latency_models.load("local-cpu")
     assert m.term is not None and m.term.fitted_on["networks"] >= 200
-    assert m.term.fitted_on["from"] == "latency_models/targets/measurements/local-cpu.networks.jsonl"
+    assert m.term.fitted_on["from"] == "latency_models/targets/measurements/local-cpu.networks-quiet.jsonl"
     assert m.scale == 1.0 and m.overhead_ms == 0.0 and not m.predictor.net_coef.any()
     archs, ms, _ = build.read_networks(NETS)
     rec = m.error["network_term"]
