@@ -20,6 +20,27 @@ Kendall's tau of each score against the stand-alone test accuracy, costs and the
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part report   # proxies + tau
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part variants # eval settings
 (``--part all`` runs everything in one process.)
+
+Samples (``--sample``, ``SAMPLERS``): ``uniform`` (sessions 1-3, sample seed 0: 20 archs that spread over
+only 3.9-7.9 MMACs at 32x32 and 85.6-87.6%, seed-to-seed tau 0.14) and ``stratified-macs`` (session 4).
+Several samplers, comma-separated, give their union and a report per sample and for the union.
+
+Session-4 protocol (declared 2026-11-29 before any of its archs was trained):
+  * archs: ``--sample stratified-macs``, sample seed 1 (``DEFAULT_SAMPLE_SEED``), ``--n 20``: a pool of
+    2,000 draws of the scope ``mobile-unified/mbconv`` (``SAMPLE_POOL``), its range of log MACs at 32x32
+    cut into 20 equal strata, the pool arch nearest each stratum's centre (the pool: 2.6-11.1 MMACs, the
+    sample: 2.6-10.7; the old sample: 3.9-7.9);
+  * ground truth: recipe "32k", training seeds 0 then 1 (one job, 1 thread), rows appended to
+    ``standalone_fashion_mnist.csv``; the ground truth is the mean of the two seeds;
+  * scores: the cached default supernet (not retrained) with the evaluator's default settings, the three
+    proxies, MACs and params as baselines;
+  * figures: Kendall's tau and Spearman's rho of each score against the 2-seed mean on the new 20, the old
+    20 (``uniform``, seed 0) and the union of the 40, and the seed-to-seed tau of each; all reported,
+    met or not (goal: supernet tau >= 0.6), tag ``s4``::
+
+    python benchmarks/evaluators_ranking.py --sample stratified-macs --part standalone --train-seeds 0,1
+    python benchmarks/evaluators_ranking.py --sample uniform,stratified-macs --part supernet --tag s4
+    python benchmarks/evaluators_ranking.py --sample uniform,stratified-macs --part report --tag s4
 """
 from __future__ import annotations
 
@@ -27,6 +48,7 @@ import argparse
 import csv
 import datetime
 import json
+import math
 import os
 import platform
 import random
@@ -65,22 +87,62 @@ def machine() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def sample_archs(space, n: int, seed: int, data):
-    """``n`` distinct samples of the space that its supernet can score: for mobile-unified, samples of
-    the supernet's scope (``searchers.supernet.SCOPES``: MBConv nets of its layout), drawn stage by
-    stage by the scope space; otherwise uniform samples of the space."""
+# Arch samplers (``--sample``).  "uniform": ``n`` distinct draws of the scope (sessions 1-3: sample seed 0).
+# "stratified-macs" (session 4): draw a pool of SAMPLE_POOL scope archs, split the pool's range of log MACs
+# (at the data resolution) into ``n`` equal strata and take, stratum by stratum, the pool arch nearest to
+# the stratum's centre (not taken yet).  Why not the pool's MAC quantiles: 20 quantiles (i + 0.5) / 20 span
+# the 2.5th-97.5th percentiles, hardly more than 20 uniform draws (whose extremes fall near the 5th / 95th).
+SAMPLERS = ("uniform", "stratified-macs")
+SAMPLE_POOL = 2000
+DEFAULT_SAMPLE_SEED = {"stratified-macs": 1}     # uniform: --seed (0), the sessions 1-3 sample
+
+
+def sample_source(space):
+    """The Space the benchmark samples: the supernet's scope (``searchers.supernet.SCOPES``) for a
+    space that has one, else the space itself."""
     from searchers.supernet import default_recipe, scope_space
 
     recipe = default_recipe(space)
-    src = scope_space(recipe.scope) if recipe.scope else space
+    return scope_space(recipe.scope) if recipe.scope else space
+
+
+def sample_archs(space, n: int, seed: int, data=None, method: str = "uniform", pool: int = SAMPLE_POOL,
+                 resolution=None, num_classes: int | None = None):
+    """``n`` distinct archs that the space's supernet can score (for mobile-unified, archs of its scope
+    ``mobile-unified/mbconv``, drawn stage by stage by the scope space; otherwise of the space), with
+    ``method`` (``SAMPLERS``): "uniform" draws; "stratified-macs" spread over the range of MACs at
+    ``resolution`` (default: the data's, else 32x32) of ``pool`` draws (see ``SAMPLERS``), in ascending
+    MACs.  Deterministic given ``seed``."""
+    if method not in SAMPLERS:
+        raise ValueError(f"sample: got {method!r}; allowed: {', '.join(SAMPLERS)}")
+    src = sample_source(space)
     rng = random.Random(seed)
-    out, seen = [], set()
-    while len(out) < n:
+    if method == "uniform":
+        out, seen = [], set()
+        while len(out) < n:
+            a = src.sample(rng)
+            if a.to_string() not in seen:
+                seen.add(a.to_string())
+                out.append(a)
+        return out
+    res = resolution or (data.resolution if data is not None else 32)
+    ncls = num_classes or (data.num_classes if data is not None else 10)
+    cand: dict[str, object] = {}
+    for _ in range(pool):
         a = src.sample(rng)
-        if a.to_string() not in seen:
-            seen.add(a.to_string())
-            out.append(a)
-    return out
+        cand.setdefault(a.to_string(), a)
+    if len(cand) < n:
+        raise ValueError(f"sample: a pool of {pool} draws holds only {len(cand)} distinct archs; need n={n}")
+    items = sorted((math.log(profile(a, res, ncls)["macs"]), s) for s, a in cand.items())
+    lo, hi = items[0][0], items[-1][0]
+    free = list(range(len(items)))
+    out = []
+    for i in range(n):
+        centre = lo + (i + 0.5) / n * (hi - lo)
+        j = min(free, key=lambda k: (abs(items[k][0] - centre), k))
+        free.remove(j)
+        out.append(j)
+    return [cand[items[j][1]] for j in sorted(out)]
 
 
 # Stand-alone recipes of the ranking benchmark (``--gt-recipe``); rows of every recipe stay in the CSV.
@@ -284,10 +346,21 @@ def run_proxies(archs, data, seed: int) -> dict:
     return out
 
 
-def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,), gt_name: str = "",
-           tag: str = "") -> dict:
-    from scipy.stats import kendalltau
+def rank_corr(scores, truth) -> dict:
+    """Kendall's tau and Spearman's rho of two equal-length lists, rounded to 3 places."""
+    from scipy.stats import kendalltau, spearmanr
 
+    return {"tau": round(float(kendalltau(scores, truth)[0]), 3),
+            "spearman": round(float(spearmanr(scores, truth)[0]), 3)}
+
+
+def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,), gt_name: str = "",
+           tag: str = "", groups: dict | None = None, sample: dict | None = None) -> dict:
+    """Kendall's tau (``tau``) and Spearman's rho (``spearman``) of every score (MACs, params, the
+    supernet's from ``supernet_scores_<space>[_<tag>].json``, each proxy) against the stand-alone mean
+    accuracy, on all ``archs`` trained with every training seed; with ``groups`` (name -> arch strings,
+    e.g. one per sampler), the same per group under ``groups`` (with each group's ground-truth range
+    and seed-to-seed tau).  Written to ``evaluators_ranking_<space>[_<tag>].json``."""
     path = standalone_path(data.name)
     strings = {a.to_string() for a in archs}
     mean, per_seed = ground_truth(path, recipe, train_seeds, strings)
@@ -295,57 +368,94 @@ def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
     if len(keep) < 3:
         raise SystemExit(f"only {len(keep)} archs trained stand-alone with recipe {gt_name or recipe} and "
                          f"every training seed {list(train_seeds)}; run --part standalone first")
+    names = [a.to_string() for a in keep]
     rj = json.dumps(recipe.to_dict(), sort_keys=True)
     truth_rows = {}                      # arch -> its rows of these seeds (MACs, params, val, seconds)
     for r in read_standalone(path):
         if r["recipe"] == rj and int(r["seed"]) in per_seed and r["arch"] in mean:
             truth_rows.setdefault(r["arch"], []).append(r)
-    truth = [mean[a.to_string()] for a in keep]
-    truth_val = [sum(float(r["accuracy_val"]) for r in truth_rows[a.to_string()]) / len(truth_rows[a.to_string()])
-                 for a in keep]
-    secs = [float(r["train_seconds"]) for a in keep for r in truth_rows[a.to_string()]]
+    truth = [mean[a] for a in names]
+    truth_val = [sum(float(r["accuracy_val"]) for r in truth_rows[a]) / len(truth_rows[a]) for a in names]
+    secs = [float(r["train_seconds"]) for a in names for r in truth_rows[a]]
     res = {"space": space.name, "dataset": data.name, "n_archs": len(keep), "seed": seed, "machine": machine(),
+           "sample": sample or {},
            "ground_truth": {"name": gt_name, "recipe": recipe.to_dict(), "train_seeds": list(train_seeds),
                             "file": str(path.relative_to(ROOT)),
                             "accuracy": "accuracy_test, mean over the training seeds",
                             "mean_train_seconds": round(sum(secs) / len(secs), 1),
                             "accuracy_test_range": [round(min(truth), 4), round(max(truth), 4)],
                             "tau_seed_to_seed": seed_to_seed(per_seed),
-                            "tau_val_vs_test": round(kendalltau(truth_val, truth)[0], 3)},
-           "tau": {}, "cost": {}}
-    truth_rows = {a: rows[0] for a, rows in truth_rows.items()}
-    for name, key in (("macs", "macs"), ("params", "params")):
-        res["tau"][name] = round(kendalltau([float(truth_rows[a.to_string()][key]) for a in keep], truth)[0], 3)
+                            "tau_val_vs_test": round(kendalltau_(truth_val, truth), 3)},
+           "tau": {}, "spearman": {}, "cost": {}}
+    first = {a: rows[0] for a, rows in truth_rows.items()}
+    scores = {k: {a: float(first[a][k]) for a in names} for k in ("macs", "params")}   # name -> arch -> score
     sn_file = tagged("supernet_scores", space, tag)
     if sn_file.is_file():
         sn = json.loads(sn_file.read_text())
-        both = [(sn["scores"][a.to_string()], t) for a, t in zip(keep, truth) if a.to_string() in sn["scores"]]
-        scores = [sn["scores"].get(a.to_string()) for a in keep]
-        if len(both) >= 3:
-            res["tau"]["supernet"] = round(kendalltau([b[0] for b in both], [b[1] for b in both])[0], 3)
-            res["supernet_n_archs"] = len(both)
+        got = {a: sn["scores"][a] for a in names if a in sn["scores"]}
+        if len(got) >= 3:
+            scores["supernet"] = got
+            res["supernet_n_archs"] = len(got)
             res["supernet_checkpoint"] = sn.get("checkpoint")
             res["supernet_checkpoint_step"] = sn.get("checkpoint_step")
             res["cost"]["supernet"] = {"train_seconds": sn["train_seconds"],
                                        "mean_eval_seconds": round(sum(sn["eval_seconds"].values()) / len(sn["eval_seconds"]), 3),
                                        "max_eval_seconds": max(sn["eval_seconds"].values()),
                                        "params": sn["params"], "recipe": sn["recipe"]}
-            res["supernet_scores"] = dict(zip([a.to_string() for a in keep], scores))
+            res["supernet_scores"] = {a: sn["scores"].get(a) for a in names}
             # against each training seed alone (every arch that seed trained): how much one seed's noise costs
             res["supernet_tau_per_seed"] = {}
             for ts, accs in per_seed.items():
                 both = [a for a in accs if a in sn["scores"]]
                 if len(both) >= 3:
-                    t = kendalltau([sn["scores"][a] for a in both], [accs[a] for a in both])[0]
-                    res["supernet_tau_per_seed"][str(ts)] = {"tau": round(float(t), 3), "n": len(both)}
+                    t = kendalltau_([sn["scores"][a] for a in both], [accs[a] for a in both])
+                    res["supernet_tau_per_seed"][str(ts)] = {"tau": round(t, 3), "n": len(both)}
     px = run_proxies(keep, data, seed)
     for proxy, d in px.items():
-        res["tau"][f"proxy:{proxy}"] = round(kendalltau([d["scores"][a.to_string()] for a in keep], truth)[0], 3)
+        scores[f"proxy:{proxy}"] = d["scores"]
         res["cost"][f"proxy:{proxy}"] = {"mean_eval_seconds": d["mean_eval_seconds"]}
+
+    def table(members: list[str]) -> tuple[dict, dict]:
+        tau, rho = {}, {}
+        for k, sc in scores.items():
+            both = [a for a in members if a in sc]
+            if len(both) >= 3:
+                c = rank_corr([sc[a] for a in both], [mean[a] for a in both])
+                tau[k], rho[k] = c["tau"], c["spearman"]
+        return tau, rho
+
+    res["tau"], res["spearman"] = table(names)
+    if groups:
+        res["groups"] = {}
+        for g, members in groups.items():
+            mem = [a for a in members if a in mean]
+            if len(mem) < 3:
+                res["groups"][g] = {"n_archs": len(mem)}
+                continue
+            tau, rho = table(mem)
+            acc = [mean[a] for a in mem]
+            macs = [scores["macs"][a] for a in mem]
+            res["groups"][g] = {
+                "n_archs": len(mem), "accuracy_test_range": [round(min(acc), 4), round(max(acc), 4)],
+                "macs_range_M": [round(min(macs) / 1e6, 2), round(max(macs) / 1e6, 2)],
+                "tau_seed_to_seed": seed_to_seed({s: {a: v for a, v in d.items() if a in set(mem)}
+                                                  for s, d in per_seed.items()}),
+                "tau": tau, "spearman": rho}
+    res["scores"] = {k: {a: sc.get(a) for a in names} for k, sc in scores.items()}
+    res["ground_truth"]["accuracy_by_arch"] = {a: round(mean[a], 5) for a in names}
     out = tagged("evaluators_ranking", space, tag)
     out.write_text(json.dumps(res, indent=1))
-    log(json.dumps({"tau": res["tau"], "cost": res["cost"]}, indent=1))
+    log(json.dumps({"tau": res["tau"], "spearman": res["spearman"], "cost": res["cost"],
+                    **({"groups": {g: {k: v for k, v in d.items() if k in ("n_archs", "tau", "spearman",
+                                                                            "tau_seed_to_seed")}
+                                   for g, d in res["groups"].items()}} if groups else {})}, indent=1))
     return res
+
+
+def kendalltau_(x, y) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(x, y)[0])
 
 
 def main(argv=None) -> int:
@@ -368,6 +478,13 @@ def main(argv=None) -> int:
     p.add_argument("--train-seeds", default="0,1", help="stand-alone training seeds, comma-separated: the "
                    "standalone part trains each in turn, the ground truth is their mean (default 0,1)")
     p.add_argument("--epochs", type=int, help="stand-alone recipe epochs (default: the --gt-recipe's)")
+    p.add_argument("--sample", default="uniform", help=f"arch sampler(s), comma-separated: {', '.join(SAMPLERS)} "
+                   "(see SAMPLERS); with several, the archs are their union and the report gives each sample "
+                   "and the union (default uniform)")
+    p.add_argument("--sample-seed", type=int, help="seed of the sampler(s) (default: --seed for uniform, "
+                   f"{DEFAULT_SAMPLE_SEED['stratified-macs']} for stratified-macs)")
+    p.add_argument("--pool", type=int, default=SAMPLE_POOL, help="stratified-macs: archs drawn before the "
+                   f"strata are filled (default {SAMPLE_POOL})")
     p.add_argument("--worker", default="0/1", help="stand-alone worker k/n: starts at arch k*N/n (rows done "
                    "or claimed by other workers are skipped)")
     args = p.parse_args(argv)
@@ -386,10 +503,17 @@ def main(argv=None) -> int:
     except ValueError:
         p.exit(2, f"error: --train-seeds: got {args.train_seeds!r}; allowed: distinct non-negative integers "
                   "separated by commas, e.g. 0,1\n")
+    samplers = [v.strip() for v in args.sample.split(",")]
+    if not samplers or any(v not in SAMPLERS for v in samplers) or len(set(samplers)) != len(samplers):
+        p.exit(2, f"error: --sample: got {args.sample!r}; allowed: distinct names among {', '.join(SAMPLERS)} "
+                  "separated by commas\n")
+    if args.pool < args.n:
+        p.exit(2, f"error: --pool: got {args.pool}; allowed: at least --n ({args.n})\n")
     space = load_space(args.space)
     data = load_dataset(args.dataset, seed=args.seed)
     base = GT_RECIPES[args.gt_recipe]
     recipe = base if args.epochs is None else replace(base, epochs=args.epochs)
+    groups, sample_info = None, {}
     if args.from_csv:
         # the archs already trained stand-alone with this recipe and seed (the space file may have
         # changed since they were sampled; their strings are what the ground truth is about)
@@ -400,7 +524,18 @@ def main(argv=None) -> int:
                 if r["recipe"] == rjson and int(r["seed"]) in train_seeds and r["space"] == space.name]
         archs = list({r["arch"]: Arch.from_string(r["arch"]) for r in rows}.values())
     else:
-        archs = sample_archs(space, args.n, args.seed, data)
+        archs, groups = [], {}
+        for m in samplers:
+            sseed = args.sample_seed if args.sample_seed is not None else DEFAULT_SAMPLE_SEED.get(m, args.seed)
+            got = sample_archs(space, args.n, sseed, data, method=m, pool=args.pool)
+            groups[f"{m}:seed{sseed}"] = [a.to_string() for a in got]
+            sample_info[f"{m}:seed{sseed}"] = {"method": m, "sample_seed": sseed, "n": args.n,
+                                               **({"pool": args.pool} if m == "stratified-macs" else {})}
+            archs += [a for a in got if a.to_string() not in {b.to_string() for b in archs}]
+        if len(groups) > 1:
+            groups["union"] = [a.to_string() for a in archs]
+        else:
+            groups = None
     log(f"{len(archs)} archs from {space.name}; {data!r}; {machine()}")
     if args.part in ("all", "standalone"):
         k, n = (int(v) for v in args.worker.split("/"))
@@ -410,7 +545,8 @@ def main(argv=None) -> int:
     if args.part in ("all", "supernet"):
         run_supernet(space, archs, data, args.seed, log, args.checkpoint, args.tag)
     if args.part in ("all", "report"):
-        report(space, archs, data, args.seed, log, recipe, train_seeds, args.gt_recipe, args.tag)
+        report(space, archs, data, args.seed, log, recipe, train_seeds, args.gt_recipe, args.tag,
+               groups=groups, sample=sample_info)
     if args.part == "variants":
         run_variants(space, archs, data, args.seed, log, recipe, train_seeds, args.checkpoint, args.tag)
     return 0
