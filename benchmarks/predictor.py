@@ -2,7 +2,8 @@
 
     python benchmarks/predictor.py [--space mobile-unified] [--supernet PATH/supernet.pt] [--samples 1000]
                                    [--target pixel-cpu] [--budget 60ms] [--candidates 10000] [--compare 300]
-                                   [--retest 100] [--top 10]
+                                   [--retest 100] [--top 10] [--precise 4 --precise-archs 100]
+                                   [--calib-variants 4,8 --variant-archs 50] [--cost 10]
 
 1. The predictor (``get_evaluator("predictor")``): collects ``--samples`` supernet evaluations once
    (cached, resumable) and fits; prints its held-out Kendall tau against the supernet (goal >= 0.8)
@@ -19,12 +20,38 @@
    population/tournament) vs the predictor's search of the same length, and the predictor's
    ``--candidates`` search, each winner re-scored by the supernet.  Goal: within 0.5 points.  Also
    the best of the predictor's ``--top`` candidates by the supernet's score (``--top`` supernet
-   evaluations more: ``searchers.sweep.pick_by_rescore``).
+   evaluations more: ``searchers.sweep.pick_by_rescore``).  ``--candidates 0`` skips 2 and 3.
+4. The predictor against a *precise* supernet score (``--precise K``), protocol declared before
+   measuring (2026-11-29, session 4):
+   - archs: the first ``--precise-archs`` (100) of the held-out fifth, in its split order (the same
+     archs as ``--retest``'s); the predictor is the one of part 1's held-out tau (``--model``, fitted
+     on the other four fifths' cached default scores, unchanged; it never saw these archs);
+   - precise score of an arch = the mean of K (4) supernet scores, each top-1 on the *whole*
+     validation split (5,000 images for Fashion-MNIST) after BN re-estimation on the recipe's
+     calibration batches (2 x 128) of seeds 0..K-1 (``PredictorEvaluator.precise``; counts per
+     500-image block cached in ``--precise-json``, resumable);
+   - its reliability: split-half, seeds {0..K/2-1} on the first half of the images vs seeds
+     {K/2..K-1} on the second half (both noise sources apart), Spearman-Brown corrected (primary);
+     and the calibration-only split half (same seed halves, all images);
+   - reported: the predictor's Kendall tau vs the precise score (goal >= 0.8), vs the one default
+     score of evals.jsonl (as part 1), the default score's tau vs the precise score (it shares seed 0's
+     calibration and 2,000 of the images: optimistic), and the noise-free ceiling vs the precise score
+     (2/pi asin sqrt(reliability)).  No refit on precise labels (their cost: K x 2.5 s per training arch).
+5. Less noisy defaults (``--calib-variants B,..``): the first ``--variant-archs`` (50) of those archs
+   scored on the whole split with B calibration batches, seeds 0 and 1; with part 4's variance
+   components (``precise_stats``' ``noise``: calibration, seed x image interaction, image sampling,
+   true) the predicted reliability / test-retest tau / noise-free predictor's tau vs one score of
+   each (scored images, calibration batches) setting.  ``--cost N``: one evaluation's time (median
+   over the first N of the archs, after one untimed warm-up per setting) for 2,000 vs the whole
+   split x 2/4/8 calibration batches, BN folding on/off and scored batches of 500/1000/2500, and
+   whether folding changed any image's verdict.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,8 +87,28 @@ def main(argv=None) -> int:
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--sample-size", dest="sample_size", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precise", type=int, default=0, metavar="K",
+                   help="part 4: held-out archs scored K times on the whole validation split (0: skip)")
+    p.add_argument("--precise-archs", dest="precise_archs", type=int, default=100)
+    p.add_argument("--precise-json", dest="precise_json",
+                   default=str(Path(__file__).resolve().parent / "data" / "predictor_precise_mobile-unified.json"))
+    p.add_argument("--calib-variants", dest="calib_variants", default="",
+                   help="part 5: calibration batch counts scored with seeds 0 and 1, e.g. 4,8 (needs --precise)")
+    p.add_argument("--variant-archs", dest="variant_archs", type=int, default=50)
+    p.add_argument("--cost", type=int, default=0, help="part 5: archs timed per evaluation setting (0: skip)")
     p.add_argument("--json", default="runs/bench-predictor/predictor.json")
     args = p.parse_args(argv)
+    for name in ("precise", "precise_archs", "variant_archs", "cost", "retest", "top", "compare", "candidates"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')}: got {getattr(args, name)}; allowed: an integer >= 0")
+    try:
+        variants = [int(v) for v in args.calib_variants.split(",") if v.strip()]
+        if any(v < 1 for v in variants):
+            raise ValueError
+    except ValueError:
+        p.error(f"--calib-variants: got {args.calib_variants!r}; allowed: a comma list of positive integers, e.g. 4,8")
+    if variants and not args.precise:
+        p.error("--calib-variants: needs --precise K (its variance components)")
 
     t_all = time.perf_counter()
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M %Z')}; {versions()}", flush=True)
@@ -107,10 +154,11 @@ def main(argv=None) -> int:
     k = max(1, int(round(0.2 * len(rows))))
     test, train = order[:k], order[k:]
     vec = Vectorizer.fit([feats[i] for i in train])
-    kinds = {}
+    kinds, fitted = {}, {}
     for kind in MODELS:
         t = time.perf_counter()
         m = make_model(kind, args.seed).fit(vec.transform([feats[i] for i in train]), y[train])
+        fitted[kind] = m
         tau = kendall_tau(m.predict(vec.transform([feats[i] for i in test])), y[test])
         kinds[kind] = {"kendall_tau_supernet": tau, "fit_s": round(time.perf_counter() - t, 1)}
         print(f"  model {kind:5s}: held-out tau {tau:.3f} (fit {kinds[kind]['fit_s']:.1f} s)", flush=True)
@@ -126,6 +174,15 @@ def main(argv=None) -> int:
               f"validation images, calibration seed +1): test-retest tau {rt['kendall_tau']:.3f} (Pearson "
               f"{rt['pearson']:.3f}) -> a noise-free predictor's tau vs one score ~{rt['tau_ceiling']:.3f}; this "
               f"predictor {rep['kendall_tau_supernet']:.3f}", flush=True)
+
+    if args.precise:
+        out["precise"] = precise_part(args, ev, [archs[i] for i in test[:args.precise_archs]],
+                                      fitted[args.model].predict(vec.transform([feats[i] for i in test[:args.precise_archs]])),
+                                      [float(y[i]) for i in test[:args.precise_archs]], variants)
+    if args.cost:
+        out["cost"] = cost_part(ev, [archs[i] for i in test[:args.cost]])
+    if not args.candidates:
+        return finish(out, args, t_all)
 
     # speed: one search of --candidates with the predictor, in the part of the space the supernet covers
     space = ev.search_space() or space
@@ -199,11 +256,109 @@ def main(argv=None) -> int:
             d = round(100 * (res[name]["supernet"] - ref), 6)  # scores are k/eval_images: no float residue at the line
             print(f"  goal: {name} within 0.5 points of the supernet-evaluated search of {args.compare}: "
                   f"{d:+.2f} points -> {'MET' if d >= -0.5 else 'NOT MET'}")
+    return finish(out, args, t_all)
+
+
+def finish(out: dict, args, t_all: float) -> int:
     out["wall_s"] = round(time.perf_counter() - t_all, 1)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     print(f"{out['wall_s']:.0f} s in all; {args.json}")
     return 0
+
+
+SETTINGS = [(2000, 2), (2000, 4), (2000, 8), (0, 2), (0, 4), (0, 8)]     # (scored images (0: all), calib batches)
+
+
+def precise_part(args, ev, archs, predicted, default, variants) -> dict:
+    """Part 4 (and 5's noise): the predictor against the precise scores of ``archs``."""
+    from searchers.evaluators.predictor import PRECISE_BLOCK, precise_stats, predicted_reliability, tau_ceiling
+
+    n_val = len(ev.data.val)
+    sizes = [min(PRECISE_BLOCK, n_val - i) for i in range(0, n_val, PRECISE_BLOCK)]
+    t = time.perf_counter()
+    counts = ev.precise(archs, args.precise, cache=args.precise_json, progress=True)
+    st = precise_stats(counts, sizes, predicted, default)
+    st["s"] = round(time.perf_counter() - t, 1)
+    st["archs"] = [a.to_string() for a in archs]
+    st["predicted"], st["default"] = [float(v) for v in predicted], list(default)
+    sh, shc = st["split_half"], st["split_half_calibration"]
+    print(f"precise scores: {st['n']} held-out archs x {st['k']} scores (all {st['images']} validation images, "
+          f"calibration {ev.supernet_evaluator.recipe.calib_batches} x {ev.supernet_evaluator.recipe.calib_batch_size}, "
+          f"seeds 0..{st['k'] - 1}), {100 * st['score_range'][0]:.2f}-{100 * st['score_range'][1]:.2f}%, "
+          f"std {100 * st['score_std']:.2f} points ({args.precise_json})")
+    print(f"  reliability: split half (seeds and images apart) r {sh['pearson']:.3f} -> Spearman-Brown "
+          f"{sh['reliability']:.3f} (halves' tau {sh['kendall_tau']:.3f}); calibration only r {shc['pearson']:.3f} "
+          f"-> {shc['reliability']:.3f}; a noise-free predictor's tau vs the precise score ~{st['tau_ceiling']:.3f}")
+    print(f"  predictor ({args.model}, fitted on the cached default scores of the other archs): tau vs the precise "
+          f"score {st['kendall_tau_predictor']:.3f} -> goal >= 0.8: "
+          f"{'MET' if st['kendall_tau_predictor'] >= 0.8 else 'NOT MET'}; vs one default score "
+          f"{st['kendall_tau_predictor_vs_default']:.3f}; the default score vs the precise one {st['kendall_tau_default']:.3f}")
+    nz = st["noise"]
+    print("  noise (points^2): " + ", ".join(f"{k} {1e4 * v:.4f}" for k, v in nz.items()), flush=True)
+    noise_of = {ev.supernet_evaluator.recipe.calib_batches: {"archs": st["n"], **nz}}
+    for b in variants:
+        m = min(args.variant_archs, len(archs))
+        cv = ev.precise(archs[:m], 2, calib_batches=b, cache=args.precise_json, progress=True)
+        vs = precise_stats(cv, sizes)["noise"]
+        base = precise_stats(counts[:m, :2], sizes)["noise"]      # the recipe's batches, same archs and seeds
+        noise_of[b] = {"archs": m, **vs, "recipe_batches_same_archs": base}
+        print(f"  calibration {b} x {ev.supernet_evaluator.recipe.calib_batch_size} ({m} archs, seeds 0, 1): "
+              f"calibration noise {1e4 * vs['calibration']:.4f} (interaction {1e4 * vs['interaction']:.4f}) vs "
+              f"{1e4 * base['calibration']:.4f} ({1e4 * base['interaction']:.4f}) with "
+              f"{ev.supernet_evaluator.recipe.calib_batches} on the same archs and seeds", flush=True)
+    table = []
+    for images, b in SETTINGS:
+        if b not in noise_of:
+            continue
+        n_img = images or n_val
+        v = noise_of[b]
+        rel = predicted_reliability(nz, n_img, n_val, 1, v["calibration"], v["interaction"])
+        table.append({"eval_images": n_img, "calib_batches": b, "reliability": rel, "test_retest_tau":
+                      2 / math.pi * math.asin(max(-1.0, min(1.0, rel))), "noise_free_tau_vs_one_score": tau_ceiling(rel)})
+        print(f"  one score of {n_img} images, calibration {b}: reliability {rel:.3f} -> test-retest tau "
+              f"{table[-1]['test_retest_tau']:.3f}, a noise-free predictor's tau vs it {tau_ceiling(rel):.3f}")
+    st["noise_by_calib"] = noise_of
+    st["settings"] = table
+    return st
+
+
+def cost_part(ev, archs) -> dict:
+    """One evaluation's seconds per setting (median over ``archs``), BN folding and batch size."""
+    import statistics
+    from dataclasses import replace
+
+    import searchers.supernet as S
+
+    sev = ev.supernet_evaluator
+    n_val = len(ev.data.val)
+    runs = [(img, b, True, 500) for img, b in SETTINGS] + [(2000, 2, False, 500), (0, 2, False, 500),
+                                                             (0, 2, True, 1000), (0, 2, True, 2500)]
+    res, verdicts = [], {}
+    load = os.getloadavg()
+    for img, b, fold, batch in runs:
+        recipe = replace(sev.recipe, eval_images=img or n_val, calib_batches=b)
+        S.EVAL_BATCH = batch
+        S.evaluate_subnet(sev.supernet, archs[0], ev.data, recipe, ev.seed, fold=fold)    # warm-up: images
+        times = []
+        for a in archs:
+            t = time.perf_counter()
+            right = S.evaluate_subnet_correct(sev.supernet, a, ev.data, recipe, ev.seed, fold=fold)
+            times.append(time.perf_counter() - t)
+            if batch == 500 and b == 2:
+                verdicts.setdefault((img, a.to_string()), {})[fold] = right
+        res.append({"eval_images": img or n_val, "calib_batches": b, "fold_bn": fold, "batch": batch,
+                    "median_s": statistics.median(times), "max_s": max(times)})
+        print(f"  cost: {img or n_val} images, calibration {b} x {sev.recipe.calib_batch_size}, fold {fold}, batch "
+              f"{batch}: median {res[-1]['median_s']:.2f} s (max {res[-1]['max_s']:.2f}) over {len(archs)} archs",
+              flush=True)
+    S.EVAL_BATCH = 500
+    differ = sum(int((v[True] != v[False]).sum()) for v in verdicts.values() if len(v) == 2)
+    scored = sum(len(v[True]) for v in verdicts.values() if len(v) == 2)
+    print(f"  BN folding changed {differ} of {scored} images' verdicts; load average before {load[0]:.2f}, after "
+          f"{os.getloadavg()[0]:.2f} (1 torch thread)")
+    return {"runs": res, "fold_changed_verdicts": differ, "fold_compared_images": scored,
+            "load_before": load, "load_after": os.getloadavg()}
 
 
 if __name__ == "__main__":

@@ -788,7 +788,7 @@ _EVAL_IMAGES: "OrderedDict[tuple, tuple]" = OrderedDict()
 def _eval_images(data, recipe: SupernetRecipe, seed: int) -> tuple[list[torch.Tensor], list[tuple]]:
     """The calibration batches (random training images, fixed by ``seed``) and the scored validation
     batches (the first ``eval_images`` of the split), normalised once and cached per data set."""
-    key = (id(data), data.key, seed, recipe.calib_batches, recipe.calib_batch_size, recipe.eval_images)
+    key = (id(data), data.key, seed, recipe.calib_batches, recipe.calib_batch_size, recipe.eval_images, EVAL_BATCH)
     hit = _EVAL_IMAGES.get(key)
     if hit is not None:
         return hit
@@ -796,25 +796,56 @@ def _eval_images(data, recipe: SupernetRecipe, seed: int) -> tuple[list[torch.Te
     cl = torch.channels_last                       # NHWC: faster convolutions, same arithmetic
     calib = [x.contiguous(memory_format=cl) for x, _ in data.train.batches(
         recipe.calib_batch_size, shuffle=True, generator=g, limit=recipe.calib_batches * recipe.calib_batch_size)]
-    scored = [(x.contiguous(memory_format=cl), y) for x, y in data.val.batches(500, limit=recipe.eval_images)]
+    scored = [(x.contiguous(memory_format=cl), y) for x, y in data.val.batches(EVAL_BATCH, limit=recipe.eval_images)]
     _EVAL_IMAGES[key] = (calib, scored)
     while len(_EVAL_IMAGES) > 4:
         _EVAL_IMAGES.popitem(last=False)
     return calib, scored
 
 
-def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = SupernetRecipe(),
-                    seed: int = 0, device: str | torch.device = "cpu") -> float:
-    """Inherit weights (``extract``), re-estimate BatchNorm statistics (reset, cumulative average) on
-    ``recipe.calib_batches`` training batches, top-1 on the first ``recipe.eval_images`` validation
-    images.  Images are prepared once per data set; everything runs under ``torch.inference_mode``.
-    ``device``: where the extracted subnet runs (a search worker with a GPU passes ``"cuda"``); the
-    supernet itself stays where it is."""
+def fold_bn(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a conv (``ConvBNAct``, ``Stem``, ``Head``'s last conv)
+    into that conv's weight and bias, in place, and return ``model``: the same function in eval mode
+    (up to float rounding) with one pass over each feature map less.  Only for scoring: the folded
+    module has no BatchNorm left to train or re-estimate."""
+    from search_space import modules as M
+
+    with torch.no_grad():
+        for m in model.modules():
+            if not isinstance(m, (M.ConvBNAct, M.Stem, M.Head)):
+                continue
+            conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
+            if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d) or bn.training:
+                continue
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            w = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+                              device="meta")
+            fused.weight = nn.Parameter(w.contiguous(memory_format=torch.channels_last)
+                                        if w.dim() == 4 else w, requires_grad=False)
+            fused.bias = nn.Parameter(bias.clone(), requires_grad=False)
+            m.conv, m.bn = fused, nn.Identity()
+    return model
+
+
+FOLD_BN = True                 # evaluate_subnet folds BN into the convs after calibration (same scores)
+EVAL_BATCH = 500               # scored validation images per forward
+
+
+def evaluate_subnet_correct(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = SupernetRecipe(),
+                            seed: int = 0, device: str | torch.device = "cpu", fold: bool | None = None) -> torch.Tensor:
+    """``evaluate_subnet``'s per-image result: a bool tensor, one entry per scored validation image
+    (the first ``recipe.eval_images`` of the split), True where the subnet's top-1 is right."""
     calib, scored = _eval_images(data, recipe, seed)
     device = torch.device(device)
     model = net.extract(arch).to(device)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
+    out = []
     with torch.inference_mode():
         for m in bns:
             m.reset_running_stats()
@@ -825,11 +856,24 @@ def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = Su
         for m, mom in zip(bns, saved):
             m.momentum = mom
         model.eval()
-        correct = seen = 0
+        if FOLD_BN if fold is None else fold:
+            fold_bn(model)
         for x, y in scored:
-            correct += int((model(x.to(device, non_blocking=True)).argmax(1).cpu() == y).sum())
-            seen += len(y)
-    return correct / max(1, seen)
+            out.append(model(x.to(device, non_blocking=True)).argmax(1).cpu() == y)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = SupernetRecipe(),
+                    seed: int = 0, device: str | torch.device = "cpu", fold: bool | None = None) -> float:
+    """Inherit weights (``extract``), re-estimate BatchNorm statistics (reset, cumulative average) on
+    ``recipe.calib_batches`` training batches, top-1 on the first ``recipe.eval_images`` validation
+    images.  Images are prepared once per data set; everything runs under ``torch.inference_mode``;
+    after calibration the BatchNorms are folded into their convs (``fold_bn``; ``fold=False`` or
+    ``FOLD_BN = False``: not), which changes no score but by float rounding at an arg-max tie.
+    ``device``: where the extracted subnet runs (a search worker with a GPU passes ``"cuda"``); the
+    supernet itself stays where it is."""
+    right = evaluate_subnet_correct(net, arch, data, recipe, seed, device, fold)
+    return int(right.sum()) / max(1, len(right))
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 supernet and toy data.  Its real numbers on mobile-unified come from benchmarks/predictor.py."""
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import random
@@ -213,3 +214,130 @@ def test_a_cached_model_redoes_its_standalone_report_when_the_csv_changed(predic
     assert ev.report["standalone"]["kendall_tau_supernet"] == pytest.approx(1.0)
     state = pickle.loads(Path(ev.report["cached"]).read_bytes())
     assert state["standalone_csv"] == ev._csv_stamp() != predictor._csv_stamp()
+
+
+def test_precise_stats_recover_known_noise_and_split_halves():
+    """On simulated block accuracies with known variance parts (true arch differences, a calibration
+    effect per seed, a seed x image interaction, image sampling noise per arch, plus effects common to
+    every arch), ``precise_stats`` recovers each part, and its split halves are the stated ones."""
+    from scipy.stats import pearsonr
+
+    from searchers.evaluators.predictor import (kendall_tau, precise_stats, predicted_reliability, spearman_brown,
+                                                tau_ceiling)
+
+    rng = np.random.default_rng(0)
+    n, k, nb, per = 20000, 4, 10, 500
+    v_true, v_cal, v_int, v_img = 4e-5, 2e-5, 1e-5, 3e-5     # of a score on all 5,000 images, one seed
+    mu = 0.8 + rng.normal(0, math.sqrt(v_true), n)
+    g = rng.normal(0, math.sqrt(v_cal - v_int), (n, k))      # the seed's effect, the same on every image set
+    h = rng.normal(0, math.sqrt(v_int * nb), (n, k, nb))     # per block: var x blocks (mean over blocks: v_int)
+    e = rng.normal(0, math.sqrt(v_img * nb), (n, 1, nb))
+    common = rng.normal(0, 0.01, (1, k, 1)) + rng.normal(0, 0.01, (1, 1, nb))   # ranks nothing
+    acc = mu[:, None, None] + g[:, :, None] + h + e + common
+    st = precise_stats(acc * per, [per] * nb)
+    nz = st["noise"]
+    assert nz["calibration"] == pytest.approx(v_cal, rel=0.05)
+    assert nz["interaction"] == pytest.approx(v_int, rel=0.05)
+    assert nz["calibration_shared"] == pytest.approx(v_cal - v_int, rel=0.1)
+    assert nz["images"] == pytest.approx(v_img, rel=0.05)
+    assert nz["true"] == pytest.approx(v_true, rel=0.05)
+    score = acc.mean((1, 2))
+    assert st["score"] == pytest.approx(list(score)) and st["k"] == 4 and st["images"] == 5000
+    first, second = acc[:, :2, :5].mean((1, 2)), acc[:, 2:, 5:].mean((1, 2))
+    r = pearsonr(first, second).statistic
+    assert st["split_half"]["pearson"] == pytest.approx(r)
+    assert st["split_half"]["reliability"] == pytest.approx(2 * r / (1 + r)) == spearman_brown(r)
+    assert st["split_half"]["kendall_tau"] == pytest.approx(kendall_tau(first, second))
+    rc = pearsonr(acc[:, :2].mean((1, 2)), acc[:, 2:].mean((1, 2))).statistic
+    assert st["split_half_calibration"]["pearson"] == pytest.approx(rc) and rc > r   # shares the image noise
+    # Spearman-Brown from halves of half the seeds on half the images: a half's noise is (shared
+    # calibration) / 2 + interaction x 4 / 4 + images x 2 -- slightly more than twice the whole's
+    # (shared / 4 + interaction / 4 + images), so it is a little below the whole score's reliability
+    half = (v_cal - v_int) / 2 + v_int + 2 * v_img
+    assert st["split_half"]["reliability"] == pytest.approx(v_true / (v_true + half / 2), abs=0.01)
+    whole = v_true / (v_true + v_cal / k + v_img)
+    assert st["reliability_model"] == pytest.approx(whole, abs=0.01) and st["split_half"]["reliability"] < whole
+    assert st["tau_ceiling"] == pytest.approx(2 / math.pi * math.asin(math.sqrt(st["split_half"]["reliability"])))
+    assert tau_ceiling(0.0) == 0.0 and tau_ceiling(1.0) == pytest.approx(1.0)
+    # one score of 2,000 images and one seed: its noise from the parts; more images or seeds: higher
+    one = predicted_reliability(nz, 2000, 5000)
+    exact = v_true / (v_true + v_cal - v_int + v_int * 2.5 + v_img * 2.5)
+    assert one == pytest.approx(exact, rel=0.05)
+    sim = [mu + g[:, 0] + h[:, 0, :4].mean(1) + e[:, 0, :4].mean(1), mu + g[:, 1] + h[:, 1, 4:8].mean(1) + e[:, 0, 4:8].mean(1)]
+    assert pearsonr(*sim).statistic == pytest.approx(exact, abs=0.04)          # what a test-retest would see
+    assert predicted_reliability(nz, 5000, 5000) > one and predicted_reliability(nz, 2000, 5000, seeds=2) > one
+    assert predicted_reliability(nz, 5000, 5000, calibration=0.0, interaction=0.0) == pytest.approx(
+        nz["true"] / (nz["true"] + nz["images"]))
+    # the predictor's and the default score's taus
+    pred, default = mu + rng.normal(0, 1e-3, n), acc[:, 0, :4].mean(1)
+    st = precise_stats(acc * per, [per] * nb, pred, default)
+    assert st["kendall_tau_predictor"] == pytest.approx(kendall_tau(pred, score))
+    assert st["kendall_tau_default"] == pytest.approx(kendall_tau(default, score))
+    assert st["kendall_tau_predictor_vs_default"] == pytest.approx(kendall_tau(pred, default))
+    with pytest.raises(Exception, match=r"^precise_stats: counts: got shape \(20000, 4\); allowed: \(archs, seeds, 10 blocks\)$"):
+        precise_stats(acc[:, :, 0], [per] * nb)
+
+
+def test_precise_scores_are_whole_split_scores_cached_and_resumed(predictor, tmp_path, monkeypatch):
+    """``precise``: per arch and calibration seed 0..k-1, the correct counts per block of the whole
+    validation split, equal to ``evaluate_subnet`` there; cached in a JSON file per protocol key, so a
+    second call scores nothing and a larger k scores only the new seeds."""
+    from dataclasses import replace
+
+    import searchers.evaluators.predictor as P
+    import searchers.supernet as S
+    from search_space.arch import Arch
+
+    monkeypatch.setattr(P, "PRECISE_BLOCK", 50)               # 120 validation images: blocks of 50, 50, 20
+    archs = [Arch.from_string(r["arch"]) for r in predictor.read_evals()[:4]]
+    sev, data = predictor.supernet_evaluator, predictor.data
+    cache = tmp_path / "precise.json"
+    calls = []
+    real = S.evaluate_subnet_correct
+
+    def counting(*a, **kw):
+        calls.append(a[4])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(S, "evaluate_subnet_correct", counting)
+    c = predictor.precise(archs, 2, cache=cache)
+    assert c.shape == (4, 2, 3) and len(calls) == 8 and sorted(set(calls)) == [0, 1]
+    whole = replace(sev.recipe, eval_images=120)
+    for i, a in enumerate(archs[:2]):
+        for s in (0, 1):
+            assert c[i, s].sum() == round(120 * S.evaluate_subnet(sev.supernet, a, data, whole, s))
+            right = real(sev.supernet, a, data, whole, s)
+            assert list(c[i, s]) == [int(right[:50].sum()), int(right[50:100].sum()), int(right[100:].sum())]
+    calls.clear()
+    assert (predictor.precise(archs, 2, cache=cache) == c).all() and calls == []          # all cached
+    c3 = predictor.precise(archs, 3, cache=cache)
+    assert calls == [2] * 4 and (c3[:, :2] == c).all()                                    # the new seed only
+    stored = json.loads(cache.read_text())
+    key = predictor.precise_key()
+    assert key.endswith("|val120|calib1x32|block50") and list(stored["entries"]) == [key]
+    assert stored["entries"][key]["settings"]["eval_images"] == 120
+    calls.clear()
+    c8 = predictor.precise(archs[:1], 2, calib_batches=3, cache=cache)                  # another protocol key
+    assert len(calls) == 2 and len(json.loads(cache.read_text())["entries"]) == 2
+    assert c8[0, 0].sum() == round(120 * S.evaluate_subnet(sev.supernet, archs[0], data, replace(whole, calib_batches=3), 0))
+    with pytest.raises(Exception, match=r"^predictor precise k: got 0; allowed: an integer >= 1$"):
+        predictor.precise(archs, 0)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(Exception, match=r"is not JSON; allowed: a file written by PredictorEvaluator.precise"):
+        predictor.precise(archs, 1, cache=bad)
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--precise", "4", "--calib-variants", "4,x"],
+     "predictor.py: error: --calib-variants: got '4,x'; allowed: a comma list of positive integers, e.g. 4,8"),
+    (["--calib-variants", "8"], "predictor.py: error: --calib-variants: needs --precise K (its variance components)"),
+    (["--precise", "-1"], "predictor.py: error: --precise: got -1; allowed: an integer >= 0"),
+])
+def test_benchmark_options_are_checked_in_one_line(argv, line):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "predictor.py"), *argv], capture_output=True,
+                       text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == line and "Traceback" not in r.stderr

@@ -251,3 +251,44 @@ def test_fast_evaluation_matches_the_plain_path(toy, data):
         model = net.extract(a)
         recalibrate_bn(model, data.train, batches=2, batch_size=32, seed=3)
         assert fast == accuracy(model, data.val, limit=100)
+
+
+def test_bn_folding_keeps_the_function_and_the_scores(toy, data):
+    """``fold_bn`` after calibration: no BatchNorm left after a conv, the same logits within float
+    rounding, and ``evaluate_subnet`` gives the same per-image verdicts folded or not (a trained
+    supernet's real archs: benchmarks/predictor.py --cost counts the verdicts that differ)."""
+    from search_space import modules as M
+
+    space, net = toy
+    recipe = S.SupernetRecipe(calib_batches=2, calib_batch_size=32, eval_images=100)
+    xb, _ = next(iter(data.val.batches(40)))
+    for a in [space.sample(random.Random(s)) for s in range(4)] + [net.largest]:
+        model = net.extract(a)
+        recalibrate_bn(model, data.train, batches=2, batch_size=32, seed=1)
+        model.eval()
+        with torch.no_grad():
+            want = model(xb)
+            folded = S.fold_bn(model)
+            got = folded(xb)
+        convs = [m for m in folded.modules() if isinstance(m, (M.ConvBNAct, M.Stem, M.Head)) and m.conv is not None]
+        assert convs and all(isinstance(m.bn, torch.nn.Identity) and m.conv.bias is not None for m in convs)
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+        on = S.evaluate_subnet_correct(net, a, data, recipe, seed=3, fold=True)
+        off = S.evaluate_subnet_correct(net, a, data, recipe, seed=3, fold=False)
+        assert len(on) == min(100, len(data.val)) == 24 and torch.equal(on, off)
+        assert S.evaluate_subnet(net, a, data, recipe, seed=3) == int(on.sum()) / len(on)
+    # a module in training mode is left alone (its BN still normalises by batch statistics)
+    model = net.extract(net.largest).train()
+    S.fold_bn(model)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_evaluation_settings_do_not_change_the_supernets_key(data):
+    """Scored images and calibration batches are evaluation settings: the cached supernet is the same."""
+    from dataclasses import replace
+
+    space = ToySpace()
+    base = S.supernet_key(space, data, TINY, 0)
+    for change in ({"eval_images": 5000}, {"calib_batches": 8}, {"calib_batch_size": 256}):
+        assert S.supernet_key(space, data, replace(TINY, **change), 0) == base
+    assert S.supernet_key(space, data, replace(TINY, lr=0.1), 0) != base

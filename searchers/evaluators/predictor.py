@@ -56,6 +56,8 @@ DEFAULT_SAMPLES = 1000
 HOLDOUT = 0.2
 FORMAT = 1        # of the collected evaluations (part of their folder's name)
 MODEL_FORMAT = 2  # of a cached fitted model: 2 = the per-resolution-stage features
+PRECISE_FORMAT = 1  # of the precise-score cache (PredictorEvaluator.precise)
+PRECISE_BLOCK = 500  # validation images per stored count of a precise score
 REPO = Path(__file__).resolve().parents[2]
 STANDALONE_CSV = REPO / "benchmarks" / "data" / "standalone_fashion_mnist.csv"
 
@@ -203,6 +205,104 @@ def kendall_tau(a, b) -> float:
     return float(kendalltau(a, b).statistic)
 
 
+def spearman_brown(r: float, factor: float = 2.0) -> float:
+    """The reliability of a score ``factor`` times as long as two halves that correlate ``r``."""
+    return factor * r / (1 + (factor - 1) * r) if r > -1 / max(factor - 1, 1e-12) else float("nan")
+
+
+def tau_ceiling(reliability: float) -> float:
+    """Kendall's tau of a noise-free predictor against a score of this reliability (Gaussian
+    model: their correlation is sqrt(reliability), tau = 2/pi * arcsin of it)."""
+    return 2 / math.pi * math.asin(math.sqrt(reliability)) if reliability > 0 else 0.0
+
+
+def precise_stats(counts, block_sizes, predicted=None, default=None) -> dict:
+    """The precise scores and their reliability from ``PredictorEvaluator.precise``'s counts
+    (archs x K seeds x blocks; ``block_sizes``: the images of each block).
+
+    * ``score``: per arch, the mean over the K seeds of top-1 on all the blocks' images.
+    * ``split_half``: the first K/2 seeds on the first half of the blocks vs the other K/2 seeds on
+      the other half (both noise sources apart): Pearson r, Kendall tau, and the Spearman-Brown
+      reliability of the whole score 2r / (1 + r) (the primary figure; a little conservative: halving
+      both seeds and images quadruples the seed x image interaction, not doubles it);
+      ``split_half_calibration``: the same seed halves on all the images (calibration noise only).
+    * ``tau_ceiling``: a noise-free predictor's tau against the precise score (from the primary reliability).
+    * with ``predicted`` (per arch): its Kendall tau against the precise score; with ``default`` (one
+      ordinary score per arch): its tau against the precise score, and the predictor's against it.
+    * ``noise``: variance components (fractions squared) under an additive model -- ``calibration``: of
+      one seed's score on all the images (pooled within-arch variance over seeds), its part that is the
+      same on every image set (``calibration_shared``) and the seed-by-image interaction on all the
+      images (``interaction``: from the seed-to-seed spread of the difference of the two image halves);
+      ``images``: the image sampling noise of a score on all the images (from the variance across archs
+      of the two halves' difference, less the interaction); ``true``: the variance across archs of the
+      supernet's expected score (the precise scores' variance less their noise); ``reliability_model``:
+      the precise score's reliability from these parts (``predicted_reliability``)."""
+    from scipy.stats import pearsonr
+
+    c = np.asarray(counts, dtype=np.float64)
+    sizes = np.asarray(block_sizes, dtype=np.float64)
+    if c.ndim != 3 or c.shape[2] != len(sizes):
+        raise PredictorError(f"precise_stats: counts: got shape {c.shape}; allowed: (archs, seeds, {len(sizes)} blocks)")
+    n, k, nb = c.shape
+    acc = c.sum(2) / sizes.sum()                               # (archs, seeds)
+    score = acc.mean(1)
+    out: dict = {"n": n, "k": k, "images": int(sizes.sum()), "score": [float(x) for x in score],
+                 "score_range": [float(score.min()), float(score.max())], "score_std": float(score.std(ddof=1))}
+    if k >= 2 and nb >= 2 and n >= 3:
+        h, hb = k // 2, nb // 2
+        sa, sb = sizes[:hb].sum(), sizes[hb:].sum()
+        first = (c[:, :h, :hb].sum(2) / sa).mean(1)
+        second = (c[:, h:2 * h, hb:].sum(2) / sb).mean(1)
+        r = float(pearsonr(first, second).statistic)
+        out["split_half"] = {"pearson": r, "kendall_tau": kendall_tau(first, second),
+                             "reliability": spearman_brown(r)}
+        ca, cb = acc[:, :h].mean(1), acc[:, h:2 * h].mean(1)
+        rc = float(pearsonr(ca, cb).statistic)
+        out["split_half_calibration"] = {"pearson": rc, "kendall_tau": kendall_tau(ca, cb),
+                                         "reliability": spearman_brown(rc)}
+        out["tau_ceiling"] = tau_ceiling(out["split_half"]["reliability"])
+        # variance components; effects common to every arch (a seed's batches, a half's images) rank
+        # nothing and are removed (two-way residuals: arch x seed)
+        def within(x):                      # pooled within-arch variance over seeds, seed means removed
+            res = x - x.mean(1, keepdims=True) - x.mean(0, keepdims=True) + x.mean()
+            return float((res ** 2).sum() / ((n - 1) * (k - 1)))
+
+        calib = within(acc)
+        half_a, half_b = c[:, :, :hb].sum(2) / sa, c[:, :, hb:].sum(2) / sb          # (archs, seeds)
+        diff = half_a - half_b
+        inter_diff = within(diff)
+        # noise var on a set of m of the N images is var_all * N / m: the difference of the halves has
+        # var_all * N^2 / (sa * sb) (interaction over seeds, image noise across archs)
+        scale = sa * sb / (sa + sb) ** 2
+        interaction = inter_diff * scale
+        images = max(0.0, (float(diff.mean(1).var(ddof=1)) - inter_diff / k) * scale)
+        true = float(score.var(ddof=1)) - calib / k - images
+        out["noise"] = {"calibration": calib, "interaction": interaction,
+                        "calibration_shared": max(0.0, calib - interaction), "images": images, "true": true}
+        out["reliability_model"] = predicted_reliability(out["noise"], sa + sb, sa + sb, seeds=k)
+    if predicted is not None:
+        out["kendall_tau_predictor"] = kendall_tau(predicted, score)
+    if default is not None:
+        out["kendall_tau_default"] = kendall_tau(default, score)
+        if predicted is not None:
+            out["kendall_tau_predictor_vs_default"] = kendall_tau(predicted, default)
+    return out
+
+
+def predicted_reliability(noise: dict, images: int, all_images: int, seeds: int = 1, calibration: float | None = None,
+                          interaction: float | None = None) -> float:
+    """The reliability of a score on ``images`` validation images averaged over ``seeds`` calibration
+    draws, from ``precise_stats``' variance components measured on ``all_images`` images (optionally
+    those of another calibration setting: ``calibration`` and ``interaction`` of one seed on all images):
+    true / (true + (shared calibration + interaction * all/images) / seeds + images noise * all/images)."""
+    cal = noise["calibration"] if calibration is None else calibration
+    inter = noise["interaction"] if interaction is None else interaction
+    f = all_images / images
+    err = (max(0.0, cal - inter) + inter * f) / seeds + noise["images"] * f
+    t = noise["true"]
+    return t / (t + err) if t > 0 else 0.0
+
+
 # ---------------------------------------------------------------------------------------------
 # The evaluator
 # ---------------------------------------------------------------------------------------------
@@ -246,6 +346,14 @@ class PredictorEvaluator(Evaluator):
     def _supernet_tag(self) -> str:
         """Names the supernet and the evaluation settings that make its accuracies."""
         sev = self.supernet_evaluator
+        ev_settings = {k: getattr(sev.recipe, k) for k in ("calib_batches", "calib_batch_size", "eval_images")}
+        ev_key = hashlib.sha1(json.dumps({"eval": ev_settings, "seed": self.seed, "data": self.data.key,
+                                          "format": FORMAT}, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self._supernet_name()}-e{ev_key}"
+
+    def _supernet_name(self) -> str:
+        """Names the supernet: its cache folder's name, or its file's content hash."""
+        sev = self.supernet_evaluator
         if sev.supernet_path is not None:
             h = hashlib.sha1()
             with open(sev.supernet_path, "rb") as f:
@@ -256,10 +364,7 @@ class PredictorEvaluator(Evaluator):
             from searchers.supernet import supernet_dir
 
             base = supernet_dir(self.space, self.data, sev.recipe, self.seed, sev.cache_root).name
-        ev_settings = {k: getattr(sev.recipe, k) for k in ("calib_batches", "calib_batch_size", "eval_images")}
-        ev_key = hashlib.sha1(json.dumps({"eval": ev_settings, "seed": self.seed, "data": self.data.key,
-                                          "format": FORMAT}, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{base}-e{ev_key}"
+        return base
 
     def _root(self) -> Path:
         from searchers.cli_common import cache_dir
@@ -504,6 +609,76 @@ class PredictorEvaluator(Evaluator):
         ceiling = 2 / math.pi * math.asin(math.sqrt(r)) if r > 0 else 0.0
         return {"n": len(first), "first": first, "second": second, "kendall_tau": kendall_tau(first, second),
                 "pearson": r, "tau_ceiling": ceiling}
+
+    def precise_key(self, calib_batches: int | None = None) -> str:
+        """Names a precise-score protocol: the supernet, the data set, the whole validation split, the
+        calibration batches per score (default: the recipe's) and their size, the block size (not the
+        recipe's default ``eval_images``: these scores do not depend on it)."""
+        self.prepare()
+        sev = self.supernet_evaluator
+        b = calib_batches or sev.recipe.calib_batches
+        return (f"{self._supernet_name()}|{self.data.key}|val{len(self.data.val)}|calib{b}x{sev.recipe.calib_batch_size}"
+                f"|block{PRECISE_BLOCK}")
+
+    def precise(self, archs, k: int = 4, calib_batches: int | None = None, cache: str | Path | None = None,
+                progress: bool = False) -> np.ndarray:
+        """Each arch scored ``k`` times by the supernet on the *whole* validation split, with the
+        calibration batches of seeds ``seed .. seed + k - 1`` (``calib_batches`` of the recipe's size
+        each; default: the recipe's count).  Returns the correct counts per block of ``PRECISE_BLOCK``
+        validation images, shape (archs, k, blocks) (``precise_stats`` makes the scores).  ``cache``: a
+        JSON file of such counts (keyed by ``precise_key``, then arch, then seed), read first and
+        written after each arch, so a killed run resumes and a later one reuses them."""
+        from dataclasses import replace
+
+        from searchers.supernet import evaluate_subnet_correct
+
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise field_error(PredictorError, "predictor precise k", k, "an integer >= 1")
+        if calib_batches is not None and (not isinstance(calib_batches, int) or isinstance(calib_batches, bool)
+                                          or calib_batches < 1):
+            raise field_error(PredictorError, "predictor precise calib_batches", calib_batches, "an integer >= 1")
+        self.prepare()
+        sev = self.supernet_evaluator
+        n_val = len(self.data.val)
+        recipe = replace(sev.recipe, eval_images=n_val, calib_batches=calib_batches or sev.recipe.calib_batches)
+        key = self.precise_key(recipe.calib_batches)
+        path = Path(cache) if cache else None
+        store = {"format": PRECISE_FORMAT, "entries": {}}
+        if path is not None and path.is_file():
+            try:
+                store = json.loads(path.read_text())
+            except ValueError:
+                raise PredictorError(f"predictor precise cache: {path} is not JSON; allowed: a file written by "
+                                     f"PredictorEvaluator.precise (or a new path)") from None
+            if store.get("format") != PRECISE_FORMAT:
+                raise field_error(PredictorError, f"predictor precise cache {path} format", store.get("format"),
+                                  [PRECISE_FORMAT])
+        entry = store["entries"].setdefault(key, {"settings": {
+            "eval_images": n_val, "calib_batches": recipe.calib_batches, "calib_batch_size": recipe.calib_batch_size,
+            "block": PRECISE_BLOCK, "data": self.data.key}, "counts": {}})
+        counts = entry["counts"]
+        archs = list(archs)
+        seeds = [self.seed + s for s in range(k)]
+        todo = [a for a in archs if any(str(s) not in counts.get(a.to_string(), {}) for s in seeds)]
+        it = todo
+        if progress and todo:
+            from tqdm import tqdm
+
+            it = tqdm(todo, desc=f"precise scores (k={k}, calib {recipe.calib_batches})", unit="arch",
+                      file=sys.stderr, dynamic_ncols=True)
+        for a in it:
+            sev.supernet.check(a)
+            have = counts.setdefault(a.to_string(), {})
+            for s in seeds:
+                if str(s) not in have:
+                    right = evaluate_subnet_correct(sev.supernet, a, self.data, recipe, s, sev.device)
+                    have[str(s)] = [int(b.sum()) for b in right.split(PRECISE_BLOCK)]
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(store, indent=None, separators=(",", ":")))
+                os.replace(tmp, path)
+        return np.array([[counts[a.to_string()][str(s)] for s in seeds] for a in archs], dtype=np.int64)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def predict_many(self, archs) -> np.ndarray:
