@@ -13,11 +13,11 @@ input and output bytes, so a new family still gets a latency (marked ``generic``
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from search_space.arch import BlockSpec, Head, Signature, Stem, out_hw, stride_hw
+from search_space.arch import ACTIVATIONS, OPTS, PADDINGS, ROW_FIELDS, BlockSpec, Head, Signature, Stem, out_hw, stride_hw
 from search_space.errors import TargetError
 
 FEATURES = (
@@ -286,6 +286,53 @@ def total_macs(sig: Signature) -> float:
     return float(sum(v[i] for i in _MAC_NAMES))  # conv+linear
 
 
+class Kinds:
+    """The layer kinds of many rows as (names, codes): row i's kind is ``names[codes[i]]``, so that
+    per-kind work costs numpy operations instead of a Python step per row (``as_kinds``)."""
+
+    __slots__ = ("names", "codes")
+
+    def __init__(self, names: Sequence[str], codes: np.ndarray) -> None:
+        self.names = list(names)
+        self.codes = np.asarray(codes, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)):
+            return self.names[self.codes[i]]
+        return Kinds(self.names, self.codes[i])
+
+    def __iter__(self):
+        names = self.names
+        return (names[c] for c in self.codes.tolist())
+
+    def lookup(self, table: dict, default) -> np.ndarray:
+        """``table.get(kind, default)`` of every row."""
+        return np.array([table.get(n, default) for n in self.names] or [default])[self.codes]
+
+    def groups(self) -> dict[str, np.ndarray]:
+        """Kind -> its rows (ascending), kinds in order of first row."""
+        if not len(self.codes):
+            return {}
+        present = np.flatnonzero(np.bincount(self.codes, minlength=len(self.names)))
+        if len(present) == 1:
+            return {self.names[int(present[0])]: np.arange(len(self.codes))}
+        parts = {int(j): np.flatnonzero(self.codes == j) for j in present}
+        return {self.names[j]: parts[j] for j in sorted(parts, key=lambda j: parts[j][0])}
+
+
+def as_kinds(kinds) -> Kinds:
+    """A ``Kinds`` of a sequence of kind names (or the ``Kinds`` itself)."""
+    if isinstance(kinds, Kinds):
+        return kinds
+    col: dict[str, int] = {}
+    codes = np.fromiter((col.setdefault(k, len(col)) for k in kinds), np.int64)
+    return Kinds(list(col), codes)
+
+
+
 # --------------------------------------------------------------------------------------------
 # Many layers at once (numpy): the same features as ``layer_features``, row by row
 # --------------------------------------------------------------------------------------------
@@ -364,11 +411,48 @@ class _VAcc:
         self.add("mid_bytes", 4 * elems, mask)
 
 
-class _Rows:
-    """Columns of n block specs at input shapes h x w (every field read once per spec)."""
+_RC = {f: i for i, f in enumerate(ROW_FIELDS)}
+_HS_CODES = [ACTIVATIONS.index(a) for a in _HSW]
+_AGREE_NUM: dict[tuple, bool] = {}  # ``_AGREE`` keyed by a structure's numeric form (``_agree_numeric``)
 
-    def __init__(self, specs: list, h: np.ndarray, w: np.ndarray, vals: list | None = None) -> None:
+
+class _Take:
+    """``seq[idx[j]]`` for j, without reading the others (specs built on demand)."""
+
+    def __init__(self, seq, idx: np.ndarray) -> None:
+        self.seq, self.idx = seq, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, j):
+        return self.seq[int(self.idx[j])]
+
+
+class _Rows:
+    """Columns of n block specs at input shapes h x w (every field read once per spec), or of
+    their numeric rows (``numeric``: ``search_space.arch.ROW_FIELDS`` per row, no Python per row)."""
+
+    def __init__(self, specs, h: np.ndarray, w: np.ndarray, vals: list | None = None,
+                 numeric: np.ndarray | None = None) -> None:
         self.specs = specs
+        self._R = numeric
+        if numeric is not None:
+            R, c = numeric, _RC
+            self.cin, self.cout, self.mid, self.k, self.se, self.groups = (
+                R[:, c[f]] for f in ("in_ch", "out_ch", "mid_ch", "kernel", "se_ch", "groups"))
+            self.h, self.w = h, w
+            self.sh, self.sw = R[:, c["sh"]], R[:, c["sw"]]
+            pc = R[:, c["padding"]]
+            pad = [PADDINGS[x] for x in pc.tolist()] if pc.any() else None
+            self.ho = _vout(h, self.k, self.sh, pad)
+            self.wo = _vout(w, self.k, self.sw, pad)
+            act = R[:, c["act"]]
+            self.hs = np.isin(act, _HS_CODES)
+            self.res = R[:, c["residual"]] != 0
+            self.s2 = np.maximum(self.sh, self.sw) > 1
+            self._opts = None
+            return
         if vals is None:  # else the specs' spec_fields (LatencyModel's cache keys hold them)
             vals = [spec_fields(s) for s in specs]
         cols = list(zip(*vals))
@@ -395,6 +479,12 @@ class _Rows:
                         for v in vals]
 
     def opt(self, key: str, default: int = 0) -> np.ndarray:
+        if self._R is not None:
+            oc = self._R[:, _RC["opts"]]
+            if not oc.any():
+                return np.full(len(oc), default, dtype=np.int64)
+            table = np.array([dict(o).get(key, default) if o else default for o in OPTS], dtype=np.int64)
+            return table[oc]
         if not any(self._opts):
             return np.full(len(self._opts), default, dtype=np.int64)
         return np.array([dict(o).get(key, default) if o else default for o in self._opts], dtype=np.int64)
@@ -523,25 +613,64 @@ V_COST = {"conv": _c_conv, "maxpool": _c_maxpool, "fire": _c_fire, "shufflev1": 
           "xception": _c_xception}
 
 
-def _agree_rows(kind: str, r: _Rows, idx: np.ndarray, in_ch: np.ndarray) -> np.ndarray:
-    """``_macs_agree`` per row (decided once per structure, as there)."""
-    ids = _STRUCT_IDS
-    st_ids = np.array([ids.get(t) if t in ids else ids.setdefault(t, len(ids)) for t in r._struct], dtype=np.int64)
-    bits = np.zeros(len(st_ids), dtype=np.int64)
+def _bits(r: _Rows) -> np.ndarray:
+    bits = np.zeros(len(r.cin), dtype=np.int64)
     for j, b in enumerate((r.se > 0, r.res, r.mid == 0, r.mid == r.cin, r.mid == r.cout, r.cin == r.cout,
                            2 * r.cin == r.cout, r.cin % 2 == 1, r.cout % 2 == 1)):
         bits |= b.astype(np.int64) << j
-    codes, first, inv = np.unique(st_ids * 1024 + bits, return_index=True, return_inverse=True)
+    return bits
+
+
+def _agree_first(kind: str, spec, cin: int, h: int, w: int) -> bool:
+    sig = Signature(kind, spec, cin, h, w)
+    v = _AGREE.get(_structure(spec))
+    if v is None:
+        a = _Acc()
+        DECOMPOSE[kind](spec, h, w, a)
+        v = _macs_agree(sig, a)
+    return v
+
+
+def _agree_numeric(kind: str, r: _Rows, in_ch: np.ndarray) -> np.ndarray | None:
+    """``_agree_rows`` from numeric rows: a row's structure (type, stride, kernel, groups, options,
+    padding and which channel counts coincide, as ``_structure``) as integers, one code per row;
+    None when the codes would not fit in 62 bits."""
+    R, c = r._R, _RC
+    cols = [R[:, c["type"]], r.sh, r.sw, r.k, r.groups, R[:, c["opts"]], R[:, c["padding"]], _bits(r)]
+    radix = [int(x.max()) + 1 for x in cols]
+    if any(x.min() < 0 for x in cols) or np.prod([float(x) for x in radix]) >= 2.0 ** 62:
+        return None
+    code = np.zeros(len(in_ch), dtype=np.int64)
+    for x, q in zip(cols, radix):
+        code = code * q + x
+    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+    ok = np.empty(len(first), bool)
+    for u, i in enumerate(first):
+        key = tuple(int(x[i]) for x in cols)
+        v = _AGREE_NUM.get(key)
+        if v is None:
+            v = _agree_first(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
+            if len(_AGREE_NUM) < 100_000:
+                _AGREE_NUM[key] = v
+        ok[u] = v
+    return ok[inv.ravel()]
+
+
+def _agree_rows(kind: str, r: _Rows, idx: np.ndarray, in_ch: np.ndarray) -> np.ndarray:
+    """``_macs_agree`` per row (decided once per structure, as there)."""
+    if r._R is not None:
+        ok = _agree_numeric(kind, r, in_ch)
+        if ok is not None:
+            return ok
+        c = _RC
+        r._struct = [(t, sh if sh == sw else (sh, sw), k, g, OPTS[o], PADDINGS[p]) for t, sh, sw, k, g, o, p in zip(
+            *(r._R[:, c[f]].tolist() for f in ("type", "sh", "sw", "kernel", "groups", "opts", "padding")))]
+    ids = _STRUCT_IDS
+    st_ids = np.array([ids.get(t) if t in ids else ids.setdefault(t, len(ids)) for t in r._struct], dtype=np.int64)
+    codes, first, inv = np.unique(st_ids * 1024 + _bits(r), return_index=True, return_inverse=True)
     ok = np.empty(len(codes), bool)
     for u, i in enumerate(first):
-        sig = Signature(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
-        st = _structure(sig.spec)
-        v = _AGREE.get(st)
-        if v is None:
-            a = _Acc()
-            DECOMPOSE[kind](sig.spec, sig.h, sig.w, a)
-            v = _macs_agree(sig, a)
-        ok[u] = v
+        ok[u] = _agree_first(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
     return ok[inv.ravel()]
 
 
@@ -589,25 +718,23 @@ def _v_head(specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray, ncls: np
     return ncls
 
 
-def features_cols(kinds: list[str], specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
-                  ncls: np.ndarray, vals: list | None = None) -> np.ndarray:
+def features_cols(kinds, specs, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
+                  ncls: np.ndarray, vals: list | None = None, numeric: np.ndarray | None = None) -> np.ndarray:
     """``layer_features`` of many layers given as columns (kind, spec, input channels, H, W, classes
     of a head), one numpy pass per block family; a family without an array form goes through
-    ``layer_features`` row by row.  ``vals``: each block spec's ``spec_fields``, when the caller
-    has them already."""
+    ``layer_features`` row by row.  ``kinds``: names or a ``Kinds``.  ``vals``: each block spec's
+    ``spec_fields``, when the caller has them already; ``numeric``: each block's numeric row
+    (``search_space.arch.ROW_FIELDS``; rows of stems and heads are not read), and then ``specs``
+    is only indexed for the rare rows that need a spec object (it may build them on demand)."""
     n = len(kinds)
     out = np.zeros((n, N_FEATURES))
     if not n:
         return out
-    by: dict[str, list[int]] = {}
-    for i, k in enumerate(kinds):
-        by.setdefault(k, []).append(i)
-    for kind, rows in by.items():
-        idx = np.array(rows)
-        ss = [specs[i] for i in rows]
+    for kind, idx in as_kinds(kinds).groups().items():
+        ss = _Take(specs, idx) if numeric is not None and kind not in ("stem", "head") else [specs[i] for i in idx.tolist()]
         hh, ww, cc = h[idx], w[idx], cin[idx]
         dec, cost = V_DECOMPOSE.get(kind), V_COST.get(kind)
-        a = _VAcc(len(rows))
+        a = _VAcc(len(idx))
         a.add("in_bytes", 4 * cc * hh * ww)
         a.add("one", 1)
         if kind == "stem":
@@ -615,11 +742,12 @@ def features_cols(kinds: list[str], specs: list, cin: np.ndarray, h: np.ndarray,
         elif kind == "head":
             a.add("out_bytes", 4 * _v_head(ss, cc, hh, ww, ncls[idx], a))
         elif dec is None and cost is None:
-            for i in rows:
+            for i in idx.tolist():
                 out[i] = layer_features(Signature(kind, specs[i], int(cin[i]), int(h[i]), int(w[i])))
             continue
         else:
-            r = _Rows(ss, hh, ww, None if vals is None else [vals[i] for i in rows])
+            r = _Rows(ss, hh, ww, None if vals is None or numeric is not None else [vals[i] for i in idx.tolist()],
+                      None if numeric is None else numeric[idx])
             if dec is not None:
                 dec(r, a)
                 ok = _agree_rows(kind, r, idx, cc)

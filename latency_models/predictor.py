@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from latency_models.features import FEATURES, N_FEATURES, SCALE
+from latency_models.features import FEATURES, N_FEATURES, SCALE, Kinds, as_kinds  # noqa: F401
 from search_space.errors import TargetError
 
 
@@ -71,21 +71,23 @@ class Predictor:
 
     def predict_rows(self, kinds: Iterable[str], X: np.ndarray) -> np.ndarray:
         """Per-layer ms for unscaled feature rows ``X`` of the given kinds (vectorized by kind)."""
-        kinds = list(kinds)
+        kinds = as_kinds(kinds)
         X0 = np.asarray(X, float)
-        X = X0 * SCALE
         out = np.zeros(len(kinds))
-        by_kind: dict[str, list[int]] = {}
-        for i, k in enumerate(kinds):
-            by_kind.setdefault(k, []).append(i)
-        for k, idx in by_kind.items():
+        groups = kinds.groups()
+        for k, idx in groups.items():
             c = self.coef_for(k)
             if c is None:
                 raise TargetError(f"block type {k!r}: this target has no regressor for it; "
                                   f"allowed: {', '.join(self.kinds())}")
-            out[idx] = rowdot(X[idx], c)  # row by row the same floats, whatever the batch
+            # rowdot(X0[idx] * SCALE, c), reading only the columns with a weight: the same floats
+            rows = X0 if len(groups) == 1 else X0[idx]
+            v = np.zeros(len(idx))
+            for j in np.flatnonzero(c):
+                v = v + (rows[:, j] * SCALE[j]) * c[j]
+            out[idx] = v  # row by row the same floats, whatever the batch
         if self.residual is not None and len(out):
-            out = out * np.exp(self.residual.log_ratio(self.residual.design(kinds, X0, out)))
+            out = out * np.exp(self.residual.log_ratio_T(self.residual.design_T(kinds, X0, out)))
         return out
 
     # -- (de)serialisation ---------------------------------------------------------------------
@@ -231,11 +233,12 @@ class TreeResidual:
         self.baseline = float(baseline)
         self.trees = [{k: np.asarray(v) for k, v in t.items()} for t in trees]
         self._packed = None
+        self._binned = None
 
     def design(self, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray) -> np.ndarray:
         Z = np.log1p(np.maximum(np.asarray(X, float) * SCALE * 1e3, 0.0))
         col = {c: i for i, c in enumerate(self.kinds)}
-        codes = np.fromiter((col.get(k, -1) for k in kinds), np.int64, len(kinds))
+        codes = as_kinds(kinds).lookup(col, -1)
         onehot = (codes[:, None] == np.arange(len(self.kinds))[None, :]).astype(float)
         return np.column_stack([Z, np.log(np.maximum(lin, 1e-6)), onehot])
 
@@ -267,9 +270,119 @@ class TreeResidual:
             self._packed = (off, feat, thr, left, right, value, depth)
         return self._packed
 
+    def design_T(self, kinds: Sequence[str], X: np.ndarray, lin: np.ndarray) -> np.ndarray:
+        """``design(kinds, X, lin).T`` (one row per column of z), the same floats."""
+        X = np.asarray(X, float)
+        N = X.shape[1]
+        ZT = np.empty((N + 1 + len(self.kinds), len(X)))
+        ZT[:N] = np.log1p(np.maximum(X * SCALE * 1e3, 0.0)).T  # as ``design`` computes it (same memory order)
+        ZT[N] = np.log(np.maximum(lin, 1e-6))
+        codes = as_kinds(kinds).lookup({c: i for i, c in enumerate(self.kinds)}, -1)
+        for j in range(len(self.kinds)):
+            ZT[N + 1 + j] = codes == j
+        return ZT
+
+    def _bins(self):
+        """The forest as tables over bins of z, or None where it cannot be (a table would be too
+        large).  Per used feature f of z: its thresholds G_f (sorted, unique) anywhere in the
+        forest; a row's bin b_f is how many lie below its value.  Per tree: for each of its
+        features a map from b_f to its own bin (how many of its own thresholds lie below) times a
+        stride, and a table of its leaf values over the combinations of its own bins: z <= t_j
+        (t_j the j-th of its thresholds on f) exactly when its own bin is <= j, so the table gives
+        each row the leaf the tree's walk reaches."""
+        if self._binned is None:
+            self._binned = self._make_bins() or False
+        return self._binned or None
+
+    def _make_bins(self):
+        leafs = [np.asarray(t["leaf"], bool) for t in self.trees]
+        fa = np.concatenate([t["feature"][~m] for t, m in zip(self.trees, leafs)]).astype(np.int64)
+        ta = np.concatenate([t["threshold"][~m] for t, m in zip(self.trees, leafs)]).astype(float)
+        if np.isnan(ta).any():
+            return None
+        feats = np.unique(fa)
+        G = [np.unique(ta[fa == f]) for f in feats]
+        fpos = {int(f): i for i, f in enumerate(feats)}
+        plans = []
+        for t, leaf in zip(self.trees, leafs):
+            f_t, th_t = t["feature"][~leaf].astype(np.int64), t["threshold"][~leaf].astype(float)
+            fl = np.unique(f_t)
+            F = [np.unique(th_t[f_t == f]) for f in fl]
+            sizes = [len(x) + 1 for x in F]
+            if np.prod([float(z) for z in sizes]) > 1 << 16:
+                return None
+            strides = np.cumprod([1] + sizes[:-1]).astype(np.int64)
+            luts = [(fpos[int(f)], (np.concatenate([[0], np.searchsorted(Fi, G[fpos[int(f)]], side="right")])
+                                    * st).astype(np.intp)) for f, Fi, st in zip(fl, F, strides)]
+            size = int(np.prod(sizes))
+            codes = np.arange(size)
+            lb = np.array([(codes // st) % z for st, z in zip(strides, sizes)]).reshape(len(fl), size)
+            kpos = np.zeros(len(leaf), np.intp)
+            jn = np.zeros(len(leaf), np.intp)
+            for i in np.flatnonzero(~leaf):
+                k = int(np.searchsorted(fl, t["feature"][i]))
+                kpos[i], jn[i] = k, int(np.searchsorted(F[k], t["threshold"][i]))
+            node = np.zeros(size, np.intp)
+            left, right = np.asarray(t["left"], np.intp), np.asarray(t["right"], np.intp)
+            for _ in range(len(leaf)):
+                lf = leaf[node]
+                if lf.all():
+                    break
+                go_left = lb[kpos[node], codes] <= jn[node]
+                node = np.where(lf, node, np.where(go_left, left[node], right[node]))
+            else:
+                return None
+            plans.append((luts, np.asarray(t["value"], float)[node]))
+        return feats, G, plans
+
     def log_ratio(self, Z: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """baseline + the sum of every tree's leaf value for each row of Z (all trees walked at once,
-        one level per step).  Its cost grows with trees x depth per new layer: keep forests small."""
+        """baseline + the sum of every tree's leaf value for each row of Z (tree by tree, in order:
+        a row's sum does not depend on the batch); ``log_ratio_T`` on its columns."""
+        return self.log_ratio_T(np.asarray(Z, float).T)
+
+    def log_ratio_T(self, ZT: np.ndarray, chunk: int = 32768) -> np.ndarray:
+        """``log_ratio`` of the rows of ``ZT.T``: each row's bin per used feature once, then per
+        tree a few table look-ups (``_bins``); a forest without tables walks its trees."""
+        n = ZT.shape[1]
+        out = np.full(n, self.baseline)
+        if not self.trees or not n:
+            return out
+        plan = self._bins() if n > 64 else None  # a few rows: walking is cheaper than the bins' set-up
+        if plan is None:
+            return self._walk(ZT.T)
+        feats, G, plans = plan
+        zero = None
+        for a in range(0, n, chunk):
+            gb = []
+            for f, g in zip(feats.tolist(), G):
+                z = ZT[f, a:a + chunk]
+                if len(g) > 40:
+                    b = np.searchsorted(g, z, side="left")  # NaN sorts last: above every threshold
+                else:
+                    b = np.zeros(len(z), np.intp)
+                    for th in g:
+                        b += z > th
+                    nan = np.isnan(z)
+                    if nan.any():
+                        b[nan] = len(g)  # z <= t is false for NaN: the walk goes right
+                gb.append(b)
+            acc = out[a:a + chunk]
+            for luts, table in plans:
+                if luts:
+                    fi, lut = luts[0]
+                    idx = lut[gb[fi]]
+                    for fi, lut in luts[1:]:
+                        idx += lut[gb[fi]]
+                else:
+                    if zero is None or len(zero) != len(acc):
+                        zero = np.zeros(len(acc), np.intp)
+                    idx = zero
+                acc = acc + table[idx]
+            out[a:a + chunk] = acc
+        return out
+
+    def _walk(self, Z: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """``log_ratio`` by walking all trees at once, one level per step."""
         out = np.full(len(Z), self.baseline)
         if not self.trees or not len(Z):
             return out
@@ -342,6 +455,7 @@ class TreeResidual:
             r = cls(list(d["kinds"]), float(d["baseline"]), [])
             r.trees = trees
             r._pack()
+            r._bins()
             return r
         except (AttributeError, KeyError, TypeError, ValueError):
             raise TargetError(f"{where}: allowed: a gbm-log-residual mapping with kinds, baseline, trees") from None
@@ -410,7 +524,7 @@ class NetworkTerm:
         V = np.zeros((n, self.width))
         V[:, 0] = cost
         other = len(self.kinds)
-        cols = np.fromiter((self._col.get(k, other) for k in kinds), dtype=np.int64, count=n)
+        cols = as_kinds(kinds).lookup(self._col, other).astype(np.int64)
         V[np.arange(n), 1 + cols] = cost
         V[:, 2 + len(self.kinds):] = X
         return V

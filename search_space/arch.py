@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from dataclasses import asdict, dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any, Iterator
 
 from search_space.errors import ArchError, field_error
@@ -121,10 +123,91 @@ def _positive_int(cls_name: str, name: str, value) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Intern ids: equal layer specs share one small int per process (vectorized consumers key on it)
+# --------------------------------------------------------------------------------------------
+class Interned:
+    """The specs of one class met in this process: a spec's ``_iid`` (set when it is created, equal
+    specs get the same one) indexes ``values`` (its field values).  ``rows`` holds ``ROW_FIELDS``
+    integers per id (blocks only): what ``latency_models`` reads for many layers at once with
+    numpy instead of reading each spec's fields in Python.  Ids are process-local (a pickled spec
+    gets its id again when loaded); past ``limit`` ids a new spec gets -1 (consumers then read its
+    fields).  Memory: about 0.4 KB per distinct spec (so at most about 0.8 GB)."""
+
+    def __init__(self, fields_of, row_of=None, limit: int = 2_000_000) -> None:
+        self.ids: dict[tuple, int] = {}
+        self.values: list[tuple] = []
+        self.fields_of = fields_of
+        self.row_of = row_of
+        self.rows = array("q")
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+ROW_FIELDS = ("type", "in_ch", "out_ch", "mid_ch", "kernel", "sh", "sw", "se_ch", "se_gate", "act", "residual",
+              "groups", "opts", "padding")  # a block's numeric row: strings as codes (TYPE_NAMES, ACTIVATIONS, ...)
+TYPE_NAMES: list[str] = []          # block type code -> name (process-local, in order of first use)
+_TYPE_CODES: dict[str, int] = {}
+OPTS: list[tuple] = [()]            # opts code -> opts tuple (0: none)
+_OPTS_CODES: dict[tuple, int] = {(): 0}
+_ACT_IDX = {a: i for i, a in enumerate(ACTIVATIONS)}
+_GATE_IDX = {g: i for i, g in enumerate(SE_GATES)}
+_PAD_IDX = {p: i for i, p in enumerate(PADDINGS)}
+
+
+def _block_row(b) -> tuple:
+    t = _TYPE_CODES.get(b.type)
+    if t is None:
+        t = _TYPE_CODES[b.type] = len(TYPE_NAMES)
+        TYPE_NAMES.append(b.type)
+    o = _OPTS_CODES.get(b.opts)
+    if o is None:
+        o = _OPTS_CODES[b.opts] = len(OPTS)
+        OPTS.append(b.opts)
+    sh, sw = stride_hw(b.stride)
+    return (t, b.in_ch, b.out_ch, b.mid_ch, b.kernel, sh, sw, b.se_ch, _GATE_IDX[b.se_gate], _ACT_IDX[b.act],
+            int(bool(b.residual)), b.groups, o, _PAD_IDX[b.padding])
+
+
+def _intern(reg: Interned, obj) -> None:
+    vals = reg.fields_of(obj)
+    i = reg.ids.get(vals)
+    if i is None:
+        i = -1
+        if len(reg.values) < reg.limit:
+            try:
+                if reg.row_of is not None:
+                    reg.rows.extend(array("q", reg.row_of(obj)))
+            except (OverflowError, TypeError):  # a field past int64: no id (consumers read its fields)
+                pass
+            else:
+                i = reg.ids[vals] = len(reg.values)
+                reg.values.append(vals)
+    object.__setattr__(obj, "_iid", i)
+
+
+class _Interned:
+    """Pickling and copying of an interned spec: its id is not carried (ids are process-local)."""
+
+    __slots__ = ()
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("_iid", None)
+        return d
+
+    def __setstate__(self, state) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        _intern(next(_REGISTRY[c] for c in type(self).__mro__ if c in _REGISTRY), self)
+
+
+# --------------------------------------------------------------------------------------------
 # Layer specs
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Stem:
+class Stem(_Interned):
     """kxk conv (stride s) + BN + activation, optionally followed by a 3x3/2 max-pool (padding 1).
 
     ``bn`` False: the conv has a bias and no BatchNorm (SqueezeNet).  ``padding`` 'same' (k // 2)
@@ -152,6 +235,7 @@ class Stem:
                 raise field_error(ArchError, f"stem.{name}", getattr(self, name), "true, false")
         if self.padding not in ("same", "valid"):
             raise field_error(ArchError, "stem.padding", self.padding, ("same", "valid"))
+        _intern(STEMS, self)
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         h, w = out_hw(h, w, self.kernel, self.stride, self.padding)
@@ -172,7 +256,7 @@ class Stem:
 
 
 @dataclass(frozen=True)
-class BlockSpec:
+class BlockSpec(_Interned):
     """One block of the body.  ``type`` names a registered block class.
 
     ``mid_ch`` is the block's inner width: the expanded channels of an mbconv (equal to ``in_ch``
@@ -231,6 +315,7 @@ class BlockSpec:
                 raise field_error(ArchError, f"block({self.type}).opts", item, "(name, int) pairs")
         if list(opts) != sorted(opts) or len({k for k, _ in opts}) != len(opts):
             raise field_error(ArchError, f"block({self.type}).opts", opts, "sorted, unique names")
+        _intern(BLOCKS, self)
 
     def opt(self, key: str, default: int = 0) -> int:
         return dict(self.opts).get(key, default)
@@ -258,7 +343,7 @@ class BlockSpec:
 
 
 @dataclass(frozen=True)
-class Head:
+class Head(_Interned):
     """Optional 1x1 conv + BN + act (``last_ch``), global pool, optional hidden 1x1/linear with
     bias + act (``hidden_ch``, MobileNetV3's efficient last stage), dropout, classifier.
 
@@ -296,6 +381,7 @@ class Head:
         if self.classifier == "conv" and self.hidden_ch:
             raise ArchError(f"head.hidden_ch: got {self.hidden_ch} with classifier conv; allowed: 0 "
                             "(the conv classifier works on the feature map, before pooling)")
+        _intern(HEADS, self)
 
     def to_string(self) -> str:
         parts = ["head"]
@@ -317,6 +403,13 @@ class Head:
     def features(self, in_ch: int) -> int:
         """Channels that reach the classifier."""
         return self.hidden_ch or self.last_ch or in_ch
+
+
+STEMS = Interned(attrgetter(*(f.name for f in fields(Stem))))
+BLOCKS = Interned(attrgetter(*(f.name for f in fields(BlockSpec))), _block_row)
+HEADS = Interned(attrgetter(*(f.name for f in fields(Head))))
+_REGISTRY = {Stem: STEMS, BlockSpec: BLOCKS, Head: HEADS}
+_IID = attrgetter("_iid")
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,6 +441,22 @@ class Arch:
                 check_block(b)
             except ArchError as exc:
                 raise ArchError(f"arch.blocks[{i}]: {exc}") from None
+        self._set_ids()
+
+    def _set_ids(self) -> None:
+        """``_ids``: the intern ids of the stem, each block and the head, as int64 bytes (many
+        archs' ids join into one numpy array without a Python step per layer)."""
+        object.__setattr__(self, "_ids", array("q", [self.stem._iid, *map(_IID, self.blocks), self.head._iid]).tobytes())
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("_ids", None)  # process-local
+        return d
+
+    def __setstate__(self, state) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        self._set_ids()
 
     # -- derived -----------------------------------------------------------------------------
     @property

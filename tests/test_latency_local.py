@@ -241,3 +241,23 @@ def test_shipped_local_tflite_target():
     for name in zoo.names():
         rows = m.breakdown(zoo.get(name))
         assert sum(ms for _, ms in rows) == pytest.approx(m.predict(zoo.get(name)))
+
+
+def test_tree_tables_reach_the_leaves_the_walk_reaches():
+    """The residual forests as tables over feature bins (``TreeResidual.log_ratio``) give the sums
+    of walking every tree (``_walk``) to the last bit, on values at the thresholds, just above and
+    below them, NaN and infinities, for the shipped local-cpu layer forest and network forest."""
+    m = latency_models.load("local-cpu")
+    for forest in (m.predictor.residual, m.term.trees):
+        assert forest._bins() is not None
+        rng = np.random.default_rng(1)
+        thr = np.concatenate([t["threshold"][~t["leaf"].astype(bool)] for t in forest.trees])
+        p = 1 + max(int(t["feature"].max()) for t in forest.trees)
+        picks = rng.choice(thr, size=(3000, p))
+        Z = np.where(rng.random((3000, p)) < 0.5, picks, rng.normal(0, 5, (3000, p)))
+        Z[:1000] = np.nextafter(Z[:1000], np.inf)
+        Z[1000:1500] = np.nextafter(Z[1000:1500], -np.inf)
+        Z[2000, 3], Z[2001, 5], Z[2002, 0] = np.nan, np.inf, -np.inf
+        got, ref = forest.log_ratio(Z), forest._walk(Z)
+        assert np.array_equal(got, ref)
+        assert len(np.unique(got)) > 1000  # many different leaf combinations met

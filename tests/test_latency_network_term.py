@@ -18,7 +18,7 @@ from latency_models.fitting import error_stats
 from latency_models.model import LatencyModel
 from latency_models.predictor import NetworkTerm
 from search_space import zoo
-from search_space.arch import signatures
+from search_space.arch import Arch, signatures
 from search_space.errors import TargetError
 from search_space.space import load_space, space_names
 
@@ -191,3 +191,89 @@ def test_a_batch_that_cannot_be_priced_leaves_nothing_behind(tmp_path):
         m.predict_many(good[:5] + [bad])
     assert "\n" not in str(e.value) and m._n == 0 and not m._cache
     assert len(good) >= 10 and np.array_equal(m.predict_many(good), ref.predict_many(good))
+
+
+def test_layer_codes_and_the_per_layer_walk_price_alike(monkeypatch):
+    """The two ways a batch finds its layers' cached costs (layer codes from the specs' intern ids,
+    computed with numpy or in Python for a few archs; and the per-layer walk on field values kept
+    for specs that have no id) give the same floats, on every space and zoo net, at odd and
+    non-square resolutions."""
+    archs = _fresh_archs(8, seed=5)
+    for target in ("local-cpu", "note10-cpu"):
+        path = latency_models.target_path(target)
+        for res in (224, 193, (160, 224)):
+            codes, walk = LatencyModel.from_file(path), LatencyModel.from_file(path)
+            monkeypatch.setattr(walk, "_codes_np", lambda *a: None)
+            monkeypatch.setattr(walk, "_codes_walk", lambda *a: None)
+            a = codes.predict_many(archs, res)
+            b = walk.predict_many(archs, res)
+            assert np.array_equal(a, b), (target, res)
+            assert codes._cache and not walk._cache and walk._wcache
+            assert np.array_equal([codes.predict(x, res) for x in archs[::9]], a[::9])
+
+
+def test_specs_past_the_intern_limit_take_the_walk(monkeypatch):
+    """A block spec created after the intern table is full gets id -1; an arch holding one is priced
+    by the per-layer walk, to the same floats."""
+    from search_space import arch as A
+
+    archs = _fresh_archs(4, seed=9)
+    ref = LatencyModel.from_file(latency_models.target_path("pixel-cpu")).predict_many(archs)
+    texts = [a.to_string() for a in archs]
+    monkeypatch.setattr(A.BLOCKS, "limit", len(A.BLOCKS))
+    again = [Arch.from_string(t) for t in texts]
+    fresh = A.BlockSpec("mbconv", 16, 24, mid_ch=24 * 7 + 5, kernel=3, stride=2)  # never met before
+    assert fresh._iid == -1 and again[0].blocks[0]._iid >= 0
+    blk = A.BlockSpec("mbconv", again[0].blocks[0].in_ch, again[0].blocks[0].out_ch, mid_ch=4096 + 3,
+                      kernel=again[0].blocks[0].kernel, stride=again[0].blocks[0].stride)
+    odd = A.Arch(again[0].stem, (blk,) + again[0].blocks[1:], again[0].head)
+    m = LatencyModel.from_file(latency_models.target_path("pixel-cpu"))
+    out = m.predict_many(again + [odd])
+    assert np.array_equal(out[:-1], ref) and out[-1] > 0 and m._wcache
+    monkeypatch.undo()
+    back = Arch.from_string(odd.to_string())
+    assert back.blocks[0]._iid >= 0
+    assert LatencyModel.from_file(latency_models.target_path("pixel-cpu")).predict(back) == out[-1]
+
+
+def test_intern_ids_follow_equality_and_survive_pickling():
+    """Equal specs share an intern id (and the arch's equality and hashing ignore it); a pickled or
+    copied spec gets the id of its fields in the loading process, not the stored one."""
+    import copy
+    import pickle
+
+    from search_space import arch as A
+
+    a = zoo.get("mobilenet_v3_large")
+    b = Arch.from_string(a.to_string())
+    assert a == b and hash(a) == hash(b) and a.blocks[3] is not b.blocks[3]
+    assert [x._iid for x in a.blocks] == [x._iid for x in b.blocks]
+    assert a.stem._iid == b.stem._iid and a.head._iid == b.head._iid
+    assert len({x._iid for x in a.blocks}) == len(set(a.blocks))
+    row = dict(zip(A.ROW_FIELDS, A.BLOCKS.rows[a.blocks[3]._iid * len(A.ROW_FIELDS):][:len(A.ROW_FIELDS)]))
+    blk = a.blocks[3]
+    assert A.TYPE_NAMES[row["type"]] == blk.type and row["mid_ch"] == blk.mid_ch and row["se_ch"] == blk.se_ch
+    assert A.ACTIVATIONS[row["act"]] == blk.act and (row["sh"], row["sw"]) == (blk.stride, blk.stride)
+    data = pickle.dumps(a)
+    assert b"_iid" not in data and b"_ids" not in data
+    for c in (pickle.loads(data), copy.deepcopy(a), copy.copy(a)):
+        assert c == a and [x._iid for x in c.blocks] == [x._iid for x in a.blocks] and c.head._iid == a.head._iid
+    spec = a.blocks[5]
+    state = spec.__getstate__()
+    assert "_iid" not in state
+    other = A.BlockSpec.__new__(A.BlockSpec)
+    other.__setstate__({**state, "_iid": 10 ** 9})  # a stale id from another process is replaced
+    assert other._iid == spec._iid and other == spec
+
+
+def test_a_pickled_model_prices_alike():
+    """A model sent to another process travels without its caches (their layer codes hold this
+    process's intern ids) and prices the same floats."""
+    import pickle
+
+    archs = _fresh_archs(3, seed=4)
+    m = latency_models.load("local-cpu")
+    a = m.predict_many(archs)
+    back = pickle.loads(pickle.dumps(m))
+    assert back._n == 0 and not back._cache and back._tblocks
+    assert np.array_equal(back.predict_many(archs), a)
