@@ -271,7 +271,11 @@ def render_md(c: dict) -> str:
     r = tr["recipe"]
     L += ["", "## Training", "",
           f"- init: {tr['init']}" + (f" (supernet {tr['supernet']['path']}, space {tr['supernet']['space']})"
-                                      if tr.get("supernet") else ""),
+                                      if tr.get("supernet") else "")
+          + "".join(f"; {'BN-followed' if k == 'bn' else 'squeeze-excite'} conv weights rescaled to a fresh "
+                    f"init's norm ({v['convs']} convs, scale {v['scale_min']:g}..{v['scale_max']:g}, median "
+                    f"{v['scale_median']:g})"
+                    for k, v in ((tr.get("supernet") or {}).get("renorm") or {}).items() if k in ("bn", "se")),
           f"- {r['epochs']} epochs, batch {r['batch_size']}, {r['optimizer']}"
           f"{' (Nesterov)' if r['optimizer'] == 'sgd' else ''}, peak lr {r['peak_lr']:g}, "
           f"warm-up {r['warmup_epochs']:g} epoch(s) then cosine to 0, momentum {r['momentum']}, "

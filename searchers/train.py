@@ -27,9 +27,11 @@ import torch
 
 from search_space.arch import Arch
 from search_space.errors import ArchError, EdgenasError, SpaceError, cli_entry, field_error
-from searchers.trainer import INITS, OPTIMIZERS, TrainError, Trainer, TrainRecipe, scratch_model, supernet_model
+from searchers.trainer import (INITS, OPTIMIZERS, TrainError, Trainer, TrainRecipe, renormalize, scratch_model,
+                               supernet_model)
 
 REPO = Path(__file__).resolve().parents[1]
+RENORMS = ("bn", "all")
 
 
 def resolve_arch(text: str) -> tuple[Arch, str]:
@@ -86,8 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                                             "0.016 x batch/256 for rmsprop)")
     a("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay:g}")
     a("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
-    # --init supernet keeps the same schedule: a 0.1-epoch warm-up (and, earlier, a peak lr of 0.02)
-    # ended below the scratch run on Fashion-MNIST (docs/train.md, benchmark)
+    a("--renorm", nargs="?", const="bn", default=None,
+      help="--init supernet: bn (the bare flag) rescales each BN-followed conv weight to a fresh init's norm (the "
+           "same function); all also each squeeze-excite conv (see docs/train.md)")
     a("--warmup-epochs", type=float, default=d.warmup_epochs, help=f"default {d.warmup_epochs:g}")
     a("--ema-decay", type=float, default=d.ema_decay, help=f"default {d.ema_decay}")
     a("--crop-padding", type=int, default=d.crop_padding, help=f"random-crop padding in pixels (default {d.crop_padding})")
@@ -134,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.init not in INITS:
         raise field_error(TrainError, "--init", args.init, INITS)
-    if args.init == "scratch" and (args.space or args.supernet):
-        raise TrainError("--space/--supernet: only with --init supernet")
+    if args.init == "scratch" and (args.space or args.supernet or args.renorm is not None):
+        raise TrainError("--space/--supernet/--renorm: only with --init supernet")
+    if args.renorm is not None and args.renorm not in RENORMS:
+        raise field_error(TrainError, "--renorm", args.renorm, RENORMS)
     if args.resolution < 16:
         raise field_error(TrainError, "--resolution", args.resolution, "an integer >= 16")
     if args.latency_rounds < 0:
@@ -202,6 +207,19 @@ def _train(arch, label, data, recipe, out, args, space, supernet_path, progress,
                 net, supernet_info = _supernet(space, supernet_path, data, args.seed, progress and dist.is_main)
             dist.barrier()
         model = supernet_model(net, arch, data, args.seed)
+        if args.renorm:
+            rows = renormalize(model, se=args.renorm == "all")
+            info = {"mode": args.renorm}
+            for kind in ("bn", "se"):
+                sc = sorted(r["scale"] for r in rows if r["kind"] == kind)
+                if sc:
+                    info[kind] = {"convs": len(sc), "scale_min": round(sc[0], 4), "scale_max": round(sc[-1], 4),
+                                  "scale_median": round(sc[len(sc) // 2], 4)}
+                    if dist.is_main:
+                        _log(f"renorm: {len(sc)} {'BN-followed' if kind == 'bn' else 'squeeze-excite'} conv weights "
+                             f"rescaled to a fresh init's norm (scale {sc[0]:.3f}..{sc[-1]:.3f}, median "
+                             f"{sc[len(sc) // 2]:.3f})")
+            supernet_info = {**supernet_info, "renorm": info}
     else:
         model = scratch_model(arch, data.num_classes, args.seed)
     if dist.is_main:

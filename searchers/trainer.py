@@ -210,6 +210,94 @@ def supernet_model(supernet, arch: Arch, data, seed: int, calib_batches: int = 4
     return model
 
 
+def bn_conv_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv, BN) pairs in which the BatchNorm normalises the conv's output directly: a module with
+    ``conv`` and ``bn`` attributes (``ConvBNAct``, ``Stem``, ``Head``), or a ``Conv2d`` followed by a
+    ``BatchNorm2d`` of its width in an ``nn.Sequential``.  Such a conv's weight is scale-invariant: the
+    network computes the same function for any positive scale of it (BN's eps aside), and SGD's
+    effective step on it is ``lr / |w|^2``."""
+    pairs, seen = [], set()
+    for m in model.modules():
+        conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.out_channels:
+            pairs.append((conv, bn))
+        elif isinstance(m, nn.Sequential):
+            kids = list(m)
+            for a, b in zip(kids, kids[1:]):
+                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d) and b.num_features == a.out_channels:
+                    pairs.append((a, b))
+    out = []
+    for c, b in pairs:
+        if id(c) not in seen:
+            seen.add(id(c))
+            out.append((c, b))
+    return out
+
+
+def init_norm(weight: torch.Tensor) -> float:
+    """The norm a fresh ``init_weights`` gives a conv weight in expectation (kaiming normal, fan_out):
+    sqrt(numel x 2 / fan_out)."""
+    fan_out = weight.shape[0] * (weight[0][0].numel() if weight.dim() > 2 else 1)
+    return math.sqrt(weight.numel() * 2.0 / fan_out)
+
+
+def se_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The two 1x1 convs (``fc1``, ``fc2``) of every squeeze-excite module: not BN-followed, so their
+    scale is part of the function (the gate's input-dependent part grows with |fc1| x |fc2|)."""
+    out = []
+    for m in model.modules():
+        fc1, fc2 = getattr(m, "fc1", None), getattr(m, "fc2", None)
+        if isinstance(fc1, nn.Conv2d) and isinstance(fc2, nn.Conv2d) and hasattr(m, "gate"):
+            out += [fc1, fc2]
+    return out
+
+
+@torch.no_grad()
+def renormalize(model: nn.Module, se: bool = False) -> list[dict]:
+    """Rescale every BN-followed conv weight (``bn_conv_pairs``) to the norm a fresh init gives it
+    (``init_norm``), and the BN's running mean / variance with it, so that the network computes the
+    same function (exactly in eval mode up to BN's eps, and in train mode the same batch statistics)
+    while SGD's effective learning rate on those weights, ``lr / |w|^2``, is the one a scratch run
+    starts with.  (Inherited weights carry the norms their supernet training grew: a fixed peak lr
+    then moves them far less than it moves a fresh init.)  Returns one row per rescaled conv:
+    {"shape", "norm_before", "norm_after", "scale", "kind"}.
+
+    ``se``: also rescale each squeeze-excite conv (weight; ``fc1``'s bias with it, so that its ReLU sees the
+    same pattern) to a fresh init's norm.  That changes the function: the input-dependent part of every SE
+    gate is multiplied by the product of the two scales (a supernet's envelope initialisation leaves a
+    sliced SE at a fraction of a fresh init's norm, and a small product learns slowly)."""
+    rows = []
+    if se:
+        convs = se_convs(model)
+        for k, conv in enumerate(convs):
+            w = conv.weight
+            before = float(w.norm())
+            if before == 0:
+                continue
+            c = init_norm(w) / before
+            w.mul_(c)
+            if k % 2 == 0 and conv.bias is not None:          # fc1 (fc2's bias sets the gate's mean: kept)
+                conv.bias.mul_(c)
+            rows.append({"shape": tuple(w.shape), "norm_before": before, "norm_after": float(w.norm()), "scale": c,
+                         "kind": "se"})
+    for conv, bn in bn_conv_pairs(model):
+        w = conv.weight
+        before = float(w.norm())
+        if before == 0:
+            continue
+        target = init_norm(w)
+        c = target / before
+        w.mul_(c)
+        if conv.bias is not None:
+            conv.bias.mul_(c)
+        if bn.running_mean is not None:
+            bn.running_mean.mul_(c)
+            bn.running_var.mul_(c * c)
+        rows.append({"shape": tuple(w.shape), "norm_before": before, "norm_after": float(w.norm()), "scale": c,
+                     "kind": "bn"})
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
 # The training run
 # --------------------------------------------------------------------------------------------
@@ -517,5 +605,7 @@ def _bar(total: int, desc: str, progress):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-__all__ = ["EMA", "INITS", "OPTIMIZERS", "TrainError", "TrainRecipe", "Trainer", "augment", "default_lr",
-           "evaluate", "make_optimizer", "scratch_model", "supernet_model", "weights_fingerprint"]
+__all__ = ["EMA", "INITS", "OPTIMIZERS", "TrainError", "TrainRecipe", "Trainer", "augment", "bn_conv_pairs",
+           "default_lr", "evaluate", "init_norm", "make_optimizer", "renormalize", "scratch_model", "se_convs",
+           "supernet_model",
+           "weights_fingerprint"]

@@ -212,6 +212,112 @@ def test_init_supernet_inherits_the_weights(fmnist, tmp_path):
     assert card["training"]["recipe"]["peak_lr"] == pytest.approx(0.1 * 64 / 128)
     assert card["latency"]["measured"] == {} and list(card["exports"]) == ["onnx"]
     assert card["exports"]["onnx"]["passed"] is True
+    assert "renorm" not in card["training"]["supernet"]
+    # --renorm: the run starts from the inherited weights with fresh-init norms on its BN-followed convs
+    from searchers.trainer import renormalize
+
+    rows = renormalize(calibrated)
+    r = _cli("--arch", arch.to_string(), "--init", "supernet", "--supernet", str(path), "--renorm", "--epochs", "1",
+             "--train-images", "64", "--eval-images", "64", "--batch-size", "64", "--threads", "1",
+             "--latency-rounds", "0", "--out", str(tmp_path / "rn"), "--no-progress", "--formats", "yaml")
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((tmp_path / "rn" / "card.json").read_text())
+    assert card["training"]["init_weights_sha1"] == weights_fingerprint(calibrated) != weights_fingerprint(model)
+    rn = card["training"]["supernet"]["renorm"]
+    assert rn["mode"] == "bn" and "se" not in rn
+    assert rn["bn"]["convs"] == len(rows) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert rn["bn"]["scale_min"] == pytest.approx(min(x["scale"] for x in rows), abs=1e-4)
+    assert "rescaled to a fresh init's norm" in (tmp_path / "rn" / "card.md").read_text()
+
+
+def test_extracted_subnet_is_the_built_module_with_inherited_weights(fmnist):
+    """Supernet.extract (meta-built, weights assigned) gives what arch.build() gives: the same modules and
+    settings (BN eps / momentum, dropout, SE), the same trainable parameters in the same optimizer groups;
+    its state loads strictly into a fresh build and computes the same logits there."""
+    from searchers.trainer import make_optimizer
+
+    space = ToySpace()
+    net = S.build_supernet(space, 10, S.SupernetRecipe(envelope_samples=40), seed=0)
+    arch = net.largest
+    arch = Arch(arch.stem, arch.blocks, type(arch.head)(last_ch=32, act="hswish", dropout=0.2))   # dropout: no weights
+    ext, built = net.extract(arch), scratch_model(arch, 10, 0)
+    assert repr(ext) == repr(built) and any(isinstance(m, torch.nn.Dropout) for m in ext.modules())
+    rows = lambda m: [(n, tuple(p.shape), p.dtype, p.requires_grad, p.is_leaf) for n, p in m.named_parameters()]
+    assert rows(ext) == rows(built) and all(r[3] for r in rows(ext))
+    bn = lambda m: [(b.eps, b.momentum, b.affine, b.track_running_stats) for b in m.modules()
+                    if isinstance(b, torch.nn.BatchNorm2d)]
+    assert bn(ext) == bn(built) and len(bn(ext)) > 5
+    ptrs = [p.untyped_storage().data_ptr() for p in ext.parameters()]
+    assert len(set(ptrs)) == len(ptrs)                                  # no two parameters share memory
+    groups = lambda m: [(g["weight_decay"], [tuple(p.shape) for p in g["params"]])
+                        for g in make_optimizer(m, TrainRecipe()).param_groups]
+    assert groups(ext) == groups(built)
+    assert groups(ext)[1][1] and all(len(s) == 1 for s in groups(ext)[1][1])   # no decay: BN and biases (1-D)
+    built.load_state_dict(ext.state_dict(), strict=True)
+    x, _ = fmnist.val.batch(torch.arange(64))
+    ext.eval(), built.eval()
+    with torch.no_grad():
+        assert torch.equal(ext(x), built(x))
+    torch.manual_seed(3)
+    a = ext.train()(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, built.train()(x))                          # dropout included
+
+
+def test_renormalize_keeps_the_function_and_gives_fresh_init_norms(fmnist):
+    """renormalize rescales each BN-followed conv to init_norm (the expected norm of build()'s init) and
+    the BN statistics with it: the same logits in eval and train mode; other weights untouched."""
+    import copy
+
+    from searchers.trainer import bn_conv_pairs, init_norm, renormalize
+    from searchers.training import recalibrate_bn
+
+    for shape in ((64, 32, 3, 3), (96, 1, 5, 5), (40, 96, 1, 1)):        # init_norm vs build()'s kaiming init
+        w = torch.empty(shape)
+        torch.nn.init.kaiming_normal_(w, mode="fan_out")
+        assert float(w.norm()) == pytest.approx(init_norm(w), rel=0.05)
+    assert init_norm(torch.empty(64, 32, 3, 3)) == pytest.approx((64 * 32 * 9 * 2 / (64 * 9)) ** 0.5)
+    arch = Arch.from_string(SMALL.replace("_hs-head", "_se24h_hs-head"))
+    model = scratch_model(arch, 10, 0)
+    pairs = bn_conv_pairs(model)
+    assert len(pairs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 11
+    with torch.no_grad():                             # norms moved by training: x0.5, x3, x8 by turns
+        for i, (conv, _) in enumerate(pairs):
+            conv.weight.mul_((0.5, 3.0, 8.0)[i % 3])
+    recalibrate_bn(model, fmnist.train, batches=2, batch_size=128)
+    x, _ = fmnist.val.batch(torch.arange(128))
+    before = copy.deepcopy(model)
+    rows = renormalize(model)
+    assert len(rows) == 11
+    for (conv, _), r in zip(bn_conv_pairs(model), rows):
+        assert float(conv.weight.norm()) == pytest.approx(init_norm(conv.weight), rel=1e-5)
+        assert r["scale"] == pytest.approx(r["norm_after"] / r["norm_before"], rel=1e-6)
+    for i, r in enumerate(rows):                      # back to a fresh init's norm: ~1 / the factor
+        assert r["scale"] == pytest.approx(1 / (0.5, 3.0, 8.0)[i % 3], rel=0.1)
+    for n, p in model.named_parameters():             # SE convs, classifier, BN affine: as they were
+        if not any(p is c.weight for c, _ in bn_conv_pairs(model)):
+            assert torch.equal(p, dict(before.named_parameters())[n]), n
+    with torch.no_grad():
+        a, b = before.eval()(x), model.eval()(x)
+        assert (a - b).abs().max() < 1e-2 * a.abs().max()      # BN eps: not scaled with the statistics
+        torch.manual_seed(5)
+        a = before.train()(x)                           # batch statistics (the head's dropout: same seed)
+        torch.manual_seed(5)
+        b = model.train()(x)
+        assert (a - b).abs().max() < 1e-2 * a.abs().max()      # BN eps: not scaled with the statistics
+    # se=True: the SE convs too (fc1's bias with its weight; fc2's bias kept), BN-followed ones as before
+    from searchers.trainer import se_convs
+
+    se = se_convs(model)
+    assert len(se) == 2 and se[0] is model.blocks[2].se.fc1 and se[1] is model.blocks[2].se.fc2
+    with torch.no_grad():
+        se[0].weight.mul_(0.25), se[0].bias.fill_(0.5), se[1].weight.mul_(0.5), se[1].bias.fill_(0.1)
+    rows = renormalize(model, se=True)
+    assert [r["kind"] for r in rows] == ["se", "se"] + ["bn"] * 11
+    assert [r["scale"] for r in rows[:2]] == [pytest.approx(4.0, rel=0.1), pytest.approx(2.0, rel=0.1)]
+    assert float(se[0].bias[0]) == pytest.approx(0.5 * rows[0]["scale"]) and float(se[1].bias[0]) == pytest.approx(0.1)
+    assert all(float(c.weight.norm()) == pytest.approx(init_norm(c.weight), rel=1e-5) for c in se)
+    assert all(r["scale"] == pytest.approx(1.0, rel=1e-5) for r in rows[2:])     # already at init norms
 
 
 def test_bad_input_is_one_error_line(tmp_path, capsys):
@@ -227,6 +333,9 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
             (["--arch", "mobilenet_v2", "--init", "supernet", "--space", "mobilenetv3"], "not in space 'mobilenetv3'"),
             (["--arch", "mobilenet_v2@1.4", "--init", "supernet"], "reduced-scale supernet of 'mobile-unified'"),
             (["--arch", "mobilenet_v3_small", "--supernet", "x.pt"], "only with --init supernet"),
+            (["--arch", "mobilenet_v3_small", "--renorm"], "--space/--supernet/--renorm: only with --init supernet"),
+            (["--arch", "mobilenet_v3_small", "--init", "supernet", "--renorm", "se"],
+             "--renorm: got 'se'; allowed: bn, all"),
             (["--arch", "mobilenet_v3_small", "--init", "supernet", "--supernet", str(tmp_path / "none.pt")],
              "none.pt does not exist")):
         assert train_main([*args, "--out", str(tmp_path / "o")]) == 2
