@@ -16,7 +16,18 @@ supernet-inherited weights, beside a LeNet-style baseline trained with the same 
    reused from a folder made with another warm-up; the plot labels each run with its warm-up).
 4. ``supernet_short`` (``--short-epochs N``): the same command with ``--epochs N`` (fewer than the
    default): does a shorter schedule from the inherited weights reach the scratch run's accuracy?
-5. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
+5. ``--renorm bn[,all]``: ``supernet_renorm`` = the ``supernet`` run with ``--renorm`` (each BN-followed conv
+   weight rescaled to a fresh init's norm, the same function), and with ``--short-epochs N``
+   ``supernet_renorm_short`` (``--renorm --epochs N``); ``all``: ``supernet_renorm_all`` = ``--renorm all`` (the
+   squeeze-excite convs too).
+6. ``--perturb P``: ``supernet_perturb`` = the ``supernet`` run with ``--perturb P`` (shrink and perturb: conv /
+   linear weights = (1-P) x inherited + P x the fresh init), and with ``--short-epochs N``
+   ``supernet_perturb_short``.
+7. ``--scratch-short`` (with ``--short-epochs N``): ``scratch_short`` = the scratch command with ``--epochs N``
+   (what the shorter budget gives without the inherited weights).
+8. ``--finetune-lr LR``: ``supernet_ft`` = the supernet run as a fine-tuning (timm / OFA style): peak lr LR,
+   no warm-up, ``--short-epochs`` epochs (or the default).
+9. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
    the same ``searchers.trainer.Trainer`` (same recipe, epochs, images, augmentation and EMA).
 
 ``--reuse`` reads runs already finished in ``--out`` instead of rerunning them.  The supernet runs export
@@ -123,6 +134,28 @@ def supernet_progress(path) -> dict:
             "train_seconds": st.get("train_seconds")}
 
 
+def arms(args, extra: list[str]) -> list[tuple[str, list[str], list[str]]]:
+    """(name, searchers.train flags, trailing flags) of the optional arms, in the order they run."""
+    short = ["--epochs", str(args.short_epochs)] if args.short_epochs else []
+    out = []
+    modes = [m for m in str(args.renorm or "").split(",") if m]
+    if "bn" in modes:
+        out.append(("supernet_renorm", extra + ["--renorm"], []))
+        if short:
+            out.append(("supernet_renorm_short", extra + ["--renorm"], short))
+    if "all" in modes:
+        out.append(("supernet_renorm_all", extra + ["--renorm", "all"], []))
+    if getattr(args, "perturb", 0.0):
+        out.append(("supernet_perturb", extra + ["--perturb", f"{args.perturb:g}"], []))
+        if short:
+            out.append(("supernet_perturb_short", extra + ["--perturb", f"{args.perturb:g}"], short))
+    if args.scratch_short and short:
+        out.append(("scratch_short", ["--init", "scratch"], short))
+    if args.finetune_lr:
+        out.append(("supernet_ft", extra, ["--lr", f"{args.finetune_lr:g}", "--warmup-epochs", "0", *short]))
+    return out
+
+
 def first_epoch_reaching(history: list[dict], level: float, key: str = "val_top1_ema") -> int | None:
     for h in history:
         if h["epoch"] > 0 and h[key] >= level:
@@ -141,12 +174,20 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
               "supernet": ("MobileNetV3-Small, supernet init", "C1", "s"),
               "supernet_same": ("MobileNetV3-Small, supernet init", "C4", "v"),
               "supernet_short": ("MobileNetV3-Small, supernet init, fewer epochs", "C3", "D"),
+              "supernet_renorm": ("MobileNetV3-Small, supernet init, renorm", "C5", "P"),
+              "supernet_renorm_short": ("MobileNetV3-Small, supernet init, renorm, fewer epochs", "C6", "X"),
+              "supernet_renorm_all": ("MobileNetV3-Small, supernet init, renorm all (+SE)", "C9", "h"),
+              "supernet_perturb": ("MobileNetV3-Small, supernet init, shrink+perturb", "k", "<"),
+              "supernet_perturb_short": ("MobileNetV3-Small, supernet init, shrink+perturb, fewer epochs", "0.5", ">"),
+              "scratch_short": ("MobileNetV3-Small, scratch, fewer epochs", "C7", "o"),
+              "supernet_ft": ("MobileNetV3-Small, supernet init, fine-tune lr", "C8", "*"),
               "lenet": ("LeNet-5 style", "C2", "^")}
     for key, card in runs.items():
         h = card["training"]["history"]
         label, color, marker = styles[key]
         if key.startswith("supernet"):
-            label += f", warm-up {card['training']['recipe']['warmup_epochs']:g} ep"
+            r = card["training"]["recipe"]
+            label += f", warm-up {r['warmup_epochs']:g} ep" + (f", lr {r['peak_lr']:g}" if r["peak_lr"] != 0.1 else "")
         ax.plot([r["epoch"] for r in h], [100 * r["val_top1_ema"] for r in h], marker=marker, color=color,
                 label=f"{label} (test {100 * card['accuracy']['top1']:.2f}%)")
     ax.set_xlabel("epoch (0 = initial weights)")
@@ -189,6 +230,14 @@ def main(argv=None) -> int:
                     "recipe's 1-epoch warm-up")
     ap.add_argument("--short-epochs", type=int, default=0, help="also a supernet-init run of this many epochs "
                     "(fewer than --epochs; 0: none)")
+    ap.add_argument("--renorm", default="", help="bn and/or all (comma list): also supernet-init runs with --renorm "
+                    "(bn: default epochs and, with --short-epochs, that many; all: --renorm all, default epochs)")
+    ap.add_argument("--perturb", type=float, default=0.0, help="also supernet-init runs with --perturb P (default "
+                    "epochs and, with --short-epochs, that many; 0: none)")
+    ap.add_argument("--scratch-short", action="store_true", help="with --short-epochs: also a scratch run of that many "
+                    "epochs")
+    ap.add_argument("--finetune-lr", type=float, default=0.0, help="also a supernet-init fine-tuning run: this peak lr, "
+                    "no warm-up, --short-epochs epochs (0: none)")
     ap.add_argument("--reuse", action="store_true", help="runs already finished in --out (card.json / "
                     "lenet/result.json with the same epochs and images) are read, not rerun")
     ap.add_argument("--quick", action="store_true", help="2 epochs of 1,000 images, 1,000 eval images")
@@ -244,6 +293,11 @@ def main(argv=None) -> int:
     if args.short_epochs:  # the inherited weights, fewer epochs (the schedule ends sooner)
         runs["supernet_short"] = run_cli("supernet_short", args, out, extra, ["--epochs", str(args.short_epochs)],
                                          epochs=args.short_epochs, full=False)
+    for m in [m for m in str(args.renorm or "").split(",") if m]:
+        if m not in ("bn", "all"):
+            raise SystemExit(f"--renorm: got {m!r}; allowed: bn, all (comma list)")
+    for name, arm_extra, tail in arms(args, extra):
+        runs[name] = run_cli(name, args, out, arm_extra, tail, full=False)
 
     from searchers.card import machine
 
@@ -267,6 +321,12 @@ def main(argv=None) -> int:
         "supernet_short_epochs": args.short_epochs or None,
         "supernet_short_final_val": (runs["supernet_short"]["training"]["history"][-1]["val_top1_ema"]
                                      if "supernet_short" in runs else None),
+        "arms": {k: {"epochs": v["training"]["epochs"], "test_top1": v["accuracy"]["top1"],
+                     "final_val_ema": v["training"]["history"][-1]["val_top1_ema"],
+                     "epoch_reaching_scratch_final_val": first_epoch_reaching(v["training"]["history"], scratch_final),
+                     "recipe": {x: v["training"]["recipe"][x] for x in ("peak_lr", "warmup_epochs")},
+                     "renorm": (v["training"].get("supernet") or {}).get("renorm")}
+                 for k, v in runs.items() if k != "lenet"},
         "supernet": {**(runs["supernet"]["training"].get("supernet") or {}),
                      **(supernet_progress(runs["supernet"]["training"]["supernet"]["path"]))},
         "latency": {k: runs[k]["latency"] for k in ("scratch",)},
@@ -287,7 +347,14 @@ def main(argv=None) -> int:
     print(f"{'run':<28}{'params':>10}{'test top-1':>12}{'test top-5':>12}{'train s':>10}")
     for k, label in (("scratch", "MobileNetV3-Small scratch"), ("supernet", "MobileNetV3-Small supernet"),
                      ("supernet_same", "MobileNetV3-S supernet, wu 1"),
-                     ("supernet_short", f"MobileNetV3-S supernet, {args.short_epochs} ep"), ("lenet", "LeNet-5 style")):
+                     ("supernet_short", f"MobileNetV3-S supernet, {args.short_epochs} ep"),
+                     ("supernet_renorm", "MobileNetV3-S sup, renorm"),
+                     ("supernet_renorm_short", f"MobileNetV3-S sup, renorm, {args.short_epochs} ep"),
+                     ("supernet_renorm_all", "MobileNetV3-S sup, renorm all"),
+                     ("supernet_perturb", f"MobileNetV3-S sup, perturb {getattr(args, 'perturb', 0):g}"),
+                     ("supernet_perturb_short", f"MobileNetV3-S sup, perturb, {args.short_epochs} ep"),
+                     ("scratch_short", f"MobileNetV3-S scratch, {args.short_epochs} ep"),
+                     ("supernet_ft", f"MobileNetV3-S sup, ft lr {args.finetune_lr:g}"), ("lenet", "LeNet-5 style")):
         if k not in runs:
             continue
         v = runs[k]
@@ -306,7 +373,13 @@ def main(argv=None) -> int:
               f"({'at or above' if sv >= scratch_final else 'below'} the scratch run's {args.epochs}-epoch "
               f"{100 * scratch_final:.2f}%); test {100 * runs['supernet_short']['accuracy']['top1']:.2f}% vs "
               f"{100 * runs['scratch']['accuracy']['top1']:.2f}%")
-    for k in [k for k in ("scratch", "supernet", "supernet_same", "supernet_short") if k in runs]:
+    for k, a in result["arms"].items():
+        if k != "scratch":
+            print(f"{k}: {a['epochs']} epochs, test {100 * a['test_top1']:.2f}% "
+                  f"({'at or above' if a['test_top1'] >= runs['scratch']['accuracy']['top1'] else 'below'} scratch's "
+                  f"{100 * runs['scratch']['accuracy']['top1']:.2f}%), reaches scratch's final val at epoch "
+                  f"{a['epoch_reaching_scratch_final_val'] or 'never'}")
+    for k in [k for k in runs if k != "lenet"]:
         print(f"{k} val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"][k]))
     print(f"lenet val curve (EMA): " + " ".join(f"{100 * x:.1f}" for x in result["val_curves_ema"]["lenet"]))
     print(f"wrote {out / 'result.json'} and {out / 'curves.png'}")

@@ -275,7 +275,9 @@ def render_md(c: dict) -> str:
           + "".join(f"; {'BN-followed' if k == 'bn' else 'squeeze-excite'} conv weights rescaled to a fresh "
                     f"init's norm ({v['convs']} convs, scale {v['scale_min']:g}..{v['scale_max']:g}, median "
                     f"{v['scale_median']:g})"
-                    for k, v in ((tr.get("supernet") or {}).get("renorm") or {}).items() if k in ("bn", "se")),
+                    for k, v in ((tr.get("supernet") or {}).get("renorm") or {}).items() if k in ("bn", "se"))
+          + (f"; shrink and perturb: conv / linear weights = {1 - pt['p']:g} x inherited + {pt['p']:g} x fresh init"
+             if (pt := (tr.get("supernet") or {}).get("perturb")) else ""),
           f"- {r['epochs']} epochs, batch {r['batch_size']}, {r['optimizer']}"
           f"{' (Nesterov)' if r['optimizer'] == 'sgd' else ''}, peak lr {r['peak_lr']:g}, "
           f"warm-up {r['warmup_epochs']:g} epoch(s) then cosine to 0, momentum {r['momentum']}, "

@@ -27,8 +27,9 @@ import torch
 
 from search_space.arch import Arch
 from search_space.errors import ArchError, EdgenasError, SpaceError, cli_entry, field_error
-from searchers.trainer import (INITS, OPTIMIZERS, TrainError, Trainer, TrainRecipe, renormalize, scratch_model,
-                               supernet_model)
+from searchers.trainer import (INITS, OPTIMIZERS, TrainError, Trainer, TrainRecipe, perturb, renormalize,
+                               scratch_model, supernet_model)
+from searchers.training import recalibrate_bn
 
 REPO = Path(__file__).resolve().parents[1]
 RENORMS = ("bn", "all")
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                                             "0.016 x batch/256 for rmsprop)")
     a("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay:g}")
     a("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
+    a("--perturb", type=float, default=None,
+      help="--init supernet: shrink and perturb towards the fresh init, weights = (1-P) x inherited + P x fresh "
+           "(0..1; see docs/train.md)")
     a("--renorm", nargs="?", const="bn", default=None,
       help="--init supernet: bn (the bare flag) rescales each BN-followed conv weight to a fresh init's norm (the "
            "same function); all also each squeeze-excite conv (see docs/train.md)")
@@ -137,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.init not in INITS:
         raise field_error(TrainError, "--init", args.init, INITS)
-    if args.init == "scratch" and (args.space or args.supernet or args.renorm is not None):
-        raise TrainError("--space/--supernet/--renorm: only with --init supernet")
+    if args.init == "scratch" and (args.space or args.supernet or args.renorm is not None or args.perturb is not None):
+        raise TrainError("--space/--supernet/--renorm/--perturb: only with --init supernet")
+    if args.perturb is not None and not 0.0 <= args.perturb <= 1.0:
+        raise field_error(TrainError, "--perturb", args.perturb, "a number in [0, 1]")
     if args.renorm is not None and args.renorm not in RENORMS:
         raise field_error(TrainError, "--renorm", args.renorm, RENORMS)
     if args.resolution < 16:
@@ -220,6 +226,13 @@ def _train(arch, label, data, recipe, out, args, space, supernet_path, progress,
                              f"rescaled to a fresh init's norm (scale {sc[0]:.3f}..{sc[-1]:.3f}, median "
                              f"{sc[len(sc) // 2]:.3f})")
             supernet_info = {**supernet_info, "renorm": info}
+        if args.perturb is not None:
+            n = perturb(model, scratch_model(arch, data.num_classes, args.seed), args.perturb)
+            recalibrate_bn(model, data.train, batches=4, batch_size=256, seed=args.seed)
+            supernet_info = {**supernet_info, "perturb": {"p": args.perturb, "tensors": n}}
+            if dist.is_main:
+                _log(f"perturb: {n} conv / linear weights = {1 - args.perturb:g} x inherited + {args.perturb:g} x "
+                     "fresh init; BN statistics re-estimated")
     else:
         model = scratch_model(arch, data.num_classes, args.seed)
     if dist.is_main:

@@ -298,6 +298,26 @@ def renormalize(model: nn.Module, se: bool = False) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
+def perturb(model: nn.Module, fresh: nn.Module, p: float) -> int:
+    """Shrink and perturb (Ash & Adams, "On warm-starting neural network training", 2020) towards the
+    network's own fresh init: every conv / linear weight becomes ``(1 - p) x inherited + p x fresh``
+    (``fresh``: the same architecture's ``build()`` init); BN parameters and biases stay inherited.
+    ``p`` = 0 keeps the inherited weights, 1 is the scratch init.  Returns the number of tensors mixed.
+    (The function changes: re-estimate BN statistics afterwards.)"""
+    if not 0.0 <= p <= 1.0:
+        raise field_error(TrainError, "--perturb", p, "a number in [0, 1]")
+    mine, theirs = dict(model.named_parameters()), dict(fresh.named_parameters())
+    if [(k, v.shape) for k, v in mine.items()] != [(k, v.shape) for k, v in theirs.items()]:
+        raise TrainError("perturb: the fresh model's parameters differ from the inherited one's (names or shapes)")
+    n = 0
+    for k, w in mine.items():
+        if w.ndim > 1:
+            w.mul_(1.0 - p).add_(theirs[k].to(w.device), alpha=p)
+            n += 1
+    return n
+
+
 # --------------------------------------------------------------------------------------------
 # The training run
 # --------------------------------------------------------------------------------------------
@@ -606,6 +626,6 @@ def _bar(total: int, desc: str, progress):
 
 
 __all__ = ["EMA", "INITS", "OPTIMIZERS", "TrainError", "TrainRecipe", "Trainer", "augment", "bn_conv_pairs",
-           "default_lr", "evaluate", "init_norm", "make_optimizer", "renormalize", "scratch_model", "se_convs",
+           "default_lr", "evaluate", "init_norm", "make_optimizer", "perturb", "renormalize", "scratch_model", "se_convs",
            "supernet_model",
            "weights_fingerprint"]

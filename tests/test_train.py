@@ -2,6 +2,7 @@
 numbers, the exports' checks, supernet-inherited initial weights, and one-line errors."""
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -320,6 +321,29 @@ def test_renormalize_keeps_the_function_and_gives_fresh_init_norms(fmnist):
     assert all(r["scale"] == pytest.approx(1.0, rel=1e-5) for r in rows[2:])     # already at init norms
 
 
+def test_perturb_mixes_conv_and_linear_weights_with_the_fresh_init():
+    from searchers.trainer import perturb
+
+    arch = Arch.from_string(SMALL)
+    inherited, fresh = scratch_model(arch, 10, 1), scratch_model(arch, 10, 0)
+    with torch.no_grad():
+        for p in inherited.parameters():
+            if p.ndim == 1:
+                p.add_(0.25)                          # BN / bias values a fresh init does not have
+    ref = {k: v.clone() for k, v in inherited.state_dict().items()}
+    m = copy.deepcopy(inherited)
+    n = perturb(m, fresh, 0.25)
+    assert n == sum(p.ndim > 1 for p in m.parameters()) == 12      # 11 convs + the classifier
+    for (k, p), q in zip(m.named_parameters(), fresh.parameters()):
+        want = 0.75 * ref[k] + 0.25 * q if p.ndim > 1 else ref[k]
+        assert torch.allclose(p, want, atol=1e-7), k
+    m = copy.deepcopy(inherited)
+    perturb(m, fresh, 1.0)
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), fresh.parameters()) if p.ndim > 1)
+    with pytest.raises(TrainError, match=r"--perturb: got 1.5; allowed: a number in \[0, 1\]"):
+        perturb(m, fresh, 1.5)
+
+
 def test_bad_input_is_one_error_line(tmp_path, capsys):
     # as a user runs it: a separate process, one stderr line, exit 2, no traceback, nothing written
     r = _cli("--arch", "runs/nope/best/arch.yaml", "--out", str(tmp_path / "o"))
@@ -333,7 +357,9 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
             (["--arch", "mobilenet_v2", "--init", "supernet", "--space", "mobilenetv3"], "not in space 'mobilenetv3'"),
             (["--arch", "mobilenet_v2@1.4", "--init", "supernet"], "reduced-scale supernet of 'mobile-unified'"),
             (["--arch", "mobilenet_v3_small", "--supernet", "x.pt"], "only with --init supernet"),
-            (["--arch", "mobilenet_v3_small", "--renorm"], "--space/--supernet/--renorm: only with --init supernet"),
+            (["--arch", "mobilenet_v3_small", "--renorm"], "--space/--supernet/--renorm/--perturb: only with --init supernet"),
+            (["--arch", "mobilenet_v3_small", "--init", "supernet", "--perturb", "2"],
+             "--perturb: got 2.0; allowed: a number in [0, 1]"),
             (["--arch", "mobilenet_v3_small", "--init", "supernet", "--renorm", "se"],
              "--renorm: got 'se'; allowed: bn, all"),
             (["--arch", "mobilenet_v3_small", "--init", "supernet", "--supernet", str(tmp_path / "none.pt")],
