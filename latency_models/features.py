@@ -697,9 +697,12 @@ def _v_stem(specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray, a: _VAcc
 def _v_head(specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray, ncls: np.ndarray, a: _VAcc) -> np.ndarray:
     """Head rows (``_head``); returns the output element count."""
     g = __import__("operator").attrgetter("last_ch", "hidden_ch")
-    last, hidden = np.array([g(s) for s in specs], dtype=np.int64).reshape(len(specs), 2).T
-    hs = np.array([s.act in _HSW for s in specs])
-    conv = np.array([getattr(s, "classifier", "linear") == "conv" for s in specs])
+    first: dict = {}  # the distinct head objects (a batch has many rows of few heads)
+    inv = np.fromiter((first.setdefault(id(s), (len(first), s))[0] for s in specs), np.int64, len(specs))
+    heads = [s for _, s in first.values()]
+    last, hidden = np.array([g(s) for s in heads], dtype=np.int64).reshape(len(heads), 2).T[:, inv]
+    hs = np.array([s.act in _HSW for s in heads])[inv]
+    conv = np.array([getattr(s, "classifier", "linear") == "conv" for s in heads])[inv]
     hw = h * w
     has_last = last != 0
     a.pw(cin, last, hw, 1, has_last)
@@ -731,7 +734,12 @@ def features_cols(kinds, specs, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
     if not n:
         return out
     for kind, idx in as_kinds(kinds).groups().items():
-        ss = _Take(specs, idx) if numeric is not None and kind not in ("stem", "head") else [specs[i] for i in idx.tolist()]
+        if numeric is not None and kind not in ("stem", "head"):
+            ss = _Take(specs, idx)
+        elif hasattr(specs, "objects"):
+            ss = specs.objects(idx)
+        else:
+            ss = [specs[i] for i in idx.tolist()]
         hh, ww, cc = h[idx], w[idx], cin[idx]
         dec, cost = V_DECOMPOSE.get(kind), V_COST.get(kind)
         a = _VAcc(len(idx))

@@ -113,6 +113,19 @@ def _pairwise(V: np.ndarray, r: np.ndarray) -> np.ndarray:
     return res
 
 
+class _Offset:
+    """``specs[a + i]`` for i (a batch's rows priced in steps)."""
+
+    def __init__(self, specs, a: int) -> None:
+        self.specs, self.a = specs, a
+
+    def __getitem__(self, i: int):
+        return self.specs[self.a + i]
+
+    def objects(self, idx: np.ndarray) -> list:
+        return self.specs.objects(idx + self.a)
+
+
 class _LayerSpecs:
     """The spec of each new layer of a batch, built on demand (blocks from their intern ids)."""
 
@@ -123,6 +136,13 @@ class _LayerSpecs:
         if i < len(self.bids):
             return BlockSpec(*BLOCKS.values[int(self.bids[i])])
         return self.others[i - len(self.bids)]
+
+    def objects(self, idx: np.ndarray) -> list:
+        """``[self[i] for i in idx]``."""
+        nb, others = len(self.bids), self.others
+        if len(idx) and idx.min() >= nb:
+            return [others[i] for i in (idx - nb).tolist()]
+        return [self[i] for i in idx.tolist()]
 
 
 class LatencyModel:
@@ -489,41 +509,50 @@ class LatencyModel:
                     raise TargetError(f"target {self.name}: cannot price block type {names[kc[q]]!r} at "
                                       f"{self._where_code(int(u[q]), codes, starts)} ({sig(q).key}): no table entry "
                                       f"and no regressor; regressors for: {', '.join(p.kinds())}")
-        return self._append(kinds, base, miss, lambda: features_cols(kinds, specs, cin, h, w,
-                                                                       np.full(n, num_classes, np.int64), numeric=R))
+        ncls = np.full(n, num_classes, np.int64)
+        return self._append(kinds, base, miss, lambda sl: features_cols(
+            kinds[sl], _Offset(specs, sl.start), cin[sl], h[sl], w[sl], ncls[sl], numeric=R[sl]), self.CHUNK)
 
-    def _append(self, kinds, base: np.ndarray, miss, features) -> int:
+    CHUNK = 65536  # new layers priced per step: its arrays stay small enough to be reused, not mapped afresh
+
+    def _append(self, kinds, base: np.ndarray, miss, features, chunk: int | None = None) -> int:
         """Cost rows of new layers (table ms in ``base``; the rows ``miss`` priced by the
-        regressor on ``features()``), appended to ``_cost`` (and ``_V``); returns the first row."""
+        regressor on ``features(rows)``, ``rows`` a slice), appended to ``_cost`` (and ``_V``),
+        ``chunk`` rows at a time (every row's cost is computed on its own: the same floats);
+        returns the first row."""
         n = len(base)
         p = self.predictor
         term = self.term
-        extra = 0.0
-        X = None
-        if len(miss) or term is not None or (p is not None and p.net_coef.any()):
-            X = features()
-            if len(miss) == n:
-                base[:] = p.predict_rows(kinds, X)
-            elif len(miss):
-                base[miss] = p.predict_rows(kinds[miss], X[miss])
-            if p is not None:
-                extra = p.in_network(kinds, X)
+        need_x = len(miss) or term is not None or (p is not None and p.net_coef.any())
         ks = p.kind_scale if p is not None else None
-        if ks:
-            scale = kinds.lookup(ks, self.scale).astype(float) if isinstance(kinds, Kinds) else \
-                np.array([ks.get(k, self.scale) for k in kinds])
-        else:
-            scale = self.scale
-        cost = scale * base + extra
         b0 = self._n
         if b0 + n > len(self._cost):
             size = max(2 * len(self._cost), b0 + n)
             self._cost = np.concatenate([self._cost, np.zeros(size - len(self._cost))])
             if term is not None:
                 self._V = np.vstack([self._V, np.zeros((size - len(self._V), term.width))])
-        self._cost[b0:b0 + n] = cost
-        if term is not None:
-            self._V[b0:b0 + n] = term.layer_vectors(kinds, cost, X)
+        is_miss = np.zeros(n, bool)
+        is_miss[miss] = True
+        step = chunk or max(n, 1)
+        for a in range(0, n, step):
+            sl = slice(a, min(n, a + step))
+            k = kinds[sl]
+            extra = 0.0
+            X = None
+            if need_x:
+                X = features(sl)
+                m = np.flatnonzero(is_miss[sl])
+                if len(m) == len(k):
+                    base[sl] = p.predict_rows(k, X)
+                elif len(m):
+                    base[a + m] = p.predict_rows(k[m], X[m])
+                if p is not None:
+                    extra = p.in_network(k, X)
+            scale = k.lookup(ks, self.scale).astype(float) if ks else self.scale
+            cost = scale * base[sl] + extra
+            self._cost[b0 + sl.start:b0 + sl.stop] = cost
+            if term is not None:
+                term.layer_vectors(k, cost, X, out=self._V[b0 + sl.start:b0 + sl.stop])
         self._n = b0 + n
         return b0
 
@@ -651,10 +680,10 @@ class LatencyModel:
                     raise TargetError(f"target {self.name}: cannot price block type {sig.kind!r} at {where} "
                                       f"({sig.key}): no table entry and no regressor; regressors for: "
                                       f"{', '.join(p.kinds())}")
-        return self._append(as_kinds(kinds), base, miss, lambda: features_cols(
+        return self._append(as_kinds(kinds), base, miss, lambda sl: features_cols(
             kinds, [t[2] for t in new], np.fromiter((t[3] for t in new), np.int64, n),
             np.fromiter((t[4] for t in new), np.int64, n), np.fromiter((t[5] for t in new), np.int64, n),
-            np.full(n, num_classes, np.int64), vals=self._vals(new)))
+            np.full(n, num_classes, np.int64), vals=self._vals(new)))  # one step: sl is every row
 
     # -- public API -------------------------------------------------------------------------------
     def _networks(self, archs: Sequence[Arch], resolution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

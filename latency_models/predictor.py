@@ -275,7 +275,11 @@ class TreeResidual:
         X = np.asarray(X, float)
         N = X.shape[1]
         ZT = np.empty((N + 1 + len(self.kinds), len(X)))
-        ZT[:N] = np.log1p(np.maximum(X * SCALE * 1e3, 0.0)).T  # as ``design`` computes it (same memory order)
+        t = X * SCALE  # as ``design`` computes it (the same operations, memory order and floats), in place
+        t *= 1e3
+        np.maximum(t, 0.0, out=t)
+        np.log1p(t, out=t)
+        ZT[:N] = t.T
         ZT[N] = np.log(np.maximum(lin, 1e-6))
         codes = as_kinds(kinds).lookup({c: i for i, c in enumerate(self.kinds)}, -1)
         for j in range(len(self.kinds)):
@@ -333,7 +337,32 @@ class TreeResidual:
             else:
                 return None
             plans.append((luts, np.asarray(t["value"], float)[node]))
-        return feats, G, plans
+        # pairs of features that several trees split on: one combined bin per row (b_a * |bins_b| + b_b),
+        # then one look-up per tree instead of two (the look-ups' integer sums are the same)
+        nbin = [len(g) + 1 for g in G]
+        maps = [dict(luts) for luts, _ in plans]
+        pairs: list[tuple[int, int]] = []
+        while True:
+            count: dict = {}
+            for mp in maps:
+                ks = sorted(k for k in mp if type(k) is int)
+                for i, a in enumerate(ks):
+                    for b in ks[i + 1:]:
+                        if nbin[a] * nbin[b] <= 4096:
+                            count[(a, b)] = count.get((a, b), 0) + 1
+            if not count:
+                break
+            (a, b), c = max(count.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))
+            if c < 2:
+                break
+            key = ("pair", len(pairs))
+            pairs.append((a, b))
+            for mp in maps:
+                if a in mp and b in mp:
+                    la, lb = mp.pop(a), mp.pop(b)
+                    mp[key] = (la[:, None] + lb[None, :]).ravel()  # at b_a * nbin[b] + b_b
+        plans = [(list(mp.items()), table) for mp, (_, table) in zip(maps, plans)]
+        return feats, G, plans, pairs, nbin
 
     def log_ratio(self, Z: np.ndarray, chunk: int = 4096) -> np.ndarray:
         """baseline + the sum of every tree's leaf value for each row of Z (tree by tree, in order:
@@ -350,7 +379,7 @@ class TreeResidual:
         plan = self._bins() if n > 64 else None  # a few rows: walking is cheaper than the bins' set-up
         if plan is None:
             return self._walk(ZT.T)
-        feats, G, plans = plan
+        feats, G, plans, pairs, nbin = plan
         zero = None
         for a in range(0, n, chunk):
             gb = []
@@ -366,13 +395,14 @@ class TreeResidual:
                     if nan.any():
                         b[nan] = len(g)  # z <= t is false for NaN: the walk goes right
                 gb.append(b)
+            pc = [gb[p] * nbin[q] + gb[q] for p, q in pairs]
             acc = out[a:a + chunk]
             for luts, table in plans:
                 if luts:
                     fi, lut = luts[0]
-                    idx = lut[gb[fi]]
+                    idx = lut[gb[fi] if type(fi) is int else pc[fi[1]]]
                     for fi, lut in luts[1:]:
-                        idx += lut[gb[fi]]
+                        idx += lut[gb[fi] if type(fi) is int else pc[fi[1]]]
                 else:
                     if zero is None or len(zero) != len(acc):
                         zero = np.zeros(len(acc), np.intp)
@@ -517,11 +547,16 @@ class NetworkTerm:
     def n_design(self) -> int:
         return 2 + len(self.kinds) + 2 * N_FEATURES
 
-    def layer_vectors(self, kinds: Sequence[str], cost: np.ndarray, X: np.ndarray) -> np.ndarray:
+    def layer_vectors(self, kinds: Sequence[str], cost: np.ndarray, X: np.ndarray,
+                      out: np.ndarray | None = None) -> np.ndarray:
         """Per-layer rows (cost, cost in its kind's column, unscaled features): their sums over a
-        network's layers are all the term needs."""
+        network's layers are all the term needs.  ``out``: an (n x width) array to fill."""
         n = len(cost)
-        V = np.zeros((n, self.width))
+        if out is None:
+            V = np.zeros((n, self.width))
+        else:
+            V = out
+            V[:, 1:2 + len(self.kinds)] = 0.0
         V[:, 0] = cost
         other = len(self.kinds)
         cols = as_kinds(kinds).lookup(self._col, other).astype(np.int64)

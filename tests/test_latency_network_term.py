@@ -277,3 +277,14 @@ def test_a_pickled_model_prices_alike():
     back = pickle.loads(pickle.dumps(m))
     assert back._n == 0 and not back._cache and back._tblocks
     assert np.array_equal(back.predict_many(archs), a)
+
+
+def test_pricing_in_steps_gives_the_same_floats():
+    """New layers are priced CHUNK rows at a time; any step size gives the same floats (each row's
+    cost is computed on its own), for every target."""
+    archs = _fresh_archs(4, seed=6)
+    for target in latency_models.targets():
+        path = latency_models.target_path(target)
+        whole, steps = LatencyModel.from_file(path), LatencyModel.from_file(path)
+        steps.CHUNK = 7
+        assert np.array_equal(whole.predict_many(archs, 192), steps.predict_many(archs, 192)), target
