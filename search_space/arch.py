@@ -165,20 +165,23 @@ def _block_row(b) -> tuple:
     if o is None:
         o = _OPTS_CODES[b.opts] = len(OPTS)
         OPTS.append(b.opts)
-    sh, sw = stride_hw(b.stride)
+    s = b.stride
+    sh, sw = (s, s) if type(s) is int else (int(s[0]), int(s[1]))
     return (t, b.in_ch, b.out_ch, b.mid_ch, b.kernel, sh, sw, b.se_ch, _GATE_IDX[b.se_gate], _ACT_IDX[b.act],
-            int(bool(b.residual)), b.groups, o, _PAD_IDX[b.padding])
+            1 if b.residual else 0, b.groups, o, _PAD_IDX[b.padding])
 
 
-def _intern(reg: Interned, obj) -> None:
-    vals = reg.fields_of(obj)
+def _intern(reg: Interned, obj, vals: tuple | None = None) -> None:
+    """Set ``obj._iid`` (``vals``: its field values in field order, when the caller has them)."""
+    if vals is None:
+        vals = reg.fields_of(obj)
     i = reg.ids.get(vals)
     if i is None:
         i = -1
         if len(reg.values) < reg.limit:
             try:
                 if reg.row_of is not None:
-                    reg.rows.extend(array("q", reg.row_of(obj)))
+                    reg.rows.fromlist(list(reg.row_of(obj)))
             except (OverflowError, TypeError):  # a field past int64: no id (consumers read its fields)
                 pass
             else:
