@@ -448,7 +448,7 @@ class _Rows:
             self.ho = _vout(h, self.k, self.sh, pad)
             self.wo = _vout(w, self.k, self.sw, pad)
             act = R[:, c["act"]]
-            self.hs = np.isin(act, _HS_CODES)
+            self.hs = (act == _HS_CODES[0]) | (act == _HS_CODES[1])
             self.res = R[:, c["residual"]] != 0
             self.s2 = np.maximum(self.sh, self.sw) > 1
             self._opts = None
@@ -637,6 +637,16 @@ def _agree_numeric(kind: str, r: _Rows, in_ch: np.ndarray) -> np.ndarray | None:
     None when the codes would not fit in 62 bits."""
     R, c = r._R, _RC
     cols = [R[:, c["type"]], r.sh, r.sw, r.k, r.groups, R[:, c["opts"]], R[:, c["padding"]], _bits(r)]
+    if len(in_ch) <= 64:  # a few rows: one dict look-up each
+        ok = np.empty(len(in_ch), bool)
+        for i, key in enumerate(zip(*(x.tolist() for x in cols))):
+            v = _AGREE_NUM.get(key)
+            if v is None:
+                v = _agree_first(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
+                if len(_AGREE_NUM) < 100_000:
+                    _AGREE_NUM[key] = v
+            ok[i] = v
+        return ok
     radix = [int(x.max()) + 1 for x in cols]
     if any(x.min() < 0 for x in cols) or np.prod([float(x) for x in radix]) >= 2.0 ** 62:
         return None
