@@ -385,12 +385,13 @@ class TreeResidual:
             gb = []
             for f, g in zip(feats.tolist(), G):
                 z = ZT[f, a:a + chunk]
-                if len(g) > 40:
+                if len(g) > 250:
                     b = np.searchsorted(g, z, side="left")  # NaN sorts last: above every threshold
                 else:
-                    b = np.zeros(len(z), np.intp)
+                    b = np.zeros(len(z), np.uint8)  # counted in bytes (less memory to stream), used as indices
                     for th in g:
-                        b += z > th
+                        np.add(b, z > th, out=b)
+                    b = b.astype(np.intp)
                     nan = np.isnan(z)
                     if nan.any():
                         b[nan] = len(g)  # z <= t is false for NaN: the walk goes right
