@@ -21,7 +21,7 @@ supernet-inherited weights, beside a LeNet-style baseline trained with the same 
    ``supernet_renorm_short`` (``--renorm --epochs N``); ``all``: ``supernet_renorm_all`` = ``--renorm all`` (the
    squeeze-excite convs too).
 6. ``--perturb P``: ``supernet_perturb`` = the ``supernet`` run with ``--perturb P`` (shrink and perturb: conv /
-   linear weights = (1-P) x inherited + P x the fresh init), and with ``--short-epochs N``
+   linear weights = (1-P) x inherited + P x the fresh init), and with ``--short-epochs N --perturb-short``
    ``supernet_perturb_short``.
 7. ``--scratch-short`` (with ``--short-epochs N``): ``scratch_short`` = the scratch command with ``--epochs N``
    (what the shorter budget gives without the inherited weights).
@@ -147,7 +147,7 @@ def arms(args, extra: list[str]) -> list[tuple[str, list[str], list[str]]]:
         out.append(("supernet_renorm_all", extra + ["--renorm", "all"], []))
     if getattr(args, "perturb", 0.0):
         out.append(("supernet_perturb", extra + ["--perturb", f"{args.perturb:g}"], []))
-        if short:
+        if short and getattr(args, "perturb_short", False):
             out.append(("supernet_perturb_short", extra + ["--perturb", f"{args.perturb:g}"], short))
     if args.scratch_short and short:
         out.append(("scratch_short", ["--init", "scratch"], short))
@@ -234,6 +234,8 @@ def main(argv=None) -> int:
                     "(bn: default epochs and, with --short-epochs, that many; all: --renorm all, default epochs)")
     ap.add_argument("--perturb", type=float, default=0.0, help="also supernet-init runs with --perturb P (default "
                     "epochs and, with --short-epochs, that many; 0: none)")
+    ap.add_argument("--perturb-short", action="store_true", help="with --perturb and --short-epochs: also the "
+                    "--perturb run of that many epochs")
     ap.add_argument("--scratch-short", action="store_true", help="with --short-epochs: also a scratch run of that many "
                     "epochs")
     ap.add_argument("--finetune-lr", type=float, default=0.0, help="also a supernet-init fine-tuning run: this peak lr, "
