@@ -244,6 +244,9 @@ def main(argv=None) -> int:
                     "lenet/result.json with the same epochs and images) are read, not rerun")
     ap.add_argument("--quick", action="store_true", help="2 epochs of 1,000 images, 1,000 eval images")
     args = ap.parse_args(argv)
+    for m in [m for m in str(args.renorm or "").split(",") if m]:
+        if m not in ("bn", "all"):
+            raise SystemExit(f"--renorm: got {m!r}; allowed: bn, all (comma list)")
     if args.quick:
         args.epochs, args.train_images, args.eval_images, args.latency_rounds = 2, 1000, 1000, 2
     args.recipe_args = ["--train-images", str(args.train_images), "--eval-images", str(args.eval_images)]
@@ -295,9 +298,6 @@ def main(argv=None) -> int:
     if args.short_epochs:  # the inherited weights, fewer epochs (the schedule ends sooner)
         runs["supernet_short"] = run_cli("supernet_short", args, out, extra, ["--epochs", str(args.short_epochs)],
                                          epochs=args.short_epochs, full=False)
-    for m in [m for m in str(args.renorm or "").split(",") if m]:
-        if m not in ("bn", "all"):
-            raise SystemExit(f"--renorm: got {m!r}; allowed: bn, all (comma list)")
     for name, arm_extra, tail in arms(args, extra):
         runs[name] = run_cli(name, args, out, arm_extra, tail, full=False)
 
