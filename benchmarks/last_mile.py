@@ -169,7 +169,7 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 4.5) if len(runs) <= 5 else (9, 6))
     styles = {"scratch": ("MobileNetV3-Small, scratch", "C0", "o"),
               "supernet": ("MobileNetV3-Small, supernet init", "C1", "s"),
               "supernet_same": ("MobileNetV3-Small, supernet init", "C4", "v"),
@@ -196,7 +196,7 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
              if r["epoch"] > 0 or r["val_top1_ema"] > 0.4)       # inherited weights' epoch 0 too
     ax.set_ylim(max(0, lo - 12), 100)        # room under the curves for the legend
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8 if len(runs) <= 5 else 7)
     ax.set_title(title, fontsize=10)
     fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
