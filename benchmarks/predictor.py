@@ -42,7 +42,8 @@
    components (``precise_stats``' ``noise``: calibration, seed x image interaction, image sampling,
    true) the predicted reliability / test-retest tau / noise-free predictor's tau vs one score of
    each (scored images, calibration batches) setting.  ``--cost N``: one evaluation's time (median
-   over the first N of the archs, after one untimed warm-up per setting) for 2,000 vs the whole
+   wall and CPU over the first N of the archs, each arch in every setting in turn, after one untimed
+   warm-up per setting) for 2,000 vs the whole
    split x 2/4/8 calibration batches, BN folding on/off and scored batches of 500/1000/2500, and
    whether folding changed any image's verdict.
 """
@@ -324,7 +325,9 @@ def precise_part(args, ev, archs, predicted, default, variants) -> dict:
 
 
 def cost_part(ev, archs) -> dict:
-    """One evaluation's seconds per setting (median over ``archs``), BN folding and batch size."""
+    """One evaluation's wall and CPU seconds per setting (median over ``archs``), BN folding and batch
+    size: every setting's images prepared first (untimed), then each arch evaluated in every setting
+    in turn (so a change of the machine's load falls on all settings alike)."""
     import statistics
     from dataclasses import replace
 
@@ -334,25 +337,31 @@ def cost_part(ev, archs) -> dict:
     n_val = len(ev.data.val)
     runs = [(img, b, True, 500) for img, b in SETTINGS] + [(2000, 2, False, 500), (0, 2, False, 500),
                                                              (0, 2, True, 1000), (0, 2, True, 2500)]
-    res, verdicts = [], {}
-    load = os.getloadavg()
-    for img, b, fold, batch in runs:
-        recipe = replace(sev.recipe, eval_images=img or n_val, calib_batches=b)
+    S.EVAL_IMAGES_CACHED = max(S.EVAL_IMAGES_CACHED, len(runs))
+    recipes = [replace(sev.recipe, eval_images=img or n_val, calib_batches=b) for img, b, _, _ in runs]
+    for (img, b, fold, batch), recipe in zip(runs, recipes):     # warm-up: the images of every setting
         S.EVAL_BATCH = batch
-        S.evaluate_subnet(sev.supernet, archs[0], ev.data, recipe, ev.seed, fold=fold)    # warm-up: images
-        times = []
-        for a in archs:
-            t = time.perf_counter()
+        S.evaluate_subnet(sev.supernet, archs[0], ev.data, recipe, ev.seed, fold=fold)
+    wall, cpu, verdicts = [[] for _ in runs], [[] for _ in runs], {}
+    load = os.getloadavg()
+    for a in archs:
+        for j, ((img, b, fold, batch), recipe) in enumerate(zip(runs, recipes)):
+            S.EVAL_BATCH = batch
+            t, c = time.perf_counter(), time.process_time()
             right = S.evaluate_subnet_correct(sev.supernet, a, ev.data, recipe, ev.seed, fold=fold)
-            times.append(time.perf_counter() - t)
+            wall[j].append(time.perf_counter() - t)
+            cpu[j].append(time.process_time() - c)
             if batch == 500 and b == 2:
                 verdicts.setdefault((img, a.to_string()), {})[fold] = right
-        res.append({"eval_images": img or n_val, "calib_batches": b, "fold_bn": fold, "batch": batch,
-                    "median_s": statistics.median(times), "max_s": max(times)})
-        print(f"  cost: {img or n_val} images, calibration {b} x {sev.recipe.calib_batch_size}, fold {fold}, batch "
-              f"{batch}: median {res[-1]['median_s']:.2f} s (max {res[-1]['max_s']:.2f}) over {len(archs)} archs",
-              flush=True)
     S.EVAL_BATCH = 500
+    res = []
+    for j, (img, b, fold, batch) in enumerate(runs):
+        res.append({"eval_images": img or n_val, "calib_batches": b, "fold_bn": fold, "batch": batch,
+                    "median_s": statistics.median(wall[j]), "max_s": max(wall[j]),
+                    "median_cpu_s": statistics.median(cpu[j])})
+        print(f"  cost: {img or n_val} images, calibration {b} x {sev.recipe.calib_batch_size}, fold {fold}, batch "
+              f"{batch}: median {res[-1]['median_s']:.2f} s wall (max {res[-1]['max_s']:.2f}), "
+              f"{res[-1]['median_cpu_s']:.2f} s CPU over {len(archs)} archs", flush=True)
     differ = sum(int((v[True] != v[False]).sum()) for v in verdicts.values() if len(v) == 2)
     scored = sum(len(v[True]) for v in verdicts.values() if len(v) == 2)
     print(f"  BN folding changed {differ} of {scored} images' verdicts; load average before {load[0]:.2f}, after "

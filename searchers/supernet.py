@@ -34,7 +34,8 @@ Design (practical for a 2-core CPU, and exact by construction):
   largest's soft labels (in-place distillation, as BigNAS / OFA), gradients summed, one SGD step.
 
 * **Evaluating** an arch = inherit weights (extract), re-estimate BatchNorm statistics on a few
-  training batches, score top-1 on a fixed subset of the validation split.
+  training batches, fold the BatchNorms into their convs (``fold_bn``: same verdicts, 23-37% less
+  CPU), score top-1 on a fixed subset of the validation split.
 
 Limits (documented, by design): weights are shared by (resolution, stage, index, block type); stage
 boundaries are inferred from the arch (stride 2 or a width change), so two consecutive stride-1
@@ -798,7 +799,7 @@ def _eval_images(data, recipe: SupernetRecipe, seed: int) -> tuple[list[torch.Te
         recipe.calib_batch_size, shuffle=True, generator=g, limit=recipe.calib_batches * recipe.calib_batch_size)]
     scored = [(x.contiguous(memory_format=cl), y) for x, y in data.val.batches(EVAL_BATCH, limit=recipe.eval_images)]
     _EVAL_IMAGES[key] = (calib, scored)
-    while len(_EVAL_IMAGES) > 4:
+    while len(_EVAL_IMAGES) > EVAL_IMAGES_CACHED:
         _EVAL_IMAGES.popitem(last=False)
     return calib, scored
 
@@ -834,6 +835,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
 
 FOLD_BN = True                 # evaluate_subnet folds BN into the convs after calibration (same scores)
 EVAL_BATCH = 500               # scored validation images per forward
+EVAL_IMAGES_CACHED = 4         # prepared (calibration, scored) image sets kept in memory
 
 
 def evaluate_subnet_correct(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = SupernetRecipe(),

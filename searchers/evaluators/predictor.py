@@ -28,7 +28,9 @@ at 224) and index in it -- Once-for-All's encoding, stable when a width split mo
 ``position_keys``' stages -- with per-stage depth, width and sums of kernel, expansion, log2 mid
 width, SE and h-swish layers; the stem's and head's choices; depth, block-type counts, log MACs and
 log params at the data resolution; and the resolution.  ``retest`` measures how far the supernet's
-own noise lets any predictor go (the tau ceiling).  Not ``Space.encode``'s code list:
+own noise lets any predictor go (the tau ceiling); ``precise`` scores archs K times on the whole
+validation split (cached counts) and ``precise_stats`` makes precise scores, their split-half
+reliability and the noise's variance parts of them (benchmarks/predictor.py --precise).  Not ``Space.encode``'s code list:
 encoding an arch of mobile-unified takes ~17 ms (its split rules), which alone would make a
 10,000-candidate search take minutes; these features take ~2 ms and are the same choices.
 """
