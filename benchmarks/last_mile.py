@@ -169,7 +169,7 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5) if len(runs) <= 5 else (9, 6))
+    fig, ax = plt.subplots(figsize=(7, 4.5) if len(runs) <= 5 else (12, 5.5))
     styles = {"scratch": ("MobileNetV3-Small, scratch", "C0", "o"),
               "supernet": ("MobileNetV3-Small, supernet init", "C1", "s"),
               "supernet_same": ("MobileNetV3-Small, supernet init", "C4", "v"),
@@ -178,7 +178,7 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
               "supernet_renorm_short": ("MobileNetV3-Small, supernet init, renorm, fewer epochs", "C6", "X"),
               "supernet_renorm_all": ("MobileNetV3-Small, supernet init, renorm all (+SE)", "C9", "h"),
               "supernet_perturb": ("MobileNetV3-Small, supernet init, shrink+perturb", "k", "<"),
-              "supernet_perturb_short": ("MobileNetV3-Small, supernet init, shrink+perturb, fewer epochs", "0.5", ">"),
+              "supernet_perturb_short": ("MobileNetV3-Small, supernet init, shrink+perturb, fewer epochs", "navy", ">"),
               "scratch_short": ("MobileNetV3-Small, scratch, fewer epochs", "C7", "o"),
               "supernet_ft": ("MobileNetV3-Small, supernet init, fine-tune lr", "C8", "*"),
               "lenet": ("LeNet-5 style", "C2", "^")}
@@ -194,9 +194,13 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
     ax.set_ylabel("validation top-1 (%), EMA weights")
     lo = min(100 * r["val_top1_ema"] for c in runs.values() for r in c["training"]["history"]
              if r["epoch"] > 0 or r["val_top1_ema"] > 0.4)       # inherited weights' epoch 0 too
-    ax.set_ylim(max(0, lo - 12), 100)        # room under the curves for the legend
+    many = len(runs) > 5
+    ax.set_ylim(max(0, lo - (2 if many else 12)), 100 if not many else 90)   # few runs: legend under the curves
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8 if len(runs) <= 5 else 7)
+    if many:                                 # many: the legend beside the axes
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    else:
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
