@@ -288,3 +288,16 @@ def test_pricing_in_steps_gives_the_same_floats():
         whole, steps = LatencyModel.from_file(path), LatencyModel.from_file(path)
         steps.CHUNK = 7
         assert np.array_equal(whole.predict_many(archs, 192), steps.predict_many(archs, 192)), target
+
+
+def test_layer_sums_are_reduceats_floats():
+    """The network term's per-network layer sums (numpy's pairwise order, all networks of one length
+    at once) equal np.add.reduceat's to the last bit, for segment lengths 1..200 (longer ones go to
+    reduceat itself): the term's trees would tell a different rounding."""
+    m = latency_models.load("local-cpu")
+    m.predict_many(_fresh_archs(10, seed=8))
+    rng = np.random.default_rng(0)
+    lens = np.concatenate([np.arange(1, 201), rng.integers(1, 60, 300)])
+    rows = rng.integers(0, m._n, int(lens.sum()))
+    starts = np.cumsum(lens) - lens
+    assert np.array_equal(m._layer_sums(rows, starts), np.add.reduceat(m._V[rows], starts, axis=0))
