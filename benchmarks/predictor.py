@@ -102,6 +102,12 @@ def main(argv=None) -> int:
     for name in ("precise", "precise_archs", "variant_archs", "cost", "retest", "top", "compare", "candidates"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: got {getattr(args, name)}; allowed: an integer >= 0")
+    # precise_stats needs two halves of the K scores and at least 3 archs for its split-half figures
+    if args.precise == 1:
+        p.error(f"--precise: got {args.precise}; allowed: 0 (off) or an integer >= 2")
+    for name in ("precise_archs", "variant_archs"):
+        if args.precise and getattr(args, name) < 3:
+            p.error(f"--{name.replace('_', '-')}: got {getattr(args, name)}; allowed: an integer >= 3")
     try:
         variants = [int(v) for v in args.calib_variants.split(",") if v.strip()]
         if any(v < 1 for v in variants):

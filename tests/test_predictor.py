@@ -333,6 +333,9 @@ def test_precise_scores_are_whole_split_scores_cached_and_resumed(predictor, tmp
      "predictor.py: error: --calib-variants: got '4,x'; allowed: a comma list of positive integers, e.g. 4,8"),
     (["--calib-variants", "8"], "predictor.py: error: --calib-variants: needs --precise K (its variance components)"),
     (["--precise", "-1"], "predictor.py: error: --precise: got -1; allowed: an integer >= 0"),
+    (["--precise", "1"], "predictor.py: error: --precise: got 1; allowed: 0 (off) or an integer >= 2"),
+    (["--precise", "4", "--precise-archs", "2"], "predictor.py: error: --precise-archs: got 2; allowed: an integer >= 3"),
+    (["--precise", "4", "--variant-archs", "0"], "predictor.py: error: --variant-archs: got 0; allowed: an integer >= 3"),
 ])
 def test_benchmark_options_are_checked_in_one_line(argv, line):
     import subprocess
