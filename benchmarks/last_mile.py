@@ -251,6 +251,10 @@ def main(argv=None) -> int:
     for m in [m for m in str(args.renorm or "").split(",") if m]:
         if m not in ("bn", "all"):
             raise SystemExit(f"--renorm: got {m!r}; allowed: bn, all (comma list)")
+    if not 0.0 <= args.perturb <= 1.0:  # also refuses nan
+        raise SystemExit(f"--perturb: got {args.perturb:g}; allowed: a number in [0, 1] (0: no such run)")
+    if not 0.0 <= args.finetune_lr < 10.0:
+        raise SystemExit(f"--finetune-lr: got {args.finetune_lr:g}; allowed: a number in [0, 10) (0: no such run)")
     if args.quick:
         args.epochs, args.train_images, args.eval_images, args.latency_rounds = 2, 1000, 1000, 2
     args.recipe_args = ["--train-images", str(args.train_images), "--eval-images", str(args.eval_images)]

@@ -51,3 +51,14 @@ def test_bad_renorm_mode_is_one_line(capsys):
     with pytest.raises(SystemExit, match=r"--renorm: got 'se'; allowed: bn, all"):
         LM.main(["--renorm", "se", "--out", "/nonexistent/x"])             # before anything runs or is written
     assert not Path("/nonexistent/x").exists()
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--perturb", "2"], "--perturb: got 2; allowed: a number in [0, 1] (0: no such run)"),
+    (["--perturb", "nan"], "--perturb: got nan; allowed: a number in [0, 1] (0: no such run)"),
+    (["--finetune-lr", "-0.1"], "--finetune-lr: got -0.1; allowed: a number in [0, 10) (0: no such run)"),
+])
+def test_bad_perturb_and_finetune_lr_are_one_line_before_any_run(tmp_path, argv, line):
+    with pytest.raises(SystemExit) as e:
+        LM.main(argv + ["--out", str(tmp_path / "out")])
+    assert str(e.value) == line and not (tmp_path / "out").exists()
