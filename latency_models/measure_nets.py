@@ -4,7 +4,8 @@
         [--seed 7000] [--out latency_models/targets/measurements/local-cpu.networks.jsonl]
 
 Samples ``--archs`` random archs of the space with ``random.Random(seed)`` (validate samples with
-seeds 1000+, the build with 0 and 1: keep this seed away from both), measures each network with the
+seeds 1000-2999: validate --seed S samples with S + 1000; the build with 0 and 1: keep this seed away
+from both), measures each network with the
 profiler's interleaved protocol (``profile.measure_items``: relative to the reference block, thread
 CPU time at one thread, outlier rounds re-measured), in chunks, each in a fresh process, and appends
 one JSON line per network (arch string, relative cost, reference ms, load average).  Resumable: a
@@ -22,7 +23,7 @@ from pathlib import Path
 from search_space.errors import TargetError, cli_entry, field_error
 
 MEAS_DIR = Path(__file__).resolve().parent / "targets" / "measurements"
-RESERVED_SEEDS = "0, 1 (build) and 1000-1999 (validate)"
+RESERVED_SEEDS = "0, 1 (build) and 1000-2999 (validate samples with its --seed + 1000)"
 
 
 def sample_archs(space_name: str, n: int, seed: int):
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
         raise field_error(TargetError, "--backend", args.backend, BACKENDS)
     if args.archs < 1:
         raise field_error(TargetError, "--archs", args.archs, "an integer >= 1")
-    if args.seed in (0, 1) or 1000 <= args.seed < 2000:
+    if args.seed in (0, 1) or 1000 <= args.seed < 3000:
         raise field_error(TargetError, "--seed", args.seed, f"any integer but {RESERVED_SEEDS}")
     rows = measure(Path(args.out), args.space, args.archs, args.seed, args.backend, args.threads, args.rounds,
                    res=args.resolution)

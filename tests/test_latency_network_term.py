@@ -154,7 +154,7 @@ def test_measure_nets_file_resumes_after_a_torn_line(tmp_path, capsys):
     assert archs == [zoo.get("mobilenet_v2")] and ms.tolist() == [7.5]
     assert build.read_networks(path, ref_ms=2.0)[1].tolist() == [15.0]
     assert measure_nets.main(["--seed", "1001", "--out", str(path)]) != 0
-    assert "--seed: got 1001; allowed: any integer but 0, 1 (build) and 1000-1999 (validate)" in capsys.readouterr().err
+    assert "--seed: got 1001; allowed: any integer but 0, 1 (build) and 1000-2999 (validate samples with its --seed + 1000)" in capsys.readouterr().err
     path.write_text("{]\n" + json.dumps(row) + "\n")
     with pytest.raises(TargetError, match="n.jsonl:1: not a JSON line"):
         measure_nets.read_rows(path)
