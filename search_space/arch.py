@@ -312,6 +312,9 @@ class BlockSpec(_Interned):
         if isinstance(opts, dict):
             opts = tuple(sorted(opts.items()))
             object.__setattr__(self, "opts", opts)
+        elif isinstance(opts, list):  # a list of pairs: the same opts, hashable (the spec is interned)
+            opts = tuple(tuple(i) if isinstance(i, list) else i for i in opts)
+            object.__setattr__(self, "opts", opts)
         for item in opts:
             if (not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], str)
                     or not re.fullmatch(r"[a-z][a-z0-9]*", item[0]) or not isinstance(item[1], int)):

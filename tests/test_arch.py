@@ -160,3 +160,11 @@ def test_signature_from_key_inverts_key():
                      ("head_re@64x7x7", "a head key ends in _n<classes>"), ("mbconv_i16_o16_q3@16x8x8", "field .q. does not apply here")):
         with pytest.raises(ArchError, match=msg.replace("(", r"\(").replace(")", r"\)")):
             signature_from_key(bad)
+
+
+def test_block_opts_given_as_a_list_of_pairs_is_the_same_spec():
+    from search_space.arch import BlockSpec
+
+    a = BlockSpec("shufflev1", 24, 48, 12, opts=[("g", 2)])
+    b = BlockSpec("shufflev1", 24, 48, 12, opts=(("g", 2),))
+    assert a == b and hash(a) == hash(b) and a.opts == (("g", 2),) and a.opt("g") == 2
