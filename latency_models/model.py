@@ -228,6 +228,14 @@ class LatencyModel:
         self._reset_cache()
 
     # -- per-layer costs ------------------------------------------------------------------------
+    @staticmethod
+    def _resolution(res) -> tuple:
+        """(input height, input width, the cache's resolution key) of an int or (h, w) resolution."""
+        if isinstance(res, int):
+            return res, res, res
+        h0, w0 = res
+        return h0, w0, tuple(res)
+
     def _reset_cache(self) -> None:
         self._cache: dict[tuple, dict] = {}  # (res, classes) -> {layer code: row}
         self._wcache: dict[tuple, list] = {}  # walk: (res, spec or its field values, h, w[, in_ch, classes]) -> [row, out_h, out_w]
@@ -247,12 +255,7 @@ class LatencyModel:
         past the intern limit, sizes past 14 bits) take the per-layer walk (``_lookup_walk``)."""
         if self._n > self.MAX_CACHE:  # bound memory in long searches
             self._reset_cache()
-        if isinstance(res, int):
-            h0 = w0 = res
-            rkey = res
-        else:
-            h0, w0 = res
-            rkey = tuple(res)
+        h0, w0, rkey = self._resolution(res)
         got = None
         if isinstance(h0, np.integer) and isinstance(w0, np.integer):
             h0, w0 = int(h0), int(w0)
@@ -565,12 +568,7 @@ class LatencyModel:
         provisional negative row, set in place once priced (no second hashing of its key)."""
         if self._n > self.MAX_CACHE or len(self._ids) > self.MAX_CACHE:  # bound memory in long searches
             self._reset_cache()
-        if isinstance(res, int):
-            h0 = w0 = res
-            rkey = res
-        else:
-            h0, w0 = res
-            rkey = tuple(res)
+        h0, w0, rkey = self._resolution(res)
         cache, idmap = self._wcache, self._ids
         setdefault = cache.setdefault
         new: list[tuple] = []    # (cache key, kind, spec, in_ch, h, w, stem/head/its arch, value) not yet priced
