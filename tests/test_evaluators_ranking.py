@@ -1,4 +1,5 @@
 """benchmarks/evaluators_ranking.py: the arch samplers, the rank correlations and the option checks."""
+import json
 import math
 import sys
 from pathlib import Path
@@ -63,6 +64,10 @@ def test_uniform_sample_unchanged_and_pool_too_small(space):
     archs than n is refused naming both."""
     a = er.sample_archs(space, 20, 0)
     assert [x.to_string() for x in a] == [x.to_string() for x in er.sample_archs(space, 20, 0, method="uniform")]
+    # the archs sessions 1-3 scored with the supernet (their ground truth is in the CSV), in sampling order
+    scored = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+                         / "supernet_scores_mobile-unified.json").read_text())["scores"]
+    assert [x.to_string() for x in a] == list(scored)
     assert len({x.to_string() for x in a}) == 20
     with pytest.raises(ValueError, match=r"pool of 5 draws holds only 5 distinct archs; need n=20"):
         er.sample_archs(space, 20, 1, method="stratified-macs", pool=5)
