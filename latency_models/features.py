@@ -640,12 +640,7 @@ def _agree_numeric(kind: str, r: _Rows, in_ch: np.ndarray) -> np.ndarray | None:
     if len(in_ch) <= 64:  # a few rows: one dict look-up each
         ok = np.empty(len(in_ch), bool)
         for i, key in enumerate(zip(*(x.tolist() for x in cols))):
-            v = _AGREE_NUM.get(key)
-            if v is None:
-                v = _agree_first(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
-                if len(_AGREE_NUM) < 100_000:
-                    _AGREE_NUM[key] = v
-            ok[i] = v
+            ok[i] = _agree_cached(key, kind, r, i, in_ch)
         return ok
     radix = [int(x.max()) + 1 for x in cols]
     if any(x.min() < 0 for x in cols) or np.prod([float(x) for x in radix]) >= 2.0 ** 62:
@@ -656,14 +651,19 @@ def _agree_numeric(kind: str, r: _Rows, in_ch: np.ndarray) -> np.ndarray | None:
     _, first, inv = np.unique(code, return_index=True, return_inverse=True)
     ok = np.empty(len(first), bool)
     for u, i in enumerate(first):
-        key = tuple(int(x[i]) for x in cols)
-        v = _AGREE_NUM.get(key)
-        if v is None:
-            v = _agree_first(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
-            if len(_AGREE_NUM) < 100_000:
-                _AGREE_NUM[key] = v
-        ok[u] = v
+        ok[u] = _agree_cached(tuple(int(x[i]) for x in cols), kind, r, i, in_ch)
     return ok[inv.ravel()]
+
+
+def _agree_cached(key: tuple, kind: str, r: "_Rows", i: int, in_ch: np.ndarray) -> bool:
+    """Row ``i``'s structure agreement, from ``_AGREE_NUM`` by its numeric ``key`` or decided now
+    (``_agree_first``) and kept (at most 100,000 keys)."""
+    v = _AGREE_NUM.get(key)
+    if v is None:
+        v = _agree_first(kind, r.specs[i], int(in_ch[i]), int(r.h[i]), int(r.w[i]))
+        if len(_AGREE_NUM) < 100_000:
+            _AGREE_NUM[key] = v
+    return v
 
 
 def _agree_rows(kind: str, r: _Rows, idx: np.ndarray, in_ch: np.ndarray) -> np.ndarray:
