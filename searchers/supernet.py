@@ -811,6 +811,8 @@ def fold_bn(model: nn.Module) -> nn.Module:
     into that conv's weight and bias, in place, and return ``model``: the same function in eval mode
     (up to float rounding) with one pass over each feature map less.  Only for scoring: the folded
     module has no BatchNorm left to train or re-estimate."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     from search_space import modules as M
 
     with torch.no_grad():
@@ -820,17 +822,10 @@ def fold_bn(model: nn.Module) -> nn.Module:
             conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
             if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d) or bn.training:
                 continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                bias = bias + conv.bias * scale
-            w = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                              conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
-                              device="meta")
-            fused.weight = nn.Parameter(w.contiguous(memory_format=torch.channels_last)
-                                        if w.dim() == 4 else w, requires_grad=False)
-            fused.bias = nn.Parameter(bias.clone(), requires_grad=False)
+            fused = fuse_conv_bn_eval(conv, bn)
+            if fused.weight.dim() == 4:
+                fused.weight.data = fused.weight.data.contiguous(memory_format=torch.channels_last)
+            fused.requires_grad_(False)
             m.conv, m.bn = fused, nn.Identity()
     return model
 
