@@ -34,7 +34,7 @@ Design (practical for a 2-core CPU, and exact by construction):
   largest's soft labels (in-place distillation, as BigNAS / OFA), gradients summed, one SGD step.
 
 * **Evaluating** an arch = inherit weights (extract), re-estimate BatchNorm statistics on a few
-  training batches, fold the BatchNorms into their convs (``fold_bn``: same verdicts, 23-37% less
+  training batches, fold the BatchNorms into their convs (``fold_bn``: same verdicts, 9-37% less
   CPU), score top-1 on a fixed subset of the validation split.
 
 Limits (documented, by design): weights are shared by (resolution, stage, index, block type); stage
