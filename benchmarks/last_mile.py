@@ -30,7 +30,11 @@ supernet-inherited weights, beside a LeNet-style baseline trained with the same 
 9. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
    the same ``searchers.trainer.Trainer`` (same recipe, epochs, images, augmentation and EMA).
 
-``--reuse`` reads runs already finished in ``--out`` instead of rerunning them.  The supernet runs export
+``--reuse`` reads runs already finished in ``--out`` instead of rerunning them (``--reuse-from DIR``: also
+those of an earlier ``--out`` folder, when made by the same command apart from ``--out``).
+``--init-curve FILE,...``: the arch's inherited validation top-1 from each supernet file (a finished
+``supernet.pt`` or a ``checkpoint.pt`` copied mid-training), the PNG's second panel.  The cost lines add
+the supernet's own training time to each supernet-initialised run's (the honest total for one deployment).  The supernet runs export
 the base formats only and skip the latency measurement (the arch is the scratch run's).
 Prints the test top-1 of each run, the epoch at which the supernet-initialised run first reaches the
 scratch run's final validation accuracy, whether the short run ends at or above it, the machine (CPU
@@ -70,13 +74,18 @@ def run_cli(name: str, args, out: Path, extra: list[str], tail: list[str] = (), 
            "--out", str(out / name), "--threads", str(args.threads), "--no-progress",
            "--latency-rounds", str(args.latency_rounds if full else 0),
            "--formats", args.formats if full else "py,onnx,yaml,pt", *extra, *args.recipe_args, *tail]
-    if args.reuse and done.is_file():
-        card = json.loads(done.read_text())
-        # only a card made by this very command (recipe, supernet, epochs, data): another run is not reused
-        if card.get("command") == "python -m searchers.train " + " ".join(shlex.quote(a) for a in cmd[3:]):
-            print(f"{name}: reusing {done}", flush=True)
-            return card
-        print(f"{name}: {done} was made by another command; training again", flush=True)
+    if args.reuse:
+        want = command_key("python -m searchers.train " + " ".join(shlex.quote(a) for a in cmd[3:]))
+        for cand in [done] + [Path(d) / name / "card.json" for d in getattr(args, "reuse_from", None) or []]:
+            if not cand.is_file():
+                continue
+            card = json.loads(cand.read_text())
+            # only a card made by this very command (recipe, supernet, epochs, data, seed; where it was written
+            # aside): another run is not reused
+            if command_key(card.get("command", "")) == want:
+                print(f"{name}: reusing {cand}", flush=True)
+                return {**card, "reused_from": str(cand.parent)}
+            print(f"{name}: {cand} was made by another command; not reused", flush=True)
     print("$ " + " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO)
@@ -87,12 +96,25 @@ def run_cli(name: str, args, out: Path, extra: list[str], tail: list[str] = (), 
     return card
 
 
+def command_key(command: str) -> tuple[str, ...]:
+    """A ``searchers.train`` command line without its ``--out`` value: two runs of the same command
+    written to different folders are the same run (one thread: deterministic)."""
+    words = shlex.split(command)
+    return tuple(w for i, w in enumerate(words) if w != "--out" and (i == 0 or words[i - 1] != "--out"))
+
+
 def run_lenet(args, out: Path) -> dict:
     done = out / "lenet" / "result.json"
-    if args.reuse and done.is_file():
-        res = json.loads(done.read_text())
+    for cand in ([done] + [Path(d) / "lenet" / "result.json" for d in getattr(args, "reuse_from", None) or []]
+                 if args.reuse else []):
+        if not cand.is_file():
+            continue
+        res = json.loads(cand.read_text())
         if len(res["training"]["history"]) == args.epochs + 1:
-            print(f"lenet: reusing {done}", flush=True)
+            print(f"lenet: reusing {cand}", flush=True)
+            if cand != done:
+                done.parent.mkdir(parents=True, exist_ok=True)
+                done.write_text(json.dumps(res, indent=1))
             return res
     res = _train_lenet(args, out)
     done.write_text(json.dumps(res, indent=1))
@@ -134,6 +156,24 @@ def supernet_progress(path) -> dict:
             "train_seconds": st.get("train_seconds")}
 
 
+def inherited_accuracy(path, arch, data, seed: int = 0, eval_images: int = 0) -> dict:
+    """Validation top-1 of ``arch`` with the weights it inherits from the supernet file ``path`` (a
+    ``supernet.pt``, or a ``checkpoint.pt`` copied mid-training: its lr not yet annealed), BN statistics
+    re-estimated as ``--init supernet`` does (``supernet_model``, seed ``seed``): the epoch-0 figure of
+    a supernet-initialised run.  {"file", "steps", "total_steps", "train_seconds", "val_top1", "images"}."""
+    import torch
+
+    from searchers.supernet import Supernet
+    from searchers.trainer import evaluate, supernet_model
+
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    net = Supernet.from_meta(st["meta"])
+    net.load_state_dict(st["model"])
+    model = supernet_model(net, arch, data, seed).to(memory_format=torch.channels_last)
+    acc = evaluate(model, data.val, eval_images or None, channels_last=True)
+    return {**supernet_progress(path), "val_top1": acc["top1"], "images": acc["images"]}
+
+
 def arms(args, extra: list[str]) -> list[tuple[str, list[str], list[str]]]:
     """(name, searchers.train flags, trailing flags) of the optional arms, in the order they run."""
     short = ["--epochs", str(args.short_epochs)] if args.short_epochs else []
@@ -163,13 +203,17 @@ def first_epoch_reaching(history: list[dict], level: float, key: str = "val_top1
     return None
 
 
-def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
+def plot(runs: dict[str, dict], path: Path, title: str, note: str, init_curve: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5) if len(runs) <= 5 else (12, 5.5))
+    if init_curve:   # a second panel: the inherited weights' accuracy against the supernet's training steps
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [2.2, 1]})
+        plot_init_curve(ax2, init_curve)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.5) if len(runs) <= 5 else (12, 5.5))
     styles = {"scratch": ("MobileNetV3-Small, scratch", "C0", "o"),
               "supernet": ("MobileNetV3-Small, supernet init", "C1", "s"),
               "supernet_same": ("MobileNetV3-Small, supernet init", "C4", "v"),
@@ -206,6 +250,45 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str) -> None:
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_init_curve(ax, points: list[dict]) -> None:
+    """Inherited val top-1 against supernet steps, one line per supernet schedule (its total steps);
+    filled: the finished supernet, hollow: a mid-schedule checkpoint."""
+    by_total: dict = {}
+    for p in points:
+        by_total.setdefault(p["total_steps"], []).append(p)
+    for i, (total, ps) in enumerate(sorted(by_total.items(), key=lambda kv: kv[0] or 0)):
+        ps = sorted(ps, key=lambda p: p["steps"])
+        color = f"C{i}"
+        ax.plot([p["steps"] for p in ps], [100 * p["val_top1"] for p in ps], color=color, alpha=0.6,
+                label=f"supernet of {total:,} steps" if total else "supernet")
+        for p in ps:
+            done = p["steps"] == total
+            ax.plot(p["steps"], 100 * p["val_top1"], "o", color=color, mfc=color if done else "white")
+            ax.annotate(f"{100 * p['val_top1']:.1f}", (p["steps"], 100 * p["val_top1"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, -10))
+    ax.set_xlabel("supernet sandwich steps (64 images; hollow: mid-schedule checkpoint)")
+    ax.set_ylabel("inherited weights' validation top-1 (%)")
+    ax.set_title("MobileNetV3-Small's inherited weights (epoch 0)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def cost_lines(runs: dict[str, dict], supernet_seconds: float | None) -> list[str]:
+    """The honest cost of each supernet-initialised arm: the supernet's training plus the arm's own,
+    beside the scratch run's."""
+    sc = runs["scratch"]["training"]["seconds"]
+    out = []
+    for k, v in runs.items():
+        if not k.startswith("supernet"):
+            continue
+        ft = v["training"]["seconds"]
+        total = f"{ft + supernet_seconds:,.0f} s" if supernet_seconds else "? s (supernet time not recorded)"
+        out.append(f"{k}: {v['training']['epochs']} epochs, fine-tune {ft:,.0f} s + supernet "
+                   f"{supernet_seconds or 0:,.0f} s = {total} vs scratch {runs['scratch']['training']['epochs']} "
+                   f"epochs {sc:,.0f} s")
+    return out
 
 
 def main(argv=None) -> int:
@@ -246,6 +329,12 @@ def main(argv=None) -> int:
                     "no warm-up, --short-epochs epochs (0: none)")
     ap.add_argument("--reuse", action="store_true", help="runs already finished in --out (card.json / "
                     "lenet/result.json with the same epochs and images) are read, not rerun")
+    ap.add_argument("--reuse-from", action="append", default=[], metavar="DIR",
+                    help="with --reuse: also take finished runs from this earlier --out folder (the same command "
+                         "apart from --out); repeatable")
+    ap.add_argument("--init-curve", default="", metavar="FILE[,FILE...]",
+                    help="supernet files (supernet.pt or a checkpoint.pt copied mid-training): score the arch's "
+                         "inherited weights of each on the validation split (a second panel in the PNG)")
     ap.add_argument("--quick", action="store_true", help="2 epochs of 1,000 images, 1,000 eval images")
     args = ap.parse_args(argv)
     for m in [m for m in str(args.renorm or "").split(",") if m]:
@@ -255,6 +344,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"--perturb: got {args.perturb:g}; allowed: a number in [0, 1] (0: no such run)")
     if not 0.0 <= args.finetune_lr < 10.0:
         raise SystemExit(f"--finetune-lr: got {args.finetune_lr:g}; allowed: a number in [0, 10) (0: no such run)")
+    curve_files = [Path(f) for f in str(args.init_curve or "").split(",") if f]
+    for f in curve_files:
+        if not f.is_file():
+            raise SystemExit(f"--init-curve: {f} does not exist; allowed: supernet.pt / checkpoint.pt files "
+                             "written by 'python -m searchers.supernet train' (comma list)")
     if args.quick:
         args.epochs, args.train_images, args.eval_images, args.latency_rounds = 2, 1000, 1000, 2
     args.recipe_args = ["--train-images", str(args.train_images), "--eval-images", str(args.eval_images)]
@@ -309,6 +403,21 @@ def main(argv=None) -> int:
     for name, arm_extra, tail in arms(args, extra):
         runs[name] = run_cli(name, args, out, arm_extra, tail, full=False)
 
+    init_curve = []
+    if curve_files:
+        from searchers.data import load_dataset
+        from searchers.train import resolve_arch
+
+        import torch
+
+        torch.set_num_threads(args.threads)
+        arch, _ = resolve_arch(args.arch)
+        data = load_dataset("fashion-mnist", seed=0)
+        for f in curve_files:
+            init_curve.append(inherited_accuracy(f, arch, data, 0, args.eval_images))
+            print(f"inherited val top-1 {100 * init_curve[-1]['val_top1']:.2f}% after {init_curve[-1]['steps']} of "
+                  f"{init_curve[-1]['total_steps']} supernet steps ({f})", flush=True)
+
     from searchers.card import machine
 
     mach = machine()
@@ -340,6 +449,8 @@ def main(argv=None) -> int:
         "supernet": {**(runs["supernet"]["training"].get("supernet") or {}),
                      **(supernet_progress(runs["supernet"]["training"]["supernet"]["path"]))},
         "latency": {k: runs[k]["latency"] for k in ("scratch",)},
+        "init_curve": init_curve,
+        "reused_from": {k: v["reused_from"] for k, v in runs.items() if "reused_from" in v},
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
@@ -348,7 +459,7 @@ def main(argv=None) -> int:
              f"{mach.get('cpu', '?')}, {args.threads} thread(s), {date}")
     sp = result["supernet"]
     plot(runs, out / "curves.png", title, f"default recipe (SGD-Nesterov, warm-up+cosine, smoothing 0.1, EMA, "
-         f"crop+flip); val: 5,000 held-out images; supernet: {sp['steps']}/{sp['total_steps']} steps")
+         f"crop+flip); val: 5,000 held-out images; supernet: {sp['steps']}/{sp['total_steps']} steps", init_curve)
 
     print()
     print(f"machine: {mach.get('cpu')} ({mach.get('cores')} cores), {args.threads} torch thread(s); {date}")
@@ -371,7 +482,10 @@ def main(argv=None) -> int:
         t5 = v["accuracy"].get("top5")
         print(f"{label:<28}{v['params']:>10,}{100 * v['accuracy']['top1']:>11.2f}%"
               f"{'' if t5 is None else f'{100 * t5:>11.2f}%'}{v['training']['seconds']:>10.0f}")
-    print(f"supernet: {sp['file']} ({sp['steps']} of {sp['total_steps']} sandwich steps of its recipe)")
+    print(f"supernet: {sp['file']} ({sp['steps']} of {sp['total_steps']} sandwich steps of its recipe, trained in "
+          f"{sp.get('train_seconds') or 0:,.0f} s)")
+    for line in cost_lines(runs, sp.get("train_seconds")):
+        print("cost: " + line)
     print(f"supernet-init reaches the scratch run's final val top-1 ({100 * scratch_final:.2f}%) at epoch "
           f"{reach if reach is not None else 'never'} of {args.epochs}")
     if "supernet_same" in runs:
