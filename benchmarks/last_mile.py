@@ -268,7 +268,8 @@ def plot_init_curve(ax, points: list[dict]) -> None:
             ax.plot(p["steps"], 100 * p["val_top1"], "o", color=color, mfc=color if done else "white")
             ax.annotate(f"{100 * p['val_top1']:.1f}", (p["steps"], 100 * p["val_top1"]), fontsize=7,
                         textcoords="offset points", xytext=(4, -10))
-    ax.set_xlabel("supernet sandwich steps (64 images; hollow: mid-schedule checkpoint)")
+    ax.set_xlabel("supernet sandwich steps of 64 (hollow: mid-schedule)")
+    ax.set_xlim(left=0)
     ax.set_ylabel("inherited weights' validation top-1 (%)")
     ax.set_title("MobileNetV3-Small's inherited weights (epoch 0)", fontsize=10)
     ax.grid(alpha=0.3)
