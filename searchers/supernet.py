@@ -744,7 +744,9 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
         if step % recipe.checkpoint_every == 0 or step == total:
             _atomic_save({"meta": net.meta(), "model": net.state_dict(), "optimizer": opt.state_dict(),
                           "step": step, "rng": rng.getstate(), "gen": gen.get_state(),
-                          "torch_rng": torch.get_rng_state(), "recipe": asdict(recipe)}, ckpt_path)
+                          "torch_rng": torch.get_rng_state(), "recipe": asdict(recipe),
+                          # training seconds so far (earlier segments too): a resumed run reports all of them
+                          "seconds": time.perf_counter() - t0 + (state or {}).get("seconds", 0.0)}, ckpt_path)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0 + (state or {}).get("seconds", 0.0)
