@@ -220,17 +220,47 @@ def repo_path(p) -> Path:
     return p if p.is_absolute() or p.exists() else REPO / p
 
 
-def refit(target_file: Path, partial: Path, out: Path, seed: int = 0, save: bool = True) -> LatencyModel:
-    """Fit ``target_file``'s measurements (its partial file) again with this version's model, keeping
-    how they were made (meta); the target's error is recomputed.  ``save=False``: only return it (the
-    CLI saves once, after the network term, so a failed step never leaves a half-made target)."""
+def partial_paths(spec: str, field: str = "--partial") -> list[Path]:
+    """The measurement files of a comma-separated list (as given, else repository-relative); a
+    missing one is an error naming it."""
+    paths = [repo_path(x.strip()) for x in str(spec).split(",") if x.strip()]
+    if not paths:
+        raise TargetError(f"{field}: empty; allowed: one or more measurement files, comma-separated")
+    for path in paths:
+        if not path.is_file():
+            raise TargetError(f"{field}: {path} does not exist; allowed: the target's measurements file(s)")
+    return paths
+
+
+def combine_partials(partials: list) -> list[dict]:
+    """The measurement rows of several partial files, in order; a later file's rows of a key replace
+    every earlier file's rows of that key (a file measured later re-measures those items: one
+    session's conditions for each item, never a minimum across sessions)."""
+    per_file = [_read_partial(Path(p)) for p in partials]
+    rows: list[dict] = []
+    for i, got in enumerate(per_file):
+        later = {r["key"] for f in per_file[i + 1:] for r in f if r["kind"] != "null"}
+        rows += [r for r in got if r["key"] not in later]
+    return rows
+
+
+def _repo_rel(path: Path) -> str:
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+
+
+def refit(target_file: Path, partial: "Path | list[Path]", out: Path, seed: int = 0, save: bool = True) -> LatencyModel:
+    """Fit ``target_file``'s measurements (its partial file(s): the build's, plus any layers measured
+    later with ``--measure-layers-of``) again with this version's model, keeping how they were made
+    (meta); the target's error is recomputed.  ``save=False``: only return it (the CLI saves once,
+    after the network term, so a failed step never leaves a half-made target)."""
     old = LatencyModel.from_file(target_file)
-    rows = _read_partial(partial)
+    partials = [partial] if isinstance(partial, (str, Path)) else list(partial)
+    rows = combine_partials(partials)
     if not rows:
-        raise TargetError(f"--partial {partial}: no measurements")
+        raise TargetError(f"--partial {','.join(map(str, partials))}: no measurements")
     layers, nets = measured_items(rows)
     agg = aggregate(rows)
-    where = str(partial.resolve().relative_to(REPO)) if partial.resolve().is_relative_to(REPO) else str(partial)
+    where = ",".join(_repo_rel(Path(p)) for p in partials)
     meta = dict(old.meta, refit={"date": _dt.datetime.now().isoformat(timespec="seconds"),
                                  "from": where, "rows": len(rows),
                                  "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})
@@ -427,6 +457,56 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
     return out
 
 
+def measure_network_layers(args) -> int:
+    """``--measure-layers-of``: the distinct layers (stem, blocks, head at their input shapes) of
+    the measured networks in ``args.measure_layers_of`` that the target file (``--refit`` if given,
+    else the shipped one) has no table entry for, measured with the build's protocol into
+    ``--partial``.  Such layers come from random archs of the space (the networks the search
+    prices), not from the build's stratified design: the regressor learns the layers it will meet."""
+    from search_space.arch import Arch
+
+    if not args.partial:
+        raise TargetError("--partial: required with --measure-layers-of; allowed: a new or resumable .jsonl file")
+    target_file = repo_path(args.refit or REPO / "latency_models" / "targets" / f"{args.target}.json")
+    model = LatencyModel.from_file(target_file)
+    partial = Path(args.partial)
+    items = [("null", None, "null")]
+    if args.measure_layers_of == "table":  # every layer of the table again, in this session's conditions
+        from search_space.arch import signature_from_key
+
+        items += [("layer", signature_from_key(k), k) for k in sorted(model.table.entries)]
+        backend, threads = model.meta.get("runtime", BUILDABLE.get(model.name, "onnxruntime")), int(
+            model.meta.get("threads", args.threads))
+        print(f"{len(items) - 1} layers of {target_file.name}'s table, again; partial file {partial}")
+        measure(items, partial, args.passes, backend, threads, args.rounds, time.time() + 60 * args.max_minutes)
+        return 0
+    src = repo_path(args.measure_layers_of)
+    if not src.is_file():
+        raise TargetError(f"--measure-layers-of: {src} does not exist; allowed: a latency_models.measure_nets file "
+                          "or 'table'")
+    from latency_models.measure_nets import one_runtime, read_rows
+
+    rows = read_rows(src)
+    one_runtime(rows, src)
+    backend = rows[0].get("backend", BUILDABLE.get(model.name, "onnxruntime")) if rows else "onnxruntime"
+    threads = int(rows[0].get("threads", args.threads)) if rows else args.threads
+    seen = set(model.table.entries)
+    for r in rows:
+        try:
+            arch = Arch.from_string(r["arch"])
+        except (KeyError, TypeError) as exc:
+            raise TargetError(f"--measure-layers-of {src}: not a measure_nets file ({type(exc).__name__})") from None
+        for s in signatures(arch, int(r.get("resolution", 224))):
+            if s.key not in seen:
+                seen.add(s.key)
+                items.append(("layer", s, s.key))
+    print(f"{len(items) - 1} layers of {len(rows)} networks not in {target_file.name}'s table; partial file {partial}")
+    measure(items, partial, args.passes, backend, threads, args.rounds, time.time() + 60 * args.max_minutes)
+    print(f"then: python -m latency_models.build --refit {_repo_rel(target_file)} --partial "
+          f"{model.meta.get('measurements', {}).get('partial_file', '<its measurements>')},{_repo_rel(partial)}")
+    return 0
+
+
 @cli_entry
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m latency_models.build", description=__doc__.split("\n")[0])
@@ -453,15 +533,19 @@ def main(argv=None) -> int:
                     "(a latency_models.measure_nets file; default: the target's meta.network_term_from, if any)")
     ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
                     "measurements (--partial, default its meta's) again with this version's model, into --out")
+    ap.add_argument("--measure-layers-of", default=None, metavar="NETWORKS_FILE", help="measure the layers of these "
+                    "networks (a latency_models.measure_nets file) that the target's table lacks, into --partial "
+                    "(resumable), or 'table': every layer of its table again; then fit them in with --refit TARGET_FILE "
+                    "--partial <its files>,<this one> (a later file's measurement of a layer replaces an earlier one)")
     args = ap.parse_args(argv)
+    if args.measure_layers_of:
+        return measure_network_layers(args)
     if args.networks and not args.refit:
         raise TargetError(f"--networks {args.networks}: only with --refit; allowed: --refit TARGET_FILE --networks FILE")
     if args.refit:
         src = Path(args.refit)
         old = LatencyModel.from_file(src)
-        partial = repo_path(args.partial or old.meta.get("measurements", {}).get("partial_file") or "")
-        if not partial.is_file():
-            raise TargetError(f"--partial: {partial} does not exist; allowed: the target's measurements file")
+        partial = partial_paths(args.partial or old.meta.get("measurements", {}).get("partial_file") or "")
         out = Path(args.out) if args.out else src
         model = refit(src, partial, out, args.seed, save=False)
         nets = args.networks or model.meta.get("network_term_from")
@@ -469,7 +553,7 @@ def main(argv=None) -> int:
             npath = repo_path(nets)
             if not npath.is_file():
                 raise TargetError(f"--networks: {npath} does not exist; allowed: a latency_models.measure_nets file")
-            where = str(npath.resolve().relative_to(REPO)) if npath.resolve().is_relative_to(REPO) else str(npath)
+            where = _repo_rel(npath)
             res = int(max(model.meta.get("resolutions") or [224]))
             archs, ms, _ = read_networks(npath, None, res)
             model.meta["network_term_from"] = where

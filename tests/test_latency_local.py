@@ -185,15 +185,68 @@ def test_tree_residual_round_trip():
     np.testing.assert_allclose(back.predict_rows(kinds, X), both, rtol=1e-4)  # coefs stored to 6 digits
 
 
+def test_layers_of_measured_networks_join_the_table(tmp_path, capsys):
+    """--measure-layers-of measures exactly the layers of the networks that the target's table lacks
+    (resumably); --refit with both measurement files puts them into the table and names both."""
+    from search_space.arch import signatures
+
+    assert build.main(_build_args(tmp_path, passes=1)) == 0
+    lc, part = tmp_path / "lc.json", tmp_path / "lc.partial.jsonl"
+    model = latency_models.load(str(lc))
+    arch = load_space("proxylessnas").sample(random.Random(11))
+    nets = tmp_path / "nets.jsonl"
+    nets.write_text(json.dumps({"space": "proxylessnas", "seed": 7000, "index": 0, "arch": arch.to_string(),
+                                "resolution": 64, "backend": "onnxruntime", "threads": 1, "rel": 1.0,
+                                "spread": 0.0, "ref_ms": 1.0, "ms": 1.0}) + "\n")
+    new = tmp_path / "layers.partial.jsonl"
+    args = ["--measure-layers-of", str(nets), "--refit", str(lc), "--partial", str(new), "--passes", "1",
+            "--rounds", "2"]
+    assert build.main(args) == 0
+    missing = {s.key for s in signatures(arch, 64)} - set(model.table.entries)
+    rows = [json.loads(x) for x in new.read_text().splitlines()]
+    assert missing and {r["key"] for r in rows if r["kind"] == "layer"} == missing
+    assert build.main(args) == 0 and len(new.read_text().splitlines()) == len(rows)  # resumed: nothing new
+    out = tmp_path / "lc2.json"
+    assert build.main(["--refit", str(lc), "--partial", f"{part},{new}", "--out", str(out)]) == 0
+    again = latency_models.load(str(out))
+    assert set(again.table.entries) == set(model.table.entries) | missing
+    assert again.meta["measurements"]["partial_file"] == f"{part},{new}"
+    ms = {r["key"]: r for r in rows}
+    k = sorted(missing)[0]
+    assert again.table.entries[k].ms > 0 and again.predict(arch, 64) > 0
+    capsys.readouterr()
+    assert build.main(["--refit", str(lc), "--partial", f"{part},{tmp_path / 'no.jsonl'}", "--out", str(out)]) == 2
+    assert f"--partial: {tmp_path / 'no.jsonl'} does not exist" in capsys.readouterr().err
+    assert build.main(["--measure-layers-of", str(nets), "--refit", str(lc)]) == 2
+    assert "--partial: required with --measure-layers-of" in capsys.readouterr().err
+    assert ms[k]["kind"] == "layer"
+
+    # 'table': every layer of the table measured again; in a refit a later file's rows of a key replace
+    # the earlier files' rows of it (one session's conditions per layer, not a minimum across sessions)
+    again_file = tmp_path / "table.partial.jsonl"
+    assert build.main(["--measure-layers-of", "table", "--refit", str(lc), "--partial", str(again_file),
+                       "--passes", "1", "--rounds", "2"]) == 0
+    redo = [json.loads(x) for x in again_file.read_text().splitlines()]
+    assert {r["key"] for r in redo if r["kind"] == "layer"} == set(model.table.entries)
+    rows_all = build.combine_partials([part, new, again_file])
+    by_key = {}
+    for r in rows_all:
+        by_key.setdefault(r["key"], []).append(r)
+    for key in model.table.entries:
+        assert by_key[key] == [r for r in redo if r["key"] == key]  # the build's passes of it are gone
+    assert [r for r in rows_all if r["key"] in missing] == [r for r in rows if r["key"] in missing]
+    assert sum(r["kind"] == "null" for r in rows_all) == 3  # each file's own call-overhead row stays
+
+
 def test_shipped_local_cpu_refits_from_its_committed_measurements(tmp_path):
     """The shipped local-cpu is the committed measurements fitted by this version's model (build
     --refit), and it carries its validation on networks it was not fitted on."""
     from search_space import zoo
 
     shipped = latency_models.load("local-cpu")
-    part = REPO / shipped.meta["measurements"]["partial_file"]
+    parts = ",".join(str(p) for p in build.partial_paths(shipped.meta["measurements"]["partial_file"]))
     out = tmp_path / "lc.json"
-    assert build.main(["--refit", str(REPO / "latency_models" / "targets" / "local-cpu.json"), "--partial", str(part),
+    assert build.main(["--refit", str(REPO / "latency_models" / "targets" / "local-cpu.json"), "--partial", parts,
                        "--out", str(out)]) == 0
     again = latency_models.load(str(out))
     assert again.meta["network_term_from"] == shipped.meta["network_term_from"]  # the refit fits the term again
