@@ -273,6 +273,15 @@ def refit(target_file: Path, partial: "Path | list[Path]", out: Path, seed: int 
     return model
 
 
+def fit_layer_regressor(kinds, X: np.ndarray, y: np.ndarray, seed: int, trees: bool, min_rows: int = 15):
+    """The per-kind regressor on measured layers (rows ``X``, ms ``y``), with the residual forest
+    (``TREES``) when ``trees``."""
+    predictor = fit_predictor(kinds, X, y, min_rows=min_rows, fitted_on={"measured_layers": len(y)})
+    if trees:
+        predictor.residual = TreeResidual.fit(kinds, X, predictor.predict_rows(kinds, X), y, seed, **TREES)
+    return predictor
+
+
 def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
                name: str = "local-cpu", network_model: str = "common") -> LatencyModel:
     best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
@@ -305,10 +314,7 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
     if use_trees and layer_err["mape_pct"] >= linear_err["mape_pct"]:  # the forest must earn its place
         use_trees, layer_err = False, dict(linear_err, note="residual forest not used: no better on held-out layers "
                                             f"({layer_err['mape_pct']}% with it)")
-    predictor = fit_predictor(kinds, X, y, min_rows=min_rows,
-                              fitted_on={"measured_layers": len(y)})
-    if use_trees:
-        predictor.residual = TreeResidual.fit(kinds, X, predictor.predict_rows(kinds, X), y, seed, **TREES)
+    predictor = fit_layer_regressor(kinds, X, y, seed, use_trees, min_rows)
     table = LatencyTable(entries)
     model = LatencyModel(name, table, predictor, meta)
     # in-network terms: fitted on all measured networks; error by leave-one-network-out
@@ -394,15 +400,40 @@ def _label(by_kind: bool, residual: str, rounds: int = 0) -> str:
             + (f" x{rounds}" if residual == "trees" and rounds != 50 else ""))
 
 
+def _crossfit_inputs(model: LatencyModel, p, archs: list, resolution: int, folds, seed: int) -> np.ndarray:
+    """Summed layer vectors of each fold's networks priced as a fresh arch is: by a model whose table
+    and regressor never saw that fold's networks' layers (``p``: the pricing setup, identity term)."""
+    from latency_models.predictor import Predictor
+    from search_space.arch import signature_from_key
+
+    entries = model.table.entries
+    trees = model.predictor.residual is not None
+    Vx = np.zeros((len(archs), p.network_term.width))
+    for _, te in folds:
+        hold = {s.key for i in te for s in signatures(archs[i], resolution)}
+        keep = {k: e for k, e in entries.items() if k not in hold}
+        sigs = [signature_from_key(k) for k in keep]
+        X = np.array([layer_features(s) for s in sigs])
+        q = fit_layer_regressor([s.kind for s in sigs], X, np.array([e.ms for e in keep.values()]), seed, trees)
+        q = Predictor.from_dict(json.loads(json.dumps(q.to_dict())), "cross-fit")  # as a saved file holds it
+        q.network_term = p.network_term
+        m = LatencyModel(model.name, LatencyTable(keep), q, model.meta)
+        Vx[te] = m.network_inputs([archs[i] for i in te], resolution)
+    return Vx
+
+
 def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, source: str, seed: int = 0,
-                     resolution: int = 224, log=print, time: str = "own") -> LatencyModel:
+                     resolution: int = 224, log=print, time: str = "own", crossfit: bool = False) -> LatencyModel:
     """Replace ``model``'s in-network terms by a ``NetworkTerm`` fitted on whole networks measured
     end-to-end (``archs``, ``measured`` ms; see ``predictor.NetworkTerm``).  Which form (one or
     per-kind scale, residual correction none / ridge / ridge + trees) is chosen by
     ``CV_FOLDS``-fold cross-validation over the networks (seeded; the share within +/-10% first,
     then MAPE); the figures go into ``error.network_term``.  ``time``: what ``measured`` is, 'own'
     (each network's own median time, ``read_networks(path)``) or 'build' (relative to the
-    reference block, in the build's time scale); validate scores the model on the same."""
+    reference block, in the build's time scale); validate scores the model on the same.
+    ``crossfit``: the cross-validation prices each held-out fold's networks with layers cross-fitted
+    (``_crossfit_inputs``: table and regressor without that fold's layers, as for a fresh arch), and
+    the candidates are fitted either on table-priced or on cross-fitted layer costs (twice the forms)."""
     from sklearn.model_selection import KFold
 
     from latency_models.predictor import NetworkTerm
@@ -424,22 +455,31 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
     S = V[:, 0]
     cv: dict[str, Any] = {"plain layer sum (no term)": error_stats(S, measured)}
     folds = list(KFold(CV_FOLDS, shuffle=True, random_state=seed).split(V))
+    Vx = _crossfit_inputs(model, p, archs, resolution, folds, seed) if crossfit else V
+    if crossfit:
+        cv["plain layer sum, cross-fitted layers"] = error_stats(Vx[:, 0], measured)
+    regimes = {"table": V, "cross-fitted": Vx} if crossfit else {"table": V}
     best = None
-    for by_kind, residual, rounds in NET_CANDIDATES:
-        pred = np.zeros(len(S))
-        kw = {"trees": rounds} if residual == "trees" else {}
-        for tr, te in folds:
-            pred[te] = NetworkTerm.fit(kinds, V[tr], measured[tr], by_kind, residual, seed=seed, **kw).predict(V[te])
-        e = error_stats(pred, measured)
-        cv[_label(by_kind, residual, rounds)] = e
-        log(f"  network term {_label(by_kind, residual, rounds):28s} {CV_FOLDS}-fold CV: MAPE {e['mape_pct']}%, within "
-            f"10% {e['within_10pct']:.1%}, max {e['max_err_pct']}%, Spearman {e['spearman']}")
-        if best is None or (e["within_10pct"], -e["mape_pct"]) > (best[3]["within_10pct"], -best[3]["mape_pct"]):
-            best = (by_kind, residual, rounds, e)
-    by_kind, residual, rounds, _ = best
+    for regime, Vr in regimes.items():
+        for by_kind, residual, rounds in NET_CANDIDATES:
+            pred = np.zeros(len(S))
+            kw = {"trees": rounds} if residual == "trees" else {}
+            for tr, te in folds:
+                pred[te] = NetworkTerm.fit(kinds, Vr[tr], measured[tr], by_kind, residual, seed=seed,
+                                           **kw).predict(Vx[te])
+            e = error_stats(pred, measured)
+            label = _label(by_kind, residual, rounds) + ("" if regime == "table" or not crossfit
+                                                         else ", fitted on cross-fitted layers")
+            cv[label] = e
+            log(f"  network term {label:28s} {CV_FOLDS}-fold CV: MAPE {e['mape_pct']}%, within "
+                f"10% {e['within_10pct']:.1%}, max {e['max_err_pct']}%, Spearman {e['spearman']}")
+            if best is None or (e["within_10pct"], -e["mape_pct"]) > (best[4]["within_10pct"], -best[4]["mape_pct"]):
+                best = (regime, by_kind, residual, rounds, e, label)
+    regime, by_kind, residual, rounds, _, chosen = best
     kw = {"trees": rounds} if residual == "trees" else {}
-    p.network_term = NetworkTerm.fit(kinds, V, measured, by_kind, residual, seed=seed, **kw,
-                                     fitted_on={"networks": len(S), "from": source, "time": time})
+    extra = {"layers": regime, "cv_held_out_layers": "cross-fitted"} if crossfit else {}
+    p.network_term = NetworkTerm.fit(kinds, regimes[regime], measured, by_kind, residual, seed=seed, **kw,
+                                     fitted_on={"networks": len(S), "from": source, "time": time, **extra})
     p.fitted_on["network_term_networks"] = len(S)
     p = Predictor.from_dict(json.loads(json.dumps(p.to_dict())), "refit")
     out = LatencyModel(model.name, model.table, p, model.meta, model.error, model.path)
@@ -448,10 +488,11 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
     for k in ("network_model", "networks_leave_one_out", "networks_without_in_network_terms", "networks_fitted"):
         err.pop(k, None)
     err["network_term"] = {
-        "how": (f"predictor.NetworkTerm ({_label(by_kind, residual, rounds)}) fitted on {len(S)} whole networks measured "
+        "how": (f"predictor.NetworkTerm ({chosen}) fitted on {len(S)} whole networks measured "
                 f"end-to-end ({source}; never the validation archs or the zoo networks); the form chosen by "
-                f"{CV_FOLDS}-fold cross-validation over them"),
-        "cross_validation": {"folds": CV_FOLDS, "seed": seed, **cv, "chosen": _label(by_kind, residual, rounds)},
+                f"{CV_FOLDS}-fold cross-validation over them"
+                + (" (held-out networks priced with cross-fitted layers, as a fresh arch is)" if crossfit else "")),
+        "cross_validation": {"folds": CV_FOLDS, "seed": seed, **cv, "chosen": chosen},
         "fitted": error_stats(fitted, measured)}
     out.error = err
     return out
@@ -533,6 +574,9 @@ def main(argv=None) -> int:
                     "(a latency_models.measure_nets file; default: the target's meta.network_term_from, if any)")
     ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
                     "measurements (--partial, default its meta's) again with this version's model, into --out")
+    ap.add_argument("--crossfit", action="store_true", help="with --refit: choose the network term by a "
+                    "cross-validation that prices held-out networks with cross-fitted layers, as fresh archs are "
+                    "(default: the target's meta.network_term_crossfit)")
     ap.add_argument("--measure-layers-of", default=None, metavar="NETWORKS_FILE", help="measure the layers of these "
                     "networks (a latency_models.measure_nets file) that the target's table lacks, into --partial "
                     "(resumable), or 'table': every layer of its table again; then fit them in with --refit TARGET_FILE "
@@ -557,7 +601,10 @@ def main(argv=None) -> int:
             res = int(max(model.meta.get("resolutions") or [224]))
             archs, ms, _ = read_networks(npath, None, res)
             model.meta["network_term_from"] = where
-            model = fit_network_term(model, archs, ms, where, args.seed, res)
+            crossfit = args.crossfit or bool(model.meta.get("network_term_crossfit"))
+            if crossfit:
+                model.meta["network_term_crossfit"] = True
+            model = fit_network_term(model, archs, ms, where, args.seed, res, crossfit=crossfit)
         model.save(out)
         for k, v in model.error.items():
             print(f"  {k}: {v}")
