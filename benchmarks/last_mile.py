@@ -153,7 +153,7 @@ def supernet_progress(path) -> dict:
     recipe = SupernetRecipe(**st["recipe"]) if isinstance(st.get("recipe"), dict) else None
     total = recipe.total_steps if recipe else None
     return {"file": str(path), "steps": st.get("step", total), "total_steps": total,
-            "train_seconds": st.get("train_seconds")}
+            "train_seconds": st.get("train_seconds", st.get("seconds"))}  # a checkpoint.pt keeps "seconds"
 
 
 def inherited_accuracy(path, arch, data, seed: int = 0, eval_images: int = 0) -> dict:

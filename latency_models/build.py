@@ -42,7 +42,7 @@ from latency_models.predictor import (NET_FEATURES, TreeResidual, fit_network_mo
 from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items, runtime_version
 from latency_models.table import Entry, LatencyTable
 from search_space.arch import signatures
-from search_space.errors import TargetError, cli_entry, field_error
+from search_space.errors import EdgenasError, TargetError, cli_entry, field_error
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDABLE = {"local-cpu": "onnxruntime", "local-tflite": "tflite"}  # target -> default backend
@@ -235,7 +235,8 @@ def partial_paths(spec: str, field: str = "--partial") -> list[Path]:
 def combine_partials(partials: list) -> list[dict]:
     """The measurement rows of several partial files, in order; a later file's rows of a key replace
     every earlier file's rows of that key (a file measured later re-measures those items: one
-    session's conditions for each item, never a minimum across sessions)."""
+    session's conditions for each layer, never a minimum across sessions).  Every file's call-overhead
+    (``null``) row is kept: ``aggregate`` takes the smallest."""
     per_file = [_read_partial(Path(p)) for p in partials]
     rows: list[dict] = []
     for i, got in enumerate(per_file):
@@ -254,7 +255,8 @@ def refit(target_file: Path, partial: "Path | list[Path]", out: Path, seed: int 
     (meta); the target's error is recomputed.  ``save=False``: only return it (the CLI saves once,
     after the network term, so a failed step never leaves a half-made target)."""
     old = LatencyModel.from_file(target_file)
-    partials = [partial] if isinstance(partial, (str, Path)) else list(partial)
+    partials = partial_paths(partial) if isinstance(partial, str) else (
+        [partial] if isinstance(partial, Path) else list(partial))
     rows = combine_partials(partials)
     if not rows:
         raise TargetError(f"--partial {','.join(map(str, partials))}: no measurements")
@@ -264,10 +266,18 @@ def refit(target_file: Path, partial: "Path | list[Path]", out: Path, seed: int 
     meta = dict(old.meta, refit={"date": _dt.datetime.now().isoformat(timespec="seconds"),
                                  "from": where, "rows": len(rows),
                                  "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})
-    meta["measurements"] = dict(old.meta.get("measurements", {}), partial_file=where)
+    meta["measurements"] = dict(old.meta.get("measurements", {}), partial_file=where, rows=len(rows))
+    if len(partials) > 1:  # the table's time scale is the pooled files' (``aggregate``): the meta says so
+        meta["reference"] = dict(old.meta.get("reference", {}), ms=round(agg["ref_ms"], 4))
+        meta["drift"] = agg["drift"]
+        meta["call_overhead_ms"] = round(agg["null_rel"] * agg["ref_ms"], 4)
+        meta["repeats"] = dict(old.meta.get("repeats", {}), passes_per_file={
+            _repo_rel(Path(p)): len({r["pass"] for r in _read_partial(Path(p))}) for p in partials})
     model = fit_target(layers, nets, agg, meta, seed=seed, name=old.name)
-    if "error_sources" in old.error:  # what was found about the measurements themselves still holds
-        model.error["error_sources"] = old.error["error_sources"]
+    if "error_sources" in old.error:  # what was found about the measurements themselves (at the build)
+        model.error["error_sources"] = dict(old.error["error_sources"], **({"as_of": (
+            "the build's measurements (its own layers and passes); the layer figures of this file are in "
+            "layers_held_out")} if len(partials) > 1 else {}))
     if save:
         model.save(out)
     return model
@@ -365,7 +375,8 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
 
 
 # candidate network terms (by_kind, residual, boosting rounds), chosen by cross-validation over the measured
-# networks (on the 350 quiet networks of 2026-11-29, 5-fold CV within +/-10%: 50 rounds 86.3%, 200 88.6%)
+# networks (on the 350 quiet networks of 2026-11-29, 5-fold CV within +/-10%, 978 table layers: 50 rounds 86.3%,
+# 200 88.6%; with the 7,579 layers of session 5 and --crossfit: 86.0% / 89.1%, see the target's error.network_term)
 NET_CANDIDATES = ((False, "none", 0), (True, "none", 0), (True, "ridge", 0), (True, "trees", 50),
                   (True, "trees", 200))
 CV_FOLDS = 5
@@ -400,10 +411,16 @@ def _label(by_kind: bool, residual: str, rounds: int = 0) -> str:
             + (f" x{rounds}" if residual == "trees" and rounds != 50 else ""))
 
 
+def _as_saved(predictor, where: str):
+    """``predictor`` as a target file holds it (coefficients rounded on saving)."""
+    from latency_models.predictor import Predictor
+
+    return Predictor.from_dict(json.loads(json.dumps(predictor.to_dict())), where)
+
+
 def _crossfit_inputs(model: LatencyModel, p, archs: list, resolution: int, folds, seed: int) -> np.ndarray:
     """Summed layer vectors of each fold's networks priced as a fresh arch is: by a model whose table
     and regressor never saw that fold's networks' layers (``p``: the pricing setup, identity term)."""
-    from latency_models.predictor import Predictor
     from search_space.arch import signature_from_key
 
     entries = model.table.entries
@@ -415,7 +432,7 @@ def _crossfit_inputs(model: LatencyModel, p, archs: list, resolution: int, folds
         sigs = [signature_from_key(k) for k in keep]
         X = np.array([layer_features(s) for s in sigs])
         q = fit_layer_regressor([s.kind for s in sigs], X, np.array([e.ms for e in keep.values()]), seed, trees)
-        q = Predictor.from_dict(json.loads(json.dumps(q.to_dict())), "cross-fit")  # as a saved file holds it
+        q = _as_saved(q, "cross-fit")
         q.network_term = p.network_term
         m = LatencyModel(model.name, LatencyTable(keep), q, model.meta)
         Vx[te] = m.network_inputs([archs[i] for i in te], resolution)
@@ -442,11 +459,9 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
         raise TargetError(f"--networks {source}: {len(archs)} measured networks at {resolution}; allowed: at least "
                           f"{CV_FOLDS} (the network term is chosen by {CV_FOLDS}-fold cross-validation)")
 
-    from latency_models.predictor import Predictor
-
     # the layer model as the target file will hold it (coefficients rounded on saving): the term is
     # fitted on, and its figures computed from, the layer costs a loaded model computes
-    p = Predictor.from_dict(json.loads(json.dumps(model.predictor.to_dict())), "refit")
+    p = _as_saved(model.predictor, "refit")
     p.scale, p.kind_scale, p.net_coef, p.overhead_ms = 1.0, {}, np.zeros_like(p.net_coef), 0.0
     kinds = sorted(set(p.fitted_on.get("layers", {})) | {"stem", "head"})
     p.network_term = NetworkTerm.identity(kinds)
@@ -481,7 +496,7 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
     p.network_term = NetworkTerm.fit(kinds, regimes[regime], measured, by_kind, residual, seed=seed, **kw,
                                      fitted_on={"networks": len(S), "from": source, "time": time, **extra})
     p.fitted_on["network_term_networks"] = len(S)
-    p = Predictor.from_dict(json.loads(json.dumps(p.to_dict())), "refit")
+    p = _as_saved(p, "refit")
     out = LatencyModel(model.name, model.table, p, model.meta, model.error, model.path)
     fitted = out.predict_many(archs, resolution)
     err = dict(model.error)
@@ -528,15 +543,18 @@ def measure_network_layers(args) -> int:
     from latency_models.measure_nets import one_runtime, read_rows
 
     rows = read_rows(src)
-    one_runtime(rows, src)
-    backend = rows[0].get("backend", BUILDABLE.get(model.name, "onnxruntime")) if rows else "onnxruntime"
-    threads = int(rows[0].get("threads", args.threads)) if rows else args.threads
+    if not rows:
+        raise TargetError(f"--measure-layers-of {src}: no networks; allowed: a latency_models.measure_nets file")
+    backend = model.meta.get("runtime", BUILDABLE.get(model.name, "onnxruntime"))
+    threads = int(model.meta.get("threads", args.threads))
+    one_runtime(rows, src, backend, threads)  # the layers are timed as the target's table was
     seen = set(model.table.entries)
-    for r in rows:
+    for line, r in enumerate(rows, 1):
         try:
             arch = Arch.from_string(r["arch"])
-        except (KeyError, TypeError) as exc:
-            raise TargetError(f"--measure-layers-of {src}: not a measure_nets file ({type(exc).__name__})") from None
+        except (KeyError, TypeError, EdgenasError) as exc:
+            raise TargetError(f"--measure-layers-of {src}:{line}: not a measure_nets row "
+                              f"({type(exc).__name__}: {exc})") from None
         for s in signatures(arch, int(r.get("resolution", 224))):
             if s.key not in seen:
                 seen.add(s.key)
@@ -573,10 +591,11 @@ def main(argv=None) -> int:
     ap.add_argument("--networks", default=None, help="with --refit: fit the network term on these whole networks "
                     "(a latency_models.measure_nets file; default: the target's meta.network_term_from, if any)")
     ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
-                    "measurements (--partial, default its meta's) again with this version's model, into --out")
-    ap.add_argument("--crossfit", action="store_true", help="with --refit: choose the network term by a "
-                    "cross-validation that prices held-out networks with cross-fitted layers, as fresh archs are "
-                    "(default: the target's meta.network_term_crossfit)")
+                    "measurements (--partial, default its meta's) again with this version's model, into --out "
+                    "(with --measure-layers-of: the target whose table is read)")
+    ap.add_argument("--crossfit", action=argparse.BooleanOptionalAction, default=None, help="with --refit: choose "
+                    "the network term by a cross-validation that prices held-out networks with cross-fitted layers, "
+                    "as fresh archs are (default: the target's meta.network_term_crossfit)")
     ap.add_argument("--measure-layers-of", default=None, metavar="NETWORKS_FILE", help="measure the layers of these "
                     "networks (a latency_models.measure_nets file) that the target's table lacks, into --partial "
                     "(resumable), or 'table': every layer of its table again; then fit them in with --refit TARGET_FILE "
@@ -584,6 +603,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.measure_layers_of:
         return measure_network_layers(args)
+    if args.crossfit is not None and not args.refit:
+        raise TargetError(f"--{'' if args.crossfit else 'no-'}crossfit: only with --refit; allowed: --refit TARGET_FILE "
+                          "[--crossfit|--no-crossfit]")
     if args.networks and not args.refit:
         raise TargetError(f"--networks {args.networks}: only with --refit; allowed: --refit TARGET_FILE --networks FILE")
     if args.refit:
@@ -601,9 +623,8 @@ def main(argv=None) -> int:
             res = int(max(model.meta.get("resolutions") or [224]))
             archs, ms, _ = read_networks(npath, None, res)
             model.meta["network_term_from"] = where
-            crossfit = args.crossfit or bool(model.meta.get("network_term_crossfit"))
-            if crossfit:
-                model.meta["network_term_crossfit"] = True
+            crossfit = bool(model.meta.get("network_term_crossfit")) if args.crossfit is None else args.crossfit
+            model.meta["network_term_crossfit"] = crossfit
             model = fit_network_term(model, archs, ms, where, args.seed, res, crossfit=crossfit)
         model.save(out)
         for k, v in model.error.items():

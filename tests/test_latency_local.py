@@ -219,7 +219,10 @@ def test_layers_of_measured_networks_join_the_table(tmp_path, capsys):
     assert f"--partial: {tmp_path / 'no.jsonl'} does not exist" in capsys.readouterr().err
     assert build.main(["--measure-layers-of", str(nets), "--refit", str(lc)]) == 2
     assert "--partial: required with --measure-layers-of" in capsys.readouterr().err
-    assert ms[k]["kind"] == "layer"
+    torch_nets = tmp_path / "torch_nets.jsonl"  # networks timed on another runtime than the table: refused
+    torch_nets.write_text(nets.read_text().replace('"onnxruntime"', '"torch"'))
+    assert build.main(["--measure-layers-of", str(torch_nets), "--refit", str(lc), "--partial", str(new)]) == 2
+    assert "allowed: onnxruntime x 1 thread(s) only per file" in capsys.readouterr().err
 
     # 'table': every layer of the table measured again; in a refit a later file's rows of a key replace
     # the earlier files' rows of it (one session's conditions per layer, not a minimum across sessions)
@@ -236,6 +239,17 @@ def test_layers_of_measured_networks_join_the_table(tmp_path, capsys):
         assert by_key[key] == [r for r in redo if r["key"] == key]  # the build's passes of it are gone
     assert [r for r in rows_all if r["key"] in missing] == [r for r in rows if r["key"] in missing]
     assert sum(r["kind"] == "null" for r in rows_all) == 3  # each file's own call-overhead row stays
+    # and the refit prices every table layer from the later file's measurement, on the pooled time scale
+    out3 = tmp_path / "lc3.json"
+    assert build.main(["--refit", str(lc), "--partial", f"{part},{new},{again_file}", "--out", str(out3)]) == 0
+    third = latency_models.load(str(out3))
+    agg = build.aggregate(rows_all)
+    for r in redo[1:]:
+        want = max(1e-4, (r["rel"] - agg["null_rel"]) * agg["ref_ms"])
+        assert third.table.entries[r["key"]].ms == pytest.approx(want, rel=1e-9)
+    assert third.meta["reference"]["ms"] == round(agg["ref_ms"], 4) and third.meta["measurements"]["rows"] == len(rows_all)
+    assert build.main(["--crossfit", "--partial", str(new)]) == 2
+    assert "--crossfit: only with --refit" in capsys.readouterr().err
 
 
 def test_shipped_local_cpu_refits_from_its_committed_measurements(tmp_path):

@@ -85,6 +85,7 @@ def test_local_cpu_carries_a_network_term_that_reproduces_its_fit():
     # when the term was chosen so, as a fresh arch's layers are)
     plain = cv.get("plain layer sum, cross-fitted layers", cv["plain layer sum (no term)"])
     assert chosen["mape_pct"] < plain["mape_pct"] - 2.0 and chosen["within_10pct"] > plain["within_10pct"] + 0.1
+    assert (m.term.fitted_on.get("cv_held_out_layers") == "cross-fitted") == bool(m.meta.get("network_term_crossfit"))
     assert chosen["spearman"] >= 0.99
 
 
@@ -309,7 +310,7 @@ def test_layer_sums_are_reduceats_floats():
     assert np.array_equal(m._layer_sums(rows, starts), np.add.reduceat(m._V[rows], starts, axis=0))
 
 
-def test_crossfit_prices_held_out_networks_without_their_layers(capsys):
+def test_crossfit_prices_held_out_networks_without_their_layers(monkeypatch):
     """``--crossfit``: a held-out network is priced as a fresh arch is -- its layers' table entries
     are not used and the regressor is refitted without them -- and the refit chooses among terms
     fitted on table-priced and on cross-fitted layer costs."""
@@ -339,3 +340,8 @@ def test_crossfit_prices_held_out_networks_without_their_layers(capsys):
     cv = out.error["network_term"]["cross_validation"]
     assert "plain layer sum, cross-fitted layers" in cv and "per-kind scale + trees, fitted on cross-fitted layers" in cv
     assert cv["chosen"] in cv and out.term.fitted_on["layers"] in ("table", "cross-fitted")
+    # the CV scores every candidate on the cross-fitted prices of its held-out networks
+    real = build._crossfit_inputs
+    monkeypatch.setattr(build, "_crossfit_inputs", lambda *a, **k: 2 * real(*a, **k))
+    cv2 = build.fit_network_term(model, archs, ms, "t", crossfit=True, log=lambda m: None).error["network_term"]
+    assert cv2["cross_validation"]["plain layer sum, cross-fitted layers"]["mape_pct"] > 60
