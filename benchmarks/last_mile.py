@@ -110,7 +110,7 @@ def run_lenet(args, out: Path) -> dict:
         if not cand.is_file():
             continue
         res = json.loads(cand.read_text())
-        if len(res["training"]["history"]) == args.epochs + 1:
+        if res.get("recipe") == _lenet_recipe(args):  # the same budget, images and scored images only
             print(f"lenet: reusing {cand}", flush=True)
             if cand != done:
                 done.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +119,10 @@ def run_lenet(args, out: Path) -> dict:
     res = _train_lenet(args, out)
     done.write_text(json.dumps(res, indent=1))
     return res
+
+
+def _lenet_recipe(args) -> dict:
+    return {"epochs": args.epochs, "train_images": args.train_images, "eval_images": args.eval_images}
 
 
 def _train_lenet(args, out: Path) -> dict:
@@ -137,7 +141,8 @@ def _train_lenet(args, out: Path) -> dict:
                  log=lambda m: print(f"[lenet] {m}", flush=True))
     tr.run()
     test = tr.test()
-    return {"name": "lenet5", "params": sum(p.numel() for p in model.parameters()), "accuracy": test,
+    return {"name": "lenet5", "recipe": _lenet_recipe(args), "params": sum(p.numel() for p in model.parameters()),
+            "accuracy": test,
             "training": {"history": tr.history, "seconds": round(tr.seconds, 1)},
             "wall_seconds": round(time.perf_counter() - t0, 1)}
 

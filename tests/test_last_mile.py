@@ -143,3 +143,18 @@ def test_missing_init_curve_file_is_one_line_before_any_run(tmp_path):
         LM.main(["--init-curve", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "out")])
     assert str(e.value).startswith(f"--init-curve: {tmp_path / 'nope.pt'} does not exist; allowed: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_lenet_result_is_reused_only_for_the_same_recipe(tmp_path, monkeypatch):
+    """--reuse takes a LeNet result only when epochs, training images and scored images all match."""
+    last_mile = LM
+    trained = []
+    monkeypatch.setattr(last_mile, "_train_lenet", lambda args, out: trained.append(1) or
+                        {"name": "lenet5", "recipe": last_mile._lenet_recipe(args), "fresh": True})
+    args = types.SimpleNamespace(epochs=5, train_images=0, eval_images=0, reuse=True, reuse_from=[])
+    (tmp_path / "lenet").mkdir()
+    old = {"name": "lenet5", "recipe": {"epochs": 5, "train_images": 2000, "eval_images": 0},
+           "training": {"history": [{}] * 6}}
+    (tmp_path / "lenet" / "result.json").write_text(json.dumps(old))
+    assert last_mile.run_lenet(args, tmp_path)["fresh"] and trained == [1]  # same epochs, other images: trained
+    assert "fresh" in last_mile.run_lenet(args, tmp_path) and trained == [1]  # its own result now: reused
