@@ -232,32 +232,31 @@ def partial_paths(spec: str, field: str = "--partial") -> list[Path]:
     return paths
 
 
-def combine_partials(partials: list) -> list[dict]:
-    """The measurement rows of several partial files, in order; a later file's rows of a key replace
-    every earlier file's rows of that key (a file measured later re-measures those items: one
-    session's conditions for each layer, never a minimum across sessions).  Every file's call-overhead
-    (``null``) row is kept: ``aggregate`` takes the smallest."""
-    per_file = [_read_partial(Path(p)) for p in partials]
-    rows: list[dict] = []
-    for i, got in enumerate(per_file):
-        later = {r["key"] for f in per_file[i + 1:] for r in f if r["kind"] != "null"}
-        rows += [r for r in got if r["key"] not in later]
-    return rows
+def combine_partials(per_file: list[list[dict]]) -> list[dict]:
+    """The rows of several partial files (``_read_partial`` of each, in order); a later file's rows of
+    a key replace every earlier file's rows of that key (a file measured later re-measures those
+    items: one session's conditions for each layer, never a minimum across sessions).  Every file's
+    call-overhead (``null``) row is kept: ``aggregate`` takes the smallest."""
+    kept: list[list[dict]] = []
+    later: set = set()
+    for rows in reversed(per_file):
+        kept.append([r for r in rows if r["key"] not in later])
+        later |= {r["key"] for r in rows if r["kind"] != "null"}
+    return [r for rows in reversed(kept) for r in rows]
 
 
 def _repo_rel(path: Path) -> str:
     return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
 
 
-def refit(target_file: Path, partial: "Path | list[Path]", out: Path, seed: int = 0, save: bool = True) -> LatencyModel:
+def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, save: bool = True) -> LatencyModel:
     """Fit ``target_file``'s measurements (its partial file(s): the build's, plus any layers measured
     later with ``--measure-layers-of``) again with this version's model, keeping how they were made
     (meta); the target's error is recomputed.  ``save=False``: only return it (the CLI saves once,
     after the network term, so a failed step never leaves a half-made target)."""
     old = LatencyModel.from_file(target_file)
-    partials = partial_paths(partial) if isinstance(partial, str) else (
-        [partial] if isinstance(partial, Path) else list(partial))
-    rows = combine_partials(partials)
+    per_file = [_read_partial(Path(p)) for p in partials]
+    rows = combine_partials(per_file)
     if not rows:
         raise TargetError(f"--partial {','.join(map(str, partials))}: no measurements")
     layers, nets = measured_items(rows)
@@ -272,7 +271,7 @@ def refit(target_file: Path, partial: "Path | list[Path]", out: Path, seed: int 
         meta["drift"] = agg["drift"]
         meta["call_overhead_ms"] = round(agg["null_rel"] * agg["ref_ms"], 4)
         meta["repeats"] = dict(old.meta.get("repeats", {}), passes_per_file={
-            _repo_rel(Path(p)): len({r["pass"] for r in _read_partial(Path(p))}) for p in partials})
+            _repo_rel(Path(p)): len({r["pass"] for r in got}) for p, got in zip(partials, per_file)})
     model = fit_target(layers, nets, agg, meta, seed=seed, name=old.name)
     if "error_sources" in old.error:  # what was found about the measurements themselves (at the build)
         model.error["error_sources"] = dict(old.error["error_sources"], **({"as_of": (
@@ -519,36 +518,43 @@ def measure_network_layers(args) -> int:
     else the shipped one) has no table entry for, measured with the build's protocol into
     ``--partial``.  Such layers come from random archs of the space (the networks the search
     prices), not from the build's stratified design: the regressor learns the layers it will meet."""
-    from search_space.arch import Arch
-
     if not args.partial:
         raise TargetError("--partial: required with --measure-layers-of; allowed: a new or resumable .jsonl file")
     target_file = repo_path(args.refit or REPO / "latency_models" / "targets" / f"{args.target}.json")
     model = LatencyModel.from_file(target_file)
     partial = Path(args.partial)
-    items = [("null", None, "null")]
+    backend = model.meta.get("runtime", BUILDABLE.get(model.name, "onnxruntime"))  # timed as the table was
+    threads = int(model.meta.get("threads", args.threads))
     if args.measure_layers_of == "table":  # every layer of the table again, in this session's conditions
         from search_space.arch import signature_from_key
 
-        items += [("layer", signature_from_key(k), k) for k in sorted(model.table.entries)]
-        backend, threads = model.meta.get("runtime", BUILDABLE.get(model.name, "onnxruntime")), int(
-            model.meta.get("threads", args.threads))
-        print(f"{len(items) - 1} layers of {target_file.name}'s table, again; partial file {partial}")
-        measure(items, partial, args.passes, backend, threads, args.rounds, time.time() + 60 * args.max_minutes)
-        return 0
-    src = repo_path(args.measure_layers_of)
+        layers = [signature_from_key(k) for k in sorted(model.table.entries)]
+        what = f"{len(layers)} layers of {target_file.name}'s table, again"
+    else:
+        layers, n_nets = _layers_missing(model, repo_path(args.measure_layers_of), backend, threads)
+        what = f"{len(layers)} layers of {n_nets} networks not in {target_file.name}'s table"
+    print(f"{what}; partial file {partial}")
+    measure([("null", None, "null")] + [("layer", s, s.key) for s in layers], partial, args.passes, backend,
+            threads, args.rounds, time.time() + 60 * args.max_minutes)
+    print(f"then: python -m latency_models.build --refit {_repo_rel(target_file)} --partial "
+          f"{model.meta.get('measurements', {}).get('partial_file', '<its measurements>')},{_repo_rel(partial)}")
+    return 0
+
+
+def _layers_missing(model: LatencyModel, src: Path, backend: str, threads: int) -> tuple[list, int]:
+    """The distinct layers of the networks of measure_nets file ``src`` that ``model``'s table lacks,
+    and how many networks the file holds (one runtime, ``backend`` x ``threads``)."""
+    from latency_models.measure_nets import one_runtime, read_rows
+    from search_space.arch import Arch
+
     if not src.is_file():
         raise TargetError(f"--measure-layers-of: {src} does not exist; allowed: a latency_models.measure_nets file "
                           "or 'table'")
-    from latency_models.measure_nets import one_runtime, read_rows
-
     rows = read_rows(src)
     if not rows:
         raise TargetError(f"--measure-layers-of {src}: no networks; allowed: a latency_models.measure_nets file")
-    backend = model.meta.get("runtime", BUILDABLE.get(model.name, "onnxruntime"))
-    threads = int(model.meta.get("threads", args.threads))
-    one_runtime(rows, src, backend, threads)  # the layers are timed as the target's table was
-    seen = set(model.table.entries)
+    one_runtime(rows, src, backend, threads)
+    seen, layers = set(model.table.entries), []
     for line, r in enumerate(rows, 1):
         try:
             arch = Arch.from_string(r["arch"])
@@ -558,12 +564,8 @@ def measure_network_layers(args) -> int:
         for s in signatures(arch, int(r.get("resolution", 224))):
             if s.key not in seen:
                 seen.add(s.key)
-                items.append(("layer", s, s.key))
-    print(f"{len(items) - 1} layers of {len(rows)} networks not in {target_file.name}'s table; partial file {partial}")
-    measure(items, partial, args.passes, backend, threads, args.rounds, time.time() + 60 * args.max_minutes)
-    print(f"then: python -m latency_models.build --refit {_repo_rel(target_file)} --partial "
-          f"{model.meta.get('measurements', {}).get('partial_file', '<its measurements>')},{_repo_rel(partial)}")
-    return 0
+                layers.append(s)
+    return layers, len(rows)
 
 
 @cli_entry
