@@ -4,6 +4,7 @@
                                    [--target pixel-cpu] [--budget 60ms] [--candidates 10000] [--compare 300]
                                    [--retest 100] [--top 10] [--precise 4 --precise-archs 100]
                                    [--calib-variants 4,8 --variant-archs 50] [--cost 10]
+                                   [--variants all] [--whole-labels [--whole-json PATH]]
 
 1. The predictor (``get_evaluator("predictor")``): collects ``--samples`` supernet evaluations once
    (cached, resumable) and fits; prints its held-out Kendall tau against the supernet (goal >= 0.8)
@@ -46,6 +47,17 @@
    warm-up per setting) for 2,000 vs the whole
    split x 2/4/8 calibration batches, BN folding on/off and scored batches of 500/1000/2500, and
    whether folding changed any image's verdict.
+6. Model/feature variants (``--variants all`` or a comma list of ``VARIANTS``; needs ``--precise K``),
+   protocol declared before measuring (docs/search.md, session 6): each variant's 5-fold
+   cross-validated Kendall tau (``--cv-folds``, repeated with ``--cv-seeds`` fold seeds; the mean over
+   all folds) on the *training* archs of part 1's split only (their cached default scores); the
+   variant with the highest CV tau is refitted on all of them and scored ONCE against part 4's
+   precise scores (and the held-out default scores).
+7. Less noisy labels (``--whole-labels``; needs ``--precise K``): each training arch scored once on
+   the *whole* validation split, calibration seed 0 (``PredictorEvaluator.precise`` with k=1, cached
+   per 500-image block in ``--whole-json``, resumable; ~1.5 s CPU an arch); part 6's CV on these
+   labels, its best variant (primary) and the default ``gbr`` (secondary) fitted on them and scored
+   against part 4's precise scores and the held-out default scores.
 """
 from __future__ import annotations
 
@@ -53,6 +65,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -97,6 +110,13 @@ def main(argv=None) -> int:
                    help="part 5: calibration batch counts scored with seeds 0 and 1, e.g. 4,8 (needs --precise)")
     p.add_argument("--variant-archs", dest="variant_archs", type=int, default=50)
     p.add_argument("--cost", type=int, default=0, help="part 5: archs timed per evaluation setting (0: skip)")
+    p.add_argument("--variants", default="", help="part 6: model/feature variants by CV ('all' or a comma list; needs --precise)")
+    p.add_argument("--cv-folds", dest="cv_folds", type=int, default=5)
+    p.add_argument("--cv-seeds", dest="cv_seeds", type=int, default=2)
+    p.add_argument("--whole-labels", dest="whole_labels", action="store_true",
+                   help="part 7: the training archs scored on the whole validation split, then fitted (needs --precise)")
+    p.add_argument("--whole-json", dest="whole_json",
+                   default=str(Path(__file__).resolve().parent / "data" / "predictor_wholesplit_mobile-unified.json"))
     p.add_argument("--json", default="runs/bench-predictor/predictor.json")
     args = p.parse_args(argv)
     for name in ("precise", "precise_archs", "variant_archs", "cost", "retest", "top", "compare", "candidates"):
@@ -116,6 +136,19 @@ def main(argv=None) -> int:
         p.error(f"--calib-variants: got {args.calib_variants!r}; allowed: a comma list of positive integers, e.g. 4,8")
     if variants and not args.precise:
         p.error("--calib-variants: needs --precise K (its variance components)")
+    if args.variants.strip() in ("", "all"):
+        model_variants = list(VARIANTS) if args.variants.strip() == "all" else []
+    else:
+        model_variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        bad = [v for v in model_variants if v not in VARIANTS]
+        if bad or not model_variants:
+            p.error(f"--variants: got {args.variants!r}; allowed: all, or a comma list of {', '.join(VARIANTS)}")
+    for name in ("cv_folds", "cv_seeds"):
+        if getattr(args, name) < (2 if name == "cv_folds" else 1):
+            p.error(f"--{name.replace('_', '-')}: got {getattr(args, name)}; allowed: an integer >= "
+                    f"{2 if name == 'cv_folds' else 1}")
+    if (model_variants or args.whole_labels) and not args.precise:
+        p.error(f"--{'variants' if model_variants else 'whole-labels'}: needs --precise K (the held-out precise scores)")
 
     t_all = time.perf_counter()
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M %Z')}; {versions()}", flush=True)
@@ -186,6 +219,26 @@ def main(argv=None) -> int:
         out["precise"] = precise_part(args, ev, [archs[i] for i in test[:args.precise_archs]],
                                       fitted[args.model].predict(vec.transform([feats[i] for i in test[:args.precise_archs]])),
                                       [float(y[i]) for i in test[:args.precise_archs]], variants)
+    if model_variants or args.whole_labels:
+        held = test[:args.precise_archs]
+        precise = out["precise"]
+        Xtr, Xte = vec.transform([feats[i] for i in train]), vec.transform([feats[i] for i in held])
+        ydef = [float(y[i]) for i in held]
+        if model_variants:
+            out["variants"] = variants_part(args, model_variants, Xtr, y[train], Xte, precise, ydef, vec.names,
+                                            "cached default scores")
+        if args.whole_labels:
+            t = time.perf_counter()
+            n_val = len(ev.data.val)
+            counts = ev.precise([archs[i] for i in train], 1, cache=args.whole_json, progress=True)
+            yw = counts.sum(axis=(1, 2)) / n_val
+            print(f"whole-split labels: {len(train)} training archs scored once on all {n_val} validation images "
+                  f"(calibration seed {args.seed}) in {time.perf_counter() - t:.0f} s ({args.whole_json}); their tau vs "
+                  f"the default scores {kendall_tau(yw, y[train]):.3f}", flush=True)
+            res = variants_part(args, model_variants or ["gbr"], Xtr, yw, Xte, precise, ydef, vec.names,
+                                "whole-split scores", also=["gbr"])
+            res["label_tau_vs_default"] = kendall_tau(yw, y[train])
+            out["whole_labels"] = res
     if args.cost:
         out["cost"] = cost_part(ev, [archs[i] for i in test[:args.cost]])
     if not args.candidates:
@@ -264,6 +317,158 @@ def main(argv=None) -> int:
             print(f"  goal: {name} within 0.5 points of the supernet-evaluated search of {args.compare}: "
                   f"{d:+.2f} points -> {'MET' if d >= -0.5 else 'NOT MET'}")
     return finish(out, args, t_all)
+
+
+
+_POS = re.compile(r"^o\d+\.s\d+\.\d+\.")      # a layer position's columns (position_keys)
+_RES = re.compile(r"^o\d+#\d+\.")             # a resolution stage's j-th layer's columns
+
+
+def feature_set(names, which: str) -> list[int]:
+    """Column indices of a feature set: ``all``; ``compact`` (per-stage and whole-net sums, stem, head,
+    no per-layer columns); ``perpos`` (the per-layer columns only, and the resolution)."""
+    if which == "all":
+        return list(range(len(names)))
+    per = [bool(_POS.match(n) or _RES.match(n)) for n in names]
+    if which == "compact":
+        return [i for i, p in enumerate(per) if not p]
+    if which == "perpos":
+        return [i for i, (n, p) in enumerate(zip(names, per)) if p or n == "resolution"]
+    raise ValueError(which)
+
+
+class _ZMean:
+    """The mean of several regressors' predictions, each standardized by its training predictions."""
+
+    def __init__(self, makers):
+        self.makers = makers
+
+    def fit(self, X, y):
+        self.models = [m().fit(X, y) for m in self.makers]
+        self.stats = []
+        for m in self.models:
+            p = m.predict(X)
+            self.stats.append((float(p.mean()), float(p.std()) or 1.0))
+        self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
+        return self
+
+    def predict(self, X):
+        import numpy as np
+
+        z = np.mean([(m.predict(X) - a) / b for m, (a, b) in zip(self.models, self.stats)], axis=0)
+        return self.mu + self.sd * z
+
+
+def variant_model(name: str, seed: int, names: list[str]):
+    """(feature-set column indices, an unfitted regressor) of a declared variant (docs/search.md, session 6)."""
+    import numpy as np
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, HistGradientBoostingRegressor
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+    from sklearn.svm import SVR
+
+    from searchers.evaluators.predictor import make_model
+
+    def gbr(**kw):
+        base = dict(n_estimators=800, max_depth=2, learning_rate=0.02, subsample=0.7, min_samples_leaf=5,
+                    random_state=seed)
+        return GradientBoostingRegressor(**{**base, **kw})
+
+    def hgb(monotone):
+        cols = feature_set(names, "all")
+        cst = [1 if names[i] in ("log_macs", "log_params") else 0 for i in cols] if monotone else None
+        return HistGradientBoostingRegressor(max_iter=800, learning_rate=0.02, max_leaf_nodes=4, min_samples_leaf=10,
+                                             l2_regularization=1.0, monotonic_cst=cst, early_stopping=False,
+                                             random_state=seed)
+
+    def gp():
+        k = ConstantKernel(1.0) * RBF(length_scale=10.0, length_scale_bounds=(1e-1, 1e4)) + WhiteKernel(0.5)
+        return make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel=k, normalize_y=True, random_state=seed))
+
+    def ridge():
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+
+    table = {
+        "gbr": ("all", lambda: make_model("gbr", seed)),
+        "gbr-depth3": ("all", lambda: gbr(max_depth=3)),
+        "gbr-slow": ("all", lambda: gbr(n_estimators=1600, learning_rate=0.01)),
+        "hgb": ("all", lambda: hgb(False)),
+        "hgb-monotone": ("all", lambda: hgb(True)),
+        "gbr-compact": ("compact", lambda: make_model("gbr", seed)),
+        "gbr-perpos": ("perpos", lambda: make_model("gbr", seed)),
+        "ridge-pairs-compact": ("compact", lambda: make_pipeline(StandardScaler(), PolynomialFeatures(2, include_bias=False),
+                                                                 StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 13)))),
+        "gp": ("all", gp),
+        "svr": ("all", lambda: make_pipeline(StandardScaler(), TransformedTargetRegressor(
+            regressor=SVR(C=1.0, epsilon=0.1, gamma="scale"), transformer=StandardScaler()))),
+        "extra-trees": ("all", lambda: ExtraTreesRegressor(n_estimators=500, max_features=0.3, min_samples_leaf=3,
+                                                           random_state=seed, n_jobs=1)),
+        "mean-gbr-gp-ridge": ("all", lambda: _ZMean([lambda: make_model("gbr", seed), gp, ridge])),
+    }
+    if name not in table:
+        raise ValueError(name)
+    which, make = table[name]
+    return feature_set(names, which), make()
+
+
+VARIANTS = ("gbr", "gbr-depth3", "gbr-slow", "hgb", "hgb-monotone", "gbr-compact", "gbr-perpos",
+            "ridge-pairs-compact", "gp", "svr", "extra-trees", "mean-gbr-gp-ridge")
+
+
+def cv_variants(X, y, names, variants=VARIANTS, folds=5, seeds=(0, 1), seed=0, log=print) -> dict:
+    """Each variant's k-fold cross-validated Kendall tau on (X, y): per fold seed, ``folds`` folds;
+    the mean over all folds, its standard error, and the fit time."""
+    import time
+
+    import numpy as np
+    from sklearn.model_selection import KFold
+
+    from searchers.evaluators.predictor import kendall_tau
+
+    out = {}
+    for name in variants:
+        taus, t = [], time.perf_counter()
+        for fs in seeds:
+            for tr, te in KFold(folds, shuffle=True, random_state=fs).split(X):
+                cols, m = variant_model(name, seed, names)
+                m.fit(X[tr][:, cols], y[tr])
+                taus.append(kendall_tau(m.predict(X[te][:, cols]), y[te]))
+        out[name] = {"cv_tau": float(np.mean(taus)), "se": float(np.std(taus, ddof=1) / np.sqrt(len(taus))),
+                     "folds": [float(x) for x in taus], "s": round(time.perf_counter() - t, 1)}
+        log(f"  CV {name:20s} tau {out[name]['cv_tau']:.3f} +- {out[name]['se']:.3f} ({out[name]['s']:.0f} s)")
+    return out
+
+
+def variants_part(args, names_, Xtr, ytr, Xte, precise, ydef, cols, labels, also=()) -> dict:
+    """Parts 6 and 7: every variant's CV tau on (Xtr, ytr); the best one (and ``also``) refitted on all of
+    them and scored against the precise scores of the held-out archs (``precise``: part 4's stats) and
+    their default scores ``ydef``."""
+    import numpy as np
+
+    from searchers.evaluators.predictor import kendall_tau
+
+    Xtr, ytr, Xte = np.asarray(Xtr, np.float64), np.asarray(ytr, np.float64), np.asarray(Xte, np.float64)
+    print(f"model variants on the {len(ytr)} training archs' {labels} ({args.cv_folds}-fold CV x {args.cv_seeds} "
+          f"fold seeds, Kendall tau of out-of-fold predictions):", flush=True)
+    cv = cv_variants(Xtr, ytr, cols, names_, args.cv_folds, tuple(range(args.cv_seeds)), args.seed,
+                     log=lambda m: print(m, flush=True))
+    best = max(cv, key=lambda k: cv[k]["cv_tau"])
+    held = {}
+    for name in [best] + [a for a in also if a != best]:
+        c, m = variant_model(name, args.seed, cols)
+        m.fit(Xtr[:, c], ytr)
+        p = m.predict(Xte[:, c])
+        held[name] = {"kendall_tau_precise": kendall_tau(p, precise["score"]), "kendall_tau_default": kendall_tau(p, ydef),
+                      "predicted": [float(v) for v in p]}
+        print(f"  {'chosen' if name == best else 'also  '} {name} (fitted on {labels}): tau vs the precise score "
+              f"{held[name]['kendall_tau_precise']:.3f} -> goal >= 0.8: "
+              f"{'MET' if held[name]['kendall_tau_precise'] >= 0.8 else 'NOT MET'}; vs the held-out default scores "
+              f"{held[name]['kendall_tau_default']:.3f} ({len(ydef)} archs)", flush=True)
+    return {"labels": labels, "cv": cv, "chosen": best, "held_out": held}
 
 
 def finish(out: dict, args, t_all: float) -> int:

@@ -336,6 +336,13 @@ def test_precise_scores_are_whole_split_scores_cached_and_resumed(predictor, tmp
     (["--precise", "1"], "predictor.py: error: --precise: got 1; allowed: 0 (off) or an integer >= 2"),
     (["--precise", "4", "--precise-archs", "2"], "predictor.py: error: --precise-archs: got 2; allowed: an integer >= 3"),
     (["--precise", "4", "--variant-archs", "0"], "predictor.py: error: --variant-archs: got 0; allowed: an integer >= 3"),
+    (["--precise", "4", "--variants", "gbr,nope"],
+     "predictor.py: error: --variants: got 'gbr,nope'; allowed: all, or a comma list of gbr, gbr-depth3, gbr-slow, hgb, "
+     "hgb-monotone, gbr-compact, gbr-perpos, ridge-pairs-compact, gp, svr, extra-trees, mean-gbr-gp-ridge"),
+    (["--variants", "all"], "predictor.py: error: --variants: needs --precise K (the held-out precise scores)"),
+    (["--whole-labels"], "predictor.py: error: --whole-labels: needs --precise K (the held-out precise scores)"),
+    (["--precise", "4", "--variants", "gbr", "--cv-folds", "1"], "predictor.py: error: --cv-folds: got 1; allowed: an integer >= 2"),
+    (["--precise", "4", "--variants", "gbr", "--cv-seeds", "0"], "predictor.py: error: --cv-seeds: got 0; allowed: an integer >= 1"),
 ])
 def test_benchmark_options_are_checked_in_one_line(argv, line):
     import subprocess
@@ -344,3 +351,97 @@ def test_benchmark_options_are_checked_in_one_line(argv, line):
     r = subprocess.run([sys.executable, str(root / "benchmarks" / "predictor.py"), *argv], capture_output=True,
                        text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == line and "Traceback" not in r.stderr
+
+
+def _bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predictor.py"
+    spec = importlib.util.spec_from_file_location("bench_predictor", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_feature_sets_split_the_columns_into_per_layer_and_summary_ones():
+    """``compact`` = no per-layer column (position or resolution-stage index); ``perpos`` = exactly the
+    per-layer columns and the resolution; together they are every column once (the resolution twice)."""
+    from search_space.space import load_space
+    from searchers.evaluators.predictor import Vectorizer, arch_features
+
+    B = _bench()
+    space = load_space("mobile-unified")
+    rng = random.Random(5)
+    feats = [arch_features(space.sample(rng), 32, 10) for _ in range(30)]
+    names = Vectorizer.fit(feats).names
+    compact, perpos = B.feature_set(names, "compact"), B.feature_set(names, "perpos")
+    assert B.feature_set(names, "all") == list(range(len(names)))
+    per_layer = {n for n in names if "#" in n or n.count(".") >= 3}
+    assert {names[i] for i in perpos} == per_layer | {"resolution"}
+    assert not per_layer & {names[i] for i in compact}
+    assert sorted(set(compact) | set(perpos)) == list(range(len(names)))
+    assert set(compact) & set(perpos) == {names.index("resolution")}
+    assert {"log_macs", "log_params", "depth", "o14.sum_k", "stem.out", "head.last"} <= {names[i] for i in compact}
+    assert "o14#0.k" in {names[i] for i in perpos} and "o14.s0.0.k=3" in {names[i] for i in perpos}
+    with pytest.raises(ValueError):
+        B.feature_set(names, "every")
+
+
+def test_cv_variants_is_the_mean_fold_tau_and_variants_part_refits_the_best():
+    """``cv_variants``: per fold seed, k shuffled folds; the figure is the mean of the folds' Kendall
+    taus of out-of-fold predictions (checked by refitting every fold by hand); ``variants_part`` picks
+    the highest CV tau, refits it on all the training rows and scores it against the precise scores."""
+    from types import SimpleNamespace
+
+    from sklearn.model_selection import KFold
+
+    from searchers.evaluators.predictor import kendall_tau
+
+    B = _bench()
+    rng = np.random.default_rng(0)
+    names = ["log_macs", "o14.s0.0.k=3", "o14#0.k", "resolution"]
+    X = rng.normal(size=(60, 4))
+    y = X[:, 0] + 0.5 * X[:, 1] + rng.normal(0, 0.3, 60)                 # log_macs and a per-layer column
+    cv = B.cv_variants(X, y, names, ["svr", "ridge-pairs-compact"], folds=3, seeds=(0, 1), log=lambda m: None)
+    for name in ("svr", "ridge-pairs-compact"):
+        taus = []
+        for fs in (0, 1):
+            for tr, te in KFold(3, shuffle=True, random_state=fs).split(X):
+                cols, m = B.variant_model(name, 0, names)
+                taus.append(kendall_tau(m.fit(X[tr][:, cols], y[tr]).predict(X[te][:, cols]), y[te]))
+        assert cv[name]["folds"] == pytest.approx(taus) and cv[name]["cv_tau"] == pytest.approx(np.mean(taus))
+        assert cv[name]["se"] == pytest.approx(np.std(taus, ddof=1) / math.sqrt(6))
+    # the compact set has no per-layer column: it misses half the signal and ranks worse
+    assert B.feature_set(names, "compact") == [0, 3]
+    assert cv["svr"]["cv_tau"] > cv["ridge-pairs-compact"]["cv_tau"] > 0.2
+    Xte = rng.normal(size=(20, 4))
+    truth = Xte[:, 0] + 0.5 * Xte[:, 1]
+    args = SimpleNamespace(cv_folds=3, cv_seeds=2, seed=0)
+    res = B.variants_part(args, ["ridge-pairs-compact", "svr"], X, y, Xte, {"score": list(truth)}, list(-truth), names,
+                          "test labels", also=["ridge-pairs-compact"])
+    assert res["chosen"] == "svr" and set(res["held_out"]) == {"svr", "ridge-pairs-compact"}
+    cols, m = B.variant_model("svr", 0, names)
+    p = m.fit(X[:, cols], y).predict(Xte[:, cols])
+    assert res["held_out"]["svr"]["predicted"] == pytest.approx(list(p))
+    assert res["held_out"]["svr"]["kendall_tau_precise"] == pytest.approx(kendall_tau(p, truth))
+    assert kendall_tau(p, truth) > 0.6
+    assert res["held_out"]["svr"]["kendall_tau_default"] == pytest.approx(-kendall_tau(p, truth))
+
+
+def test_the_standardized_mean_of_regressors():
+    """``mean-gbr-gp-ridge``: each member's prediction standardized by its training predictions, averaged,
+    and put back on the labels' scale."""
+    from sklearn.linear_model import LinearRegression
+
+    B = _bench()
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 3))
+    y = 0.8 + 0.01 * (X[:, 0] - X[:, 1])
+    zm = B._ZMean([LinearRegression, lambda: LinearRegression(fit_intercept=False)]).fit(X, y)
+    a, b = LinearRegression().fit(X, y), LinearRegression(fit_intercept=False).fit(X, y)
+    Xn = rng.normal(size=(5, 3))
+    za = (a.predict(Xn) - a.predict(X).mean()) / a.predict(X).std()
+    zb = (b.predict(Xn) - b.predict(X).mean()) / b.predict(X).std()
+    assert zm.predict(Xn) == pytest.approx(y.mean() + y.std() * (za + zb) / 2)
+    cols, m = B.variant_model("mean-gbr-gp-ridge", 0, ["a", "b", "c"])
+    assert cols == [0, 1, 2] and len(m.makers) == 3
