@@ -445,3 +445,23 @@ def test_the_standardized_mean_of_regressors():
     assert zm.predict(Xn) == pytest.approx(y.mean() + y.std() * (za + zb) / 2)
     cols, m = B.variant_model("mean-gbr-gp-ridge", 0, ["a", "b", "c"])
     assert cols == [0, 1, 2] and len(m.makers) == 3
+
+
+def test_whole_split_labels_are_the_eval_images_option(predictor, tmp_path):
+    """Fitting on whole-split labels is the ``eval_images`` option set to the validation split's size:
+    its own evaluations folder (the evaluation settings are in the key), the same supernet (not
+    retrained: its cache key does not depend on them), the same archs in the same order, and each
+    label is the whole split's score with calibration seed 0 -- ``precise`` with k=1."""
+    from search_space.arch import Arch
+    from searchers.evaluators import get_evaluator
+
+    whole = get_evaluator("predictor", space=SPACE, dataset=str(predictor.dataset), samples=12, progress=False,
+                          cache_root=predictor.cache_root, **{**TINY, "eval_images": 120})
+    whole.prepare()
+    assert whole.dir != predictor.dir and whole.supernet_evaluator.recipe.eval_images == len(whole.data.val) == 120
+    assert whole._supernet_name() == predictor._supernet_name() and not whole.supernet_evaluator.trained_now
+    rows, base = whole.read_evals(), predictor.read_evals()
+    assert [r["arch"] for r in rows] == [r["arch"] for r in base][:len(rows)] and len(rows) == 12
+    counts = predictor.precise([Arch.from_string(r["arch"]) for r in rows], 1, cache=tmp_path / "w.json")
+    assert [r["accuracy"] for r in rows] == pytest.approx(list(counts.sum(axis=(1, 2)) / 120))
+    assert [r["accuracy"] for r in rows] != [r["accuracy"] for r in base]
