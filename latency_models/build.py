@@ -254,7 +254,7 @@ def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, sav
     later with ``--measure-layers-of``) again with this version's model, keeping how they were made
     (meta); the target's error is recomputed.  ``save=False``: only return it (the CLI saves once,
     after the network term, so a failed step never leaves a half-made target)."""
-    old = LatencyModel.from_file(target_file)
+    old = LatencyModel.read_file(target_file)  # its meta and error: the predictor is fitted anew
     per_file = [_read_partial(Path(p)) for p in partials]
     rows = combine_partials(per_file)
     if not rows:
@@ -262,19 +262,20 @@ def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, sav
     layers, nets = measured_items(rows)
     agg = aggregate(rows)
     where = ",".join(_repo_rel(Path(p)) for p in partials)
-    meta = dict(old.meta, refit={"date": _dt.datetime.now().isoformat(timespec="seconds"),
+    old_meta, old_error = old.get("meta") or {}, old.get("error") or {}
+    meta = dict(old_meta, refit={"date": _dt.datetime.now().isoformat(timespec="seconds"),
                                  "from": where, "rows": len(rows),
                                  "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})
-    meta["measurements"] = dict(old.meta.get("measurements", {}), partial_file=where, rows=len(rows))
+    meta["measurements"] = dict(old_meta.get("measurements", {}), partial_file=where, rows=len(rows))
     if len(partials) > 1:  # the table's time scale is the pooled files' (``aggregate``): the meta says so
-        meta["reference"] = dict(old.meta.get("reference", {}), ms=round(agg["ref_ms"], 4))
+        meta["reference"] = dict(old_meta.get("reference", {}), ms=round(agg["ref_ms"], 4))
         meta["drift"] = agg["drift"]
         meta["call_overhead_ms"] = round(agg["null_rel"] * agg["ref_ms"], 4)
-        meta["repeats"] = dict(old.meta.get("repeats", {}), passes_per_file={
+        meta["repeats"] = dict(old_meta.get("repeats", {}), passes_per_file={
             _repo_rel(Path(p)): len({r["pass"] for r in got}) for p, got in zip(partials, per_file)})
-    model = fit_target(layers, nets, agg, meta, seed=seed, name=old.name)
-    if "error_sources" in old.error:  # what was found about the measurements themselves (at the build)
-        model.error["error_sources"] = dict(old.error["error_sources"], **({"as_of": (
+    model = fit_target(layers, nets, agg, meta, seed=seed, name=old["target"])
+    if "error_sources" in old_error:  # what was found about the measurements themselves (at the build)
+        model.error["error_sources"] = dict(old_error["error_sources"], **({"as_of": (
             "the build's measurements (its own layers and passes); the layer figures of this file are in "
             "layers_held_out")} if len(partials) > 1 else {}))
     if save:
@@ -403,6 +404,22 @@ def read_networks(path: Path, ref_ms: float | None = None, resolution: int = 224
     except (KeyError, TypeError, ValueError) as exc:
         raise TargetError(f"--networks {path}: not a measure_nets file ({type(exc).__name__}: {exc})") from None
     return archs, ms, [f"{r.get('space')}#{r.get('seed')}/{r.get('index')}" for r in rows]
+
+
+def read_networks_files(spec: str, resolution: int = 224) -> tuple[list, np.ndarray, str]:
+    """``read_networks`` of each file of a comma-separated list (own times), joined; and the list
+    as the target's meta records it (paths relative to the repository)."""
+    paths = [repo_path(p) for p in spec.split(",") if p.strip()]
+    if not paths:
+        raise TargetError(f"--networks {spec!r}: allowed: one or more latency_models.measure_nets files, comma-separated")
+    archs, ms = [], []
+    for path in paths:
+        if not path.is_file():
+            raise TargetError(f"--networks: {path} does not exist; allowed: a latency_models.measure_nets file")
+        a, m, _ = read_networks(path, None, resolution)
+        archs += a
+        ms.append(m)
+    return archs, np.concatenate(ms), ",".join(_repo_rel(p) for p in paths)
 
 
 def _label(by_kind: bool, residual: str, rounds: int = 0) -> str:
@@ -591,7 +608,7 @@ def main(argv=None) -> int:
     ap.add_argument("--partial", default=None, help="resumable measurements (default in the cache dir)")
     ap.add_argument("--fresh", action="store_true", help="discard earlier partial measurements")
     ap.add_argument("--networks", default=None, help="with --refit: fit the network term on these whole networks "
-                    "(a latency_models.measure_nets file; default: the target's meta.network_term_from, if any)")
+                    "(latency_models.measure_nets files, comma-separated; default: the target's meta.network_term_from, if any)")
     ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
                     "measurements (--partial, default its meta's) again with this version's model, into --out "
                     "(with --measure-layers-of: the target whose table is read)")
@@ -612,18 +629,14 @@ def main(argv=None) -> int:
         raise TargetError(f"--networks {args.networks}: only with --refit; allowed: --refit TARGET_FILE --networks FILE")
     if args.refit:
         src = Path(args.refit)
-        old = LatencyModel.from_file(src)
-        partial = partial_paths(args.partial or old.meta.get("measurements", {}).get("partial_file") or "")
+        old_meta = LatencyModel.read_file(src).get("meta") or {}
+        partial = partial_paths(args.partial or old_meta.get("measurements", {}).get("partial_file") or "")
         out = Path(args.out) if args.out else src
         model = refit(src, partial, out, args.seed, save=False)
         nets = args.networks or model.meta.get("network_term_from")
         if nets:
-            npath = repo_path(nets)
-            if not npath.is_file():
-                raise TargetError(f"--networks: {npath} does not exist; allowed: a latency_models.measure_nets file")
-            where = _repo_rel(npath)
             res = int(max(model.meta.get("resolutions") or [224]))
-            archs, ms, _ = read_networks(npath, None, res)
+            archs, ms, where = read_networks_files(nets, res)
             model.meta["network_term_from"] = where
             crossfit = bool(model.meta.get("network_term_crossfit")) if args.crossfit is None else args.crossfit
             model.meta["network_term_crossfit"] = crossfit

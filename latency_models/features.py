@@ -28,7 +28,7 @@ FEATURES = (
     "dws2_macs",      # extra term: depthwise MACs of stride-2 depthwise convs
     "dense_macs",     # kxk full (or grouped) convs, k > 1
     "se_macs",        # squeeze-and-excitation FCs
-    "dwu_macs",       # extra term: depthwise MACs on channel counts not a multiple of 8
+    "dwu4_macs",      # extra term: depthwise MACs on channel counts not a multiple of DW_ALIGN (4)
     "pwu_macs",       # extra term: 1x1 / dense MACs with in or out channels not a multiple of 8
     "in_bytes",       # activation bytes read by the layer
     "out_bytes",      # activation bytes written at its output
@@ -39,7 +39,10 @@ FEATURES = (
     "one",            # per-layer constant
 )
 N_FEATURES = len(FEATURES)
-ALIGN = 8
+ALIGN = 8     # 1x1 / dense convs: channel counts a multiple of this run the fast (NCHWc) kernels
+DW_ALIGN = 4  # depthwise convs: ONNX Runtime's NCHWc depthwise kernel takes channel counts that are a
+# multiple of 4; other counts fall back to a per-channel path 6-20x slower per MAC on this CPU
+# (``benchmarks/ort_alignment.py`` measures it: e.g. 646 channels, k7, 14x14: 4.3 ms vs 0.21 ms at 644)
 _IDX = {n: i for i, n in enumerate(FEATURES)}
 SCALE = np.array([1e-6 if n.endswith("macs") else 1e-6 if n.endswith("bytes") else
                   1e-6 if n.endswith("elems") else 1.0 for n in FEATURES])  # keep numbers O(1)
@@ -72,8 +75,8 @@ class _Acc:
         self.add("dw3_macs" if k <= 3 else "dw5_macs" if k <= 5 else "dw7_macs", macs)
         if max(stride_hw(stride)) > 1:
             self.add("dws2_macs", macs)
-        if ch % ALIGN:
-            self.add("dwu_macs", macs)
+        if ch % DW_ALIGN:
+            self.add("dwu4_macs", macs)
         self.add("weight_bytes", 4 * (ch * k * k + 2 * ch))
         self.add("ops", 1)
 
@@ -238,7 +241,7 @@ def layer_features(sig: Signature) -> np.ndarray:
     return np.array(a.v)
 
 
-_MAC_NAMES = [i for i, n in enumerate(FEATURES) if n.endswith("macs") and n not in ("dws2_macs", "dwu_macs", "pwu_macs")]
+_MAC_NAMES = [i for i, n in enumerate(FEATURES) if n.endswith("macs") and n not in ("dws2_macs", "dwu4_macs", "pwu_macs")]
 
 
 _AGREE: dict[tuple, bool] = {}
@@ -391,8 +394,8 @@ class _VAcc:
         for name, m in (("dw3_macs", k <= 3), ("dw5_macs", (k > 3) & (k <= 5)), ("dw7_macs", k > 5)):
             self.add(name, macs, m if mask is None else m & mask)
         self.add("dws2_macs", macs, s2 if mask is None else s2 & mask)
-        un = ch % ALIGN != 0
-        self.add("dwu_macs", macs, un if mask is None else un & mask)
+        un = ch % DW_ALIGN != 0
+        self.add("dwu4_macs", macs, un if mask is None else un & mask)
         self.add("weight_bytes", 4 * (ch * k * k + 2 * ch), mask)
         self.add("ops", 1, mask)
 

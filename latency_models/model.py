@@ -781,8 +781,11 @@ class LatencyModel:
         tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         tmp.replace(path)
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> "LatencyModel":
+    @staticmethod
+    def read_file(path: str | Path) -> dict[str, Any]:
+        """A target file's JSON after the checks every reader needs (exists, JSON, format, version,
+        name); its predictor and table are not read (``build --refit`` refits a file whose predictor
+        an older version of the features wrote)."""
         path = Path(path)
         where = str(path)
         if not path.is_file():
@@ -799,6 +802,13 @@ class LatencyModel:
         name = d.get("target")
         if not isinstance(name, str) or not name:
             raise TargetError(f"{where}.target: got {name!r}; allowed: the target's name")
+        return d
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "LatencyModel":
+        where = str(path)
+        d = cls.read_file(path)
+        name = d["target"]
         table = LatencyTable.from_dict(d.get("table", {}), f"{where}.table")
         pred = d.get("predictor")
         predictor = Predictor.from_dict(pred, f"{where}.predictor") if pred is not None else None

@@ -495,6 +495,13 @@ class TreeResidual:
 # --------------------------------------------------------------------------------------------
 # Network-level term: whole-network latency from the network's layers, fitted on whole networks
 # --------------------------------------------------------------------------------------------
+# The network term's ridge penalties (on standardised z).  z holds each feature's sum twice (absolute and
+# per ms of S) next to log S: nearly collinear columns, so a penalty near 0 (least squares) fits large
+# weights of opposite sign that cancel on the training networks and not on networks unlike them (a term
+# fitted with 0.01 priced SqueezeNet and MobileNetV1 27-37% high, their layers all measured); from 1 up.
+RIDGE_ALPHAS = np.logspace(0, 5, 21)
+
+
 def rowdot(A: np.ndarray, w: np.ndarray) -> np.ndarray:
     """A @ w accumulated column by column: each row's value does not depend on the other rows
     (a BLAS product may round differently with the batch size), so predict == predict_many."""
@@ -618,7 +625,7 @@ class NetworkTerm:
         r = np.log(y / term.linear(V))
         mu, sd = Z.mean(0), Z.std(0)
         sd[sd < 1e-9] = np.inf  # a constant column gets weight 0
-        ridge = RidgeCV(alphas=np.logspace(-2, 5, 29)).fit((Z - mu) / sd, r)
+        ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit((Z - mu) / sd, r)
         term.weights = np.where(np.isfinite(ridge.coef_ / sd), ridge.coef_ / sd, 0.0)
         term.intercept = float(ridge.intercept_ - (mu * term.weights).sum())
         term.fitted_on["ridge_alpha"] = float(ridge.alpha_)

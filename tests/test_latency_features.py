@@ -73,3 +73,21 @@ def test_fast_path_equals_breakdown(target):
         assert sum(ms for _, ms in rows) == pytest.approx(p, rel=1e-9)
         assert model.predict(arch, 224) == pytest.approx(p, rel=1e-9)
     assert np.all(many > 0)
+
+
+def test_unaligned_depthwise_marks_channel_counts_not_a_multiple_of_four():
+    """``dwu4_macs``: depthwise MACs on channel counts ONNX Runtime's NCHWc depthwise kernel does not
+    take (not a multiple of 4: 5-13x slower per MAC here, ``benchmarks/ort_alignment.py``); 644 and 648
+    channels run the fast kernel, 646 and 650 do not.  The numeric path agrees with the per-layer one."""
+    from search_space.arch import Arch
+    from latency_models.features import features_many
+
+    keys = {}
+    for mid in (640, 644, 646, 648, 650):
+        a = Arch.from_string(f"stem_i3_o32_k3_s2_re-mbconv_i32_o32_m{mid}_k7_s1_re_skip-head_l1280_re")
+        sig = signatures(a, 224)[1]
+        f = dict(zip(FEATURES, layer_features(sig)))
+        keys[mid] = f["dwu4_macs"]
+        assert f["dw7_macs"] == mid * 49 * 112 * 112
+        assert np.array_equal(features_many([sig])[0], layer_features(sig))
+    assert keys == {640: 0, 644: 0, 646: 646 * 49 * 112 * 112, 648: 0, 650: 650 * 49 * 112 * 112}
