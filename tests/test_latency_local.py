@@ -328,3 +328,32 @@ def test_tree_tables_reach_the_leaves_the_walk_reaches():
         got, ref = forest.log_ratio(Z), forest._walk(Z)
         assert np.array_equal(got, ref)
         assert len(np.unique(got)) > 1000  # many different leaf combinations met
+
+
+def test_refit_takes_a_target_written_with_other_features(tmp_path, capsys):
+    """A target file whose predictor names another version's features no longer loads (one line naming
+    the field and this version's features), and ``build --refit`` still fits it anew from its
+    measurements: it reads only the file's meta, so a feature change is a refit, not a re-measurement."""
+    from latency_models.model import LatencyModel
+
+    src = REPO / "latency_models" / "targets" / "local-tflite.json"
+    d = json.loads(src.read_text())
+    feats = d["predictor"]["features"]
+    d["predictor"]["features"] = ["dwu_macs" if f == "dwu4_macs" else f for f in feats]
+    assert d["predictor"]["features"] != feats
+    old = tmp_path / "local-tflite.json"
+    old.write_text(json.dumps(d))
+    with pytest.raises(latency_models.TargetError, match=r"predictor\.features: do not match this version's features; "
+                       r"allowed: .*dwu4_macs"):
+        LatencyModel.from_file(old)
+    assert validate.main(["--target", str(old), "--archs", "0", "--no-zoo"]) == 2
+    assert "predictor.features: do not match" in capsys.readouterr().err
+    out = tmp_path / "refit.json"
+    assert build.main(["--refit", str(old), "--out", str(out)]) == 0
+    again, shipped = latency_models.load(str(out)), latency_models.load("local-tflite")
+    assert again.predictor.to_dict()["features"] == feats
+    assert again.error["layers_held_out"] == shipped.error["layers_held_out"]
+    from search_space import zoo
+
+    a = zoo.get("mobilenet_v2")
+    assert again.predict(a) == pytest.approx(shipped.predict(a), rel=1e-6)
