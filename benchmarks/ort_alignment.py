@@ -8,7 +8,7 @@ thread CPU time at one thread, median of rounds) at channel counts around 640 --
 of 8, of 4, and of 2 only -- and prints each one's time per MAC relative to the 640-channel conv of
 the same kind.  A depthwise conv whose channels are not a multiple of 4 leaves ONNX Runtime's NCHWc
 kernels for a per-channel path (several times slower per MAC, more for larger kernels); pointwise
-convs hardly care.
+convs hardly care; dense convs are slower on input channels that are not a multiple of 8.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.latency_common import header  # noqa: E402
 
 CHANNELS = (640, 648, 644, 646, 650)
+DENSE_IN = (32, 40, 36, 34)  # dense 3x3 convs: input channels
 
 
 def main(argv=None) -> int:
@@ -39,15 +40,18 @@ def main(argv=None) -> int:
     print(f"   clock: {use_clock(args.threads)}, {args.threads} thread(s), input {args.hw}x{args.hw}")
     hw = args.hw
     rows = []
-    for kind, k in (("depthwise", 3), ("depthwise", 5), ("depthwise", 7), ("pointwise", 1)):
+    for kind, k in (("depthwise", 3), ("depthwise", 5), ("depthwise", 7), ("pointwise", 1), ("dense", 3)):
         base = None
-        for c in CHANNELS:
+        for c in (DENSE_IN if kind == "dense" else CHANNELS):
             if kind == "depthwise":
                 m = torch.nn.Conv2d(c, c, k, padding=k // 2, groups=c, bias=False)
                 macs = c * k * k * hw * hw
-            else:
+            elif kind == "pointwise":
                 m = torch.nn.Conv2d(c, 160, 1, bias=False)
                 macs = c * 160 * hw * hw
+            else:  # a full 3x3 conv, 64 outputs, its input channels varied
+                m = torch.nn.Conv2d(c, 64, k, padding=1, bias=False)
+                macs = c * 64 * k * k * hw * hw
             r = Runner(m, (1, c, hw, hw), "onnxruntime", args.threads, key=f"ort_alignment|{kind}|{c}|{k}|{hw}")
             ms, spread = measure_absolute(r.run, rounds=args.rounds)
             per = ms / macs

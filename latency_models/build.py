@@ -220,15 +220,20 @@ def repo_path(p) -> Path:
     return p if p.is_absolute() or p.exists() else REPO / p
 
 
-def partial_paths(spec: str, field: str = "--partial") -> list[Path]:
+def partial_paths(spec: str, field: str = "--partial",
+                  allowed: str = "the target's measurements file(s)") -> list[Path]:
     """The measurement files of a comma-separated list (as given, else repository-relative); a
-    missing one is an error naming it."""
+    missing or repeated one is an error naming it."""
     paths = [repo_path(x.strip()) for x in str(spec).split(",") if x.strip()]
     if not paths:
         raise TargetError(f"{field}: empty; allowed: one or more measurement files, comma-separated")
+    seen = set()
     for path in paths:
         if not path.is_file():
-            raise TargetError(f"{field}: {path} does not exist; allowed: the target's measurements file(s)")
+            raise TargetError(f"{field}: {path} does not exist; allowed: {allowed}")
+        if path.resolve() in seen:
+            raise TargetError(f"{field}: {path} is named twice; allowed: each file once")
+        seen.add(path.resolve())
     return paths
 
 
@@ -249,12 +254,13 @@ def _repo_rel(path: Path) -> str:
     return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
 
 
-def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, save: bool = True) -> LatencyModel:
+def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, save: bool = True,
+          old: dict | None = None) -> LatencyModel:
     """Fit ``target_file``'s measurements (its partial file(s): the build's, plus any layers measured
     later with ``--measure-layers-of``) again with this version's model, keeping how they were made
     (meta); the target's error is recomputed.  ``save=False``: only return it (the CLI saves once,
     after the network term, so a failed step never leaves a half-made target)."""
-    old = LatencyModel.read_file(target_file)  # its meta and error: the predictor is fitted anew
+    old = old or LatencyModel.read_file(target_file)  # its meta and error: the predictor is fitted anew
     per_file = [_read_partial(Path(p)) for p in partials]
     rows = combine_partials(per_file)
     if not rows:
@@ -408,15 +414,18 @@ def read_networks(path: Path, ref_ms: float | None = None, resolution: int = 224
 
 def read_networks_files(spec: str, resolution: int = 224) -> tuple[list, np.ndarray, str]:
     """``read_networks`` of each file of a comma-separated list (own times), joined; and the list
-    as the target's meta records it (paths relative to the repository)."""
-    paths = [repo_path(p) for p in spec.split(",") if p.strip()]
-    if not paths:
-        raise TargetError(f"--networks {spec!r}: allowed: one or more latency_models.measure_nets files, comma-separated")
-    archs, ms = [], []
+    as the target's meta records it (paths relative to the repository).  A network measured in two
+    files is an error: its copies would sit on both sides of the term's cross-validation."""
+    paths = partial_paths(spec, "--networks", "latency_models.measure_nets files, comma-separated")
+    archs, ms, seen = [], [], {}
     for path in paths:
-        if not path.is_file():
-            raise TargetError(f"--networks: {path} does not exist; allowed: a latency_models.measure_nets file")
         a, m, _ = read_networks(path, None, resolution)
+        for x in a:
+            key = x.to_string()
+            if key in seen:
+                raise TargetError(f"--networks: {key[:60]}... is measured in {seen[key]} and again in {path}; "
+                                  "allowed: each network in one file")
+            seen[key] = path
         archs += a
         ms.append(m)
     return archs, np.concatenate(ms), ",".join(_repo_rel(p) for p in paths)
@@ -625,16 +634,16 @@ def main(argv=None) -> int:
     if args.crossfit is not None and not args.refit:
         raise TargetError(f"--{'' if args.crossfit else 'no-'}crossfit: only with --refit; allowed: --refit TARGET_FILE "
                           "[--crossfit|--no-crossfit]")
-    if args.networks and not args.refit:
+    if args.networks is not None and not args.refit:
         raise TargetError(f"--networks {args.networks}: only with --refit; allowed: --refit TARGET_FILE --networks FILE")
     if args.refit:
         src = Path(args.refit)
-        old_meta = LatencyModel.read_file(src).get("meta") or {}
-        partial = partial_paths(args.partial or old_meta.get("measurements", {}).get("partial_file") or "")
+        old = LatencyModel.read_file(src)
+        partial = partial_paths(args.partial or (old.get("meta") or {}).get("measurements", {}).get("partial_file") or "")
         out = Path(args.out) if args.out else src
-        model = refit(src, partial, out, args.seed, save=False)
-        nets = args.networks or model.meta.get("network_term_from")
-        if nets:
+        model = refit(src, partial, out, args.seed, save=False, old=old)
+        nets = args.networks if args.networks is not None else model.meta.get("network_term_from")
+        if nets is not None:
             res = int(max(model.meta.get("resolutions") or [224]))
             archs, ms, where = read_networks_files(nets, res)
             model.meta["network_term_from"] = where

@@ -39,10 +39,13 @@ FEATURES = (
     "one",            # per-layer constant
 )
 N_FEATURES = len(FEATURES)
-ALIGN = 8     # 1x1 / dense convs: channel counts a multiple of this run the fast (NCHWc) kernels
+ALIGN = 8     # 1x1 / dense convs: channel counts not a multiple of this get the pwu_macs term (a coarse
+# flag: here dense 3x3 convs take about the same time at 34-40 input channels, 1.15-1.43x the 32-channel
+# time per MAC -- padded to ONNX Runtime's NCHWc block of 16 --, 1x1 convs at most 1.09x;
+# ``benchmarks/ort_alignment.py``)
 DW_ALIGN = 4  # depthwise convs: ONNX Runtime's NCHWc depthwise kernel takes channel counts that are a
-# multiple of 4; other counts fall back to a per-channel path 6-20x slower per MAC on this CPU
-# (``benchmarks/ort_alignment.py`` measures it: e.g. 646 channels, k7, 14x14: 4.3 ms vs 0.21 ms at 644)
+# multiple of 4; other counts fall back to a per-channel path 5-13x slower per MAC on this CPU
+# (``benchmarks/ort_alignment.py``: 646 channels, k7, 14x14: 2.18 ms vs 0.17 ms at 644)
 _IDX = {n: i for i, n in enumerate(FEATURES)}
 SCALE = np.array([1e-6 if n.endswith("macs") else 1e-6 if n.endswith("bytes") else
                   1e-6 if n.endswith("elems") else 1.0 for n in FEATURES])  # keep numbers O(1)

@@ -179,6 +179,33 @@ def test_measure_nets_file_resumes_after_a_torn_line(tmp_path, capsys):
         build.fit_network_term(model, *build.read_networks(path)[:2], str(path), log=lambda m: None)
 
 
+def test_networks_from_several_files(tmp_path, capsys):
+    """``--networks a,b``: the term's networks are both files' (in order, spaces around commas allowed),
+    the meta records the list; an empty list, a missing file, a file named twice or a network measured
+    in two files is one line naming it (copies would sit on both sides of the term's cross-validation)."""
+    rows = [json.loads(x) for x in NETS.read_text().splitlines()[:12]]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in rows[:7]))
+    b.write_text("".join(json.dumps(r) + "\n" for r in rows[7:]))
+    archs, ms, where = build.read_networks_files(f"{a} , {b}")
+    assert [x.to_string() for x in archs] == [r["arch"] for r in rows] and ms.tolist() == [r["ms"] for r in rows]
+    assert where == f"{a},{b}"
+    for spec, msg in ((",", "--networks: empty; allowed: one or more"),
+                      (f"{a},{tmp_path / 'nope.jsonl'}", "nope.jsonl does not exist; allowed: latency_models.measure_nets files"),
+                      (f"{a},{a}", "a.jsonl is named twice; allowed: each file once")):
+        with pytest.raises(TargetError, match=msg):
+            build.read_networks_files(spec)
+    c = tmp_path / "c.jsonl"
+    c.write_text(json.dumps(rows[3]) + "\n")
+    with pytest.raises(TargetError, match=r"is measured in .*a.jsonl and again in .*c.jsonl; allowed: each network in one file"):
+        build.read_networks_files(f"{a},{c}")
+    # through the CLI: --networks "" is an error, not "no network term"
+    tfl = build.REPO / "latency_models" / "targets" / "local-tflite.json"
+    assert build.main(["--refit", str(tfl), "--networks", "", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--networks: empty" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_a_batch_that_cannot_be_priced_leaves_nothing_behind(tmp_path):
     """A block type without a regressor fails the whole batch with one line naming it; the layers
     of that batch are not left half-priced: the model prices the other archs afterwards as a fresh
@@ -320,7 +347,8 @@ def test_crossfit_prices_held_out_networks_without_their_layers(monkeypatch):
     from latency_models.table import Entry
 
     model = latency_models.load("local-cpu")
-    rows = [json.loads(x) for x in (Path(build.REPO) / model.meta["network_term_from"]).read_text().splitlines()[:15]]
+    first = build.partial_paths(model.meta["network_term_from"], "--networks")[0]
+    rows = [json.loads(x) for x in first.read_text().splitlines()[:15]]
     archs, ms = [Arch.from_string(r["arch"]) for r in rows], np.array([r["ms"] for r in rows])
     p = Predictor.from_dict(json.loads(json.dumps(model.predictor.to_dict())), "t")
     p.scale, p.kind_scale, p.net_coef, p.overhead_ms = 1.0, {}, np.zeros_like(p.net_coef), 0.0
