@@ -4,7 +4,7 @@
                                    [--target pixel-cpu] [--budget 60ms] [--candidates 10000] [--compare 300]
                                    [--retest 100] [--top 10] [--precise 4 --precise-archs 100]
                                    [--calib-variants 4,8 --variant-archs 50] [--cost 10]
-                                   [--variants all] [--whole-labels [--whole-json PATH]]
+                                   [--variants all] [--whole-labels [--whole-json PATH]] [--test-target]
 
 1. The predictor (``get_evaluator("predictor")``): collects ``--samples`` supernet evaluations once
    (cached, resumable) and fits; prints its held-out Kendall tau against the supernet (goal >= 0.8)
@@ -58,6 +58,11 @@
    per 500-image block in ``--whole-json``, resumable; ~1.5 s CPU an arch); part 6's CV on these
    labels, its best variant (primary) and the default ``gbr`` (secondary) fitted on them and scored
    against part 4's precise scores and the held-out default scores.
+8. An image-independent target (``--test-target``; needs ``--whole-labels``): part 4's archs scored once
+   on the data set's *test* split (calibration seed ``--test-seed``, 4: a draw no label uses; cached in
+   ``--test-json``); the tau against it of the default gbr and part 6's pick (default labels), part 7's
+   pick and gbr (whole-split labels), of the precise and default scores themselves, and a noise-free
+   predictor's ceiling for it (from part 4's variance parts).  Nothing is selected on it.
 """
 from __future__ import annotations
 
@@ -117,6 +122,11 @@ def main(argv=None) -> int:
                    help="part 7: the training archs scored on the whole validation split, then fitted (needs --precise)")
     p.add_argument("--whole-json", dest="whole_json",
                    default=str(Path(__file__).resolve().parent / "data" / "predictor_wholesplit_mobile-unified.json"))
+    p.add_argument("--test-target", dest="test_target", action="store_true",
+                   help="part 8: the held-out archs scored on the test split, an image-independent target (needs --whole-labels)")
+    p.add_argument("--test-seed", dest="test_seed", type=int, default=4)
+    p.add_argument("--test-json", dest="test_json",
+                   default=str(Path(__file__).resolve().parent / "data" / "predictor_testsplit_mobile-unified.json"))
     p.add_argument("--json", default="runs/bench-predictor/predictor.json")
     args = p.parse_args(argv)
     for name in ("precise", "precise_archs", "variant_archs", "cost", "retest", "top", "compare", "candidates"):
@@ -147,6 +157,8 @@ def main(argv=None) -> int:
         if getattr(args, name) < (2 if name == "cv_folds" else 1):
             p.error(f"--{name.replace('_', '-')}: got {getattr(args, name)}; allowed: an integer >= "
                     f"{2 if name == 'cv_folds' else 1}")
+    if args.test_target and not args.whole_labels:
+        p.error("--test-target: needs --whole-labels (its predictors)")
     if (model_variants or args.whole_labels) and not args.precise:
         p.error(f"--{'variants' if model_variants else 'whole-labels'}: needs --precise K (the held-out precise scores)")
 
@@ -239,6 +251,16 @@ def main(argv=None) -> int:
                                 "whole-split scores", also=["gbr"])
             res["label_tau_vs_default"] = kendall_tau(yw, y[train])
             out["whole_labels"] = res
+            if args.test_target:
+                preds = {}
+                if "variants" in out:
+                    for name, h in out["variants"]["held_out"].items():
+                        preds[f"{name}, default labels"] = h["predicted"]
+                if "gbr, default labels" not in preds:
+                    preds["gbr, default labels"] = list(fitted["gbr"].predict(Xte))
+                for name, h in res["held_out"].items():
+                    preds[f"{name}, whole-split labels"] = h["predicted"]
+                out["test_target"] = test_target_part(args, ev, [archs[i] for i in held], preds, precise, ydef)
     if args.cost:
         out["cost"] = cost_part(ev, [archs[i] for i in test[:args.cost]])
     if not args.candidates:
@@ -469,6 +491,39 @@ def variants_part(args, names_, Xtr, ytr, Xte, precise, ydef, cols, labels, also
               f"{'MET' if held[name]['kendall_tau_precise'] >= 0.8 else 'NOT MET'}; vs the held-out default scores "
               f"{held[name]['kendall_tau_default']:.3f} ({len(ydef)} archs)", flush=True)
     return {"labels": labels, "cv": cv, "chosen": best, "held_out": held}
+
+
+def test_target_part(args, ev, archs, preds: dict, precise: dict, ydef) -> dict:
+    """Part 8: ``archs`` scored once on the test split (calibration seed ``args.test_seed``), and every
+    prediction's (and the precise and default scores') Kendall tau against that score."""
+    from dataclasses import replace
+
+    from searchers.evaluators.predictor import kendall_tau, predicted_reliability, tau_ceiling
+
+    data, seed = ev.data, ev.seed
+    test = replace(data, val=data.test)
+    ev._data = ev.supernet_evaluator._data = test
+    ev.seed = args.test_seed
+    try:
+        t = time.perf_counter()
+        counts = ev.precise(archs, 1, cache=args.test_json, progress=True)
+    finally:
+        ev._data = ev.supernet_evaluator._data = data
+        ev.seed = seed
+    n = len(test.val)
+    target = [float(v) for v in counts.sum(axis=(1, 2)) / n]
+    rel = predicted_reliability(precise["noise"], n, len(data.val))
+    res = {"n": len(archs), "images": n, "calib_seed": args.test_seed, "s": round(time.perf_counter() - t, 1),
+           "target": target, "reliability_model": rel, "tau_ceiling": tau_ceiling(rel),
+           "kendall_tau": {name: kendall_tau(p, target) for name, p in preds.items()}}
+    res["kendall_tau"]["precise score"] = kendall_tau(precise["score"], target)
+    res["kendall_tau"]["default score"] = kendall_tau(ydef, target)
+    print(f"image-independent target: {len(archs)} held-out archs scored once on the {n} test images (calibration "
+          f"seed {args.test_seed}; {args.test_json}); a noise-free predictor's tau vs it ~{res['tau_ceiling']:.3f} "
+          f"(reliability {rel:.3f} from part 4's parts)")
+    for name, tau in res["kendall_tau"].items():
+        print(f"  {name:40s} tau vs the test-image score {tau:.3f}", flush=True)
+    return res
 
 
 def finish(out: dict, args, t_all: float) -> int:

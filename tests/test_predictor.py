@@ -341,6 +341,7 @@ def test_precise_scores_are_whole_split_scores_cached_and_resumed(predictor, tmp
      "hgb-monotone, gbr-compact, gbr-perpos, ridge-pairs-compact, gp, svr, extra-trees, mean-gbr-gp-ridge"),
     (["--variants", "all"], "predictor.py: error: --variants: needs --precise K (the held-out precise scores)"),
     (["--whole-labels"], "predictor.py: error: --whole-labels: needs --precise K (the held-out precise scores)"),
+    (["--precise", "4", "--test-target"], "predictor.py: error: --test-target: needs --whole-labels (its predictors)"),
     (["--precise", "4", "--variants", "gbr", "--cv-folds", "1"], "predictor.py: error: --cv-folds: got 1; allowed: an integer >= 2"),
     (["--precise", "4", "--variants", "gbr", "--cv-seeds", "0"], "predictor.py: error: --cv-seeds: got 0; allowed: an integer >= 1"),
 ])
@@ -465,3 +466,37 @@ def test_whole_split_labels_are_the_eval_images_option(predictor, tmp_path):
     counts = predictor.precise([Arch.from_string(r["arch"]) for r in rows], 1, cache=tmp_path / "w.json")
     assert [r["accuracy"] for r in rows] == pytest.approx(list(counts.sum(axis=(1, 2)) / 120))
     assert [r["accuracy"] for r in rows] != [r["accuracy"] for r in base]
+
+
+def test_the_test_target_scores_the_test_split_with_its_own_calibration_seed(predictor, tmp_path):
+    """Part 8: each arch scored once on the whole test split with calibration seed ``--test-seed``
+    (= ``evaluate_subnet`` there), cached; the evaluator's data and seed are restored afterwards; the
+    taus are against that score."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import searchers.supernet as S
+    from search_space.arch import Arch
+    from searchers.evaluators.predictor import kendall_tau, predicted_reliability
+
+    B = _bench()
+    archs = [Arch.from_string(r["arch"]) for r in predictor.read_evals()[:5]]
+    data, sev = predictor.data, predictor.supernet_evaluator
+    n = len(data.test)
+    noise = {"calibration": 2e-5, "interaction": 1e-5, "images": 3e-5, "true": 4e-5}
+    args = SimpleNamespace(test_seed=4, test_json=str(tmp_path / "t.json"))
+    preds = {"up": [1, 2, 3, 4, 5], "down": [5, 4, 3, 2, 1]}
+    res = B.test_target_part(args, predictor, archs, preds, {"noise": noise, "score": [0.1, 0.2, 0.3, 0.4, 0.5]},
+                             [0.5, 0.4, 0.3, 0.2, 0.1])
+    assert predictor.data is data and predictor.seed == 0 and sev._data is data
+    on_test = replace(data, val=data.test)
+    want = [S.evaluate_subnet(sev.supernet, a, on_test, replace(sev.recipe, eval_images=n), 4) for a in archs]
+    assert res["target"] == pytest.approx(want) and res["images"] == n
+    assert res["kendall_tau"]["up"] == pytest.approx(kendall_tau(preds["up"], want))
+    assert res["kendall_tau"]["down"] == pytest.approx(-res["kendall_tau"]["up"])
+    assert res["kendall_tau"]["precise score"] == pytest.approx(res["kendall_tau"]["up"])
+    assert res["reliability_model"] == pytest.approx(predicted_reliability(noise, n, len(data.val)))
+    stored = json.loads(Path(args.test_json).read_text())
+    (entry,) = stored["entries"].values()
+    assert set(entry["counts"][archs[0].to_string()]) == {"4"} and entry["settings"]["eval_images"] == n
+    assert len(set(want)) > 1
