@@ -341,7 +341,6 @@ def main(argv=None) -> int:
     return finish(out, args, t_all)
 
 
-
 _POS = re.compile(r"^o\d+\.s\d+\.\d+\.")      # a layer position's columns (position_keys)
 _RES = re.compile(r"^o\d+#\d+\.")             # a resolution stage's j-th layer's columns
 
@@ -496,23 +495,13 @@ def variants_part(args, names_, Xtr, ytr, Xte, precise, ydef, cols, labels, also
 def test_target_part(args, ev, archs, preds: dict, precise: dict, ydef) -> dict:
     """Part 8: ``archs`` scored once on the test split (calibration seed ``args.test_seed``), and every
     prediction's (and the precise and default scores') Kendall tau against that score."""
-    from dataclasses import replace
-
     from searchers.evaluators.predictor import kendall_tau, predicted_reliability, tau_ceiling
 
-    data, seed = ev.data, ev.seed
-    test = replace(data, val=data.test)
-    ev._data = ev.supernet_evaluator._data = test
-    ev.seed = args.test_seed
-    try:
-        t = time.perf_counter()
-        counts = ev.precise(archs, 1, cache=args.test_json, progress=True)
-    finally:
-        ev._data = ev.supernet_evaluator._data = data
-        ev.seed = seed
-    n = len(test.val)
+    t = time.perf_counter()
+    counts = ev.precise(archs, 1, cache=args.test_json, progress=True, split="test", seed=args.test_seed)
+    n = len(ev.data.test)
     target = [float(v) for v in counts.sum(axis=(1, 2)) / n]
-    rel = predicted_reliability(precise["noise"], n, len(data.val))
+    rel = predicted_reliability(precise["noise"], n, len(ev.data.val))
     res = {"n": len(archs), "images": n, "calib_seed": args.test_seed, "s": round(time.perf_counter() - t, 1),
            "target": target, "reliability_model": rel, "tau_ceiling": tau_ceiling(rel),
            "kendall_tau": {name: kendall_tau(p, target) for name, p in preds.items()}}

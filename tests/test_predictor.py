@@ -477,7 +477,7 @@ def test_the_test_target_scores_the_test_split_with_its_own_calibration_seed(pre
 
     import searchers.supernet as S
     from search_space.arch import Arch
-    from searchers.evaluators.predictor import kendall_tau, predicted_reliability
+    from searchers.evaluators.predictor import PredictorError, kendall_tau, predicted_reliability
 
     B = _bench()
     archs = [Arch.from_string(r["arch"]) for r in predictor.read_evals()[:5]]
@@ -497,6 +497,9 @@ def test_the_test_target_scores_the_test_split_with_its_own_calibration_seed(pre
     assert res["kendall_tau"]["precise score"] == pytest.approx(res["kendall_tau"]["up"])
     assert res["reliability_model"] == pytest.approx(predicted_reliability(noise, n, len(data.val)))
     stored = json.loads(Path(args.test_json).read_text())
-    (entry,) = stored["entries"].values()
+    ((key, entry),) = stored["entries"].items()
     assert set(entry["counts"][archs[0].to_string()]) == {"4"} and entry["settings"]["eval_images"] == n
+    assert key == predictor.precise_key(split="test") and key.startswith(predictor._supernet_name() + "|")
+    with pytest.raises(PredictorError, match=r"predictor precise split: got 'train'; allowed: val, test"):
+        predictor.precise(archs, 1, split="train")
     assert len(set(want)) > 1

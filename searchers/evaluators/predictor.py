@@ -612,21 +612,23 @@ class PredictorEvaluator(Evaluator):
         return {"n": len(first), "first": first, "second": second, "kendall_tau": kendall_tau(first, second),
                 "pearson": r, "tau_ceiling": ceiling}
 
-    def precise_key(self, calib_batches: int | None = None) -> str:
-        """Names a precise-score protocol: the supernet, the data set, the whole validation split, the
-        calibration batches per score (default: the recipe's) and their size, the block size (not the
-        recipe's default ``eval_images``: these scores do not depend on it)."""
+    def precise_key(self, calib_batches: int | None = None, split: str = "val") -> str:
+        """Names a precise-score protocol: the supernet, the data set, the whole scored split (the
+        validation split, or ``test``), the calibration batches per score (default: the recipe's) and
+        their size, the block size (not the recipe's default ``eval_images``: these scores do not
+        depend on it)."""
         self.prepare()
         sev = self.supernet_evaluator
         b = calib_batches or sev.recipe.calib_batches
-        return (f"{self._supernet_name()}|{self.data.key}|val{len(self.data.val)}|calib{b}x{sev.recipe.calib_batch_size}"
-                f"|block{PRECISE_BLOCK}")
+        return (f"{self._supernet_name()}|{self.data.key}|{split}{len(getattr(self.data, split))}"
+                f"|calib{b}x{sev.recipe.calib_batch_size}|block{PRECISE_BLOCK}")
 
     def precise(self, archs, k: int = 4, calib_batches: int | None = None, cache: str | Path | None = None,
-                progress: bool = False) -> np.ndarray:
-        """Each arch scored ``k`` times by the supernet on the *whole* validation split, with the
-        calibration batches of seeds ``seed .. seed + k - 1`` (``calib_batches`` of the recipe's size
-        each; default: the recipe's count).  Returns the correct counts per block of ``PRECISE_BLOCK``
+                progress: bool = False, split: str = "val", seed: int | None = None) -> np.ndarray:
+        """Each arch scored ``k`` times by the supernet on the *whole* validation split (``split="test"``:
+        the test split, for a check no label has seen), with the calibration batches of seeds
+        ``seed .. seed + k - 1`` (``seed``: default the evaluator's; ``calib_batches`` of the recipe's
+        size each; default: the recipe's count).  Returns the correct counts per block of ``PRECISE_BLOCK``
         validation images, shape (archs, k, blocks) (``precise_stats`` makes the scores).  ``cache``: a
         JSON file of such counts (keyed by ``precise_key``, then arch, then seed), read first and
         written after each arch, so a killed run resumes and a later one reuses them."""
@@ -639,11 +641,14 @@ class PredictorEvaluator(Evaluator):
         if calib_batches is not None and (not isinstance(calib_batches, int) or isinstance(calib_batches, bool)
                                           or calib_batches < 1):
             raise field_error(PredictorError, "predictor precise calib_batches", calib_batches, "an integer >= 1")
+        if split not in ("val", "test"):
+            raise field_error(PredictorError, "predictor precise split", split, ["val", "test"])
         self.prepare()
         sev = self.supernet_evaluator
-        n_val = len(self.data.val)
+        data = self.data if split == "val" else replace(self.data, val=self.data.test)  # scored: data.val
+        n_val = len(data.val)
         recipe = replace(sev.recipe, eval_images=n_val, calib_batches=calib_batches or sev.recipe.calib_batches)
-        key = self.precise_key(recipe.calib_batches)
+        key = self.precise_key(recipe.calib_batches, split)
         path = Path(cache) if cache else None
         store = {"format": PRECISE_FORMAT, "entries": {}}
         if path is not None and path.is_file():
@@ -660,7 +665,7 @@ class PredictorEvaluator(Evaluator):
             "block": PRECISE_BLOCK, "data": self.data.key}, "counts": {}})
         counts = entry["counts"]
         archs = list(archs)
-        seeds = [self.seed + s for s in range(k)]
+        seeds = [(self.seed if seed is None else seed) + s for s in range(k)]
         todo = [a for a in archs if any(str(s) not in counts.get(a.to_string(), {}) for s in seeds)]
         it = todo
         if progress and todo:
@@ -673,7 +678,7 @@ class PredictorEvaluator(Evaluator):
             have = counts.setdefault(a.to_string(), {})
             for s in seeds:
                 if str(s) not in have:
-                    right = evaluate_subnet_correct(sev.supernet, a, self.data, recipe, s, sev.device)
+                    right = evaluate_subnet_correct(sev.supernet, a, data, recipe, s, sev.device)
                     have[str(s)] = [int(b.sum()) for b in right.split(PRECISE_BLOCK)]
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
