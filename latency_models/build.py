@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_models.features import SCALE, layer_features
+from latency_models.features import SCALE, features_many, layer_features
 from latency_models.fitting import error_stats
 from latency_models.model import LatencyModel
 from latency_models.predictor import (NET_FEATURES, TreeResidual, fit_network_model, fit_network_model_by_kind,
@@ -450,13 +450,15 @@ def _crossfit_inputs(model: LatencyModel, p, archs: list, resolution: int, folds
 
     entries = model.table.entries
     trees = model.predictor.residual is not None
+    keys = list(entries)  # every table layer's signature and features once, not once per fold
+    sigs = [signature_from_key(k) for k in keys]
+    X_all, y_all = features_many(sigs), np.array([entries[k].ms for k in keys])
     Vx = np.zeros((len(archs), p.network_term.width))
     for _, te in folds:
         hold = {s.key for i in te for s in signatures(archs[i], resolution)}
-        keep = {k: e for k, e in entries.items() if k not in hold}
-        sigs = [signature_from_key(k) for k in keep]
-        X = np.array([layer_features(s) for s in sigs])
-        q = fit_layer_regressor([s.kind for s in sigs], X, np.array([e.ms for e in keep.values()]), seed, trees)
+        rows = np.array([k not in hold for k in keys])
+        keep = {k: entries[k] for k, r in zip(keys, rows) if r}
+        q = fit_layer_regressor([s.kind for s, r in zip(sigs, rows) if r], X_all[rows], y_all[rows], seed, trees)
         q = _as_saved(q, "cross-fit")
         q.network_term = p.network_term
         m = LatencyModel(model.name, LatencyTable(keep), q, model.meta)
