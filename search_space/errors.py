@@ -6,7 +6,9 @@ into ``error: <message>`` on stderr and exit status 2, without a traceback.
 """
 from __future__ import annotations
 
+import argparse
 import functools
+import re
 import sys
 from typing import Callable, Iterable
 
@@ -41,6 +43,23 @@ def field_error(cls: type[EdgenasError], field: str, got, allowed_values) -> Edg
     if isinstance(allowed_values, str):
         return cls(f"{field}: got {got!r}; allowed: {allowed_values}")
     return cls(f"{field}: got {got!r}; allowed: {allowed(allowed_values)}")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors (an unknown option, a missing or malformed value) raise one
+    ``EdgenasError`` line -- ``cli_entry`` prints it as ``error: ...`` with exit status 2 -- instead of
+    printing the whole usage text.  A malformed number says what is allowed.  ``add_subparsers`` makes
+    its sub-parsers of the same class."""
+
+    error_class: type = None  # set below (EdgenasError is defined above; a subclass may narrow it)
+
+    def error(self, message):
+        m = re.search(r"invalid (int|float) value", message)
+        if m:
+            message += "; allowed: " + ("a whole number" if m.group(1) == "int" else "a number")
+        elif message.startswith("unrecognized arguments"):
+            message += f"; see {self.prog} --help"
+        raise (self.error_class or EdgenasError)(f"{self.prog}: {message}")
 
 
 def one_line(exc: BaseException) -> str:
