@@ -39,7 +39,8 @@ from latency_models.fitting import error_stats
 from latency_models.model import LatencyModel
 from latency_models.predictor import (NET_FEATURES, TreeResidual, fit_network_model, fit_network_model_by_kind,
                                       fit_predictor)
-from latency_models.profile import BACKENDS, REFERENCE, cache_dir, machine_info, measure_items, runtime_version
+from latency_models.profile import (BACKENDS, MIN_RESOLUTION, REFERENCE, cache_dir, check_at_least, check_positive,
+                                    check_timing_options, machine_info, measure_items, runtime_version)
 from latency_models.table import Entry, LatencyTable
 from search_space.arch import signatures
 from search_space.errors import EdgenasError, TargetError, cli_entry, field_error
@@ -631,6 +632,22 @@ def main(argv=None) -> int:
                     "(resumable), or 'table': every layer of its table again; then fit them in with --refit TARGET_FILE "
                     "--partial <its files>,<this one> (a later file's measurement of a layer replaces an earlier one)")
     args = ap.parse_args(argv)
+    # every count is checked before anything is measured or written (the default --out is a shipped target)
+    check_timing_options(args.threads, args.rounds)
+    check_at_least("--passes", args.passes, 1)
+    check_at_least("--blocks", args.blocks, 0)
+    check_at_least("--nets", args.nets, 0)
+    check_at_least("--pool", args.pool, 1)
+    check_positive("--max-minutes", args.max_minutes)
+    if not args.net_max_mmacs >= 0:
+        raise field_error(TargetError, "--net-max-mmacs", args.net_max_mmacs, "a number >= 0 (0: no limit)")
+    try:
+        resolutions = sorted({int(x) for x in args.resolutions.split(",")})
+    except ValueError:
+        raise field_error(TargetError, "--resolutions", args.resolutions, "comma-separated integers") from None
+    if min(resolutions) < MIN_RESOLUTION:
+        raise field_error(TargetError, "--resolutions", args.resolutions,
+                          f"comma-separated integers >= {MIN_RESOLUTION}")
     if args.measure_layers_of:
         return measure_network_layers(args)
     if args.crossfit is not None and not args.refit:
@@ -662,12 +679,6 @@ def main(argv=None) -> int:
     args.backend = args.backend or BUILDABLE[args.target]
     if args.backend not in BACKENDS:
         raise field_error(TargetError, "--backend", args.backend, BACKENDS)
-    if args.threads < 1:
-        raise field_error(TargetError, "--threads", args.threads, "an integer >= 1")
-    try:
-        resolutions = sorted({int(x) for x in args.resolutions.split(",")})
-    except ValueError:
-        raise field_error(TargetError, "--resolutions", args.resolutions, "comma-separated integers") from None
     from search_space.space import load_space
 
     space = load_space(args.space)

@@ -106,7 +106,7 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
 
 @cli_entry
 def main(argv=None) -> int:
-    from latency_models.profile import BACKENDS
+    from latency_models.profile import BACKENDS, check_timing_options
 
     ap = argparse.ArgumentParser(prog="python -m latency_models.measure_nets", description=__doc__.split("\n")[0])
     ap.add_argument("--space", default="mobile-unified")
@@ -122,6 +122,7 @@ def main(argv=None) -> int:
         raise field_error(TargetError, "--backend", args.backend, BACKENDS)
     if args.archs < 1:
         raise field_error(TargetError, "--archs", args.archs, "an integer >= 1")
+    check_timing_options(args.threads, args.rounds, args.resolution)
     if args.seed in (0, 1) or 1000 <= args.seed < 3000:
         raise field_error(TargetError, "--seed", args.seed, f"any integer but {RESERVED_SEEDS}")
     rows = measure(Path(args.out), args.space, args.archs, args.seed, args.backend, args.threads, args.rounds,

@@ -131,7 +131,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args(argv)
     check_backend(args.backend)
-    from latency_models.profile import machine_info, measure_items, resolve_arch
+    from latency_models.profile import check_timing_options, machine_info, measure_items, resolve_arch
+
+    check_timing_options(args.threads, args.rounds, args.resolution)
 
     arch = resolve_arch(args.arch)
     r = measure_items([("net", (arch, args.resolution))], args.backend, args.threads, args.rounds)[0]

@@ -48,6 +48,34 @@ REFERENCE = Signature("mbconv", BlockSpec("mbconv", 32, 32, mid_ch=192, kernel=3
                                           residual=True), 32, 56, 56)
 
 
+# the smallest input a measured network may take (train.py's --resolution floor too)
+MIN_RESOLUTION = 16
+
+
+def check_at_least(field: str, value: int, lo: int) -> None:
+    """A count option below its floor: one line naming the field and the allowed values, before
+    anything is measured."""
+    if value < lo:
+        raise field_error(TargetError, field, value, f"an integer >= {lo}")
+
+
+def check_positive(field: str, value: float) -> None:
+    if not value > 0:
+        raise field_error(TargetError, field, value, "a number > 0")
+
+
+def check_timing_options(threads: int | None = None, rounds: int | None = None,
+                         resolution: int | None = None, prefix: str = "--") -> None:
+    """The options every measuring command shares: ``threads`` and ``rounds`` >= 1, ``resolution`` >= 16
+    (``None``: not given, not checked)."""
+    if threads is not None:
+        check_at_least(f"{prefix}threads", threads, 1)
+    if rounds is not None:
+        check_at_least(f"{prefix}rounds", rounds, 1)
+    if resolution is not None:
+        check_at_least(f"{prefix}resolution", resolution, MIN_RESOLUTION)
+
+
 def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get("EDGENAS_CACHE", "~/.cache/edgenas")))
 
@@ -290,6 +318,7 @@ def measure_items(items: list[tuple[str, Any]], backend: str, threads: int, roun
 
     if backend not in BACKENDS:
         raise field_error(TargetError, "backend", backend, BACKENDS)
+    check_timing_options(threads, rounds, prefix="")
     mobile = backend in mobile_backends.BACKENDS
     torch.set_num_threads(1 if mobile else threads)  # the phone runtimes have their own pools
     use_clock(threads)
@@ -347,6 +376,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.backend not in BACKENDS:
         raise field_error(TargetError, "--backend", args.backend, BACKENDS)
+    check_timing_options(args.threads, args.rounds, args.resolution)
     arch = resolve_arch(args.arch)
     res = measure_items([("net", (arch, args.resolution))], args.backend, args.threads, args.rounds)[0]
     info = machine_info(args.backend, args.threads)

@@ -98,13 +98,13 @@ def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, 
 
     if backend not in BACKENDS:
         raise field_error(TargetError, "meta.runtime", backend, BACKENDS)
+    space = load_space(space_name)  # a bad name fails before anything is measured
     info = machine_info(backend, threads)
     load0 = os.getloadavg()
     print(f"machine: {info['cpu']}, {info['cores']} cores (load average {', '.join(f'{x:.2f}' for x in load0)}); "
           f"{backend} {runtime_version(info)}, {threads} thread(s)")
     clock = use_clock(threads)
     ref_now, ref_spread = measure_absolute(layer_runner(REFERENCE, backend, threads).run, rounds=9)
-    space = load_space(space_name)
     rng = random.Random(seed)
     items = [(space.sample(rng), f"{space.name}#{i}") for i in range(n_archs)]
     if zoo_nets:
@@ -290,36 +290,72 @@ def validate_note10(model, png: Path, n: int = 100, seed: int = 0) -> dict:
     return {"between_tables": float(ok.mean())}
 
 
+# the options that measure (their defaults when not given) and those that only a target measured here takes
+MEASURING = {"archs": 50, "space": "mobile-unified", "seed": 1, "rounds": 5, "no_zoo": False, "passes": 1,
+             "save": None}
+LOCAL_ONLY = {**MEASURING, "also": [], "measured": None, "record": False}
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_options(args, model) -> None:
+    """Refuse, before anything is measured, an option that does not apply to ``model`` (a published
+    target: pixel-cpu, note10-cpu; or, with --measured, a measuring option) and a bad value."""
+    given = [d for d in LOCAL_ONLY if getattr(args, d) is not None]
+    if model.name in ("pixel-cpu", "note10-cpu"):
+        if given:
+            raise TargetError(f"{_option(given[0])}: does not apply to target {model.name} (published "
+                              f"measurements, nothing is measured here); allowed with it: --png, --json")
+        return
+    if args.measured is not None:
+        measuring = [d for d in MEASURING if getattr(args, d) is not None]
+        if measuring:
+            raise TargetError(f"{_option(measuring[0])}: does not apply with --measured (nothing is measured); "
+                              "allowed with it: --also, --json, --png, --record")
+        return
+    if args.archs is not None and args.archs < 0:
+        raise field_error(TargetError, "--archs", args.archs, "an integer >= 0")
+    if args.passes is not None and args.passes < 1:
+        raise field_error(TargetError, "--passes", args.passes, "an integer >= 1")
+    if args.rounds is not None and args.rounds < 1:
+        raise field_error(TargetError, "--rounds", args.rounds, "an integer >= 1")
+    if args.archs == 0 and args.no_zoo:
+        raise field_error(TargetError, "--archs", 0, "an integer >= 1 with --no-zoo (else nothing is measured)")
+
+
 @cli_entry
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m latency_models.validate", description=__doc__.split("\n")[0])
     ap.add_argument("--target", default="local-cpu")
-    ap.add_argument("--archs", type=int, default=50)
-    ap.add_argument("--space", default="mobile-unified")
-    ap.add_argument("--seed", type=int, default=1, help="sampling seed (the build samples with 0 and 1)")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--no-zoo", action="store_true", help="skip the zoo networks")
+    # the measuring options default to None (not given): a target that measures nothing refuses them
+    ap.add_argument("--archs", type=int, default=None, help="random archs of the space to measure (default 50)")
+    ap.add_argument("--space", default=None, help="the space they are sampled from (default mobile-unified)")
+    ap.add_argument("--seed", type=int, default=None, help="sampling seed (default 1; the build samples with 0 and 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="timing rounds per network (default 5)")
+    ap.add_argument("--no-zoo", action="store_true", default=None, help="skip the zoo networks")
     ap.add_argument("--png", default=None, help="scatter plot path (default validate-<target>.png)")
-    ap.add_argument("--passes", type=int, default=1, help="measure every network in this many fresh processes "
-                    "(min over them; their spread is the measurement's own noise)")
-    ap.add_argument("--also", action="append", default=[], help="another target (name or file) of the same "
+    ap.add_argument("--passes", type=int, default=None, help="measure every network in this many fresh processes "
+                    "(min over them; their spread is the measurement's own noise; default 1)")
+    ap.add_argument("--also", action="append", default=None, help="another target (name or file) of the same "
                     "backend scored on the same measurements (repeatable)")
     ap.add_argument("--save", default=None, help="write the measurements here (JSON)")
     ap.add_argument("--measured", default=None, help="score against these saved measurements, measure nothing")
     ap.add_argument("--json", default=None, help="write the scores here (JSON)")
-    ap.add_argument("--record", action="store_true", help="write the scores into the target file's "
+    ap.add_argument("--record", action="store_true", default=None, help="write the scores into the target file's "
                     "error.validation (how they were measured included)")
     args = ap.parse_args(argv)
-    if args.archs < 0:
-        raise field_error(TargetError, "--archs", args.archs, "an integer >= 0")
-    if args.passes < 1:
-        raise field_error(TargetError, "--passes", args.passes, "an integer >= 1")
     model = latency_models.load(args.target)
+    check_options(args, model)
+    for dest, default in LOCAL_ONLY.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
     png = Path(args.png or f"validate-{model.name}.png")
     if model.name == "pixel-cpu":
-        validate_pixel(model, png)
+        result = validate_pixel(model, png)
     elif model.name == "note10-cpu":
-        validate_note10(model, png)
+        result = validate_note10(model, png)
     else:
         record = None
         if args.measured:
@@ -334,11 +370,11 @@ def main(argv=None) -> int:
                                    zoo_nets=not args.no_zoo, passes=args.passes,
                                    also=[latency_models.load(t) for t in args.also],
                                    save=Path(args.save) if args.save else None, record=record)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         if args.record:
             record_validation(Path(model.path), result, record or json.loads(Path(args.save).read_text())
                               if (record or args.save) else None, argv)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

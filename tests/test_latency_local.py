@@ -147,6 +147,75 @@ def test_build_and_validate_cli_errors(tmp_path, capsys):
     assert "bad.json: corrupt target file" in err and err.count("\n") == 1
 
 
+# Bad counts and options that do not apply: one line naming the field and the allowed values, exit 2,
+# refused before anything is measured or written (each case would otherwise start measuring or write --out).
+OUT = "/tmp/edgenas-test-never-written.json"
+BAD_OPTIONS = [
+    (profile.main, ["--arch", "mobilenet_v3_small", "--threads", "0"], "error: --threads: got 0; allowed: an integer >= 1"),
+    (profile.main, ["--arch", "mobilenet_v3_small", "--rounds", "0"], "error: --rounds: got 0; allowed: an integer >= 1"),
+    (profile.main, ["--arch", "mobilenet_v3_small", "--resolution", "0"],
+     "error: --resolution: got 0; allowed: an integer >= 16"),
+    (validate.main, ["--target", "local-cpu", "--rounds", "0", "--archs", "1", "--no-zoo"],
+     "error: --rounds: got 0; allowed: an integer >= 1"),
+    (validate.main, ["--target", "local-cpu", "--archs", "0", "--no-zoo"],
+     "error: --archs: got 0; allowed: an integer >= 1 with --no-zoo (else nothing is measured)"),
+    (validate.main, ["--target", "local-cpu", "--archs", "-1"], "error: --archs: got -1; allowed: an integer >= 0"),
+    (validate.main, ["--target", "local-cpu", "--space", "nosuch", "--archs", "1", "--no-zoo"], "error: space: "),
+    (validate.main, ["--target", "local-cpu", "--measured", "/nope.json", "--rounds", "3"],
+     "error: --rounds: does not apply with --measured (nothing is measured); allowed with it: --also, --json, --png, "
+     "--record"),
+    *[(validate.main, ["--target", t, *opt],
+       f"error: {opt[0]}: does not apply to target {t} (published measurements, nothing is measured here); "
+       "allowed with it: --png, --json")
+      for t, opt in [("pixel-cpu", ["--measured", "/nope.json"]), ("pixel-cpu", ["--space", "nosuch"]),
+                     ("pixel-cpu", ["--also", "nosuch"]), ("pixel-cpu", ["--archs", "0"]),
+                     ("pixel-cpu", ["--rounds", "0"]), ("note10-cpu", ["--no-zoo"]), ("note10-cpu", ["--record"])]],
+    *[(build.main, ["--target", "local-cpu", opt, value, "--out", OUT], f"error: {opt}: got {got}; allowed: {allowed}")
+      for opt, value, got, allowed in [("--resolutions", "0", "'0'", "comma-separated integers >= 16"),
+                                       ("--resolutions", "224,8", "'224,8'", "comma-separated integers >= 16"),
+                                       ("--rounds", "0", "0", "an integer >= 1"),
+                                       ("--threads", "0", "0", "an integer >= 1"),
+                                       ("--blocks", "-1", "-1", "an integer >= 0"),
+                                       ("--nets", "-1", "-1", "an integer >= 0"),
+                                       ("--pool", "0", "0", "an integer >= 1"),
+                                       ("--passes", "0", "0", "an integer >= 1"),
+                                       ("--max-minutes", "0", "0.0", "a number > 0"),
+                                       ("--max-minutes", "-1", "-1.0", "a number > 0"),
+                                       ("--net-max-mmacs", "-5", "-5.0", "a number >= 0 (0: no limit)")]],
+]
+
+
+@pytest.mark.parametrize("main,argv,message", BAD_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_options_are_one_line_before_measuring(main, argv, message, capsys):
+    t0 = time.perf_counter()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message) and captured.err.count("\n") == 1, captured.err
+    assert captured.out == ""  # nothing measured, nothing printed
+    assert time.perf_counter() - t0 < 20
+    assert not Path(OUT).exists()
+
+
+def test_measure_nets_bad_counts_are_one_line(tmp_path, capsys):
+    from latency_models import measure_nets
+
+    out = tmp_path / "m.jsonl"
+    for opt in ("--rounds", "--threads"):
+        assert measure_nets.main(["--out", str(out), "--archs", "1", opt, "0"]) == 2
+        assert capsys.readouterr().err == f"error: {opt}: got 0; allowed: an integer >= 1\n"
+    assert measure_nets.main(["--out", str(out), "--archs", "1", "--resolution", "8"]) == 2
+    assert capsys.readouterr().err == "error: --resolution: got 8; allowed: an integer >= 16\n"
+    assert not out.exists()
+
+
+def test_validate_pixel_and_note10_write_json(tmp_path, capsys):
+    js = tmp_path / "p.json"
+    assert validate.main(["--target", "note10-cpu", "--png", str(tmp_path / "n.png"), "--json", str(js)]) == 0
+    got = json.loads(js.read_text())
+    assert 0.0 <= got["between_tables"] <= 1.0
+    assert f"{got['between_tables']:.0%} of 100" in capsys.readouterr().out
+
+
 def test_validate_pixel_cli(tmp_path, capsys):
     png = tmp_path / "pixel.png"
     assert validate.main(["--target", "pixel-cpu", "--png", str(png)]) == 0
