@@ -43,7 +43,7 @@ from latency_models.profile import (BACKENDS, MIN_RESOLUTION, REFERENCE, cache_d
                                     check_timing_options, machine_info, measure_items, runtime_version)
 from latency_models.table import Entry, LatencyTable
 from search_space.arch import signatures
-from search_space.errors import EdgenasError, TargetError, cli_entry, field_error
+from search_space.errors import EdgenasError, OneLineParser, TargetError, cli_entry, field_error
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDABLE = {"local-cpu": "onnxruntime", "local-tflite": "tflite"}  # target -> default backend
@@ -599,7 +599,7 @@ def _layers_missing(model: LatencyModel, src: Path, backend: str, threads: int) 
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latency_models.build", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.build", description=__doc__.split("\n")[0])
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--space", default="mobile-unified")
     ap.add_argument("--backend", default=None, help="default: the target's (local-cpu onnxruntime, "

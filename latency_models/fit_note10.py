@@ -16,7 +16,6 @@ The shipped regressor is then refitted on all five tables.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import random
 import sys
@@ -30,7 +29,7 @@ from latency_models.model import LatencyModel
 from latency_models.predictor import fit_predictor
 from latency_models.table import LatencyTable, import_ofa
 from search_space.arch import Arch, BlockSpec, Head, Stem, make_divisible, signatures
-from search_space.errors import cli_entry
+from search_space.errors import OneLineParser, cli_entry
 
 RESOLUTIONS = (160, 176, 192, 208, 224)
 HELD_OUT_RES = 192
@@ -132,7 +131,7 @@ def build(data: Path) -> tuple[LatencyModel, dict]:
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latency_models.fit_note10", description=__doc__.split("\n")[1])
+    ap = OneLineParser(prog="python -m latency_models.fit_note10", description=__doc__.split("\n")[1])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default=str(REPO / "latency_models" / "targets" / "note10-cpu.json"))
     args = ap.parse_args(argv)

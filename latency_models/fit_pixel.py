@@ -30,7 +30,6 @@ Also printed: leave-one-group-out error over all groups, and the baseline, a lin
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import sys
 from pathlib import Path
@@ -43,7 +42,7 @@ from latency_models.fitting import (DATA, DEVICE, ONE, REPO, NetRow, error_stats
 from latency_models.model import LatencyModel
 from latency_models.predictor import Predictor, fit_linear
 from latency_models.table import LatencyTable, import_proxylessnas
-from search_space.errors import cli_entry
+from search_space.errors import OneLineParser, cli_entry
 
 TABLE_WEIGHT = 0.1        # total weight of table rows relative to network rows
 SOURCE_SCALES = np.round(np.arange(0.90, 1.501, 0.05), 2)
@@ -186,7 +185,7 @@ def compare_candidates(error: dict) -> dict:
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latency_models.fit_pixel", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.fit_pixel", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default=str(REPO / "latency_models" / "targets" / "pixel-cpu.json"))
     args = ap.parse_args(argv)

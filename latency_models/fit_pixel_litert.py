@@ -29,7 +29,6 @@ scaled measured layers (``latency_models.predictor.fit_predictor``).  It is writ
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import datetime as _dt
 import json
@@ -45,7 +44,7 @@ from latency_models.fit_pixel import SOURCE_SCALES, TABLE_WEIGHT, errors
 from latency_models.fitting import (DATA, DEVICE, OLD_TFLITE_SOURCE, leave_one_group_out, published_rows, split,
                                     split_note)
 from search_space.arch import Signature, signatures
-from search_space.errors import DataError, cli_entry
+from search_space.errors import DataError, OneLineParser, cli_entry
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "latency_models" / "targets" / "candidates" / "pixel-cpu-litert.json"
@@ -336,7 +335,7 @@ def build(data: Path, store: dict[str, dict], log=print):
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latency_models.fit_pixel_litert", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.fit_pixel_litert", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--measurements", default=str(OUT.with_name("pixel-cpu-litert.measurements.json")))
     ap.add_argument("--out", default=str(OUT))

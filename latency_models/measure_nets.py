@@ -13,14 +13,13 @@ network already in the file is not measured again.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
 from pathlib import Path
 
-from search_space.errors import TargetError, cli_entry, field_error
+from search_space.errors import OneLineParser, TargetError, cli_entry, field_error
 
 MEAS_DIR = Path(__file__).resolve().parent / "targets" / "measurements"
 RESERVED_SEEDS = "0, 1 (build) and 1000-2999 (validate samples with its --seed + 1000)"
@@ -108,7 +107,7 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
 def main(argv=None) -> int:
     from latency_models.profile import BACKENDS, check_timing_options
 
-    ap = argparse.ArgumentParser(prog="python -m latency_models.measure_nets", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.measure_nets", description=__doc__.split("\n")[0])
     ap.add_argument("--space", default="mobile-unified")
     ap.add_argument("--archs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7000)

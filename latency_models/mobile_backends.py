@@ -25,13 +25,12 @@ prints one network's latency on the runtime.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
 from typing import Callable
 
-from search_space.errors import TargetError, cli_entry, field_error
+from search_space.errors import OneLineParser, TargetError, cli_entry, field_error
 
 BACKENDS = ("tflite", "executorch")
 SUFFIX = {"tflite": "tflite", "executorch": "pte"}
@@ -122,7 +121,7 @@ def _make_run(backend: str, data: bytes, x, threads: int) -> Callable[[], None]:
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latency_models.mobile_backends",
+    ap = OneLineParser(prog="python -m latency_models.mobile_backends",
                                  description="Measure one network on LiteRT or ExecuTorch (XNNPACK).")
     ap.add_argument("--arch", required=True, help="a zoo name (optionally name@width) or an arch string")
     ap.add_argument("--backend", default="tflite", help=f"one of {', '.join(BACKENDS)}")

@@ -21,7 +21,6 @@ prints one network's measured latency (zoo name or arch string).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import os
@@ -37,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from search_space.arch import Arch, BlockSpec, Signature
-from search_space.errors import TargetError, cli_entry, field_error
+from search_space.errors import OneLineParser, TargetError, cli_entry, field_error
 
 from latency_models import mobile_backends
 
@@ -367,7 +366,7 @@ def measure_passes(items: list[tuple[str, Any]], backend: str, threads: int = 1,
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latency_models.profile", description="Measure one network.")
+    ap = OneLineParser(prog="python -m latency_models.profile", description="Measure one network.")
     ap.add_argument("--arch", required=True, help="a zoo name (optionally name@width) or an arch string")
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(BACKENDS)}")

@@ -17,7 +17,6 @@ a table (200) priced by the regressor vs the exact table sums at the two nearest
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -30,7 +29,7 @@ import latency_models
 from latency_models.fitting import error_stats
 from latency_models.profile import (BACKENDS, REFERENCE, layer_runner, machine_info, measure_absolute, measure_items,
                                     runtime_version)
-from search_space.errors import TargetError, cli_entry, field_error
+from search_space.errors import OneLineParser, TargetError, cli_entry, field_error
 
 
 def stats(pred, true) -> dict:
@@ -327,7 +326,7 @@ def check_options(args, model) -> None:
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latency_models.validate", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.validate", description=__doc__.split("\n")[0])
     ap.add_argument("--target", default="local-cpu")
     # the measuring options default to None (not given): a target that measures nothing refuses them
     ap.add_argument("--archs", type=int, default=None, help="random archs of the space to measure (default 50)")

@@ -26,7 +26,6 @@ on a random input and prints the largest absolute difference from the torch modu
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import inspect
 import re
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from search_space.arch import Arch, signatures
-from search_space.errors import ArchError, EdgenasError, cli_entry, field_error
+from search_space.errors import ArchError, EdgenasError, OneLineParser, cli_entry, field_error
 
 FORMATS = ("py", "onnx", "yaml", "pt")           # need only the base install
 MOBILE_FORMATS = ("tflite", "pte")               # need an optional extra each
@@ -576,7 +575,7 @@ def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m search_space.export",
+    ap = OneLineParser(prog="python -m search_space.export",
                                  description="Export a zoo net or an arch file as model.py / model.onnx / arch.yaml.")
     ap.add_argument("target", metavar="NAME_OR_ARCH_FILE", help="zoo name, arch .yaml/.json, or net.config")
     ap.add_argument("--out", required=True, help="output directory")

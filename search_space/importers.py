@@ -26,14 +26,13 @@ CLI::
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from search_space.arch import Arch, BlockSpec, Head, Stem, make_divisible
-from search_space.errors import ArchError, cli_entry, field_error
+from search_space.errors import ArchError, OneLineParser, cli_entry, field_error
 
 # Activation names of the OFA / ProxylessNAS code -> ours.
 _ACTS = {"relu": "relu", "relu6": "relu6", "h_swish": "hswish"}
@@ -292,7 +291,7 @@ def from_net_config(path: str | Path) -> Arch:
 # --------------------------------------------------------------------------------------------
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m search_space.importers",
+    ap = OneLineParser(prog="python -m search_space.importers",
                                  description="Import an OFA / ProxylessNAS net.config as an edgenas Arch.")
     ap.add_argument("file", help="net.config JSON (OFA *.net.config, ProxylessNAS *.config)")
     ap.add_argument("--out", help="write the Arch here (.yaml/.yml, or .json)")

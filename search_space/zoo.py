@@ -42,7 +42,6 @@ Residual: automatic (stride 1 and in == out) unless a row says ``skip: false``.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from search_space.arch import Arch, BlockSpec, Head, Stem, make_divisible
-from search_space.errors import ArchError, EdgenasError, cli_entry, field_error
+from search_space.errors import ArchError, OneLineParser, cli_entry, field_error
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 
@@ -256,20 +255,13 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors become one ``error: ...`` line (exit 2) through ``cli_entry``."""
-
-    def error(self, message):
-        raise EdgenasError(f"{self.prog}: {message}")
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     from search_space.profile import profile
 
-    parser = _Parser(prog="python -m search_space.zoo",
+    parser = OneLineParser(prog="python -m search_space.zoo",
                                      description="Named mobile networks as edgenas architectures.")
-    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
     p_list = sub.add_parser("list", help="table of every zoo entry: name, width, params, MACs")
     p_list.add_argument("--resolution", type=int, default=224)
     p_show = sub.add_parser("show", help="one entry: params, MACs and its arch string")

@@ -260,3 +260,15 @@ def test_cli_bad_input(tmp_path, kind):
               "bad-width": "--width", "bad-format": "coreml", "bad-weights": "weights: do not fit"}[kind]
     assert expect in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_usage_errors_are_one_line(tmp_path, capsys):
+    prog = "python -m search_space.export"
+    assert main(["mobilenet_v1", "--out", str(tmp_path / "o"), "--bogus"]) == 2
+    assert capsys.readouterr().err == f"error: {prog}: unrecognized arguments: --bogus; see {prog} --help\n"
+    assert main(["mobilenet_v1", "--out", str(tmp_path / "o"), "--resolution", "big"]) == 2
+    assert capsys.readouterr().err == (f"error: {prog}: argument --resolution: invalid int value: 'big'; "
+                                       "allowed: a whole number\n")
+    assert main(["mobilenet_v1"]) == 2
+    assert capsys.readouterr().err == f"error: {prog}: the following arguments are required: --out\n"
+    assert not (tmp_path / "o").exists()

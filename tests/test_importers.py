@@ -239,3 +239,11 @@ def test_cli_bad_input_one_line_no_traceback(tmp_path, kind):
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+
+
+def test_cli_usage_errors_are_one_line(capsys):
+    prog = "python -m search_space.importers"
+    assert main([str(OFA_MBV3), "--bogus"]) == 2
+    assert capsys.readouterr().err == f"error: {prog}: unrecognized arguments: --bogus; see {prog} --help\n"
+    assert main([]) == 2
+    assert capsys.readouterr().err == f"error: {prog}: the following arguments are required: file\n"

@@ -196,6 +196,32 @@ def test_bad_options_are_one_line_before_measuring(main, argv, message, capsys):
     assert not Path(OUT).exists()
 
 
+@pytest.mark.parametrize("module,argv", [
+    ("validate", []), ("build", []), ("profile", ["--arch", "mobilenet_v2"]), ("measure_nets", []), ("fit_pixel", []),
+    ("fit_note10", []), ("fit_pixel_litert", []), ("mobile_backends", ["--arch", "mobilenet_v2"])])
+def test_every_latency_cli_prints_usage_errors_as_one_line(module, argv, capsys):
+    import importlib
+
+    main = importlib.import_module(f"latency_models.{module}").main
+    prog = f"python -m latency_models.{module}"
+    assert main([*argv, "--bogus"]) == 2
+    assert capsys.readouterr().err == f"error: {prog}: unrecognized arguments: --bogus; see {prog} --help\n"
+    if argv:  # a required option left out
+        assert main([]) == 2
+        assert capsys.readouterr().err == f"error: {prog}: the following arguments are required: --arch\n"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--zoo", "nosuch"], "argument --zoo: invalid choice: 'nosuch' (choose from 'all', 'space', 'none')"),
+    (["--rounds", "abc"], "argument --rounds: invalid int value: 'abc'; allowed: a whole number"),
+    (["--max-minutes", "soon"], "argument --max-minutes: invalid float value: 'soon'; allowed: a number"),
+])
+def test_build_malformed_values_are_one_line(argv, message, capsys):
+    assert build.main([*argv, "--out", OUT]) == 2
+    assert capsys.readouterr().err == f"error: python -m latency_models.build: {message}\n"
+    assert not Path(OUT).exists()
+
+
 def test_measure_nets_bad_counts_are_one_line(tmp_path, capsys):
     from latency_models import measure_nets
 

@@ -283,6 +283,10 @@ def test_cli_list_and_show():
     (("show", "mobilenext", "--width", "wide"), "error: python -m search_space.zoo show: argument --width: invalid float value: 'wide'"),
     (("frobnicate",), "error: python -m search_space.zoo: argument cmd: invalid choice: 'frobnicate'"),
     ((), "error: python -m search_space.zoo: the following arguments are required: cmd"),
+    (("show", "mobilenext", "--bogus"),
+     "error: python -m search_space.zoo: unrecognized arguments: --bogus; see python -m search_space.zoo --help"),
+    (("list", "--resolution", "x"),
+     "error: python -m search_space.zoo list: argument --resolution: invalid int value: 'x'; allowed: a whole number"),
 ])
 def test_cli_bad_input(args, message):
     r = _cli(*args)
