@@ -367,7 +367,7 @@ def measure_passes(items: list[tuple[str, Any]], backend: str, threads: int = 1,
 @cli_entry
 def main(argv=None) -> int:
     ap = OneLineParser(prog="python -m latency_models.profile", description="Measure one network.")
-    ap.add_argument("--arch", required=True, help="a zoo name (optionally name@width) or an arch string")
+    ap.add_argument("--arch", required=True, help="a zoo name (optionally name@width), an arch file or an arch string")
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(BACKENDS)}")
     ap.add_argument("--threads", type=int, default=1)
@@ -387,13 +387,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def resolve_arch(text: str) -> Arch:
-    from search_space import zoo
+def resolve_arch(text: str, field: str = "--arch") -> Arch:
+    """A zoo name (``name`` or ``name@width``), an arch file or an arch string (the resolver of
+    ``search_space.export``, which train and netadapt use too)."""
+    from search_space.export import resolve_arch as export_resolve
 
-    name, _, width = text.partition("@")
-    if name in zoo.names():
-        return zoo.get(name, float(width) if width else 1.0)
-    return Arch.from_string(text)
+    return export_resolve(text, field=field)[0]
 
 
 if __name__ == "__main__":

@@ -679,6 +679,8 @@ def parse_arch_string(text: str) -> Arch:
     if not isinstance(text, str) or not text.strip():
         raise ArchError("arch string: empty; allowed: stem_...-<block>-...-head_...")
     tokens = text.strip().split("-")
+    if len(tokens) == 2 and tokens[0].startswith("stem") and tokens[1].startswith("head"):
+        raise ArchError("arch string: has no blocks; allowed: stem_...-<block>-...-head_... (at least one block)")
     if len(tokens) < 3 or not tokens[0].startswith("stem") or not tokens[-1].startswith("head"):
         raise ArchError("arch string: must start with 'stem_' and end with 'head_' layers joined by '-'")
     kind, kw = _parse_layer(tokens[0], "arch string stem")

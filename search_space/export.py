@@ -532,8 +532,9 @@ def verify(written: dict[str, Path], model, x) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
-def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
-    """A zoo name, an arch file (.yaml/.yml/.json/arch string file), a net.config, or an arch string."""
+def resolve_arch(target: str, width: float | None = None, field: str = "NAME_OR_ARCH_FILE") -> tuple[Arch, str]:
+    """A zoo name (``name`` or ``name@width``), an arch file (.yaml/.yml/.json/arch string file), a
+    net.config, or an arch string -> (arch, label).  ``field`` names the option in error messages."""
     p = Path(target)
     looks_like_file = p.suffix in (".yaml", ".yml", ".json", ".txt", ".config") or "/" in target
 
@@ -563,12 +564,22 @@ def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
     from search_space import zoo
 
     names = zoo.names()
+    name, at, w_text = target.partition("@")
+    if at and name in names:
+        if width is not None:
+            raise field_error(ArchError, "--width", width, f"only without name@width (got {target})")
+        try:
+            width = float(w_text)
+        except ValueError:
+            raise field_error(ArchError, f"{field} width (for {name})", w_text, zoo.widths(name)) from None
+        target = name
     if target not in names:
-        raise field_error(ArchError, "NAME_OR_ARCH_FILE", target, f"an arch file or a zoo name: {', '.join(names)}")
+        raise field_error(ArchError, field, target, "an arch file (.yaml/.yml/.json/.txt, net.config), an arch string "
+                          f"(stem_...-head_...) or a zoo name[@width]: {', '.join(names)}")
     w = 1.0 if width is None else width
     widths = zoo.widths(target)
     if w not in widths:
-        raise field_error(ArchError, f"--width (for {target})", w, widths)
+        raise field_error(ArchError, f"{'--width' if not at else field + ' width'} (for {target})", w, widths)
     label = target if w == 1.0 else f"{target}@{w:g}"
     return zoo.get(target, width=w), label
 
@@ -577,7 +588,8 @@ def resolve_arch(target: str, width: float | None = None) -> tuple[Arch, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(prog="python -m search_space.export",
                                  description="Export a zoo net or an arch file as model.py / model.onnx / arch.yaml.")
-    ap.add_argument("target", metavar="NAME_OR_ARCH_FILE", help="zoo name, arch .yaml/.json, or net.config")
+    ap.add_argument("target", metavar="NAME_OR_ARCH_FILE", help="zoo name (or name@width), arch .yaml/.json, "
+                    "net.config, or an arch string")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--width", type=float, default=None, help="width multiplier (zoo names only)")
     ap.add_argument("--format", default=",".join(DEFAULT_FORMATS), help=f"comma list of {', '.join(ALL_FORMATS)}")

@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p_list = sub.add_parser("list", help="table of every zoo entry: name, width, params, MACs")
     p_list.add_argument("--resolution", type=int, default=224)
     p_show = sub.add_parser("show", help="one entry: params, MACs and its arch string")
-    p_show.add_argument("name")
-    p_show.add_argument("--width", type=float, default=1.0)
+    p_show.add_argument("name", help="a zoo name, or name@width")
+    p_show.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
     p_show.add_argument("--resolution", type=int, default=224)
     p_show.add_argument("--json", action="store_true", help="print JSON (with the full arch dict)")
     args = parser.parse_args(argv)
@@ -283,6 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print("  ".join(c.rjust(wd) if i in (1, 2, 3) else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths_))).rstrip())
         return 0
+    name, at, w_text = args.name.partition("@")
+    if at:
+        if args.width is not None:
+            raise field_error(ArchError, "--width", args.width, f"only without name@width (got {args.name})")
+        try:
+            args.width = float(w_text)
+        except ValueError:
+            raise field_error(ArchError, f"zoo {name} width", w_text, widths(name)) from None
+    args.name, args.width = name, 1.0 if args.width is None else args.width
     arch = get(args.name, args.width)
     p = profile(arch, res)
     if args.json:

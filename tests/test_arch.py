@@ -96,6 +96,8 @@ def test_signatures_shapes_and_keys():
     ("", r"arch string: empty"),
     ("mbconv_i16_o16_m32-head_re", r"must start with 'stem_' and end with 'head_'"),
     ("stem_i3_o16_k3_s2_re-mbconv_i16_o16_m32_k3_s1_re", r"must start with 'stem_' and end with 'head_'"),
+    ("stem_i3_o16_k3_s2_hs-head_l576", r"^arch string: has no blocks; allowed: stem_\.\.\.-<block>-\.\.\.-head_\.\.\. "
+                                       r"\(at least one block\)$"),
     ("stem_i3_o16_k3_s2_re-mbconv_o16_m32_k3_s1_re-head_re", r"arch string block 0: missing in_ch \(i<int>\)"),
     ("stem_i3_o16_k3_s2_re-mbconv_i24_o16_m32_k3_s1_re-head_re", r"arch\.blocks\[0\]\.in_ch: got 24; allowed: 16"),
     ("stem_i3_o16_k3_s2_gelu-mbconv_i16_o16_m32_k3_s1_re-head_re", r"arch string stem: cannot parse field 'gelu'"),

@@ -272,3 +272,26 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
     assert main(["mobilenet_v1"]) == 2
     assert capsys.readouterr().err == f"error: {prog}: the following arguments are required: --out\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_name_at_width_and_the_allowed_list(tmp_path, capsys):
+    from search_space import zoo
+    from search_space.export import resolve_arch
+
+    assert resolve_arch("mobilenet_v3_large@0.75") == (zoo.get("mobilenet_v3_large", 0.75), "mobilenet_v3_large@0.75")
+    assert resolve_arch("mobilenet_v3_large@1") == (zoo.get("mobilenet_v3_large"), "mobilenet_v3_large")
+    out = tmp_path / "o"
+    assert main(["mobilenet_v3_large@0.75", "--out", str(out), "--format", "yaml"]) == 0
+    assert Arch.load(out / "arch.yaml") == zoo.get("mobilenet_v3_large", 0.75)
+    capsys.readouterr()
+    bad = [(["mobilenet_v3_large@0.6"], "error: NAME_OR_ARCH_FILE width (for mobilenet_v3_large): got 0.6; allowed: "
+                                        "1.0, 0.75\n"),
+           (["mobilenet_v3_large@0.75", "--width", "0.75"], "error: --width: got 0.75; allowed: only without name@width "
+                                                             "(got mobilenet_v3_large@0.75)\n"),
+           (["nosuch"], "error: NAME_OR_ARCH_FILE: got 'nosuch'; allowed: an arch file (.yaml/.yml/.json/.txt, "
+                        "net.config), an arch string (stem_...-head_...) or a zoo name[@width]: "
+                        f"{', '.join(zoo.names())}\n")]
+    for argv, message in bad:
+        assert main([*argv, "--out", str(tmp_path / "bad")]) == 2
+        assert capsys.readouterr().err == message
+    assert not (tmp_path / "bad").exists()

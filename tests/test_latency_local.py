@@ -222,6 +222,21 @@ def test_build_malformed_values_are_one_line(argv, message, capsys):
     assert not Path(OUT).exists()
 
 
+def test_profile_arch_errors_name_the_zoo(capsys):
+    from search_space import zoo
+
+    assert profile.resolve_arch("mobilenet_v3_large@0.75") == zoo.get("mobilenet_v3_large", 0.75)
+    assert profile.main(["--arch", "nosuch"]) == 2
+    assert capsys.readouterr().err == ("error: --arch: got 'nosuch'; allowed: an arch file (.yaml/.yml/.json/.txt, "
+                                       "net.config), an arch string (stem_...-head_...) or a zoo name[@width]: "
+                                       f"{', '.join(zoo.names())}\n")
+    assert profile.main(["--arch", "stem_i3_o16_k3_s2_hs-head_l576"]) == 2
+    assert capsys.readouterr().err == ("error: arch string: has no blocks; allowed: stem_...-<block>-...-head_... "
+                                       "(at least one block)\n")
+    assert profile.main(["--arch", "mobilenet_v3_large@0.6"]) == 2
+    assert capsys.readouterr().err == "error: --arch width (for mobilenet_v3_large): got 0.6; allowed: 1.0, 0.75\n"
+
+
 def test_measure_nets_bad_counts_are_one_line(tmp_path, capsys):
     from latency_models import measure_nets
 

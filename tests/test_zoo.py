@@ -270,6 +270,12 @@ def test_cli_list_and_show():
     assert (d["name"], d["params"], d["macs"]) == ("shufflenet_v2", 1_366_792, 40_476_448)
     assert Arch.from_string(d["arch"]) == zoo.get("shufflenet_v2", 0.5)
 
+    r = _cli("show", "mobilenet_v3_large@0.75", "--json")  # name@width, as train/netadapt/profile take it
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["name"], d["width"]) == ("mobilenet_v3_large", 0.75)
+    assert Arch.from_string(d["arch"]) == zoo.get("mobilenet_v3_large", 0.75)
+
     r = _cli("show", "mobilenet_v3_small", "--resolution", "160")
     assert r.returncode == 0, r.stderr
     assert f"{profile(zoo.get('mobilenet_v3_small'), 160)['macs']:,}" in r.stdout
@@ -283,6 +289,9 @@ def test_cli_list_and_show():
     (("show", "mobilenext", "--width", "wide"), "error: python -m search_space.zoo show: argument --width: invalid float value: 'wide'"),
     (("frobnicate",), "error: python -m search_space.zoo: argument cmd: invalid choice: 'frobnicate'"),
     ((), "error: python -m search_space.zoo: the following arguments are required: cmd"),
+    (("show", "mobilenet_v3_large@0.6"), "error: zoo mobilenet_v3_large width: got 0.6; allowed: 1.0, 0.75"),
+    (("show", "mobilenet_v3_large@0.75", "--width", "1"),
+     "error: --width: got 1.0; allowed: only without name@width (got mobilenet_v3_large@0.75)"),
     (("show", "mobilenext", "--bogus"),
      "error: python -m search_space.zoo: unrecognized arguments: --bogus; see python -m search_space.zoo --help"),
     (("list", "--resolution", "x"),
