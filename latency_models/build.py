@@ -599,7 +599,8 @@ def _layers_missing(model: LatencyModel, src: Path, backend: str, threads: int) 
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = OneLineParser(prog="python -m latency_models.build", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.build",
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--space", default="mobile-unified")
     ap.add_argument("--backend", default=None, help="default: the target's (local-cpu onnxruntime, "

@@ -131,7 +131,8 @@ def build(data: Path) -> tuple[LatencyModel, dict]:
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = OneLineParser(prog="python -m latency_models.fit_note10", description=__doc__.split("\n")[1])
+    ap = OneLineParser(prog="python -m latency_models.fit_note10",
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default=str(REPO / "latency_models" / "targets" / "note10-cpu.json"))
     args = ap.parse_args(argv)

@@ -185,7 +185,8 @@ def compare_candidates(error: dict) -> dict:
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = OneLineParser(prog="python -m latency_models.fit_pixel", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.fit_pixel",
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default=str(REPO / "latency_models" / "targets" / "pixel-cpu.json"))
     args = ap.parse_args(argv)

@@ -335,7 +335,8 @@ def build(data: Path, store: dict[str, dict], log=print):
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = OneLineParser(prog="python -m latency_models.fit_pixel_litert", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.fit_pixel_litert",
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--measurements", default=str(OUT.with_name("pixel-cpu-litert.measurements.json")))
     ap.add_argument("--out", default=str(OUT))

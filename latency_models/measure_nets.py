@@ -107,7 +107,8 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
 def main(argv=None) -> int:
     from latency_models.profile import BACKENDS, check_timing_options
 
-    ap = OneLineParser(prog="python -m latency_models.measure_nets", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.measure_nets",
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--space", default="mobile-unified")
     ap.add_argument("--archs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7000)

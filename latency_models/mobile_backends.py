@@ -122,7 +122,7 @@ def _make_run(backend: str, data: bytes, x, threads: int) -> Callable[[], None]:
 @cli_entry
 def main(argv=None) -> int:
     ap = OneLineParser(prog="python -m latency_models.mobile_backends",
-                                 description="Measure one network on LiteRT or ExecuTorch (XNNPACK).")
+                       description="Measure one network on LiteRT or ExecuTorch (XNNPACK).")
     ap.add_argument("--arch", required=True, help="a zoo name (optionally name@width), an arch file or an arch string")
     ap.add_argument("--backend", default="tflite", help=f"one of {', '.join(BACKENDS)}")
     ap.add_argument("--resolution", type=int, default=224)

@@ -326,7 +326,8 @@ def check_options(args, model) -> None:
 
 @cli_entry
 def main(argv=None) -> int:
-    ap = OneLineParser(prog="python -m latency_models.validate", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m latency_models.validate",
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--target", default="local-cpu")
     # the measuring options default to None (not given): a target that measures nothing refuses them
     ap.add_argument("--archs", type=int, default=None, help="random archs of the space to measure (default 50)")

@@ -612,9 +612,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             state_dict = torch.load(wp, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-            raise ExportError(f"--weights: cannot read {wp}: {type(exc).__name__}") from None
+            raise ExportError(f"--weights: cannot read {wp} ({type(exc).__name__}); allowed: a state_dict .pt of "
+                              f"{label} (torch.save(model.state_dict(), path))") from None
         if not isinstance(state_dict, dict):
-            raise field_error(ExportError, "--weights", type(state_dict).__name__, "a state_dict")
+            raise field_error(ExportError, "--weights", type(state_dict).__name__,
+                              f"a state_dict .pt of {label} (torch.save(model.state_dict(), path))")
     written = export(arch, args.out, formats=formats, num_classes=args.num_classes, resolution=args.resolution,
                      state_dict=state_dict, name=label, channels_last=args.channels_last, log=print)
     print(f"arch: {arch.to_string()}")

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     from search_space.profile import profile
 
     parser = OneLineParser(prog="python -m search_space.zoo",
-                                     description="Named mobile networks as edgenas architectures.")
+                           description="Named mobile networks as edgenas architectures.")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
     p_list = sub.add_parser("list", help="table of every zoo entry: name, width, params, MACs")
     p_list.add_argument("--resolution", type=int, default=224)

@@ -295,3 +295,16 @@ def test_cli_name_at_width_and_the_allowed_list(tmp_path, capsys):
         assert main([*argv, "--out", str(tmp_path / "bad")]) == 2
         assert capsys.readouterr().err == message
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_weights_that_are_not_a_state_dict(tmp_path, capsys):
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    for path, why in ((text, "cannot read " + str(text) + " ("),  # (what torch.load raised)
+                      (tmp_path / "list.pt", "got 'list'")):
+        assert main(["mobilenet_v2", "--weights", str(path), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --weights: {why}") and err.count("\n") == 1, err
+        assert err.endswith("allowed: a state_dict .pt of mobilenet_v2 (torch.save(model.state_dict(), path))\n"), err
+    assert not (tmp_path / "o").exists()

@@ -468,3 +468,20 @@ def test_refit_takes_a_target_written_with_other_features(tmp_path, capsys):
 
     a = zoo.get("mobilenet_v2")
     assert again.predict(a) == pytest.approx(shipped.predict(a), rel=1e-6)
+
+
+@pytest.mark.parametrize("module,paragraph", [
+    ("build", "Measure this machine and write a target measured here: ``local-cpu`` (ONNX Runtime) or ``local-tflite`` "
+              "(LiteRT with XNNPACK, the phone's kernels run on this CPU)."),
+    ("fit_note10", "Make the ``note10-cpu`` target from the Once-for-All Samsung Galaxy Note10 tables."),
+    ("fit_pixel", "Fit the ``pixel-cpu`` target: Google Pixel 1, one big core, TFLite fp32, batch 1 (the protocol of "
+                  "the MnasNet and MobileNetV3 papers)."),
+])
+def test_help_describes_with_the_docstrings_whole_first_paragraph(module, paragraph, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"latency_models.{module}").main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert paragraph in " ".join(out.split())
