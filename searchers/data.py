@@ -264,6 +264,10 @@ def _split_by_seed(x: torch.Tensor, y: torch.Tensor, seed: int, fractions=(0.8, 
 
 def _finish(name: str, parts, classes: tuple[str, ...], source: str, num_classes: int | None = None) -> Dataset:
     (trx, tr_y), (vax, va_y), (tex, te_y) = parts
+    labels = torch.unique(torch.cat([tr_y.long(), va_y.long(), te_y.long()]))
+    if len(labels) < 2:  # every score would be 100%: nothing to learn or to rank archs by
+        only = ", ".join(str(classes[int(v)]) if classes and int(v) < len(classes) else str(int(v)) for v in labels)
+        raise DataError(f"dataset: {source} has {len(labels)} class ({only or 'none'}); allowed: at least 2 classes")
     channels = 3
     mean, std = _stats(trx)
     mk = lambda xx, yy: Split(xx.contiguous(), yy.long().contiguous(), mean, std, channels)  # noqa: E731

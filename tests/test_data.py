@@ -265,3 +265,22 @@ def test_data_error_from_a_loader_worker_is_one_line():
         next(iter(loader))
     assert "Original Traceback" in str(info.value)
     assert one_line(info.value) == "--dataset: /x/img0.jpg: got an unreadable image; allowed: JPEG or PNG files"
+
+
+def test_one_class_data_set_is_refused(tmp_path):
+    """Every accuracy of a one-class data set is 100%: refused in one line naming the class; two classes load."""
+    from PIL import Image
+
+    x, _ = _toy(channels=3)
+    np.savez(tmp_path / "one.npz", x=x[:20], y=np.zeros(20, dtype=np.int64))
+    with pytest.raises(DataError) as e:
+        load_dataset(tmp_path / "one.npz")
+    assert str(e.value) == f"dataset: {tmp_path / 'one.npz'} has 1 class (0); allowed: at least 2 classes"
+    d = tmp_path / "imgs" / "cats"
+    d.mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(x[i]).save(d / f"{i}.png")
+    with pytest.raises(DataError, match=r"has 1 class \(cats\); allowed: at least 2 classes$"):
+        load_dataset(tmp_path / "imgs")
+    np.savez(tmp_path / "two.npz", x=x[:20], y=np.arange(20) % 2)
+    assert load_dataset(tmp_path / "two.npz").num_classes == 2
