@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search_space.errors import EdgenasError, cli_entry
+from search_space.errors import EdgenasError, OneLineParser, cli_entry
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("search", "netadapt", "report")
@@ -186,7 +186,8 @@ def check_recipe(r: dict[str, Any], path) -> None:
         get_evaluator(s["evaluator"], space=r["space"], dataset=r["dataset"], seed=r["seed"],
                       **dict(s.get("eval_opts") or {}))
     except EdgenasError as exc:
-        raise RecipeError(f"{path}: search.eval_opts: {exc}") from None
+        msg = str(exc).replace("--eval-opt: ", "").replace("--eval-opt ", "")  # a recipe key, not the flag
+        raise RecipeError(f"{path}: search.eval_opts: {msg}") from None
     n = r["netadapt"]
     if n.get("seed_from") not in SEED_FROM:
         raise _err(path, "netadapt.seed_from", n.get("seed_from"), ", ".join(SEED_FROM))
@@ -322,6 +323,17 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str:
 # The run
 # ---------------------------------------------------------------------------------------------
 class Run:
+    def _eval_opts(self, evaluator: str) -> dict[str, Any]:
+        """The recipe's evaluator options, with --no-progress reaching an evaluator that has bars."""
+        import inspect
+
+        from searchers.evaluators import evaluator_class
+
+        opts = dict(self.r["search"].get("eval_opts") or {})
+        if "progress" in inspect.signature(evaluator_class(evaluator).__init__).parameters:
+            opts.setdefault("progress", self.progress)
+        return opts
+
     def __init__(self, recipe: dict[str, Any], out: Path | None = None, progress: bool = True):
         import latency_models
 
@@ -488,7 +500,7 @@ class Run:
         if p.is_file():
             return str(p)
         ev = get_evaluator("supernet", space=self.space, dataset=self.r["dataset"], seed=self.r["seed"],
-                           **dict(self.r["search"].get("eval_opts") or {}))
+                           **self._eval_opts("supernet"))
         ev.prepare()
         if not ev.fits(arch):
             return None
@@ -584,7 +596,7 @@ class Run:
         from searchers.evaluators import get_evaluator
 
         ev = get_evaluator(self.r["search"]["evaluator"], space=self.space, dataset=self.r["dataset"],
-                           seed=self.r["seed"], **dict(self.r["search"].get("eval_opts") or {}))
+                           seed=self.r["seed"], **self._eval_opts(self.r["search"]["evaluator"]))
         ev.prepare()
         for row in todo:
             try:
@@ -770,9 +782,8 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise RecipeError(f"{self.prog}: {message}")
+class _Parser(OneLineParser):
+    error_class = RecipeError
 
 
 def build_parser() -> argparse.ArgumentParser:

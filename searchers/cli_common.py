@@ -320,7 +320,10 @@ def check_names(s: SearchSettings) -> None:
 
 def default_study_name(prefix: str, s: SearchSettings) -> str:
     space = Path(s.space).stem if s.space.endswith((".yaml", ".yml")) else s.space
-    return f"{prefix}-{space}-{s.evaluator}-{s.target}-{s.budget_ms:g}ms-{s.reward}-s{s.seed}"
+    name = f"{prefix}-{space}-{s.evaluator}-{s.target}-{s.budget_ms:g}ms-{s.reward}-s{s.seed}"
+    if s.dataset != SearchSettings.dataset:  # another data set is another study (the default keeps the old names)
+        name += "-" + (Path(s.dataset).stem if ("/" in s.dataset or "." in s.dataset) else s.dataset)
+    return name
 
 
 def sqlite_url(path: Path) -> str:

@@ -79,20 +79,33 @@ class Context:
         fn = getattr(self.evaluator, "search_space", None)
         return (fn() if callable(fn) else None) or self.space
 
-    def get_evaluator(self, progress: bool = True):
+    def build_evaluator(self, progress: bool = True):
+        """The evaluator, built (its options checked) but not prepared.  ``progress`` reaches its
+        constructor when it takes one (the supernet's training bar), unless --eval-opt set it."""
         if self.evaluator is None:
+            import inspect
+
             from searchers.evaluators import get_evaluator
 
             s = self.settings
-            self.evaluator = get_evaluator(s.evaluator, space=self.space, dataset=s.dataset, seed=s.seed,
-                                           **s.eval_opts)
-            import inspect
+            opts = dict(s.eval_opts)
+            from searchers.evaluators import evaluator_class
 
-            if "progress" in inspect.signature(self.evaluator.prepare).parameters:
-                self.evaluator.prepare(progress=progress)
-            else:
-                self.evaluator.prepare()
+            if "progress" in inspect.signature(evaluator_class(s.evaluator).__init__).parameters:
+                opts.setdefault("progress", progress)
+            self.evaluator = get_evaluator(s.evaluator, space=self.space, dataset=s.dataset, seed=s.seed, **opts)
         return self.evaluator
+
+    def check_inputs(self, progress: bool = True) -> None:
+        """Before the study is made: the evaluator's options, the data set and any given weights file
+        (``Evaluator.check_inputs``), so that a bad one leaves nothing behind."""
+        self.build_evaluator(progress).check_inputs()
+
+    def get_evaluator(self, progress: bool = True):
+        ev = self.build_evaluator(progress)
+        if not getattr(ev, "prepared", True):  # (an object set in its place by a caller is used as it is)
+            ev.prepare()
+        return ev
 
 
 def make_context(s: SearchSettings) -> Context:
@@ -438,8 +451,10 @@ def _run_workers(ctx: Context, records: Records, probe: Probe | None = None) -> 
 # CLI
 # ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m searchers.evolve", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from search_space.errors import OneLineParser
+
+    p = OneLineParser(prog="python -m searchers.evolve", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_search_options(p)
     p.add_argument("--population", help="population size P (default: 50)")
     p.add_argument("--sample-size", dest="sample_size", help="tournament size S (default: 10)")
@@ -463,6 +478,7 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
               f"{s.reward} reward, evaluator {s.evaluator} on {s.dataset}, {s.trials} trials, seed {s.seed}",
               file=sys.stderr)
     probe = start_probe(ctx, s, timing, progress)
+    ctx.check_inputs(progress)
     records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, s.identity(), s.resume)
     done = records.n_complete()
     if done < s.trials:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from search_space.arch import Arch
-from search_space.errors import ArchError, EdgenasError, TargetError, cli_entry, field_error
+from search_space.errors import ArchError, EdgenasError, OneLineParser, TargetError, cli_entry, field_error
 from searchers.cli_common import OptionError, _float, _int, cache_dir, parse_budget, sqlite_url
 from searchers.pruning import KINDS, channel_map, prune, sized_arch
 
@@ -101,9 +101,8 @@ class NetAdaptSettings:
         return tuple(k for k in KINDS if k in self.proposals.split(","))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise OptionError(f"{self.prog}: {message}")
+class _Parser(OneLineParser):
+    error_class = OptionError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,6 +362,8 @@ class NetAdapt:
         self.seed_arch, self.label = resolve_seed_arch(s.arch)
         self.study_name = s.study or (f"netadapt-{self.label.replace('/', '_')}-{self.model.name}-"
                                       f"{s.budget_ms:g}ms-{s.metric}-s{s.seed}")
+        if not s.study and s.dataset != "fashion-mnist":  # another data set is another study
+            self.study_name += "-" + (Path(s.dataset).stem if ("/" in s.dataset or "." in s.dataset) else s.dataset)
         self.out = Path(s.out) if s.out else Path("runs") / self.study_name
         self.storage = s.storage or sqlite_url(self.out / "study.db")
         self._data = data
@@ -551,8 +552,13 @@ class NetAdapt:
                                     f"with {state['identity'].get(diff)!r}, got {self.identity.get(diff)!r}")
         elif (self.ckpt_dir / "state.json").is_file():
             raise NetAdaptError(f"--out: {self.out} already holds a NetAdapt run; use --resume or another --out")
-        from searchers.records import Records
+        from searchers.records import Records, check_out_dir
 
+        # what the user gave, read before the study is made: a bad one leaves nothing behind
+        check_out_dir(self.out)
+        self.data  # noqa: B018 -- the data set
+        if s.weights and state is None:
+            load_weights(self.seed_arch, s.weights, self.data.num_classes)
         self.records, _ = Records.open(self.study_name, self.storage, _NoSpace(), self.identity, resume=s.resume,
                                        searcher=SEARCHER)
         from torch.utils.tensorboard import SummaryWriter
@@ -754,7 +760,9 @@ def netadapt(s: NetAdaptSettings, progress: bool = True, data=None, quiet: bool 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    from searchers.cli_common import join_dash_values
+
+    ns = build_parser().parse_args(join_dash_values(argv))
     s = resolve(ns)
     progress = not ns.no_progress
     if s.threads:

@@ -153,7 +153,8 @@ def open_storage(url: str, must_exist: bool = False):
     if path is not None:
         if must_exist and not path.is_file():
             raise StorageError(f"--storage: {safe_url(url)} does not exist (nothing to resume)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # the default storage is <run folder>/study.db: a folder that cannot be made is the --out's fault
+        make_dir(path.parent, "--out" if path.name == "study.db" else "--storage")
     engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
     last: Exception | None = None
     for attempt in range(6):  # two workers creating the schema at once may collide: retry
@@ -172,6 +173,52 @@ def open_storage(url: str, must_exist: bool = False):
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StorageError(f"--storage: cannot use {safe_url(url)}: {reason}") from None
     raise StorageError(f"--storage: cannot set up {safe_url(url)}: {str(last).splitlines()[0]}")
+
+
+def option_name(key: str) -> str:
+    """The command-line flag of a stored setting: ``budget_ms`` -> ``--budget``, ``eval_opts`` -> ``--eval-opt``."""
+    return {"eval_opts": "--eval-opt"}.get(key, "--" + key.replace("_ms", "").replace("_", "-"))
+
+
+def _replaceable(study, stored: dict, wanted: dict) -> bool:
+    """Whether a study's stored settings may be replaced by a new (not --resume) start: it has no finished trial (a start that failed
+    before any evaluation, e.g. on a bad --dataset, leaves an empty study), and any failed trials it has
+    were recorded with the same space encoding.  A study with finished trials keeps its settings."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        return False
+    same_space = all(stored.get(k) == wanted.get(k) for k in ("space", "arch"))
+    return not trials or same_space
+
+
+def check_out_dir(path, field: str = "--out") -> None:
+    """One line unless ``path`` is (or can become) a folder: checked before any work or storage."""
+    import os
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise StorageError(f"{field}: {p} is a file; allowed: a folder (new or existing)")
+    q = p
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    if not q.is_dir():
+        raise StorageError(f"{field}: {p} cannot be made: {q} is a file; allowed: a folder (new or existing)")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise StorageError(f"{field}: {p} cannot be made: {q} is not writable; allowed: a writable folder")
+
+
+def make_dir(path, field: str = "--out") -> Path:
+    """``mkdir -p`` with a one-line error naming ``field`` and the path."""
+    p = Path(path)
+    check_out_dir(p, field)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{field}: cannot make the folder {p}: {exc.strerror or type(exc).__name__}; "
+                           "allowed: a writable folder") from None
+    return p
 
 
 def param_names(space, n: int) -> list[str]:
@@ -247,13 +294,15 @@ class Records:
                 stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(SETTINGS_ATTR)
                 if stored is not None:
                     break
+        if stored is not None and stored != wanted and not resume and _replaceable(study, stored, wanted):
+            stored = None  # a study without finished trials (e.g. left by a failed start): take the new settings
         if stored is None:
             study.set_user_attr(SETTINGS_ATTR, wanted)
             study.set_metric_names(METRIC_NAMES)
         else:
             for key in sorted(set(wanted) | set(stored)):
                 if wanted.get(key) != stored.get(key):
-                    opt = "--" + key.replace("_ms", "").replace("_", "-")
+                    opt = option_name(key)
                     raise StorageError(
                         f"{opt}: study {study_name!r} was run with {stored.get(key)!r}, got {wanted.get(key)!r}; "
                         f"use the same options or another --study")
@@ -373,6 +422,7 @@ def run_paths(searcher: str, s) -> tuple[str, Path, str]:
 
     study = s.study or default_study_name(searcher, s)
     out = Path(s.out) if s.out else Path("runs") / study
+    check_out_dir(out)
     storage = s.storage or sqlite_url(out / "study.db")
     return study, out, storage
 
@@ -384,7 +434,7 @@ def open_run(searcher: str, study_name: str, storage_url: str, out: Path, space,
     import sys
 
     records, created = Records.open(study_name, storage_url, space, identity, resume=resume, searcher=searcher)
-    Path(out).mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     if not created:
         print(f"study {study_name}: {records.n_complete()} finished trials in {safe_url(records.storage_url)}",
               file=file or sys.stderr)
@@ -445,5 +495,6 @@ class Board:
         self.writer.close()
 
 
-__all__ = ["Board", "Journal", "METRIC_NAMES", "Records", "open_run", "run_paths", "StorageError", "TrialRecord", "best_record", "open_storage",
+__all__ = ["Board", "Journal", "METRIC_NAMES", "Records", "open_run", "run_paths", "StorageError", "TrialRecord", "best_record", "check_out_dir", "make_dir",
+           "open_storage", "option_name",
            "pareto_front", "to_record"]

@@ -205,8 +205,10 @@ class RLSearch(Evolution):
 # CLI
 # ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m searchers.rl", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from search_space.errors import OneLineParser
+
+    p = OneLineParser(prog="python -m searchers.rl", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_search_options(p)
     d = PGConfig()
     p.add_argument("--algo", help=f"policy gradient: ppo (MnasNet) or reinforce (default: {d.algo})")
@@ -240,6 +242,7 @@ def search(s: SearchSettings, cfg: PGConfig, progress: bool = True, zoo: bool = 
               f"{s.target} at {s.resolution}, budget {s.budget_ms:g} ms, {s.reward} reward, evaluator {s.evaluator} "
               f"on {s.dataset}, {s.trials} trials, {cfg.batch} per update, seed {s.seed}", file=sys.stderr)
     probe = start_probe(ctx, s, timing, progress)
+    ctx.check_inputs(progress)
     records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, identity(s, cfg), s.resume)
     done = records.n_complete()
     log: list[dict] = []

@@ -423,3 +423,93 @@ def test_negative_budget_is_one_line(tmp_path, capsys):
     """``--budget -5ms`` (a value argparse would take for an option) gets our one-line message."""
     assert _bad(["--target", TARGET, "--budget", "-5ms", *FAST, "--out", tmp_path / "r"], capsys) == \
         "error: --budget: got '-5ms'; allowed: a positive latency such as 60ms, 60 ms or 0.06s"
+
+
+# ------------------------------------------------------------------------------------------------
+# A failed start leaves nothing behind; every bad input is one line (session 7 review)
+# ------------------------------------------------------------------------------------------------
+SMALL = ["--trials", 3, "--population", 2, "--sample-size", 1]
+
+
+def test_failed_start_leaves_no_study_and_the_corrected_rerun_works(tmp_path, capsys, budget_ms):
+    """A bad data set, evaluator option or weights file is found before the study is made, so the
+    corrected command (the same --out) runs; a study an older start left empty takes the new settings."""
+    out = tmp_path / "run"
+    ok = ["--target", TARGET, "--budget", f"{budget_ms}ms", "--out", out, *SMALL]
+    assert _bad([*ok, *FAST, "--dataset", "/nope.npz"], capsys) == (
+        "error: dataset: /nope.npz does not exist; allowed: fashion-mnist, a folder of class sub-folders, "
+        "or an .npz file with x and y")
+    assert not out.exists()
+    assert _bad([*ok, "--evaluator", "train", "--eval-opt", "epochs=abc", "--no-progress", "--no-zoo"], capsys) == \
+        "error: --eval-opt epochs: got 'abc'; allowed: a positive integer"
+    assert not out.exists()
+    msg = _bad([*ok, "--eval-opt", "supernet_path=/etc/passwd", "--no-progress", "--no-zoo"], capsys)
+    assert msg == ("error: --eval-opt supernet_path: /etc/passwd is not a readable supernet checkpoint "
+                   "(UnpicklingError); allowed: a supernet.pt written by 'python -m searchers.supernet train'")
+    assert not out.exists()
+    # an empty study left by a failed start of an older version: the corrected command takes it over
+    from search_space.space import load_space
+    from searchers.cli_common import given_options, resolve
+    from searchers.evolve import build_parser
+    from searchers.records import Records, run_paths
+
+    s = resolve(given_options(build_parser().parse_args([str(a) for a in [*ok, *FAST, "--dataset", "/nope.npz"]])))
+    name, _, url = run_paths("evolve", s)
+    assert name.endswith("-s0-nope")  # the default study name names a data set other than the default
+    s.dataset, s.study = "/nope.npz", "evolve-left-empty"
+    Records.open(s.study, url, load_space(SPACE), s.identity(), resume=False, searcher="evolve")
+    assert run_main([*ok, *FAST, "--study", "evolve-left-empty"]) == 0
+    study = load_study(out, "evolve-left-empty")
+    assert len(complete(study)) == 3 and study.user_attrs["edgenas_settings"]["dataset"] == "fashion-mnist"
+    # with finished trials the settings are kept: another data set is refused, naming both
+    npz = tmp_path / "two.npz"
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(npz, x=rng.integers(0, 255, (40, 32, 32), dtype=np.uint8), y=np.arange(40) % 2)
+    msg = _bad([*ok, *FAST, "--study", "evolve-left-empty", "--dataset", npz], capsys)
+    assert msg == (f"error: --dataset: study 'evolve-left-empty' was run with 'fashion-mnist', got '{npz}'; "
+                   "use the same options or another --study")
+
+
+def test_one_class_data_set_is_refused(tmp_path, capsys, budget_ms):
+    import numpy as np
+
+    npz = tmp_path / "one.npz"
+    np.savez(npz, x=np.random.default_rng(0).integers(0, 255, (20, 32, 32), dtype=np.uint8), y=np.zeros(20, int))
+    msg = _bad(["--target", TARGET, "--budget", f"{budget_ms}ms", "--out", tmp_path / "r", *FAST, "--dataset", npz],
+               capsys)
+    assert msg == f"error: dataset: {npz} has 1 class (0); allowed: at least 2 classes"
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_that_cannot_be_a_folder(tmp_path, capsys, budget_ms):
+    f = tmp_path / "afile"
+    f.write_text("not a folder")
+    ok = ["--target", TARGET, "--budget", f"{budget_ms}ms", *FAST]
+    assert _bad([*ok, "--out", f], capsys) == f"error: --out: {f} is a file; allowed: a folder (new or existing)"
+    assert _bad([*ok, "--out", "/proc/nope/x"], capsys) == \
+        "error: --out: cannot make the folder /proc/nope/x: No such file or directory; allowed: a writable folder"
+    assert f.read_text() == "not a folder"
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert _bad(["--bogus"], capsys) == \
+        "error: python -m searchers.evolve: unrecognized arguments: --bogus; see python -m searchers.evolve --help"
+    assert _bad(["--target"], capsys) == "error: python -m searchers.evolve: argument --target: expected one argument"
+
+
+def test_no_progress_reaches_the_evaluators_constructor(budget_ms):
+    """--no-progress hides the supernet's training bar: the evaluator is built with progress=False (the
+    bar belongs to its constructor's option, not to prepare()); an --eval-opt progress=... still wins."""
+    from searchers.cli_common import resolve
+    from searchers.evolve import make_context
+
+    base = {"target": TARGET, "budget": f"{budget_ms}ms"}
+    for progress in (False, True):
+        ctx = make_context(resolve(dict(base)))
+        assert ctx.build_evaluator(progress).progress is progress
+    ctx = make_context(resolve({**base, "eval_opts": {"progress": True}}))
+    assert ctx.build_evaluator(False).progress is True
+    ctx = make_context(resolve({**base, "evaluator": "proxy"}))  # no bars, no such option: still built
+    assert ctx.build_evaluator(False).name == "proxy"

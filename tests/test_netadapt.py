@@ -350,3 +350,32 @@ def test_resume_after_sigkill_continues_from_the_last_finished_iteration(tmp_pat
     # proposals of the iteration the kill interrupted are not recorded twice
     keys = [(t.user_attrs["iteration"], t.user_attrs["arch"]) for t in study.trials if t.user_attrs["kind"] != "final"]
     assert len(keys) == len(set(keys))
+
+
+def test_failed_start_leaves_nothing_and_usage_errors_are_one_line(tmp_path, capsys, seed_ms):
+    """A bad --weights, --dataset or --out is found before the study is made (the corrected command is
+    not refused by a study the failed start left); --budget -4ms and unknown options are one line."""
+    import re
+
+    out = tmp_path / "run"
+    ok = ["--arch", SEED, "--target", TARGET, "--budget", f"{0.9 * seed_ms:.3f}ms", *TINY]
+    for extra, want in ((["--weights", "/nope.pt"], r"error: --weights: /nope\.pt does not exist"),
+                        (["--weights", "/etc/passwd"], r"error: --weights: cannot read /etc/passwd: \w+Error"),
+                        (["--dataset", "/nope.npz"], r"error: dataset: /nope\.npz does not exist; allowed: fashion-mnist, "
+                                                     r"a folder of class sub-folders, or an \.npz file with x and y")):
+        assert run_main([*ok, *extra, "--out", out]) == 2
+        assert re.fullmatch(want, error_line(capsys.readouterr().err))
+        assert not out.exists()
+    f = tmp_path / "afile"
+    f.write_text("")
+    assert run_main([*ok, "--out", f]) == 2
+    assert error_line(capsys.readouterr().err) == f"error: --out: {f} is a file; allowed: a folder (new or existing)"
+    assert run_main([*ok, "--out", "/proc/nope/x"]) == 2
+    assert error_line(capsys.readouterr().err) == \
+        "error: --out: cannot make the folder /proc/nope/x: No such file or directory; allowed: a writable folder"
+    assert run_main(["--arch", SEED, "--target", TARGET, "--budget", "-4ms"]) == 2
+    assert error_line(capsys.readouterr().err) == \
+        "error: --budget: got '-4ms'; allowed: a positive latency such as 60ms, 60 ms or 0.06s"
+    assert run_main([*ok, "--bogus"]) == 2
+    assert re.fullmatch(r"error: python -m searchers.netadapt: unrecognized arguments: --bogus; see .*--help",
+                        error_line(capsys.readouterr().err))

@@ -64,10 +64,60 @@ def test_open_errors(tmp_path, space):
         Records.open("nope", url, space, IDENTITY, resume=True, searcher="evolve")
     with pytest.raises(StorageError, match=r"^--target: study 's1' was run with 'pixel-cpu', got 'note10-cpu'"):
         Records.open("s1", url, space, {**IDENTITY, "target": "note10-cpu"}, resume=True, searcher="evolve")
+    rec, _ = Records.open("s1", url, space, IDENTITY, resume=True, searcher="evolve")
+    arch = space.sample(random.Random(0))
+    rec.add(arch, space.encode(arch), 0.5, 30.0, 0.5, ())  # a finished trial: its settings are now kept
     with pytest.raises(StorageError, match=r"^--budget: study 's1' was run with 60.0, got 45.0"):
         Records.open("s1", url, space, {**IDENTITY, "budget_ms": 45.0}, resume=False, searcher="evolve")
+    with pytest.raises(StorageError, match=r"^--eval-opt: study 's1' was run with None, got \{'epochs': 3\}"):
+        Records.open("s1", url, space, {**IDENTITY, "eval_opts": {"epochs": 3}}, resume=False, searcher="evolve")
     with pytest.raises(StorageError, match=r"^--storage: cannot use postgresql://u:\*\*\*@127.0.0.1:9/x: "):
         Records.open("s1", "postgresql://u:pw@127.0.0.1:9/x", space, IDENTITY, resume=False, searcher="evolve")
+
+
+def test_empty_study_takes_new_settings(tmp_path, space):
+    """A start that failed before any trial (a bad --dataset, say) leaves an empty study: a new start with
+    other settings takes it over; --resume, or a study with a finished trial, still refuses them."""
+    from searchers.records import SETTINGS_ATTR, Records, StorageError
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Records.open("s1", url, space, {**IDENTITY, "dataset": "/nope.npz"}, resume=False, searcher="evolve")
+    with pytest.raises(StorageError, match=r"^--dataset: study 's1' was run with '/nope.npz', got 'fashion-mnist'"):
+        Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=True, searcher="evolve")
+    rec, created = Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=False,
+                                searcher="evolve")
+    assert not created and rec.study.user_attrs[SETTINGS_ATTR]["dataset"] == "fashion-mnist"
+    # failed trials only, with the same space: still replaceable; with another space: not (their encoding)
+    arch = space.sample(random.Random(1))
+    rec.add(arch, space.encode(arch), None, 30.0, None, (), error="RuntimeError: boom")
+    rec, _ = Records.open("s1", url, space, {**IDENTITY, "dataset": "x.npz"}, resume=False, searcher="evolve")
+    assert rec.study.user_attrs[SETTINGS_ATTR]["dataset"] == "x.npz"
+    with pytest.raises(StorageError, match=r"^--space: study 's1' was run with 'mobile-unified', got 'ofa-mbv3'"):
+        Records.open("s1", url, space, {**IDENTITY, "dataset": "x.npz", "space": "ofa-mbv3"}, resume=False,
+                     searcher="evolve")
+    rec.add(arch, space.encode(arch), 0.5, 30.0, 0.5, ())
+    with pytest.raises(StorageError, match=r"^--dataset: study 's1' was run with 'x.npz', got 'fashion-mnist'"):
+        Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=False, searcher="evolve")
+
+
+def test_out_folder_errors(tmp_path):
+    from searchers.records import StorageError, check_out_dir, make_dir, open_storage
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(StorageError, match=rf"^--out: {f} is a file; allowed: a folder \(new or existing\)$"):
+        check_out_dir(f)
+    with pytest.raises(StorageError, match=rf"^--out: {f / 'x'} cannot be made: {f} is a file; allowed: "):
+        check_out_dir(f / "x")
+    with pytest.raises(StorageError, match=r"^--out: cannot make the folder /proc/nope/x: No such file or directory; "
+                                           r"allowed: a writable folder$"):
+        make_dir("/proc/nope/x")
+    with pytest.raises(StorageError, match=rf"^--out: {f} is a file"):  # the default storage, <out>/study.db
+        open_storage(f"sqlite:///{f / 'study.db'}")
+    with pytest.raises(StorageError, match=rf"^--storage: {f} is a file"):
+        open_storage(f"sqlite:///{f / 'other.db'}")
+    check_out_dir(tmp_path / "new" / "deeper")  # a folder that can be made is fine, and is not made yet
+    assert not (tmp_path / "new").exists()
 
 
 def test_pareto_and_best():

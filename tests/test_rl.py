@@ -300,3 +300,27 @@ def test_rl_options_from_config(tmp_path, capsys):
     recipe.write_text("target: pixel-cpu\nbudget: 40ms\nalgo: ppo\n")
     with pytest.raises(OptionError, match=r"unknown option 'algo'"):
         given_options(evolve_parser().parse_args(["--config", str(recipe)]))
+
+
+def test_failed_start_leaves_no_study_and_the_corrected_rerun_works(tmp_path, capsys, budget_ms):
+    """A bad data set or evaluator option is found before the study is made: the corrected command runs."""
+    out = tmp_path / "run"
+    ok = ["--target", TARGET, "--budget", f"{budget_ms}ms", "--out", out, "--trials", 3, "--batch", 3]
+    assert _bad([*ok, *FAST, "--dataset", "/nope.npz"], capsys).startswith(
+        "error: dataset: /nope.npz does not exist; allowed: fashion-mnist")
+    assert _bad([*ok, *FAST, "--eval-opt", "proxy=magic"], capsys) == \
+        "error: --eval-opt proxy: got 'magic'; allowed: naswot, synflow, gradnorm"
+    assert _bad([*ok, *FAST, "--eval-opt", "epochs=2"], capsys) == \
+        "error: --eval-opt: got 'epochs'; allowed: proxy evaluator options proxy, batch_size"
+    assert not out.exists()
+    assert run_main([*ok, *FAST]) == 0
+    assert len(complete(load_study(out))) == 3
+
+
+def test_usage_errors_and_out_are_one_line(tmp_path, capsys):
+    assert _bad(["--bogus"], capsys) == \
+        "error: python -m searchers.rl: unrecognized arguments: --bogus; see python -m searchers.rl --help"
+    f = tmp_path / "afile"
+    f.write_text("")
+    assert _bad(["--target", TARGET, "--budget", "60ms", *FAST, "--out", f], capsys) == \
+        f"error: --out: {f} is a file; allowed: a folder (new or existing)"

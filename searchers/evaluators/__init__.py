@@ -23,6 +23,10 @@ def evaluator_names() -> list[str]:
 
 
 def get_evaluator(name: str, space=None, dataset="fashion-mnist", seed: int = 0, **opts) -> Evaluator:
+    return evaluator_class(name)(space=space, dataset=dataset, seed=seed, **opts)
+
+
+def evaluator_class(name: str) -> type:
     if name == "supernet":
         from searchers.evaluators.supernet import SupernetEvaluator as cls
     elif name == "train":
@@ -33,7 +37,7 @@ def get_evaluator(name: str, space=None, dataset="fashion-mnist", seed: int = 0,
         from searchers.evaluators.predictor import PredictorEvaluator as cls
     else:
         raise field_error(EvaluatorError, "evaluator", name, _NAMES)
-    return cls(space=space, dataset=dataset, seed=seed, **opts)
+    return cls
 
 
-__all__ = ["Evaluator", "EvaluatorError", "evaluator_names", "get_evaluator"]
+__all__ = ["Evaluator", "EvaluatorError", "evaluator_class", "evaluator_names", "get_evaluator"]

@@ -52,6 +52,11 @@ class Evaluator:
     def _prepare(self) -> None:
         self.data  # noqa: B018 -- load it
 
+    def check_inputs(self) -> None:
+        """Read what the user gave (the data set; a subclass adds its files) without the one-off work of
+        ``prepare()``: a searcher calls it before it makes its study, so a bad input leaves nothing."""
+        self.data  # noqa: B018 -- load it
+
     def evaluate(self, arch: Arch) -> float:
         if not isinstance(arch, Arch):
             raise field_error(EvaluatorError, "arch", type(arch).__name__, "an Arch")
@@ -80,6 +85,16 @@ def _space(space):
 
         return load_space(space)
     return space
+
+
+def as_eval_opt(exc: Exception) -> EvaluatorError:
+    """A recipe's own error (``recipe.epochs: got 'abc' ...``) as the user wrote it: ``--eval-opt epochs: ...``."""
+    return EvaluatorError(str(exc).replace("recipe.", "--eval-opt ", 1))
+
+
+def unknown_option(where: str, key: str, names) -> EvaluatorError:
+    """``--eval-opt: got 'epochz'; allowed: <where> options epochs, lr, ...`` (the user-given options only)."""
+    return EvaluatorError(f"--eval-opt: got {key!r}; allowed: {where} options {', '.join(names)}")
 
 
 def pop_fields(cls, opts: dict, where: str) -> dict:

@@ -332,7 +332,12 @@ class PredictorEvaluator(Evaluator):
                                                         cache_root=cache_root, supernet_path=supernet_path,
                                                         progress=progress, log=log, **supernet_opts)
         except EvaluatorError as exc:
-            raise PredictorError(str(exc).replace("supernet evaluator option", "predictor option")) from None
+            msg = str(exc)
+            if msg.startswith("--eval-opt: got "):  # an unknown key: the predictor's options and its supernet's
+                key = msg.split("'")[1]
+                msg = (f"predictor option {key}: got {key!r}; allowed: samples, model, rescore_top, standalone_csv, "
+                       + msg.split("supernet evaluator options ", 1)[1])
+            raise PredictorError(msg.replace("--eval-opt ", "predictor option ")) from None
         self.samples, self.kind = samples, model
         self.cache_root = Path(cache_root).expanduser() if cache_root else None
         self.progress, self.log = progress, log
@@ -343,6 +348,10 @@ class PredictorEvaluator(Evaluator):
         self.supernet = None  # the supernet (for ``check``: archs it does not cover are not searched)
         self.dir: Path | None = None
         self.collect_s = 0.0
+
+    def check_inputs(self) -> None:
+        self.supernet_evaluator._data = self.data  # one data set in memory (as _prepare does)
+        self.supernet_evaluator.check_inputs()
 
     # -- where things live ----------------------------------------------------------------------
     def _supernet_tag(self) -> str:

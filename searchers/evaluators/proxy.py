@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from searchers.evaluators.base import Evaluator, EvaluatorError
+from searchers.evaluators.base import Evaluator, EvaluatorError, unknown_option
 from search_space.errors import field_error
 
 PROXIES = ("naswot", "synflow", "gradnorm")
@@ -83,11 +83,11 @@ class ProxyEvaluator(Evaluator):
         super().__init__(space, dataset, seed)
         if opts:
             k = sorted(opts)[0]
-            raise field_error(EvaluatorError, f"proxy evaluator option {k}", k, ["proxy", "batch_size"])
+            raise unknown_option("proxy evaluator", k, ["proxy", "batch_size"])
         if proxy not in PROXIES:
-            raise field_error(EvaluatorError, "proxy", proxy, PROXIES)
-        if not isinstance(batch_size, int) or batch_size < 2:
-            raise field_error(EvaluatorError, "batch_size", batch_size, "an integer >= 2")
+            raise field_error(EvaluatorError, "--eval-opt proxy", proxy, PROXIES)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
+            raise field_error(EvaluatorError, "--eval-opt batch_size", batch_size, "an integer >= 2")
         self.proxy = proxy
         self.batch_size = batch_size
         self.last_score = float("nan")

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from searchers.evaluators.base import Evaluator, EvaluatorError, pop_fields
+from searchers.evaluators.base import Evaluator, EvaluatorError, as_eval_opt, pop_fields, unknown_option
 from searchers.supernet import SupernetRecipe, default_recipe, evaluate_subnet, get_supernet, load_supernet
-from search_space.errors import field_error
+from search_space.errors import EdgenasError, field_error
 
 
 def _device(value) -> "torch.device":
@@ -24,15 +24,15 @@ def _device(value) -> "torch.device":
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError):
-        raise field_error(EvaluatorError, "supernet evaluator option device", value, allowed) from None
+        raise field_error(EvaluatorError, "--eval-opt device", value, allowed) from None
     if dev.type not in ("cpu", "cuda"):
-        raise field_error(EvaluatorError, "supernet evaluator option device", value, allowed)
+        raise field_error(EvaluatorError, "--eval-opt device", value, allowed)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise field_error(EvaluatorError, "supernet evaluator option device", value,
+        raise field_error(EvaluatorError, "--eval-opt device", value,
                           ["cpu", "auto (no CUDA device on this machine)"])
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         n = torch.cuda.device_count()
-        raise field_error(EvaluatorError, "supernet evaluator option device", value,
+        raise field_error(EvaluatorError, "--eval-opt device", value,
                           ["cpu", "cuda", *(f"cuda:{i}" for i in range(n)), "auto"])
     return dev
 
@@ -48,14 +48,15 @@ class SupernetEvaluator(Evaluator):
         if self.space is None and supernet_path is None:
             raise EvaluatorError("supernet evaluator: space: got None; allowed: a space name, path or Space")
         fields_ = pop_fields(SupernetRecipe, opts, "supernet")
-        if opts:
-            k = sorted(opts)[0]
-            raise field_error(EvaluatorError, f"supernet evaluator option {k}", k,
-                              ["recipe", "cache_root", "supernet_path", "progress", "log", "device",
-                               *SupernetRecipe.__dataclass_fields__])
-        if isinstance(recipe, dict):
-            recipe = SupernetRecipe(**recipe)
-        self.recipe = replace(recipe, **fields_) if recipe is not None else default_recipe(self.space, **fields_)
+        if opts:  # (recipe, cache_root, progress and log are for callers, not the command line)
+            raise unknown_option("supernet evaluator", sorted(opts)[0],
+                                 ["supernet_path", "device", *SupernetRecipe.__dataclass_fields__])
+        try:
+            if isinstance(recipe, dict):
+                recipe = SupernetRecipe(**recipe)
+            self.recipe = replace(recipe, **fields_) if recipe is not None else default_recipe(self.space, **fields_)
+        except EdgenasError as exc:
+            raise as_eval_opt(exc) from None
         self.cache_root = Path(cache_root).expanduser() if cache_root else None
         self.supernet_path = Path(supernet_path).expanduser() if supernet_path else None
         self.progress = progress
@@ -64,9 +65,16 @@ class SupernetEvaluator(Evaluator):
         self.supernet = None
         self.trained_now = False
 
+    def check_inputs(self) -> None:
+        """The data set and a given ``supernet_path``, read now (before a search makes its study)."""
+        super().check_inputs()
+        if self.supernet_path is not None and self.supernet is None:
+            self.supernet = load_supernet(self.supernet_path, "--eval-opt supernet_path")
+
     def _prepare(self) -> None:
         if self.supernet_path is not None:
-            self.supernet = load_supernet(self.supernet_path)
+            if self.supernet is None:
+                self.supernet = load_supernet(self.supernet_path, "--eval-opt supernet_path")
         else:
             self.supernet, self.trained_now = get_supernet(self.space, self.data, self.recipe, self.seed,
                                                            self.cache_root, self.progress, self.log)

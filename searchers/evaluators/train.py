@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from searchers.evaluators.base import Evaluator, EvaluatorError, pop_fields
+from searchers.evaluators.base import Evaluator, EvaluatorError, as_eval_opt, pop_fields, unknown_option
 from searchers.training import Recipe, train_arch
-from search_space.errors import field_error
+from search_space.errors import EdgenasError, field_error
 
 
 class TrainEvaluator(Evaluator):
@@ -16,14 +16,16 @@ class TrainEvaluator(Evaluator):
                  split: str = "val", progress: bool = False, **opts):
         super().__init__(space, dataset, seed)
         fields_ = pop_fields(Recipe, opts, "train")
-        if opts:
-            raise field_error(EvaluatorError, f"train evaluator option {sorted(opts)[0]}", sorted(opts)[0],
-                              ["recipe", "split", "progress", *Recipe.__dataclass_fields__])
-        if isinstance(recipe, dict):
-            recipe = Recipe(**recipe)
-        self.recipe = replace(recipe or Recipe(), **fields_)
+        if opts:  # (recipe and progress are for callers, not the command line)
+            raise unknown_option("train evaluator", sorted(opts)[0], ["split", *Recipe.__dataclass_fields__])
+        try:
+            if isinstance(recipe, dict):
+                recipe = Recipe(**recipe)
+            self.recipe = replace(recipe or Recipe(), **fields_)
+        except EdgenasError as exc:
+            raise as_eval_opt(exc) from None
         if split not in ("val", "test"):
-            raise field_error(EvaluatorError, "split", split, ["val", "test"])
+            raise field_error(EvaluatorError, "--eval-opt split", split, ["val", "test"])
         self.split = split
         self.progress = progress
         self.results: dict[str, dict] = {}     # arch string -> stats of its training run
