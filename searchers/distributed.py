@@ -94,6 +94,7 @@ class Dist:
 
 
 SINGLE = Dist()
+BACKENDS = ("nccl", "gloo")
 
 
 def init_from_env(backend: str | None = None, device: str | None = None) -> Dist:
@@ -107,6 +108,8 @@ def init_from_env(backend: str | None = None, device: str | None = None) -> Dist
     cuda = torch.cuda.is_available() and device != "cpu"
     if device not in (None, "cpu", "cuda"):
         raise field_error(DistError, "--device", device, ["cpu", "cuda"])
+    if backend is not None and backend not in BACKENDS:  # checked with or without torchrun
+        raise field_error(DistError, "--backend", backend, BACKENDS)
     if device == "cuda" and not torch.cuda.is_available():
         raise DistError("--device: got cuda but no CUDA device is visible; allowed: cpu")
     dev = torch.device("cuda", local % max(1, torch.cuda.device_count())) if cuda else torch.device("cpu")
@@ -367,8 +370,10 @@ def _cpu(state: dict) -> dict:
 # CLI
 # --------------------------------------------------------------------------------------------
 def _supernet_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="torchrun ... -m searchers.distributed supernet",
-                                description="Train the supernet of a space on every torchrun process (DDP).")
+    from search_space.errors import OneLineParser
+
+    p = OneLineParser(prog="torchrun ... -m searchers.distributed supernet",
+                      description="Train the supernet of a space on every torchrun process (DDP).")
     a = p.add_argument
     a("--space", default="mobile-unified")
     a("--dataset", default="fashion-mnist")
@@ -393,6 +398,8 @@ def supernet_main(argv: list[str]) -> int:
     args = _supernet_parser().parse_args(argv)
     if args.accum < 1:
         raise field_error(DistError, "--accum", args.accum, "an integer >= 1")
+    if args.threads < 0:
+        raise field_error(DistError, "--threads", args.threads, "an integer >= 0 (0: torch's default)")
     if args.threads:
         torch.set_num_threads(args.threads)
     from search_space.space import load_space
@@ -429,9 +436,11 @@ USAGE = ("usage: torchrun --nproc_per_node N -m searchers.distributed {supernet,
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if not argv:
+        raise DistError("command: missing; allowed: supernet, train (see python -m searchers.distributed --help)")
     cmd, rest = argv[0], argv[1:]
     if cmd == "supernet":
         return supernet_main(rest)

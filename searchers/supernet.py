@@ -760,19 +760,21 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
     return net
 
 
-def load_supernet(path: Path) -> Supernet:
-    path = Path(path)
+def load_supernet(path: Path, field: str = "supernet") -> Supernet:
+    """A supernet checkpoint; a missing or unreadable file is one line naming ``field`` (the option
+    that gave the path) and the path."""
+    path = Path(path).expanduser()
+    allowed = "allowed: a supernet.pt written by 'python -m searchers.supernet train'"
     if not path.is_file():
-        raise SupernetError(f"supernet: {path} does not exist; allowed: a supernet.pt written by "
-                            "'python -m searchers.supernet train'")
+        raise SupernetError(f"{field}: {path} does not exist; {allowed}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         net = Supernet.from_meta(state["meta"])
         net.load_state_dict(state["model"])
-    except (KeyError, RuntimeError, EOFError, OSError) as exc:
-        raise SupernetError(f"supernet: {path} is not a readable supernet checkpoint ({type(exc).__name__}); "
-                            "delete it to retrain") from None
-    net.train_seconds = state.get("train_seconds", 0.0)
+    except Exception as exc:  # a user-given file may be anything: name it, whatever the reader raised
+        raise SupernetError(f"{field}: {path} is not a readable supernet checkpoint ({type(exc).__name__}); "
+                            f"{allowed}") from None
+    net.train_seconds = state.get("train_seconds", 0.0) if isinstance(state, dict) else 0.0
     return net
 
 
@@ -883,12 +885,21 @@ def evaluate_subnet(net: Supernet, arch: Arch, data, recipe: SupernetRecipe = Su
 def _recipe_from_args(args, space) -> SupernetRecipe:
     changes = {k: getattr(args, k) for k in ("epochs", "images_per_epoch", "batch_size", "lr", "n_random",
                                              "max_channels", "max_macs", "scope") if getattr(args, k, None) is not None}
-    return default_recipe(space, **changes)
+    try:
+        return default_recipe(space, **changes)
+    except SupernetError as exc:  # ``recipe.batch_size: ...`` -> the flag the user gave, ``--batch-size: ...``
+        msg = str(exc)
+        for k in changes:
+            if msg.startswith(f"recipe.{k}:"):
+                msg = "--" + k.replace("_", "-") + msg[len(f"recipe.{k}"):]
+        raise SupernetError(msg) from None
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m searchers.supernet",
-                                description="Train / inspect / query the weight-sharing supernet of a space.")
+    from search_space.errors import OneLineParser
+
+    p = OneLineParser(prog="python -m searchers.supernet",
+                      description="Train / inspect / query the weight-sharing supernet of a space.")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, help_ in (("train", "train (or resume) the supernet; cached by (space, data, recipe)"),
                         ("eval", "score arch strings with the trained supernet"),
@@ -919,6 +930,8 @@ def _parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.threads < 0:
+        raise field_error(SupernetError, "--threads", args.threads, "an integer >= 0 (0: torch's default)")
     if args.threads:
         torch.set_num_threads(args.threads)
     from search_space.space import load_space
@@ -944,9 +957,17 @@ def main(argv: list[str] | None = None) -> int:
                        log=lambda m: print(m, file=sys.stderr, flush=True) if not sys.stderr.isatty() else None)
         print(f"trained in {time.perf_counter() - t0:.0f}s: {d / 'supernet.pt'}")
         return 0
+    archs = [Arch.from_string(s) for s in args.arch]  # every arch checked before any scoring
+    if not (d / "supernet.pt").is_file():
+        raise SupernetError(f"--arch: no trained supernet in {d}; allowed: after "
+                            f"'python -m searchers.supernet train' with the same options")
     net = load_supernet(d / "supernet.pt")
-    for s in args.arch:
-        arch = Arch.from_string(s)
+    for arch in archs:  # outside the supernet's scope: one line naming the field, as the evaluator says
+        try:
+            net.check(arch)
+        except SpaceError as exc:
+            raise SpaceError("--arch: " + str(exc).removeprefix("supernet: ")) from None
+    for s, arch in zip(args.arch, archs):
         t0 = time.perf_counter()
         acc = evaluate_subnet(net, arch, data, recipe, args.seed)
         print(f"{acc:.4f}\t{time.perf_counter() - t0:.2f}s\t{s}")

@@ -73,8 +73,10 @@ def default_out(arch_arg: str, label: str, arch: Arch, data_name: str, init: str
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m searchers.train",
-                                description="Train an architecture on a data set, export it and write its model card.")
+    from search_space.errors import OneLineParser
+
+    p = OneLineParser(prog="python -m searchers.train",
+                      description="Train an architecture on a data set, export it and write its model card.")
     a = p.add_argument
     a("--arch", required=True, help="arch .yaml/.json file, zoo name, name@width or arch string")
     a("--dataset", default="fashion-mnist", help="fashion-mnist, an image folder or an .npz (default fashion-mnist)")
@@ -155,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < (1 if name == "accum" else 0):
             raise field_error(TrainError, f"--{name.replace('_', '-')}", getattr(args, name),
                               "an integer >= 1" if name == "accum" else "an integer >= 0")
+    from searchers.distributed import BACKENDS
+
+    if args.backend is not None and args.backend not in BACKENDS:  # (ignored without torchrun, but wrong)
+        raise field_error(TrainError, "--backend", args.backend, BACKENDS)
+    from searchers.records import check_out_dir
+
+    if args.out:  # a file there would fail only at the first checkpoint
+        check_out_dir(args.out)
     args.formats_all = args.formats.strip() == "all"
     args.formats, args.not_exported = export_formats(args.formats)
     arch, label = resolve_arch(args.arch)
@@ -177,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         raise field_error(TrainError, "--workers", args.workers, "an integer >= 0")
     data = load_dataset(args.dataset, seed=args.seed, image_size=args.image_size, workers=args.workers)
     out = Path(args.out) if args.out else default_out(args.arch, label, arch, data.name, args.init, args.seed)
+    check_out_dir(out)
     progress = not args.no_progress
 
     from searchers.distributed import init_from_env, shutdown
@@ -284,6 +295,9 @@ def _check_supernet_arch(arch: Arch, args):
         if not p.is_file():
             raise TrainError(f"--supernet: {p} does not exist; allowed: a supernet.pt written by "
                              "'python -m searchers.supernet train'")
+        from searchers.supernet import load_supernet
+
+        load_supernet(p, "--supernet")  # readable, before any data or training work
         space = None
         if args.space:
             from search_space.space import load_space
@@ -309,7 +323,7 @@ def _supernet(space, path, data, seed: int, progress: bool):
     from searchers.supernet import load_supernet
 
     if path is not None:
-        net = load_supernet(path)
+        net = load_supernet(path, "--supernet")
         if space is not None:
             net.space_name = net.space_name or space.name
         return net, {"space": net.space_name, "path": str(path), "trained_now": False,

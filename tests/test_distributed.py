@@ -226,3 +226,25 @@ def test_amp_no_op_on_cpu_and_channels_last_same_arithmetic(tmp_path):
 
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2])
+
+
+def test_cli_bad_input_is_one_line(capsys):
+    """No command, an unknown option, a negative --threads, --backend outside torchrun: one line, exit 2."""
+    from searchers.distributed import init_from_env, main
+
+    for args, line in (
+            ([], "error: command: missing; allowed: supernet, train (see python -m searchers.distributed --help)"),
+            (["fit"], "error: command: got 'fit'; allowed: supernet, train"),
+            (["supernet", "--threads", "-1"], "error: --threads: got -1; allowed: an integer >= 0 (0: torch's default)"),
+            (["supernet", "--epochs", "x"], "error: torchrun ... -m searchers.distributed supernet: argument --epochs: "
+                                            "invalid int value: 'x'; allowed: a whole number"),
+            (["train", "--arch", "mobilenet_v3_small", "--backend", "mpi"],
+             "error: --backend: got 'mpi'; allowed: nccl, gloo")):
+        assert main(args) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [line], args
+    import pytest
+
+    from searchers.distributed import DistError
+
+    with pytest.raises(DistError, match=r"^--backend: got 'mpi'; allowed: nccl, gloo$"):
+        init_from_env("mpi")  # (WORLD_SIZE unset: one process, still a wrong value)

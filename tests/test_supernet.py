@@ -298,3 +298,40 @@ def test_evaluation_settings_do_not_change_the_supernets_key(data):
     for change in ({"eval_images": 5000}, {"calib_batches": 8}, {"calib_batch_size": 256}):
         assert S.supernet_key(space, data, replace(TINY, **change), 0) == base
     assert S.supernet_key(space, data, replace(TINY, lr=0.1), 0) != base
+
+
+OUTSIDE = ("stem_i3_o16_k3_s2_hs-mbconv_i16_o16_m16_k3_s2_se8h_re-mbconv_i16_o24_m72_k3_s2_re-mbconv_i24_o24_m88_k3_s1"
+           "_re_skip-mbconv_i24_o40_m96_k5_s2_se24h_hs-head_l576_h1024_hs_d0.2")
+
+
+def test_cli_eval_refuses_an_arch_outside_the_scope_and_bad_options(tmp_path, capsys):
+    """``supernet eval`` checks each arch as the evaluator does (an arch outside the supernet's scope is one
+    line, exit 2, nothing scored); --threads -1, a bad recipe flag, an unknown command: one line each."""
+    from search_space.space import load_space
+
+    npz = toy_npz(tmp_path / "toy.npz")
+    data, space = load_dataset(npz), load_space("mobile-unified")
+    recipe = S.default_recipe(space)
+    net = S.build_supernet(space, data.num_classes, recipe, 0, data.resolution)  # untrained: scores are not the point
+    d = S.supernet_dir(space, data, recipe, 0, tmp_path / "cache")
+    d.mkdir(parents=True)
+    torch.save({"meta": net.meta(), "model": net.state_dict()}, d / "supernet.pt")
+    common = ["--space", "mobile-unified", "--dataset", str(npz), "--cache-dir", str(tmp_path / "cache")]
+    capsys.readouterr()
+    assert S.main(["eval", *common, "--arch", net.smallest.to_string(), "--arch", OUTSIDE]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        "error: --arch: the arch is outside the supernet's scope 'mobile-unified/mbconv' of space 'mobile-unified' "
+        "(arch.blocks[0].stride: got 2; allowed: 1 (stages[1])); allowed: " + S.SCOPE_NOTES[recipe.scope]]
+    assert S.main(["eval", *common, "--arch", net.smallest.to_string()]) == 0
+    score = capsys.readouterr().out.split("\t")
+    assert 0.0 <= float(score[0]) <= 1.0 and score[-1].strip() == net.smallest.to_string()
+    for args, line in ((["train", "--threads", "-1"], "error: --threads: got -1; allowed: an integer >= 0 (0: torch's default)"),
+                       (["train", *common, "--epochs", "0"], "error: --epochs: got 0; allowed: a positive integer"),
+                       (["fit"], "error: python -m searchers.supernet: argument cmd: invalid choice: 'fit' "
+                                 "(choose from 'train', 'eval', 'info')"),
+                       (["eval", *common, "--cache-dir", str(tmp_path / "empty"), "--arch", OUTSIDE],
+                        f"error: --arch: no trained supernet in {S.supernet_dir(space, data, recipe, 0, tmp_path / 'empty')}; "
+                        "allowed: after 'python -m searchers.supernet train' with the same options")):
+        assert S.main(args) == 2
+        assert capsys.readouterr().err.splitlines() == [line], args

@@ -420,3 +420,23 @@ def test_init_supernet_default_path_trains_and_caches_the_spaces_supernet(fmnist
     assert info2["trained_now"] is False and info2["path"] == info["path"]
     arch = net.smallest
     assert weights_fingerprint(supernet_model(again, arch, fmnist, 0)) == weights_fingerprint(net.extract(arch))
+
+
+def test_more_bad_input_is_one_error_line(tmp_path, capsys):
+    """Usage errors without the usage text; a supernet file that is not one; --backend outside torchrun;
+    --out that is a file: one line each, before any data or training work."""
+    f = tmp_path / "afile"
+    f.write_text("keep")
+    for args, line in (
+            ([], "error: python -m searchers.train: the following arguments are required: --arch"),
+            (["--arch", "mobilenet_v3_small", "--epochs", "abc"],
+             "error: python -m searchers.train: argument --epochs: invalid int value: 'abc'; allowed: a whole number"),
+            (["--arch", "mobilenet_v3_small", "--init", "supernet", "--supernet", "/etc/passwd"],
+             "error: --supernet: /etc/passwd is not a readable supernet checkpoint (UnpicklingError); "
+             "allowed: a supernet.pt written by 'python -m searchers.supernet train'"),
+            (["--arch", "mobilenet_v3_small", "--backend", "mpi"], "error: --backend: got 'mpi'; allowed: nccl, gloo"),
+            (["--arch", "mobilenet_v3_small", "--out", str(f)],
+             f"error: --out: {f} is a file; allowed: a folder (new or existing)")):
+        assert train_main(args) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [line], args
+    assert f.read_text() == "keep"
