@@ -89,13 +89,18 @@ class SearchSettings:
         return asdict(self)
 
 
-def add_search_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options every searcher takes (all default to None: see :func:`resolve`)."""
+def add_search_options(p: argparse.ArgumentParser, sweep: bool = False) -> argparse.ArgumentParser:
+    """The options every searcher takes (all default to None: see :func:`resolve`).  ``sweep``: the
+    searcher takes comma lists of targets and budgets (searchers.evolve: one search per pair)."""
+    from searchers.evaluators import evaluator_names
+
     a = p.add_argument
-    a("--target", help="latency target (local-cpu, pixel-cpu, note10-cpu)")
-    a("--budget", help="latency budget T, e.g. 60ms, '60 ms' or 0.06s")
+    lists = "; a comma list runs one search per target and budget (a sweep)" if sweep else ""
+    a("--target", help=f"latency target: {', '.join(_targets())}, or a target .json file{lists}")
+    a("--budget", help="latency budget T, e.g. 60ms, '60 ms' or 0.06s" + ("; a comma list (e.g. 20ms,45ms,60ms) "
+                                                                        "runs one search per budget" if sweep else ""))
     a("--space", help="search space name or YAML path (default: mobile-unified)")
-    a("--evaluator", help="accuracy evaluator: supernet, train or proxy (default: supernet)")
+    a("--evaluator", help=f"accuracy evaluator: {', '.join(evaluator_names())} (default: supernet)")
     a("--dataset", help="data set name or path (default: fashion-mnist)")
     a("--resolution", help="deployment resolution for latency (default: 224)")
     a("--trials", help="number of evaluated architectures (default: 300)")
@@ -200,17 +205,22 @@ def load_config(ref: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     p = Path(ref)
     candidates = [p, EXPERIMENTS / p, EXPERIMENTS / f"{ref}.yaml"]
     path = next((c for c in candidates if c.is_file()), None)
+    names = set(OPTION_NAMES) | set(extra)
     if path is None:
-        known = sorted(x.stem for x in EXPERIMENTS.glob("*.yaml"))
-        raise OptionError(f"--config: no recipe {ref!r}; allowed: a YAML path or one of {', '.join(known)}")
+        known, runs = searcher_recipes(names)
+        also = (f" ({', '.join(runs)}: whole-paper recipes, run with python -m experiments.run "
+                f"experiments/NAME.yaml)" if runs else "")
+        raise OptionError(f"--config: no recipe {ref!r}; allowed: a YAML path or one of {', '.join(known)}{also}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise OptionError(f"--config: {path} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise OptionError(f"--config: {path} must hold a mapping of option: value")
+    if _is_run_recipe(data):
+        raise OptionError(f"--config: {path} is an experiments.run recipe (stages search, netadapt, standalone); "
+                          f"allowed: a searcher recipe, or run it with: python -m experiments.run {path}")
     out = {}
-    names = set(OPTION_NAMES) | set(extra)
     allowed = sorted(names)
     for k, v in data.items():
         key = str(k).replace("-", "_")
@@ -218,6 +228,31 @@ def load_config(ref: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
             raise OptionError(f"--config: {path}: unknown option {k!r}; allowed: {', '.join(allowed)}")
         out[key] = v
     return out
+
+
+def _is_run_recipe(data: dict) -> bool:
+    """An experiments.run recipe (a whole paper's pipeline: ``name`` and its stage sections)."""
+    return "name" in data and any(k in data for k in ("search", "netadapt", "standalone"))
+
+
+def searcher_recipes(names) -> tuple[list[str], list[str]]:
+    """The shipped recipes (experiments/*.yaml) a searcher with option ``names`` can run, and the
+    experiments.run ones (which it cannot)."""
+    import yaml
+
+    ok, runs = [], []
+    for f in sorted(EXPERIMENTS.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(f.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        if _is_run_recipe(data):
+            runs.append(f.stem)
+        elif all(str(k).replace("-", "_") in names for k in data):
+            ok.append(f.stem)
+    return ok, runs
 
 
 OPTION_NAMES = ("target", "budget", "space", "evaluator", "dataset", "resolution", "trials", "population",

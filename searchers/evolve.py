@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = OneLineParser(prog="python -m searchers.evolve", description=__doc__.split("\n\n")[0],
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_search_options(p)
+    add_search_options(p, sweep=True)
     p.add_argument("--population", help="population size P (default: 50)")
     p.add_argument("--sample-size", dest="sample_size", help="tournament size S (default: 10)")
     p.add_argument("--crossover", help="probability of crossover before mutation (default: 0)")

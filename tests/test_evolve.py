@@ -513,3 +513,32 @@ def test_no_progress_reaches_the_evaluators_constructor(budget_ms):
     assert ctx.build_evaluator(False).progress is True
     ctx = make_context(resolve({**base, "evaluator": "proxy"}))  # no bars, no such option: still built
     assert ctx.build_evaluator(False).name == "proxy"
+
+
+def test_help_names_what_the_options_take():
+    """--help agrees with the README: every evaluator, every shipped target and target .json files, and
+    (evolve only) the comma lists of a sweep."""
+    import latency_models
+    from searchers.evaluators import evaluator_names
+    from searchers.rl import build_parser as rl_parser
+
+    import searchers.evolve as E
+
+    for parser, sweep in ((E.build_parser(), True), (rl_parser(), False)):
+        text = " ".join(parser.format_help().split())
+        assert f"accuracy evaluator: {', '.join(evaluator_names())} (default: supernet)" in text
+        assert "predictor" in evaluator_names() and "local-tflite" in latency_models.targets()
+        assert f"latency target: {', '.join(latency_models.targets())}, or a target .json file" in text
+        assert ("a comma list runs one search per target and budget (a sweep)" in text) is sweep
+        assert ("a comma list (e.g. 20ms,45ms,60ms) runs one search per budget" in text) is sweep
+
+
+def test_config_lists_only_recipes_the_searcher_runs(capsys):
+    msg = _bad(["--config", "nosuch"], capsys)
+    assert msg == ("error: --config: no recipe 'nosuch'; allowed: a YAML path or one of note10-ofa-hard, pixel1-60ms, "
+                   "quick-proxy (mobilenetv3_large, mobilenetv3_small: whole-paper recipes, run with python -m "
+                   "experiments.run experiments/NAME.yaml)")
+    msg = _bad(["--config", "mobilenetv3_small"], capsys)
+    assert msg.startswith("error: --config: ") and msg.endswith(
+        "mobilenetv3_small.yaml is an experiments.run recipe (stages search, netadapt, standalone); allowed: a "
+        f"searcher recipe, or run it with: python -m experiments.run {REPO / 'experiments' / 'mobilenetv3_small.yaml'}")
