@@ -473,12 +473,12 @@ def search(s: SearchSettings, progress: bool = True, zoo: bool = True) -> dict:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     ctx = make_context(s)
+    ctx.check_inputs(progress)  # evaluator options, data set, weights: before any output or storage
     if progress:
         print(f"evolve: space {ctx.space.name}, target {s.target} at {s.resolution}, budget {s.budget_ms:g} ms, "
               f"{s.reward} reward, evaluator {s.evaluator} on {s.dataset}, {s.trials} trials, seed {s.seed}",
               file=sys.stderr)
     probe = start_probe(ctx, s, timing, progress)
-    ctx.check_inputs(progress)
     records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, s.identity(), s.resume)
     done = records.n_complete()
     if done < s.trials:

@@ -237,12 +237,12 @@ def search(s: SearchSettings, cfg: PGConfig, progress: bool = True, zoo: bool = 
     timing: dict[str, float] = {}
     ctx = make_context(s)
     ctx.study_name, ctx.out, ctx.storage = run_paths(s)
+    ctx.check_inputs(progress)  # evaluator options, data set, weights: before any output or storage
     if progress:
         print(f"rl ({cfg.algo}): space {ctx.space.name} ({len(ctx.space.cardinalities())} decisions), target "
               f"{s.target} at {s.resolution}, budget {s.budget_ms:g} ms, {s.reward} reward, evaluator {s.evaluator} "
               f"on {s.dataset}, {s.trials} trials, {cfg.batch} per update, seed {s.seed}", file=sys.stderr)
     probe = start_probe(ctx, s, timing, progress)
-    ctx.check_inputs(progress)
     records, created = open_run(SEARCHER, ctx.study_name, ctx.storage, ctx.out, ctx.space, identity(s, cfg), s.resume)
     done = records.n_complete()
     log: list[dict] = []

@@ -493,6 +493,14 @@ def test_out_that_cannot_be_a_folder(tmp_path, capsys, budget_ms):
     assert f.read_text() == "not a folder"
 
 
+def test_bad_evaluator_option_is_the_only_line_even_with_progress(tmp_path, capsys, budget_ms):
+    """Evaluator options and the data set are read before the header and the budget probe are printed."""
+    capsys.readouterr()
+    rc = run_main(["--target", TARGET, "--budget", f"{budget_ms}ms", "--out", tmp_path / "r", "--eval-opt", "lr=-1"])
+    assert rc == 2 and capsys.readouterr().err.splitlines() == ["error: --eval-opt lr: got -1; allowed: a number in (0, 10)"]
+    assert not (tmp_path / "r").exists()
+
+
 def test_usage_errors_are_one_line(capsys):
     assert _bad(["--bogus"], capsys) == \
         "error: python -m searchers.evolve: unrecognized arguments: --bogus; see python -m searchers.evolve --help"
