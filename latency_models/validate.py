@@ -27,8 +27,8 @@ import numpy as np
 
 import latency_models
 from latency_models.fitting import error_stats
-from latency_models.profile import (BACKENDS, REFERENCE, layer_runner, machine_info, measure_absolute, measure_items,
-                                    runtime_version)
+from latency_models.profile import (BACKENDS, REFERENCE, check_at_least, layer_runner, machine_info,
+                                    measure_absolute, measure_items, runtime_version)
 from search_space.errors import OneLineParser, TargetError, cli_entry, field_error
 
 
@@ -314,12 +314,9 @@ def check_options(args, model) -> None:
             raise TargetError(f"{_option(measuring[0])}: does not apply with --measured (nothing is measured); "
                               "allowed with it: --also, --json, --png, --record")
         return
-    if args.archs is not None and args.archs < 0:
-        raise field_error(TargetError, "--archs", args.archs, "an integer >= 0")
-    if args.passes is not None and args.passes < 1:
-        raise field_error(TargetError, "--passes", args.passes, "an integer >= 1")
-    if args.rounds is not None and args.rounds < 1:
-        raise field_error(TargetError, "--rounds", args.rounds, "an integer >= 1")
+    for dest, lo in (("archs", 0), ("passes", 1), ("rounds", 1)):
+        if getattr(args, dest) is not None:
+            check_at_least(_option(dest), getattr(args, dest), lo)
     if args.archs == 0 and args.no_zoo:
         raise field_error(TargetError, "--archs", 0, "an integer >= 1 with --no-zoo (else nothing is measured)")
 

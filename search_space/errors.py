@@ -51,7 +51,7 @@ class OneLineParser(argparse.ArgumentParser):
     printing the whole usage text.  A malformed number says what is allowed.  ``add_subparsers`` makes
     its sub-parsers of the same class."""
 
-    error_class: type = None  # set below (EdgenasError is defined above; a subclass may narrow it)
+    error_class: type | None = None  # None: EdgenasError; a subclass may narrow it
 
     def error(self, message):
         m = re.search(r"invalid (int|float) value", message)

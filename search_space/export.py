@@ -564,15 +564,9 @@ def resolve_arch(target: str, width: float | None = None, field: str = "NAME_OR_
     from search_space import zoo
 
     names = zoo.names()
-    name, at, w_text = target.partition("@")
-    if at and name in names:
-        if width is not None:
-            raise field_error(ArchError, "--width", width, f"only without name@width (got {target})")
-        try:
-            width = float(w_text)
-        except ValueError:
-            raise field_error(ArchError, f"{field} width (for {name})", w_text, zoo.widths(name)) from None
-        target = name
+    at = "@" in target and target.partition("@")[0] in names
+    if at:
+        target, width = zoo.split_width(target, width, field)
     if target not in names:
         raise field_error(ArchError, field, target, "an arch file (.yaml/.yml/.json/.txt, net.config), an arch string "
                           f"(stem_...-head_...) or a zoo name[@width]: {', '.join(names)}")

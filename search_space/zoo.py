@@ -75,6 +75,20 @@ def _specs() -> dict[str, dict[str, Any]]:
     return specs
 
 
+def split_width(text: str, width: float | None = None, field: str = "zoo name") -> tuple[str, float | None]:
+    """``name@width`` -> ``(name, width)``; text without ``@`` comes back with ``width`` unchanged.  A
+    ``--width`` given as well, or a width that is not a number, is one line (``field`` names the option)."""
+    name, at, w_text = text.partition("@")
+    if not at:
+        return text, width
+    if width is not None:
+        raise field_error(ArchError, "--width", width, f"only without name@width (got {text})")
+    try:
+        return name, float(w_text)
+    except ValueError:
+        raise field_error(ArchError, f"{field} width (for {name})", w_text, widths(name)) from None
+
+
 def names() -> list[str]:
     """Zoo network names, in the order of the data files."""
     order = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1",
@@ -283,15 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print("  ".join(c.rjust(wd) if i in (1, 2, 3) else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths_))).rstrip())
         return 0
-    name, at, w_text = args.name.partition("@")
-    if at:
-        if args.width is not None:
-            raise field_error(ArchError, "--width", args.width, f"only without name@width (got {args.name})")
-        try:
-            args.width = float(w_text)
-        except ValueError:
-            raise field_error(ArchError, f"zoo {name} width", w_text, widths(name)) from None
-    args.name, args.width = name, 1.0 if args.width is None else args.width
+    name, width = split_width(args.name, args.width, "NAME")
+    args.name, args.width = name, 1.0 if width is None else width
     arch = get(args.name, args.width)
     p = profile(arch, res)
     if args.json:
