@@ -1,8 +1,10 @@
 """searchers.records: the Optuna study of a search (real space, real SQLite storage)."""
 from __future__ import annotations
 
+import errno
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,22 @@ def space():
     from search_space.space import load_space
 
     return load_space(SPACE)
+
+
+def _mkdir_fails_under(monkeypatch, root, err=errno.ENOSPC):
+    """Path.mkdir raises OSError(err) (default ENOSPC) for ``root`` and below: the mkdir branch of make_dir,
+    the same for root and any other user (a /proc path fails earlier, as not writable, for non-root)."""
+    import os as _os
+    from pathlib import Path as _P
+
+    real = _P.mkdir
+
+    def mkdir(self, *a, **k):
+        if str(self) == str(root) or str(self).startswith(str(root) + _os.sep):
+            raise OSError(err, _os.strerror(err), str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(_P, "mkdir", mkdir)
 
 
 IDENTITY = {"target": "pixel-cpu", "budget_ms": 60.0, "space": SPACE, "reward": "soft", "w": None}
@@ -100,7 +118,9 @@ def test_empty_study_takes_new_settings(tmp_path, space):
         Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=False, searcher="evolve")
 
 
-def test_out_folder_errors(tmp_path):
+def test_out_folder_errors(tmp_path, monkeypatch):
+    import os
+
     from searchers.records import StorageError, check_out_dir, make_dir, open_storage
 
     f = tmp_path / "afile"
@@ -109,9 +129,27 @@ def test_out_folder_errors(tmp_path):
         check_out_dir(f)
     with pytest.raises(StorageError, match=rf"^--out: {f / 'x'} cannot be made: {f} is a file; allowed: "):
         check_out_dir(f / "x")
-    with pytest.raises(StorageError, match=r"^--out: cannot make the folder /proc/nope/x: No such file or directory; "
-                                           r"allowed: a writable folder$"):
-        make_dir("/proc/nope/x")
+    # a folder that is not writable (root may write anywhere: there os.access is made to say no)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if Path(p) == ro else real_access(p, m, *a, **k))
+    try:
+        with pytest.raises(StorageError, match=rf"^--out: {ro / 'x' / 'y'} cannot be made: {ro} is not writable; "
+                                               r"allowed: a writable folder$"):
+            make_dir(ro / "x" / "y")
+        assert not (ro / "x").exists()
+    finally:
+        monkeypatch.undo()
+        ro.chmod(0o755)
+    # mkdir itself fails (e.g. a full disk): the OS reason, the same line for root and any other user
+    _mkdir_fails_under(monkeypatch, tmp_path / "full")
+    with pytest.raises(StorageError, match=rf"^--out: cannot make the folder {tmp_path / 'full' / 'x'}: No space left on "
+                                           r"device; allowed: a writable folder$"):
+        make_dir(tmp_path / "full" / "x")
+    monkeypatch.undo()
     with pytest.raises(StorageError, match=rf"^--out: {f} is a file"):  # the default storage, <out>/study.db
         open_storage(f"sqlite:///{f / 'study.db'}")
     with pytest.raises(StorageError, match=rf"^--storage: {f} is a file"):
