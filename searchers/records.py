@@ -180,19 +180,6 @@ def option_name(key: str) -> str:
     return {"eval_opts": "--eval-opt"}.get(key, "--" + key.replace("_ms", "").replace("_", "-"))
 
 
-def _replaceable(study, stored: dict, wanted: dict) -> bool:
-    """Whether a study's stored settings may be replaced by a new (not --resume) start: it has no finished trial (a start that failed
-    before any evaluation, e.g. on a bad --dataset, leaves an empty study), and any failed trials it has
-    were recorded with the same space encoding.  A study with finished trials keeps its settings."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    if any(t.state == TrialState.COMPLETE for t in trials):
-        return False
-    same_space = all(stored.get(k) == wanted.get(k) for k in ("space", "arch"))
-    return not trials or same_space
-
-
 def check_out_dir(path, field: str = "--out") -> None:
     """One line unless ``path`` is (or can become) a folder: checked before any work or storage."""
     import os
@@ -294,8 +281,6 @@ class Records:
                 stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(SETTINGS_ATTR)
                 if stored is not None:
                     break
-        if stored is not None and stored != wanted and not resume and _replaceable(study, stored, wanted):
-            stored = None  # a study without finished trials (e.g. left by a failed start): take the new settings
         if stored is None:
             study.set_user_attr(SETTINGS_ATTR, wanted)
             study.set_metric_names(METRIC_NAMES)

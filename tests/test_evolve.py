@@ -434,7 +434,7 @@ SMALL = ["--trials", 3, "--population", 2, "--sample-size", 1]
 
 def test_failed_start_leaves_no_study_and_the_corrected_rerun_works(tmp_path, capsys, budget_ms):
     """A bad data set, evaluator option or weights file is found before the study is made, so the
-    corrected command (the same --out) runs; a study an older start left empty takes the new settings."""
+    corrected command (the same --out) runs; a study keeps its settings even with no finished trial."""
     out = tmp_path / "run"
     ok = ["--target", TARGET, "--budget", f"{budget_ms}ms", "--out", out, *SMALL]
     assert _bad([*ok, *FAST, "--dataset", "/nope.npz"], capsys) == (
@@ -448,29 +448,27 @@ def test_failed_start_leaves_no_study_and_the_corrected_rerun_works(tmp_path, ca
     assert msg == ("error: --eval-opt supernet_path: /etc/passwd is not a readable supernet checkpoint "
                    "(UnpicklingError); allowed: a supernet.pt written by 'python -m searchers.supernet train'")
     assert not out.exists()
-    # an empty study left by a failed start of an older version: the corrected command takes it over
+    assert run_main([*ok, *FAST]) == 0  # the corrected command
+    assert len(complete(load_study(out))) == 3
+    # a study with no finished trial yet (a live run training its supernet) keeps its settings
     from search_space.space import load_space
     from searchers.cli_common import given_options, resolve
     from searchers.evolve import build_parser
     from searchers.records import Records, run_paths
 
-    s = resolve(given_options(build_parser().parse_args([str(a) for a in [*ok, *FAST, "--dataset", "/nope.npz"]])))
-    name, _, url = run_paths("evolve", s)
-    assert name.endswith("-s0-nope")  # the default study name names a data set other than the default
-    s.dataset, s.study = "/nope.npz", "evolve-left-empty"
+    s = resolve(given_options(build_parser().parse_args([str(a) for a in [*ok, *FAST]])))
+    _, _, url = run_paths("evolve", s)
+    s.study = "evolve-live"
     Records.open(s.study, url, load_space(SPACE), s.identity(), resume=False, searcher="evolve")
-    assert run_main([*ok, *FAST, "--study", "evolve-left-empty"]) == 0
-    study = load_study(out, "evolve-left-empty")
-    assert len(complete(study)) == 3 and study.user_attrs["edgenas_settings"]["dataset"] == "fashion-mnist"
-    # with finished trials the settings are kept: another data set is refused, naming both
     npz = tmp_path / "two.npz"
     import numpy as np
 
     rng = np.random.default_rng(0)
     np.savez(npz, x=rng.integers(0, 255, (40, 32, 32), dtype=np.uint8), y=np.arange(40) % 2)
-    msg = _bad([*ok, *FAST, "--study", "evolve-left-empty", "--dataset", npz], capsys)
-    assert msg == (f"error: --dataset: study 'evolve-left-empty' was run with 'fashion-mnist', got '{npz}'; "
+    msg = _bad([*ok, *FAST, "--study", "evolve-live", "--dataset", npz], capsys)
+    assert msg == (f"error: --dataset: study 'evolve-live' was run with 'fashion-mnist', got '{npz}'; "
                    "use the same options or another --study")
+    assert load_study(out, "evolve-live").user_attrs["edgenas_settings"]["dataset"] == "fashion-mnist"
 
 
 def test_one_class_data_set_is_refused(tmp_path, capsys, budget_ms):

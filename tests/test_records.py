@@ -93,29 +93,24 @@ def test_open_errors(tmp_path, space):
         Records.open("s1", "postgresql://u:pw@127.0.0.1:9/x", space, IDENTITY, resume=False, searcher="evolve")
 
 
-def test_empty_study_takes_new_settings(tmp_path, space):
-    """A start that failed before any trial (a bad --dataset, say) leaves an empty study: a new start with
-    other settings takes it over; --resume, or a study with a finished trial, still refuses them."""
+def test_study_without_finished_trials_keeps_its_settings(tmp_path, space):
+    """A study keeps the settings it was made with even with no finished trial: a live run has none while
+    its supernet trains, and a second command with other options must not rewrite them (it is refused)."""
     from searchers.records import SETTINGS_ATTR, Records, StorageError
 
     url = f"sqlite:///{tmp_path / 's.db'}"
-    Records.open("s1", url, space, {**IDENTITY, "dataset": "/nope.npz"}, resume=False, searcher="evolve")
-    with pytest.raises(StorageError, match=r"^--dataset: study 's1' was run with '/nope.npz', got 'fashion-mnist'"):
-        Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=True, searcher="evolve")
-    rec, created = Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=False,
-                                searcher="evolve")
-    assert not created and rec.study.user_attrs[SETTINGS_ATTR]["dataset"] == "fashion-mnist"
-    # failed trials only, with the same space: still replaceable; with another space: not (their encoding)
+    rec, created = Records.open("s1", url, space, {**IDENTITY, "dataset": "a.npz"}, resume=False, searcher="evolve")
+    assert created and rec.n_complete() == 0
+    for resume in (False, True):
+        with pytest.raises(StorageError, match=r"^--dataset: study 's1' was run with 'a.npz', got 'fashion-mnist'; "
+                                               r"use the same options or another --study$"):
+            Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=resume, searcher="evolve")
     arch = space.sample(random.Random(1))
-    rec.add(arch, space.encode(arch), None, 30.0, None, (), error="RuntimeError: boom")
-    rec, _ = Records.open("s1", url, space, {**IDENTITY, "dataset": "x.npz"}, resume=False, searcher="evolve")
-    assert rec.study.user_attrs[SETTINGS_ATTR]["dataset"] == "x.npz"
-    with pytest.raises(StorageError, match=r"^--space: study 's1' was run with 'mobile-unified', got 'ofa-mbv3'"):
-        Records.open("s1", url, space, {**IDENTITY, "dataset": "x.npz", "space": "ofa-mbv3"}, resume=False,
-                     searcher="evolve")
-    rec.add(arch, space.encode(arch), 0.5, 30.0, 0.5, ())
-    with pytest.raises(StorageError, match=r"^--dataset: study 's1' was run with 'x.npz', got 'fashion-mnist'"):
-        Records.open("s1", url, space, {**IDENTITY, "dataset": "fashion-mnist"}, resume=False, searcher="evolve")
+    rec.add(arch, space.encode(arch), None, 30.0, None, (), error="RuntimeError: boom")  # failed trials only
+    with pytest.raises(StorageError, match=r"^--dataset: study 's1' was run with 'a.npz', got 'x.npz'"):
+        Records.open("s1", url, space, {**IDENTITY, "dataset": "x.npz"}, resume=False, searcher="evolve")
+    again, created = Records.open("s1", url, space, {**IDENTITY, "dataset": "a.npz"}, resume=False, searcher="evolve")
+    assert not created and again.study.user_attrs[SETTINGS_ATTR]["dataset"] == "a.npz"
 
 
 def test_out_folder_errors(tmp_path, monkeypatch):
