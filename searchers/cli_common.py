@@ -356,9 +356,43 @@ def check_names(s: SearchSettings) -> None:
 def default_study_name(prefix: str, s: SearchSettings) -> str:
     space = Path(s.space).stem if s.space.endswith((".yaml", ".yml")) else s.space
     name = f"{prefix}-{space}-{s.evaluator}-{s.target}-{s.budget_ms:g}ms-{s.reward}-s{s.seed}"
-    if s.dataset != SearchSettings.dataset:  # another data set is another study (the default keeps the old names)
-        name += "-" + (Path(s.dataset).stem if ("/" in s.dataset or "." in s.dataset) else s.dataset)
-    return name
+    return name + dataset_suffix(s.dataset)
+
+
+def dataset_suffix(dataset: str) -> str:
+    """What a default study name / run folder gains for a data set other than the default (another data
+    set is another study; the default keeps the old names): ``-<folder or file name>`` of the resolved
+    path (an .npz without its extension), never just ``-``."""
+    if dataset == SearchSettings.dataset:
+        return ""
+    p = Path(dataset).expanduser().resolve()
+    name = p.stem if p.suffix == ".npz" else p.name
+    return "-" + (name or "root")
+
+
+def legacy_run_name(new: str, legacy: str, dataset: str, say=None) -> str:
+    """The default run name to use: ``new``, unless runs/<new> does not exist and runs/<legacy>/study.db
+    holds study ``legacy`` made with this ``dataset`` (a run made before the default name named a
+    non-default data set): then ``legacy``, so the same command still resumes it.  ``say`` gets one line."""
+    if new == legacy or (Path("runs") / new).exists():
+        return new
+    db = Path("runs") / legacy / "study.db"
+    if not db.is_file():
+        return new
+    try:
+        import optuna
+
+        from searchers.records import SETTINGS_ATTR
+
+        stored = optuna.load_study(study_name=legacy, storage=sqlite_url(db)).user_attrs.get(SETTINGS_ATTR) or {}
+    except Exception:  # not a study of that name: the new name
+        return new
+    if stored.get("dataset") != dataset:
+        return new
+    if say is not None:
+        say(f"note: using runs/{legacy} (made before the default run name named the data set; "
+            f"a new run of this data set would be runs/{new})")
+    return legacy
 
 
 def sqlite_url(path: Path) -> str:
@@ -369,5 +403,6 @@ def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get("EDGENAS_CACHE", "~/.cache/edgenas")))
 
 
-__all__ = ["OptionError", "SearchSettings", "add_search_options", "check_names", "default_study_name",
+__all__ = ["OptionError", "SearchSettings", "add_search_options", "check_names", "dataset_suffix", "default_study_name",
+           "legacy_run_name",
            "given_options", "load_config", "parse_budget", "parse_formats", "resolve"]

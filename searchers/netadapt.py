@@ -42,7 +42,8 @@ from typing import Any
 
 from search_space.arch import Arch
 from search_space.errors import ArchError, EdgenasError, OneLineParser, TargetError, cli_entry, field_error
-from searchers.cli_common import OptionError, _float, _int, cache_dir, parse_budget, sqlite_url
+from searchers.cli_common import (OptionError, _float, _int, cache_dir, dataset_suffix, legacy_run_name, parse_budget,
+                                  sqlite_url)
 from searchers.pruning import KINDS, channel_map, prune, sized_arch
 
 SEARCHER = "netadapt"
@@ -360,10 +361,10 @@ class NetAdapt:
         self.quiet = quiet
         self.model = latency_models.load(s.target)
         self.seed_arch, self.label = resolve_seed_arch(s.arch)
-        self.study_name = s.study or (f"netadapt-{self.label.replace('/', '_')}-{self.model.name}-"
-                                      f"{s.budget_ms:g}ms-{s.metric}-s{s.seed}")
-        if not s.study and s.dataset != "fashion-mnist":  # another data set is another study
-            self.study_name += "-" + (Path(s.dataset).stem if ("/" in s.dataset or "." in s.dataset) else s.dataset)
+        legacy = f"netadapt-{self.label.replace('/', '_')}-{self.model.name}-{s.budget_ms:g}ms-{s.metric}-s{s.seed}"
+        self.study_name = s.study or legacy + dataset_suffix(s.dataset)  # another data set is another study
+        if not (s.study or s.out or s.storage):  # a run made before the default name named the data set: resume it
+            self.study_name = legacy_run_name(self.study_name, legacy, s.dataset, say=None if quiet else self.log)
         self.out = Path(s.out) if s.out else Path("runs") / self.study_name
         self.storage = s.storage or sqlite_url(self.out / "study.db")
         self._data = data

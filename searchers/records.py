@@ -403,9 +403,14 @@ def best_record(records: Sequence[TrialRecord], budget_ms: float) -> TrialRecord
 # ---------------------------------------------------------------------------------------------
 def run_paths(searcher: str, s) -> tuple[str, Path, str]:
     """(study name, run folder, storage URL) of a search with settings ``s`` (a SearchSettings)."""
-    from searchers.cli_common import default_study_name, sqlite_url
+    import sys
+
+    from searchers.cli_common import dataset_suffix, default_study_name, legacy_run_name, sqlite_url
 
     study = s.study or default_study_name(searcher, s)
+    if not (s.study or s.out or s.storage):  # a run made before the default name named the data set: resume it
+        legacy = study[: len(study) - len(dataset_suffix(s.dataset))]
+        study = legacy_run_name(study, legacy, s.dataset, say=lambda line: print(line, file=sys.stderr))
     out = Path(s.out) if s.out else Path("runs") / study
     check_out_dir(out)
     storage = s.storage or sqlite_url(out / "study.db")

@@ -567,3 +567,50 @@ def test_config_lists_only_recipes_the_searcher_runs(capsys):
     assert msg.startswith("error: --config: ") and msg.endswith(
         "mobilenetv3_small.yaml is an experiments.run recipe (stages search, netadapt, standalone); allowed: a "
         f"searcher recipe, or run it with: python -m experiments.run {REPO / 'experiments' / 'mobilenetv3_small.yaml'}")
+
+
+def test_default_name_of_another_data_set_and_the_legacy_folder(tmp_path, capsys, budget_ms, monkeypatch):
+    """A non-default --dataset adds -<its resolved name> to the default study name and run folder (never a
+    bare '-'); a run made before that (runs/<old name>/study.db of this data set) is still the same
+    command's run: --resume finds it, with one line saying so; another data set's old folder is not taken."""
+    import numpy as np
+
+    from searchers.cli_common import dataset_suffix, given_options, resolve
+    from searchers.evolve import build_parser
+    from searchers.records import run_paths
+
+    monkeypatch.chdir(tmp_path)
+    assert dataset_suffix("fashion-mnist") == ""
+    assert dataset_suffix(".") == f"-{tmp_path.name}" and dataset_suffix("./") == f"-{tmp_path.name}"
+    assert dataset_suffix("data/two.npz") == "-two" and dataset_suffix("/") == "-root"
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "two.npz", x=rng.integers(0, 255, (40, 32, 32), dtype=np.uint8), y=np.arange(40) % 2)
+    base = ["--target", TARGET, "--budget", f"{budget_ms}ms", "--trials", 3, "--population", 2, "--sample-size", 1,
+            "--dataset", "two.npz", *FAST]
+
+    def paths(*extra):
+        return run_paths("evolve", resolve(given_options(build_parser().parse_args([str(a) for a in [*base, *extra]]))))
+
+    new, out, _ = paths()
+    legacy = new[: -len("-two")]
+    assert new.endswith("-s0-two") and out == Path("runs") / new and capsys.readouterr().err == ""
+    # a run of the default data set under the old name is another study: not taken
+    assert run_main([*[a for a in base if a not in ("--dataset", "two.npz")], "--trials", 2,
+                     "--study", legacy, "--out", Path("runs") / legacy]) == 0
+    capsys.readouterr()
+    assert paths()[0] == new
+    # the same command's run made before the suffix: taken, and --resume continues it
+    import shutil
+
+    shutil.rmtree(Path("runs") / legacy)
+    assert run_main([*base, "--trials", 2, "--study", legacy, "--out", Path("runs") / legacy]) == 0
+    capsys.readouterr()
+    name, out, _ = paths()
+    assert (name, out) == (legacy, Path("runs") / legacy)
+    assert capsys.readouterr().err.strip() == (f"note: using runs/{legacy} (made before the default run name named "
+                                               f"the data set; a new run of this data set would be runs/{new})")
+    assert run_main([*base, "--resume"]) == 0
+    assert len(complete(load_study(Path("runs") / legacy, legacy))) == 3 and not (Path("runs") / new).exists()
+    # once the new folder exists it is used
+    (Path("runs") / new).mkdir()
+    assert paths()[0] == new

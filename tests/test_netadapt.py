@@ -398,3 +398,39 @@ def test_failed_start_leaves_nothing_and_usage_errors_are_one_line(tmp_path, cap
     assert run_main([*ok, "--bogus"]) == 2
     assert re.fullmatch(r"error: python -m searchers.netadapt: unrecognized arguments: --bogus; see .*--help",
                         error_line(capsys.readouterr().err))
+
+
+def test_default_name_of_another_data_set_and_the_legacy_folder(tmp_path, monkeypatch, capsys):
+    """netadapt's default run name gains -<data set name> as the other searchers' (the shared helper); a
+    run made before that (runs/<old name>/study.db of this data set, where its state.json lives) is used."""
+    import optuna
+
+    from searchers.netadapt import NetAdapt, NetAdaptSettings
+    from searchers.records import SETTINGS_ATTR
+
+    monkeypatch.chdir(tmp_path)
+    s = NetAdaptSettings(arch=SEED, target=TARGET, budget_ms=5.0, dataset="./two.npz")
+    new = NetAdapt(s, progress=False).study_name
+    legacy = new[: -len("-two")]
+    assert new == f"netadapt-mobilenet_v3_small@0.35-{TARGET}-5ms-ratio-s0-two"
+    assert NetAdapt(NetAdaptSettings(arch=SEED, target=TARGET, budget_ms=5.0, dataset=".."),
+                    progress=False).study_name == f"{legacy}-{tmp_path.parent.name}"
+
+    def old_run(dataset):
+        db = tmp_path / "runs" / legacy / "study.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        db.unlink(missing_ok=True)
+        url = f"sqlite:///{db}"
+        optuna.create_study(study_name=legacy, storage=url).set_user_attr(SETTINGS_ATTR, {"dataset": dataset})
+
+    old_run("fashion-mnist")  # the default data set's run: another study, not taken
+    assert NetAdapt(s, progress=False).study_name == new
+    old_run("./two.npz")
+    capsys.readouterr()
+    na = NetAdapt(s, progress=False)
+    assert (na.study_name, na.out) == (legacy, Path("runs") / legacy)
+    assert capsys.readouterr().err.strip() == (f"note: using runs/{legacy} (made before the default run name named "
+                                               f"the data set; a new run of this data set would be runs/{new})")
+    assert NetAdapt(s, progress=False, quiet=True).study_name == legacy and capsys.readouterr().err == ""
+    (tmp_path / "runs" / new).mkdir()
+    assert NetAdapt(s, progress=False).study_name == new
