@@ -325,14 +325,9 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str:
 class Run:
     def _eval_opts(self, evaluator: str) -> dict[str, Any]:
         """The recipe's evaluator options, with --no-progress reaching an evaluator that has bars."""
-        import inspect
+        from searchers.evaluators import with_progress
 
-        from searchers.evaluators import evaluator_class
-
-        opts = dict(self.r["search"].get("eval_opts") or {})
-        if "progress" in inspect.signature(evaluator_class(evaluator).__init__).parameters:
-            opts.setdefault("progress", self.progress)
-        return opts
+        return with_progress(evaluator, self.r["search"].get("eval_opts") or {}, self.progress)
 
     def __init__(self, recipe: dict[str, Any], out: Path | None = None, progress: bool = True):
         import latency_models

@@ -80,19 +80,13 @@ class Context:
         return (fn() if callable(fn) else None) or self.space
 
     def build_evaluator(self, progress: bool = True):
-        """The evaluator, built (its options checked) but not prepared.  ``progress`` reaches its
-        constructor when it takes one (the supernet's training bar), unless --eval-opt set it."""
+        """The evaluator, built (its options checked) but not prepared.  ``progress`` False (--no-progress)
+        reaches its constructor when it takes one (the supernet's training bar), unless --eval-opt set it."""
         if self.evaluator is None:
-            import inspect
-
-            from searchers.evaluators import get_evaluator
+            from searchers.evaluators import get_evaluator, with_progress
 
             s = self.settings
-            opts = dict(s.eval_opts)
-            from searchers.evaluators import evaluator_class
-
-            if "progress" in inspect.signature(evaluator_class(s.evaluator).__init__).parameters:
-                opts.setdefault("progress", progress)
+            opts = with_progress(s.evaluator, s.eval_opts, progress)
             self.evaluator = get_evaluator(s.evaluator, space=self.space, dataset=s.dataset, seed=s.seed, **opts)
         return self.evaluator
 

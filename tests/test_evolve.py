@@ -538,6 +538,19 @@ def test_no_progress_reaches_the_evaluators_constructor(budget_ms):
     assert ctx.build_evaluator(False).progress is True
     ctx = make_context(resolve({**base, "evaluator": "proxy"}))  # no bars, no such option: still built
     assert ctx.build_evaluator(False).name == "proxy"
+    # with bars on, each evaluator keeps its default: the train evaluator's per-arch bar stays off (it
+    # would sit under the search's bar), the predictor's one-off training bar on
+    for name, default in (("train", False), ("predictor", True), ("supernet", True)):
+        for progress in (True, False):
+            ctx = make_context(resolve({**base, "evaluator": name}))
+            assert ctx.build_evaluator(progress).progress is (default and progress), (name, progress)
+    # experiments.run builds its evaluators' options with the same rule
+    from searchers.evaluators import with_progress
+
+    assert with_progress("train", {"epochs": 1}, True) == {"epochs": 1}
+    assert with_progress("train", {}, False) == {"progress": False}
+    assert with_progress("proxy", {}, False) == {} and with_progress("supernet", {"progress": True}, False) == \
+        {"progress": True}
 
 
 def test_help_names_what_the_options_take():

@@ -26,6 +26,19 @@ def get_evaluator(name: str, space=None, dataset="fashion-mnist", seed: int = 0,
     return evaluator_class(name)(space=space, dataset=dataset, seed=seed, **opts)
 
 
+def with_progress(name: str, opts: dict, progress: bool) -> dict:
+    """``opts`` with a command's --no-progress: ``progress=False`` for an evaluator whose constructor takes
+    ``progress`` (unless the options set it).  With bars on, each keeps its own default: the supernet's and
+    predictor's one-off training bar on, the train evaluator's per-arch bar off (it would sit under the
+    search's bar)."""
+    import inspect
+
+    opts = dict(opts)
+    if not progress and "progress" in inspect.signature(evaluator_class(name).__init__).parameters:
+        opts.setdefault("progress", False)
+    return opts
+
+
 def evaluator_class(name: str) -> type:
     if name == "supernet":
         from searchers.evaluators.supernet import SupernetEvaluator as cls
