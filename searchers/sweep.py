@@ -275,16 +275,22 @@ def run_sweep(given: dict, progress: bool = True, zoo: bool = True) -> dict:
     models = {t: latency_models.load(t) for t in targets}
     out = Path(base.out) if base.out else Path("runs") / (base.study or
                                                           f"sweep-{Path(base.space).stem}-{base.evaluator}-s{base.seed}")
-    out.mkdir(parents=True, exist_ok=True)
+    from searchers.evaluators import get_evaluator, with_progress
+    from searchers.records import check_out_dir, make_dir
+
+    # what the user gave, read before anything is made (a bad one leaves no folder): --out, the
+    # evaluator's options (--no-progress hides a supernet's training bar), the data set, its files
+    check_out_dir(out)
+    ev = get_evaluator(base.evaluator, space=space, dataset=base.dataset, seed=base.seed,
+                       **with_progress(base.evaluator, base.eval_opts, progress))
+    ev.check_inputs()
+    make_dir(out)
     t_start = time.perf_counter()
     if progress:
         print(f"sweep: {len(targets)} targets x {len(budgets)} budgets, space {space.name}, evaluator "
               f"{base.evaluator} on {base.dataset}, {base.reward} reward, seed {base.seed}; {out}/", file=sys.stderr)
     # the evaluator, once
-    from searchers.evaluators import get_evaluator
-
     t = time.perf_counter()
-    ev = get_evaluator(base.evaluator, space=space, dataset=base.dataset, seed=base.seed, **base.eval_opts)
     ev.prepare()
     prepare_s = time.perf_counter() - t
     fast = callable(getattr(ev, "predict_many", None))

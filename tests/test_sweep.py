@@ -290,3 +290,42 @@ def test_sweep_bad_inputs(tmp_path, capsys):
     assert _bad([*base, "--target", "pixel-cpu", "--budget", "20ms,30ms", "--resume"], capsys).startswith(
         "error: --resume: not for sweeps")
     assert not (tmp_path / "x").exists()
+    # --out, the data set and the evaluator's options are read before the sweep's folder is made
+    two = ["--target", "pixel-cpu,note10-cpu", "--budget", "20ms,40ms"]
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert _bad([*base[:-1], f, *two], capsys) == f"error: --out: {f} is a file; allowed: a folder (new or existing)"
+    assert f.read_text() == "x"
+    assert _bad([*base, *two, "--dataset", "/nope.npz"], capsys) == (
+        "error: dataset: /nope.npz does not exist; allowed: fashion-mnist, a folder of class sub-folders, "
+        "or an .npz file with x and y")
+    assert _bad([*base, *two, "--eval-opt", "batch_size=0"], capsys).startswith("error: --eval-opt batch_size: ")
+    assert not (tmp_path / "x").exists()
+
+
+def test_sweep_evaluator_gets_no_progress(tmp_path, monkeypatch):
+    """--no-progress reaches the sweep's evaluator (a supernet's training bar); with bars on, the
+    evaluator keeps its default (the train evaluator's per-arch bar off)."""
+    import searchers.evaluators as evaluators
+    from searchers.cli_common import given_options
+    from searchers.evolve import build_parser
+    from searchers.sweep import run_sweep
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(name, **kw):
+        seen.append((name, kw.get("progress", "default")))
+        raise Stop
+
+    monkeypatch.setattr(evaluators, "get_evaluator", fake)
+    for ev, progress in (("supernet", False), ("supernet", True), ("train", True), ("train", False)):
+        given = given_options(build_parser().parse_args(
+            ["--space", SPACE, "--evaluator", ev, "--target", "pixel-cpu,note10-cpu", "--budget", "20ms",
+             "--out", str(tmp_path / "x")]))
+        with pytest.raises(Stop):
+            run_sweep(given, progress=progress)
+    assert seen == [("supernet", False), ("supernet", "default"), ("train", "default"), ("train", False)]
+    assert not (tmp_path / "x").exists()
