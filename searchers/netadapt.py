@@ -255,14 +255,17 @@ def load_weights(arch: Arch, path: str, num_classes: int) -> dict:
     return model.state_dict()
 
 
-def pretrained_seed(arch: Arch, data, s: NetAdaptSettings, progress: bool = True, log=print) -> tuple[dict, str]:
-    """Seed weights: ``--weights``, else the cached brief pre-training, else train now (and cache)."""
+def pretrained_seed(arch: Arch, data, s: NetAdaptSettings, progress: bool = True, log=print,
+                    weights: dict | None = None) -> tuple[dict, str]:
+    """Seed weights: ``--weights`` (``weights``: that file already read), else the cached brief
+    pre-training, else train now (and cache)."""
     import torch
 
     from searchers.training import Recipe, train_model
 
     if s.weights:
-        return load_weights(arch, s.weights, data.num_classes), f"--weights {s.weights}"
+        sd = weights if weights is not None else load_weights(arch, s.weights, data.num_classes)
+        return sd, f"--weights {s.weights}"
     recipe = Recipe(epochs=s.pretrain_epochs, images_per_epoch=s.pretrain_images)
     path = seed_cache_path(arch, data.key, data.num_classes, recipe.to_dict(), s.seed)
     if path.is_file():
@@ -368,6 +371,7 @@ class NetAdapt:
         self.out = Path(s.out) if s.out else Path("runs") / self.study_name
         self.storage = s.storage or sqlite_url(self.out / "study.db")
         self._data = data
+        self._weights = None  # --weights, read before the study is made
         self.records = None
         self.board = None
         self.history: list[dict[str, Any]] = []
@@ -558,8 +562,8 @@ class NetAdapt:
         # what the user gave, read before the study is made: a bad one leaves nothing behind
         check_out_dir(self.out)
         self.data  # noqa: B018 -- the data set
-        if s.weights and state is None:
-            load_weights(self.seed_arch, s.weights, self.data.num_classes)
+        if s.weights and state is None:  # read once: the seed's weights
+            self._weights = load_weights(self.seed_arch, s.weights, self.data.num_classes)
         self.records, _ = Records.open(self.study_name, self.storage, _NoSpace(), self.identity, resume=s.resume,
                                        searcher=SEARCHER)
         from torch.utils.tensorboard import SummaryWriter
@@ -576,7 +580,8 @@ class NetAdapt:
         if state is None:
             self.log(f"netadapt: {self.label} is {seed_lat:.2f} ms on {self.model.name} at {s.resolution}; "
                      f"budget {s.budget_ms:g} ms; proposals {', '.join(kinds)}; metric {s.metric}")
-            sd, how = pretrained_seed(self.seed_arch, self.data, s, self.progress, self.log)
+            sd, how = pretrained_seed(self.seed_arch, self.data, s, self.progress, self.log, self._weights)
+            self._weights = None
             t0 = time.perf_counter()
             acc = self.score(self.seed_arch, sd)
             trial = self.record(self.seed_arch, acc, seed_lat, acc, {"iteration": 0, "kind": "seed", "layer": "",

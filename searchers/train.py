@@ -173,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                          warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay,
                          crop_padding=args.crop_padding, hflip=not args.no_hflip,
                          train_images=args.train_images, eval_images=args.eval_images)
-    space = supernet_path = None
+    space = supernet_path = supernet_net = None
     if args.init == "supernet":
-        space, supernet_path = _check_supernet_arch(arch, args)
+        space, supernet_path, supernet_net = _check_supernet_arch(arch, args)  # a given --supernet, read once
     from searchers.data import load_dataset
 
     import os
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
     dist = init_from_env(args.backend, args.device)
     try:
-        trainer, supernet_info = _train(arch, label, data, recipe, out, args, space, supernet_path, progress, dist)
+        trainer, supernet_info = _train(arch, label, data, recipe, out, args, space, supernet_path, progress, dist,
+                                       supernet_net)
         if not dist.is_main:                # rank 0 alone tests, exports and writes the card
             return 0
     finally:
@@ -216,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _train(arch, label, data, recipe, out, args, space, supernet_path, progress, dist):
+def _train(arch, label, data, recipe, out, args, space, supernet_path, progress, dist, supernet_net=None):
     supernet_info = None
     if args.init == "supernet":
         for turn in ("main", "others"):     # rank 0 first: it trains the cached supernet if missing
             if dist.is_main == (turn == "main"):
-                net, supernet_info = _supernet(space, supernet_path, data, args.seed, progress and dist.is_main)
+                net, supernet_info = _supernet(space, supernet_path, data, args.seed, progress and dist.is_main,
+                                               supernet_net)
             dist.barrier()
         model = supernet_model(net, arch, data, args.seed)
         if args.renorm:
@@ -287,7 +289,8 @@ def export_formats(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
 
 
 def _check_supernet_arch(arch: Arch, args):
-    """Before any data or supernet work: does the arch lie in the supernet's space (and its caps)?"""
+    """Before any data or supernet work: does the arch lie in the supernet's space (and its caps)?
+    Returns (space, --supernet path, that supernet read) -- the last two None without --supernet."""
     from searchers.supernet import default_recipe, within_caps
 
     if args.supernet:
@@ -297,13 +300,13 @@ def _check_supernet_arch(arch: Arch, args):
                              "'python -m searchers.supernet train'")
         from searchers.supernet import load_supernet
 
-        load_supernet(p, "--supernet")  # readable, before any data or training work
+        net = load_supernet(p, "--supernet")  # readable, before any data or training work; kept for _supernet
         space = None
         if args.space:
             from search_space.space import load_space
 
             space = load_space(args.space)
-        return space, p
+        return space, p, net
     from search_space.space import load_space
 
     space = load_space(args.space or "mobile-unified")
@@ -316,14 +319,15 @@ def _check_supernet_arch(arch: Arch, args):
         raise SpaceError(f"--arch: beyond the reduced-scale supernet of {space.name!r}; allowed: archs with at most "
                          f"{caps.max_channels} channels per layer and {caps.max_macs / 1e6:g} MMACs at 224, "
                          "or --init scratch")
-    return space, None
+    return space, None, None
 
 
-def _supernet(space, path, data, seed: int, progress: bool):
+def _supernet(space, path, data, seed: int, progress: bool, loaded=None):
+    """The supernet to inherit from: ``loaded`` (``path`` already read), the file ``path``, or the space's cached one."""
     from searchers.supernet import load_supernet
 
     if path is not None:
-        net = load_supernet(path, "--supernet")
+        net = loaded if loaded is not None else load_supernet(path, "--supernet")
         if space is not None:
             net.space_name = net.space_name or space.name
         return net, {"space": net.space_name, "path": str(path), "trained_now": False,

@@ -434,3 +434,26 @@ def test_default_name_of_another_data_set_and_the_legacy_folder(tmp_path, monkey
     assert NetAdapt(s, progress=False, quiet=True).study_name == legacy and capsys.readouterr().err == ""
     (tmp_path / "runs" / new).mkdir()
     assert NetAdapt(s, progress=False).study_name == new
+
+
+def test_given_weights_are_read_once(tmp_path, seed_ms, monkeypatch, capsys):
+    """--weights is read before the study is made (to check it) and that read seeds the run: one read."""
+    import searchers.netadapt as na
+
+    arch = zoo.get("mobilenet_v3_small", 0.35)
+    torch.manual_seed(0)
+    w = tmp_path / "seed.pt"
+    torch.save(arch.build(num_classes=10).state_dict(), w)
+    calls = []
+    real = na.load_weights
+    monkeypatch.setattr(na, "load_weights", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    out = tmp_path / "run"
+    rc = run_main(["--arch", SEED, "--target", TARGET, "--budget", f"{0.97 * seed_ms:.3f}ms", "--weights", w,
+                   "--out", out, "--max-iterations", "1", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    assert calls == [str(w)]
+    import optuna
+
+    study = optuna.load_study(study_name=json.loads((out / "summary.json").read_text())["study"],
+                              storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[0].user_attrs["weights"] == f"--weights {w}"

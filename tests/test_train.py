@@ -440,3 +440,23 @@ def test_more_bad_input_is_one_error_line(tmp_path, capsys):
         assert train_main(args) == 2
         assert capsys.readouterr().err.strip().splitlines() == [line], args
     assert f.read_text() == "keep"
+
+
+def test_given_supernet_is_read_once(fmnist, tmp_path, monkeypatch):
+    """--supernet is read before any data work (to check it) and that read is the one trained from: the
+    checkpoint is loaded once, not twice."""
+    import searchers.supernet as supernet_mod
+    from searchers.train import main
+
+    net = S.build_supernet(ToySpace(), 10, S.SupernetRecipe(envelope_samples=40), seed=0)
+    path = tmp_path / "supernet.pt"
+    torch.save({"meta": net.meta(), "model": net.state_dict()}, path)
+    calls = []
+    real = supernet_mod.load_supernet
+    monkeypatch.setattr(supernet_mod, "load_supernet", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    assert main(["--arch", net.smallest.to_string(), "--init", "supernet", "--supernet", str(path), "--epochs", "1",
+                 "--train-images", "64", "--eval-images", "64", "--batch-size", "64", "--threads", "1",
+                 "--latency-rounds", "0", "--out", str(tmp_path / "run"), "--no-progress", "--formats", "yaml"]) == 0
+    assert [Path(c) for c in calls] == [path]
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["training"]["supernet"]["path"] == str(path)
