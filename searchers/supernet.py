@@ -771,10 +771,10 @@ def load_supernet(path: Path, field: str = "supernet") -> Supernet:
         state = torch.load(path, map_location="cpu", weights_only=False)
         net = Supernet.from_meta(state["meta"])
         net.load_state_dict(state["model"])
+        net.train_seconds = float(state.get("train_seconds", 0.0))
     except Exception as exc:  # a user-given file may be anything: name it, whatever the reader raised
         raise SupernetError(f"{field}: {path} is not a readable supernet checkpoint ({type(exc).__name__}); "
                             f"{allowed}") from None
-    net.train_seconds = state.get("train_seconds", 0.0) if isinstance(state, dict) else 0.0
     return net
 
 

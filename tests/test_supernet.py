@@ -335,3 +335,16 @@ def test_cli_eval_refuses_an_arch_outside_the_scope_and_bad_options(tmp_path, ca
                         "allowed: after 'python -m searchers.supernet train' with the same options")):
         assert S.main(args) == 2
         assert capsys.readouterr().err.splitlines() == [line], args
+
+
+def test_load_supernet_reads_train_seconds_or_refuses_the_file(toy, tmp_path):
+    """load_supernet keeps the checkpoint's training time; a checkpoint whose fields are not what
+    'supernet train' writes is one line naming the option and the file (not a supernet with a bad field)."""
+    _, net = toy
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.save({"meta": net.meta(), "model": net.state_dict(), "train_seconds": 12.5}, good)
+    torch.save({"meta": net.meta(), "model": net.state_dict(), "train_seconds": "soon"}, bad)
+    assert S.load_supernet(good, "--supernet").train_seconds == 12.5
+    with pytest.raises(S.SupernetError, match=rf"^--supernet: {bad} is not a readable supernet checkpoint \(ValueError\); "
+                                              r"allowed: a supernet.pt written by 'python -m searchers.supernet train'$"):
+        S.load_supernet(bad, "--supernet")

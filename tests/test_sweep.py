@@ -122,13 +122,17 @@ def test_bad_options():
     from searchers.evaluators import get_evaluator
     from searchers.evaluators.predictor import PredictorError
 
-    with pytest.raises(PredictorError, match=r"^predictor option model: got 'xgb'; allowed: gbr, mlp, ridge$"):
+    # the option names as the user gives them (--eval-opt KEY=VALUE), as the other evaluators say them
+    with pytest.raises(PredictorError, match=r"^--eval-opt model: got 'xgb'; allowed: gbr, mlp, ridge$"):
         get_evaluator("predictor", space=SPACE, model="xgb")
-    with pytest.raises(PredictorError, match=r"^predictor option samples: got 3; allowed: an integer >= 10$"):
+    with pytest.raises(PredictorError, match=r"^--eval-opt samples: got 3; allowed: an integer >= 10$"):
         get_evaluator("predictor", space=SPACE, samples=3)
-    with pytest.raises(PredictorError, match=r"^predictor option rescore_top: got -1; allowed: an integer >= 0$"):
+    with pytest.raises(PredictorError, match=r"^--eval-opt rescore_top: got -1; allowed: an integer >= 0$"):
         get_evaluator("predictor", space=SPACE, rescore_top=-1)
-    with pytest.raises(PredictorError, match=r"predictor option .*epochz"):
+    with pytest.raises(PredictorError, match=r"^--eval-opt epochs: got 0; allowed: a positive integer$"):
+        get_evaluator("predictor", space=SPACE, epochs=0)  # its supernet's option
+    with pytest.raises(PredictorError, match=r"^--eval-opt: got 'epochz'; allowed: predictor evaluator options samples, "
+                                             r"model, rescore_top, standalone_csv, supernet_path, device, epochs, "):
         get_evaluator("predictor", space=SPACE, epochz=3)
 
 

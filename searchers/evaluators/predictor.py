@@ -319,11 +319,11 @@ class PredictorEvaluator(Evaluator):
         if self.space is None:
             raise PredictorError("predictor evaluator: space: got None; allowed: a space name, path or Space")
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 10:
-            raise field_error(PredictorError, "predictor option samples", samples, "an integer >= 10")
+            raise field_error(PredictorError, "--eval-opt samples", samples, "an integer >= 10")
         if model not in MODELS:
-            raise field_error(PredictorError, "predictor option model", model, MODELS)
+            raise field_error(PredictorError, "--eval-opt model", model, MODELS)
         if not isinstance(rescore_top, int) or isinstance(rescore_top, bool) or rescore_top < 0:
-            raise field_error(PredictorError, "predictor option rescore_top", rescore_top, "an integer >= 0")
+            raise field_error(PredictorError, "--eval-opt rescore_top", rescore_top, "an integer >= 0")
         self.rescore_top = rescore_top   # a sweep pair's winner: the best of its top-k by the supernet's score
         from searchers.evaluators.supernet import SupernetEvaluator
 
@@ -334,10 +334,9 @@ class PredictorEvaluator(Evaluator):
         except EvaluatorError as exc:
             msg = str(exc)
             if msg.startswith("--eval-opt: got "):  # an unknown key: the predictor's options and its supernet's
-                key = msg.split("'")[1]
-                msg = (f"predictor option {key}: got {key!r}; allowed: samples, model, rescore_top, standalone_csv, "
-                       + msg.split("supernet evaluator options ", 1)[1])
-            raise PredictorError(msg.replace("--eval-opt ", "predictor option ")) from None
+                msg = (msg.split("; allowed: ", 1)[0] + "; allowed: predictor evaluator options samples, model, "
+                       "rescore_top, standalone_csv, " + msg.split("supernet evaluator options ", 1)[1])
+            raise PredictorError(msg) from None  # --eval-opt <key>: ..., as every evaluator says
         self.samples, self.kind = samples, model
         self.cache_root = Path(cache_root).expanduser() if cache_root else None
         self.progress, self.log = progress, log
