@@ -5,7 +5,6 @@ quality and overhead goals are measured by benchmarks/search_quality.py and sear
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _fs import mkdir_fails_under  # tests/_fs.py
 import torch
 
 torch.set_num_threads(1)  # in-process searches: one thread (a shared 2-core CI machine)
@@ -482,28 +482,12 @@ def test_one_class_data_set_is_refused(tmp_path, capsys, budget_ms):
     assert not (tmp_path / "r").exists()
 
 
-def _mkdir_fails_under(monkeypatch, root, err=errno.ENOSPC):
-    """Path.mkdir raises OSError(err) (default ENOSPC) for ``root`` and below: the mkdir branch of make_dir,
-    the same for root and any other user (a /proc path fails earlier, as not writable, for non-root)."""
-    import os as _os
-    from pathlib import Path as _P
-
-    real = _P.mkdir
-
-    def mkdir(self, *a, **k):
-        if str(self) == str(root) or str(self).startswith(str(root) + _os.sep):
-            raise OSError(err, _os.strerror(err), str(self))
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(_P, "mkdir", mkdir)
-
-
 def test_out_that_cannot_be_a_folder(tmp_path, capsys, budget_ms, monkeypatch):
     f = tmp_path / "afile"
     f.write_text("not a folder")
     ok = ["--target", TARGET, "--budget", f"{budget_ms}ms", *FAST]
     assert _bad([*ok, "--out", f], capsys) == f"error: --out: {f} is a file; allowed: a folder (new or existing)"
-    _mkdir_fails_under(monkeypatch, tmp_path / "full")
+    mkdir_fails_under(monkeypatch, tmp_path / "full")
     assert _bad([*ok, "--out", tmp_path / "full" / "x"], capsys) == \
         f"error: --out: cannot make the folder {tmp_path / 'full' / 'x'}: No space left on device; allowed: a writable folder"
     monkeypatch.undo()

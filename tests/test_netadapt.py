@@ -3,7 +3,6 @@ the real pixel-cpu latency model, Optuna storage): one iteration, the CLI end to
 and resume after SIGKILL."""
 from __future__ import annotations
 
-import errno
 import csv
 import json
 import os
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _fs import mkdir_fails_under  # tests/_fs.py
 import torch
 
 from search_space import zoo
@@ -353,22 +353,6 @@ def test_resume_after_sigkill_continues_from_the_last_finished_iteration(tmp_pat
     assert len(keys) == len(set(keys))
 
 
-def _mkdir_fails_under(monkeypatch, root, err=errno.ENOSPC):
-    """Path.mkdir raises OSError(err) (default ENOSPC) for ``root`` and below: the mkdir branch of make_dir,
-    the same for root and any other user (a /proc path fails earlier, as not writable, for non-root)."""
-    import os as _os
-    from pathlib import Path as _P
-
-    real = _P.mkdir
-
-    def mkdir(self, *a, **k):
-        if str(self) == str(root) or str(self).startswith(str(root) + _os.sep):
-            raise OSError(err, _os.strerror(err), str(self))
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(_P, "mkdir", mkdir)
-
-
 def test_failed_start_leaves_nothing_and_usage_errors_are_one_line(tmp_path, capsys, seed_ms, monkeypatch):
     """A bad --weights, --dataset or --out is found before the study is made (the corrected command is
     not refused by a study the failed start left); --budget -4ms and unknown options are one line."""
@@ -387,7 +371,7 @@ def test_failed_start_leaves_nothing_and_usage_errors_are_one_line(tmp_path, cap
     f.write_text("")
     assert run_main([*ok, "--out", f]) == 2
     assert error_line(capsys.readouterr().err) == f"error: --out: {f} is a file; allowed: a folder (new or existing)"
-    _mkdir_fails_under(monkeypatch, tmp_path / "full")
+    mkdir_fails_under(monkeypatch, tmp_path / "full")
     assert run_main([*ok, "--out", tmp_path / "full" / "x"]) == 2
     assert error_line(capsys.readouterr().err) == \
         f"error: --out: cannot make the folder {tmp_path / 'full' / 'x'}: No space left on device; allowed: a writable folder"

@@ -1,12 +1,12 @@
 """searchers.records: the Optuna study of a search (real space, real SQLite storage)."""
 from __future__ import annotations
 
-import errno
 import math
 import random
 from pathlib import Path
 
 import pytest
+from _fs import mkdir_fails_under  # tests/_fs.py
 
 SPACE = "mobile-unified"
 
@@ -16,22 +16,6 @@ def space():
     from search_space.space import load_space
 
     return load_space(SPACE)
-
-
-def _mkdir_fails_under(monkeypatch, root, err=errno.ENOSPC):
-    """Path.mkdir raises OSError(err) (default ENOSPC) for ``root`` and below: the mkdir branch of make_dir,
-    the same for root and any other user (a /proc path fails earlier, as not writable, for non-root)."""
-    import os as _os
-    from pathlib import Path as _P
-
-    real = _P.mkdir
-
-    def mkdir(self, *a, **k):
-        if str(self) == str(root) or str(self).startswith(str(root) + _os.sep):
-            raise OSError(err, _os.strerror(err), str(self))
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(_P, "mkdir", mkdir)
 
 
 IDENTITY = {"target": "pixel-cpu", "budget_ms": 60.0, "space": SPACE, "reward": "soft", "w": None}
@@ -140,7 +124,7 @@ def test_out_folder_errors(tmp_path, monkeypatch):
         monkeypatch.undo()
         ro.chmod(0o755)
     # mkdir itself fails (e.g. a full disk): the OS reason, the same line for root and any other user
-    _mkdir_fails_under(monkeypatch, tmp_path / "full")
+    mkdir_fails_under(monkeypatch, tmp_path / "full")
     with pytest.raises(StorageError, match=rf"^--out: cannot make the folder {tmp_path / 'full' / 'x'}: No space left on "
                                            r"device; allowed: a writable folder$"):
         make_dir(tmp_path / "full" / "x")
