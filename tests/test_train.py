@@ -460,3 +460,34 @@ def test_given_supernet_is_read_once(fmnist, tmp_path, monkeypatch):
     assert [Path(c) for c in calls] == [path]
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["training"]["supernet"]["path"] == str(path)
+
+
+def test_finetune_recipe_and_explicit_options_win(fmnist, tmp_path, capsys):
+    """--finetune (with --init supernet): lr 0.01, no warm-up, no crop or flip, 1 epoch -- the recipe that kept
+    the inherited weights' accuracy (docs/train.md, session 7); an option given explicitly still wins."""
+    from searchers.train import FINETUNE, main
+
+    net = S.build_supernet(ToySpace(), 10, S.SupernetRecipe(envelope_samples=40), seed=0)
+    path = tmp_path / "supernet.pt"
+    torch.save({"meta": net.meta(), "model": net.state_dict()}, path)
+    common = ["--arch", net.smallest.to_string(), "--init", "supernet", "--supernet", str(path), "--train-images",
+              "64", "--eval-images", "64", "--batch-size", "64", "--threads", "1", "--latency-rounds", "0",
+              "--no-progress", "--formats", "yaml"]
+
+    def recipe(out):
+        return json.loads((out / "card.json").read_text())["training"]["recipe"]
+
+    assert main([*common, "--finetune", "--out", str(tmp_path / "ft")]) == 0
+    r = recipe(tmp_path / "ft")
+    assert (r["epochs"], r["peak_lr"], r["warmup_epochs"], r["crop_padding"], r["hflip"]) == (1, 0.01, 0.0, 0, False)
+    assert FINETUNE == {"epochs": 1, "lr": 0.01, "warmup_epochs": 0.0, "crop_padding": 0}
+    assert main([*common, "--finetune", "--lr", "0.05", "--crop-padding", "2", "--out", str(tmp_path / "ft2")]) == 0
+    r = recipe(tmp_path / "ft2")
+    assert (r["epochs"], r["peak_lr"], r["warmup_epochs"], r["crop_padding"], r["hflip"]) == (1, 0.05, 0.0, 2, False)
+    # without --finetune: the scratch recipe's defaults, --no-hflip still works
+    assert main([*common, "--epochs", "1", "--no-hflip", "--out", str(tmp_path / "d")]) == 0
+    r = recipe(tmp_path / "d")
+    assert (r["peak_lr"], r["warmup_epochs"], r["crop_padding"], r["hflip"]) == (pytest.approx(0.05), 1.0, 4, False)
+    capsys.readouterr()
+    assert main(["--arch", "mobilenet_v3_small", "--finetune", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == "error: --finetune: got 'scratch'; allowed: only with --init supernet\n"
