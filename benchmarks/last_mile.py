@@ -27,7 +27,9 @@ supernet-inherited weights, beside a LeNet-style baseline trained with the same 
    (what the shorter budget gives without the inherited weights).
 8. ``--finetune-lr LR``: ``supernet_ft`` = the supernet run as a fine-tuning (timm / OFA style): peak lr LR,
    no warm-up, ``--short-epochs`` epochs (or the default).
-9. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
+9. ``--finetune-recipe``: ``supernet_finetune`` = the supernet run with ``--finetune`` (its fine-tuning recipe:
+   lr 0.01, no warm-up, no crop or flip, 1 epoch; docs/train.md, session 7).
+10. ``lenet``: a LeNet-5-style CNN (conv5-6, pool, conv5-16, pool, fc120, fc84; ReLU) trained in-process by
    the same ``searchers.trainer.Trainer`` (same recipe, epochs, images, augmentation and EMA).
 
 ``--reuse`` reads runs already finished in ``--out`` instead of rerunning them (``--reuse-from DIR``: also
@@ -198,6 +200,8 @@ def arms(args, extra: list[str]) -> list[tuple[str, list[str], list[str]]]:
         out.append(("scratch_short", ["--init", "scratch"], short))
     if args.finetune_lr:
         out.append(("supernet_ft", extra, ["--lr", f"{args.finetune_lr:g}", "--warmup-epochs", "0", *short]))
+    if getattr(args, "finetune_recipe", False):
+        out.append(("supernet_finetune", extra + ["--finetune"], []))  # its own 1 epoch
     return out
 
 
@@ -215,7 +219,9 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str, init_curve: l
     import matplotlib.pyplot as plt
 
     if init_curve:   # a second panel: the inherited weights' accuracy against the supernet's training steps
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [2.2, 1]})
+        wide = len(runs) > 5   # the legend goes beside the curves: room for it between the panels
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(18 if wide else 13, 5.5),
+                                      gridspec_kw={"width_ratios": [3.2 if wide else 2.2, 1]})
         plot_init_curve(ax2, init_curve)
     else:
         fig, ax = plt.subplots(figsize=(7, 4.5) if len(runs) <= 5 else (12, 5.5))
@@ -230,6 +236,7 @@ def plot(runs: dict[str, dict], path: Path, title: str, note: str, init_curve: l
               "supernet_perturb_short": ("MobileNetV3-Small, supernet init, shrink+perturb, fewer epochs", "navy", ">"),
               "scratch_short": ("MobileNetV3-Small, scratch, fewer epochs", "C7", "o"),
               "supernet_ft": ("MobileNetV3-Small, supernet init, fine-tune lr", "C8", "*"),
+              "supernet_finetune": ("MobileNetV3-Small, supernet init, --finetune", "m", "*"),
               "lenet": ("LeNet-5 style", "C2", "^")}
     for key, card in runs.items():
         h = card["training"]["history"]
@@ -331,6 +338,8 @@ def main(argv=None) -> int:
                     "--perturb run of that many epochs")
     ap.add_argument("--scratch-short", action="store_true", help="with --short-epochs: also a scratch run of that many "
                     "epochs")
+    ap.add_argument("--finetune-recipe", action="store_true", help="also a supernet-init run with searchers.train's "
+                    "--finetune recipe (lr 0.01, no warm-up, no crop or flip, 1 epoch)")
     ap.add_argument("--finetune-lr", type=float, default=0.0, help="also a supernet-init fine-tuning run: this peak lr, "
                     "no warm-up, --short-epochs epochs (0: none)")
     ap.add_argument("--reuse", action="store_true", help="runs already finished in --out (card.json / "
@@ -481,7 +490,8 @@ def main(argv=None) -> int:
                      ("supernet_perturb", f"MobileNetV3-S sup, perturb {getattr(args, 'perturb', 0):g}"),
                      ("supernet_perturb_short", f"MobileNetV3-S sup, perturb, {args.short_epochs} ep"),
                      ("scratch_short", f"MobileNetV3-S scratch, {args.short_epochs} ep"),
-                     ("supernet_ft", f"MobileNetV3-S sup, ft lr {args.finetune_lr:g}"), ("lenet", "LeNet-5 style")):
+                     ("supernet_ft", f"MobileNetV3-S sup, ft lr {args.finetune_lr:g}"),
+                     ("supernet_finetune", "MobileNetV3-S sup, --finetune"), ("lenet", "LeNet-5 style")):
         if k not in runs:
             continue
         v = runs[k]

@@ -36,6 +36,9 @@ def test_arms_and_their_flags():
         ("scratch_short", ["--init", "scratch"], ["--epochs", "3"]),
         ("supernet_ft", EXTRA, ["--lr", "0.01", "--warmup-epochs", "0", "--epochs", "3"]),
     ]
+    # --finetune-recipe: searchers.train's --finetune with its own 1 epoch, whatever --short-epochs says
+    got = LM.arms(_args(finetune_recipe=True, short_epochs=3), EXTRA)
+    assert got == [("supernet_finetune", EXTRA + ["--finetune"], [])]
     # without --short-epochs: no short arms; the fine-tuning arm keeps the default epochs
     got = LM.arms(_args(renorm="bn", perturb=0.5, perturb_short=True, scratch_short=True, finetune_lr=0.02), EXTRA)
     assert [n for n, _, _ in got] == ["supernet_renorm", "supernet_perturb", "supernet_ft"]
