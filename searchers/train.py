@@ -183,17 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     arch, label = resolve_arch(args.arch)
     if args.finetune and args.init != "supernet":
         raise field_error(TrainError, "--finetune", args.init, "only with --init supernet")
-    base = {**{k: getattr(TrainRecipe(), k) for k in FINETUNE}, "hflip": True}
-    if args.finetune:
-        base = {**FINETUNE, "hflip": False}
+    # the options --finetune sets default to None: a given one wins over the recipe's (or --finetune's) value
     given = {k: getattr(args, k) for k in FINETUNE if getattr(args, k) is not None}
-    if args.no_hflip:
-        given["hflip"] = False
-    r = {**base, **given}
-    recipe = TrainRecipe(epochs=r["epochs"], batch_size=args.batch_size, optimizer=args.optimizer, lr=r["lr"],
-                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                         warmup_epochs=r["warmup_epochs"], ema_decay=args.ema_decay,
-                         crop_padding=r["crop_padding"], hflip=r["hflip"],
+    recipe = TrainRecipe(**{**(FINETUNE if args.finetune else {}), **given},
+                         hflip=not (args.finetune or args.no_hflip), batch_size=args.batch_size,
+                         optimizer=args.optimizer, weight_decay=args.weight_decay,
+                         label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
                          train_images=args.train_images, eval_images=args.eval_images)
     space = supernet_path = supernet_net = None
     if args.init == "supernet":
@@ -209,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         raise field_error(TrainError, "--workers", args.workers, "an integer >= 0")
     data = load_dataset(args.dataset, seed=args.seed, image_size=args.image_size, workers=args.workers)
     out = Path(args.out) if args.out else default_out(args.arch, label, arch, data.name, args.init, args.seed)
-    check_out_dir(out)
+    if not args.out:  # (a given --out was checked before the data set was read)
+        check_out_dir(out)
     progress = not args.no_progress
 
     from searchers.distributed import init_from_env, shutdown
@@ -316,13 +312,10 @@ def _check_supernet_arch(arch: Arch, args):
     from searchers.supernet import default_recipe, within_caps
 
     if args.supernet:
-        p = Path(args.supernet)
-        if not p.is_file():
-            raise TrainError(f"--supernet: {p} does not exist; allowed: a supernet.pt written by "
-                             "'python -m searchers.supernet train'")
         from searchers.supernet import load_supernet
 
-        net = load_supernet(p, "--supernet")  # readable, before any data or training work; kept for _supernet
+        p = Path(args.supernet)
+        net = load_supernet(p, "--supernet")  # a missing or unreadable file: one line  # readable, before any data or training work; kept for _supernet
         space = None
         if args.space:
             from search_space.space import load_space

@@ -92,9 +92,18 @@ def as_eval_opt(exc: Exception) -> EvaluatorError:
     return EvaluatorError(str(exc).replace("recipe.", "--eval-opt ", 1))
 
 
-def unknown_option(where: str, key: str, names) -> EvaluatorError:
+class UnknownOption(EvaluatorError):
+    """An --eval-opt key the evaluator does not take; ``key`` and ``names`` (the user-given options it
+    does take) stay readable, so a wrapping evaluator can name its own options beside them."""
+
+    def __init__(self, where: str, key: str, names):
+        self.key, self.names = key, list(names)
+        super().__init__(f"--eval-opt: got {key!r}; allowed: {where} options {', '.join(self.names)}")
+
+
+def unknown_option(where: str, key: str, names) -> UnknownOption:
     """``--eval-opt: got 'epochz'; allowed: <where> options epochs, lr, ...`` (the user-given options only)."""
-    return EvaluatorError(f"--eval-opt: got {key!r}; allowed: {where} options {', '.join(names)}")
+    return UnknownOption(where, key, names)
 
 
 def pop_fields(cls, opts: dict, where: str) -> dict:

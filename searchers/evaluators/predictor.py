@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from search_space.errors import field_error
-from searchers.evaluators.base import Evaluator, EvaluatorError
+from searchers.evaluators.base import Evaluator, EvaluatorError, UnknownOption, unknown_option
 
 MODELS = ("gbr", "mlp", "ridge")
 DEFAULT_SAMPLES = 1000
@@ -331,12 +331,11 @@ class PredictorEvaluator(Evaluator):
             self.supernet_evaluator = SupernetEvaluator(space=self.space, dataset=dataset, seed=seed,
                                                         cache_root=cache_root, supernet_path=supernet_path,
                                                         progress=progress, log=log, **supernet_opts)
+        except UnknownOption as exc:  # the predictor's own options beside its supernet's
+            raise PredictorError(str(unknown_option("predictor evaluator", exc.key, [
+                "samples", "model", "rescore_top", "standalone_csv", *exc.names]))) from None
         except EvaluatorError as exc:
-            msg = str(exc)
-            if msg.startswith("--eval-opt: got "):  # an unknown key: the predictor's options and its supernet's
-                msg = (msg.split("; allowed: ", 1)[0] + "; allowed: predictor evaluator options samples, model, "
-                       "rescore_top, standalone_csv, " + msg.split("supernet evaluator options ", 1)[1])
-            raise PredictorError(msg) from None  # --eval-opt <key>: ..., as every evaluator says
+            raise PredictorError(str(exc)) from None  # --eval-opt <key>: ..., as every evaluator says
         self.samples, self.kind = samples, model
         self.cache_root = Path(cache_root).expanduser() if cache_root else None
         self.progress, self.log = progress, log
