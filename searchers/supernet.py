@@ -57,11 +57,12 @@ at 224; an 8M-weight envelope.  ``Supernet.sample`` draws from the scope (stage 
 the Space a search samples / mutates in (the ``supernet`` evaluator's ``search_space()``, ``fits``).
 
 **Cost and quality** (session 3: this 2-core VM shared by four jobs, 1-minute load average 1.4-5.5,
-median 3.9, 1 torch thread, channels-last): the default mobile-unified recipe (1,000 sandwich steps of
-4 subnets x 64 images) trained in 1,273 s wall (21.2 min) while the process got 68% of a core (870 s of
-CPU: ~14.5 min on a free core, 0.94 s per step quiet).  Evaluation = extract + BN re-estimation on
-2 x 128 training images + 2,000 scored validation images: median 1.23 s, mean 1.25 s, max 2.34 s over
-the 20 benchmark archs at load ~2 (median 5.7 s at load ~4.8).  Ranking
+median 3.9, 1 torch thread, channels-last): the default mobile-unified recipe (1,000 scheduled sandwich
+steps of 4 subnets x 64 images, 860 of them with images: it asks 64,000 images of the 55,000-image
+training split, which it sees once; ``real_steps_per_epoch``) trained in 1,273 s wall (21.2 min) while
+the process got 68% of a core (870 s of CPU: ~14.5 min on a free core, 0.94 s per step quiet).
+Evaluation = extract + BN re-estimation on 2 x 128 training images + 2,000 scored validation images:
+median 1.23 s, mean 1.25 s, max 2.34 s over the 20 benchmark archs at load ~2 (median 5.7 s at load ~4.8).  Ranking
 (``benchmarks/evaluators_ranking.py``, docs/evaluators.md; stand-alone recipe "32k": 500 steps of 64,
 label smoothing 0.1, top-1 on the 10,000-image test split, mean of training seeds 0 and 1).  Two samples
 of the scope: 20 uniform archs (3.9-7.9 MMACs at 32x32, 85.9-87.4%) and 20 spread over the scope's MACs
@@ -490,8 +491,10 @@ SCOPES = {"mobile-unified/mbconv": _scope_mobile_unified}
 SCOPE_NOTES = {"mobile-unified/mbconv": "MBConv nets of mobile-unified's layout: stem 16/24, widths 16-32, 32-48, "
                                         "64-96 (+112/128), 160-192 (+320), kernel 3/5/7, expansion 3/4/6, SE none/v3, "
                                         "relu/hswish, head 960-1280 (see searchers.supernet.SCOPES)"}
-# mobile-unified's recipe: its scope, and 1,000 steps of 64 images (4 subnets each, NHWC): ~16 minutes on
-# one thread of this 2-core VM when quiet (0.94 s per step; largest subnet ~17 MMACs per 32x32 image)
+# mobile-unified's recipe: its scope, and 1,000 scheduled steps of 64 images (4 subnets each, NHWC), 860 of
+# them with images on Fashion-MNIST (64,000 asked, the 55,000 training images once; the cosine schedule
+# counts all 1,000): 870 s of CPU measured, ~14.5 min of one thread of this 2-core VM (largest subnet
+# ~17 MMACs per 32x32 image).  Kept as is: its hash names the cached supernet every benchmark used.
 # The caps every arch of the scope keeps (its largest arch: 602 MMACs at 224, 1,280 channels in the head):
 # a cheap necessary test (``within_caps``) before the exact one (``scope_space(...).contains``).
 SCOPE_CAPS = {"mobile-unified/mbconv": {"max_channels": 1280, "max_macs": 610_000_000}}
@@ -641,6 +644,22 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def real_steps_per_epoch(recipe: SupernetRecipe, n_train: int) -> int:
+    """The steps of an epoch that get images.  An epoch takes the first ``recipe.images_per_epoch``
+    images of a permutation of the training split, so when the recipe asks for more than the split
+    holds (mobile-unified's default: 64,000 of Fashion-MNIST's 55,000), its last scheduled steps have
+    no batch and are skipped: 860 of 1,000 there.  The schedule (``recipe.total_steps``, the step
+    counter, the learning rate, checkpoints, the cache key) still counts every scheduled step."""
+    return math.ceil(min(recipe.images_per_epoch, n_train) / recipe.batch_size)
+
+
+def real_steps_done(step: int, recipe: SupernetRecipe, n_train: int) -> int:
+    """How many of the first ``step`` scheduled steps had images (trained)."""
+    epoch, within = divmod(step, recipe.steps_per_epoch)
+    real = real_steps_per_epoch(recipe, n_train)
+    return epoch * real + min(within, real)
+
+
 def sandwich_archs(net: Supernet, space, rng: random.Random, n_random: int | None = None) -> list[Arch]:
     """The subnets of one sandwich step: the supernet's largest and smallest arch, then ``n_random``
     (default: the recipe's, stored in the supernet) archs drawn by ``net.sample`` (uniform over the
@@ -702,11 +721,26 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
     else:
         torch.manual_seed(int(seed))
     total = recipe.total_steps
+    n_train = len(data.train)
+    real_total = real_steps_done(total, recipe, n_train)   # steps with images (the others are skipped)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=step, desc=f"supernet {net.space_name}", dynamic_ncols=True)
+        bar = tqdm(total=real_total, initial=real_steps_done(step, recipe, n_train),
+                   desc=f"supernet {net.space_name}", dynamic_ncols=True)
+    if recipe.images_per_epoch > n_train:
+        real = real_steps_per_epoch(recipe, n_train)
+        msg = (f"supernet: recipe.images_per_epoch {recipe.images_per_epoch} exceeds the training split "
+               f"({n_train} images): each epoch trains {real} of its {recipe.steps_per_epoch} scheduled steps "
+               f"({real_total} of {total} in all, {recipe.epochs * n_train} images seen; the learning-rate "
+               f"schedule counts all {total})")
+        if log is not None:
+            log(msg)
+        elif bar is not None:
+            bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     net.train()
     idx = None
@@ -717,7 +751,7 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
             g = torch.Generator().manual_seed(int(seed) * 100003 + epoch)
             idx = torch.randperm(len(data.train), generator=g)[: recipe.images_per_epoch]
         batch = idx[within * recipe.batch_size:(within + 1) * recipe.batch_size]
-        if len(batch) == 0:
+        if len(batch) == 0:                  # past the split's end (real_steps_per_epoch): no images, no update
             step += 1
             continue
         x, y = data.train.batch(batch)
@@ -755,7 +789,8 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
                  out_dir / "supernet.pt")
     (out_dir / "info.json").write_text(json.dumps(
         {"space": net.space_name, "data": data.key, "recipe": asdict(recipe), "seed": seed,
-         "train_seconds": round(seconds, 1), "steps": total, "params": net.num_params(),
+         "train_seconds": round(seconds, 1), "steps": total, "real_steps": real_total,
+         "images_seen": recipe.epochs * min(recipe.images_per_epoch, n_train), "params": net.num_params(),
          "largest": net.meta()["largest"], "smallest": net.meta()["smallest"]}, indent=1))
     return net
 
@@ -946,7 +981,8 @@ def main(argv: list[str] | None = None) -> int:
         net = build_supernet(space, data.num_classes, recipe, args.seed, data.resolution)
         print(json.dumps({"dir": str(d), "trained": (d / "supernet.pt").is_file(), "params": net.num_params(),
                           "tensors": len(net.shapes), "largest": net.largest.to_string(),
-                          "smallest": net.smallest.to_string(), "steps": recipe.total_steps}, indent=1))
+                          "smallest": net.smallest.to_string(), "steps": recipe.total_steps,
+                          "real_steps": real_steps_done(recipe.total_steps, recipe, len(data.train))}, indent=1))
         return 0
     if args.cmd == "train":
         if (d / "supernet.pt").is_file() and not args.force:
@@ -954,7 +990,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         t0 = time.perf_counter()
         train_supernet(space, data, recipe, args.seed, d, resume=not args.no_resume, progress=True,
-                       log=lambda m: print(m, file=sys.stderr, flush=True) if not sys.stderr.isatty() else None)
+                       log=None if sys.stderr.isatty() else lambda m: print(m, file=sys.stderr, flush=True))
         print(f"trained in {time.perf_counter() - t0:.0f}s: {d / 'supernet.pt'}")
         return 0
     archs = [Arch.from_string(s) for s in args.arch]  # every arch checked before any scoring

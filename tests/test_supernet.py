@@ -1,6 +1,7 @@
 """The weight-sharing supernet: exact inheritance, exact extraction, BN recalibration, cache, resume, CLI."""
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -348,3 +349,57 @@ def test_load_supernet_reads_train_seconds_or_refuses_the_file(toy, tmp_path):
     with pytest.raises(S.SupernetError, match=rf"^--supernet: {bad} is not a readable supernet checkpoint \(ValueError\); "
                                               r"allowed: a supernet.pt written by 'python -m searchers.supernet train'$"):
         S.load_supernet(bad, "--supernet")
+
+
+def test_a_recipe_asking_more_images_than_the_split_says_so_and_counts_real_steps(tmp_path, data, monkeypatch,
+                                                                                  capsys):
+    # the toy split holds 192 training images; the recipe asks 300 per epoch in batches of 50: 6 scheduled
+    # steps per epoch, of which ceil(192 / 50) = 4 get images (50, 50, 50, 42) and 2 are skipped
+    n_train = len(data.train)
+    assert n_train == 192
+    recipe = S.SupernetRecipe(epochs=2, images_per_epoch=300, batch_size=50, envelope_samples=60, n_random=1,
+                              checkpoint_every=1, calib_batches=1, calib_batch_size=32, eval_images=48)
+    assert recipe.total_steps == 12
+    assert S.real_steps_per_epoch(recipe, n_train) == 4
+    assert [S.real_steps_done(k, recipe, n_train) for k in range(13)] == [0, 1, 2, 3, 4, 4, 4, 5, 6, 7, 8, 8, 8]
+    batches = []
+    real_loss = S.sandwich_loss
+
+    def counting(net, images, labels, archs, rec):          # called once per step that trains
+        batches.append(len(images))
+        return real_loss(net, images, labels, archs, rec)
+
+    monkeypatch.setattr(S, "sandwich_loss", counting)
+    lines = []
+    S.train_supernet(ToySpace(), data, recipe, 0, tmp_path / "a", progress=True, log=lines.append)
+    assert batches == [50, 50, 50, 42] * 2
+    info = json.loads((tmp_path / "a" / "info.json").read_text())
+    assert (info["steps"], info["real_steps"], info["images_seen"]) == (12, 8, 384)
+    said = [m for m in lines if "exceeds" in m]
+    assert said == ["supernet: recipe.images_per_epoch 300 exceeds the training split (192 images): each epoch "
+                    "trains 4 of its 6 scheduled steps (8 of 12 in all, 384 images seen; the learning-rate "
+                    "schedule counts all 12)"]
+    assert lines.index(said[0]) == 0                                  # said at the start, before any step
+    err = capsys.readouterr().err
+    assert "8/8" in err and "/12" not in err                         # the bar counts the real steps only
+    # without a log the line goes to stderr (through the bar when there is one); a recipe within the
+    # split says nothing and records every step as real
+    S.train_supernet(ToySpace(), data, recipe, 0, tmp_path / "b", progress=False)
+    assert capsys.readouterr().err.strip().splitlines() == [said[0]]
+    batches.clear()
+    within = S.SupernetRecipe(**{**recipe.__dict__, "images_per_epoch": 100, "epochs": 1})
+    lines.clear()
+    S.train_supernet(ToySpace(), data, within, 0, tmp_path / "c", progress=False, log=lines.append)
+    assert batches == [50, 50] and not [m for m in lines if "exceeds" in m]
+    info = json.loads((tmp_path / "c" / "info.json").read_text())
+    assert (info["steps"], info["real_steps"], info["images_seen"]) == (2, 2, 100)
+
+
+def test_mobile_unified_default_recipe_trains_860_of_its_1000_steps():
+    from searchers.data import VAL_SIZE_FMNIST
+
+    recipe = S.default_recipe("mobile-unified")
+    n_train = 60000 - VAL_SIZE_FMNIST                # Fashion-MNIST's training split
+    assert (recipe.total_steps, n_train) == (1000, 55000)
+    assert S.real_steps_done(recipe.total_steps, recipe, n_train) == 860
+    assert S.real_steps_done(recipe.total_steps, S.SupernetRecipe(), n_train) == S.SupernetRecipe().total_steps
