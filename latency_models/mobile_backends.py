@@ -4,7 +4,8 @@ published Pixel latencies were measured with TFLite, and ExecuTorch is PyTorch's
 
 A layer (``search_space.arch.signatures``: stem, block or head at an input shape) or a whole network
 is converted once (litert-torch / ``torch.export`` + XNNPACK lowering), cached on disk by its
-signature key (``EDGENAS_CACHE``/tflite, /pte), and timed in this process with the runtime's own
+signature key (``profile.export_cache``: ``EDGENAS_CACHE``/exports/tflite, /pte, bounded by
+``EDGENAS_EXPORT_CACHE_GB``), and timed in this process with the runtime's own
 interpreter at ``threads`` threads.
 
 Timing is ``latency_models.profile``'s, one loop for every backend (``profile.Runner`` calls
@@ -26,7 +27,6 @@ prints one network's latency on the runtime.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from typing import Callable
 
@@ -64,34 +64,24 @@ def model_bytes(backend: str, module, x, key: str = "") -> tuple[bytes, list[str
 
     from search_space import export as E
 
+    from latency_models.profile import export_cache_get, export_cache_put
+
     check_backend(backend)
-    path = None
+    digest = None
     if key:
         ver = ",".join(f"{k}={v}" for k, v in sorted(versions(backend).items()))
         digest = hashlib.sha1(f"{backend}|{key}|{tuple(x.shape)}|{torch.__version__}|{ver}".encode()).hexdigest()[:20]
-        path = cache_dir() / SUFFIX[backend] / f"{digest}.{SUFFIX[backend]}"
-        note = path.with_suffix(".undelegated")
-        if path.is_file():
-            left = note.read_text().split() if note.is_file() else []
-            return path.read_bytes(), left
+        data, note = export_cache_get(SUFFIX[backend], digest)  # the tag: the undelegated ops
+        if data is not None:
+            return data, (note or "").split()
     module = module.eval()
     if backend == "tflite":
         data, left = E.tflite_bytes(module, shape=tuple(x.shape)), []
     else:
         data, left = E.lower_pte(module, shape=tuple(x.shape))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        path.with_suffix(".undelegated").write_text(" ".join(left))
+    if digest is not None:
+        export_cache_put(SUFFIX[backend], digest, data, tag=" ".join(left))
     return data, left
-
-
-def cache_dir():
-    from latency_models.profile import cache_dir as _cache_dir
-
-    return _cache_dir()
 
 
 def make_run(backend: str, module, x, threads: int, key: str = "") -> tuple[Callable[[], None], list[str]]:

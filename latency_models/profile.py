@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import platform
 import statistics
@@ -77,6 +78,68 @@ def check_timing_options(threads: int | None = None, rounds: int | None = None,
 
 def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get("EDGENAS_CACHE", "~/.cache/edgenas")))
+
+
+# ---- the export caches: ONNX / .tflite / .pte files by item key, bounded on disk ----
+EXPORT_CACHE_ENV = "EDGENAS_EXPORT_CACHE_GB"
+EXPORT_CACHE_GB = 4.0  # default size limit of each kind's cache, GiB
+
+
+def export_cache_limit() -> int:
+    """The size limit of each export cache in bytes: ``$EDGENAS_EXPORT_CACHE_GB`` GiB (default 4;
+    ``0``: no caching).  A bad value: one line naming the variable and the allowed values."""
+    text = os.environ.get(EXPORT_CACHE_ENV, "").strip()
+    if not text:
+        return int(EXPORT_CACHE_GB * 2**30)
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = math.nan
+    if not (math.isfinite(gb) and gb >= 0):
+        raise field_error(TargetError, EXPORT_CACHE_ENV, text, "a number of GiB >= 0 (0 turns the export cache off)")
+    return int(gb * 2**30)
+
+
+def export_cache(kind: str):
+    """The on-disk cache of one kind of export (``onnx``, ``tflite``, ``pte``): a ``diskcache.Cache``
+    in ``cache_dir()/exports/<kind>`` holding at most ``export_cache_limit()`` bytes (its volume:
+    stored files plus its SQLite index; sqlite's WAL journal, a few MB at most, is not counted),
+    evicting the least recently used, safe across processes (measuring passes run in spawned ones).
+    ``None`` when caching is off (``EDGENAS_EXPORT_CACHE_GB=0``: nothing is written).  Close it after
+    use (``with``)."""
+    limit = export_cache_limit()
+    if limit == 0:
+        return None
+    import diskcache
+
+    return diskcache.Cache(str(cache_dir() / "exports" / kind), size_limit=limit,
+                           eviction_policy="least-recently-used")
+
+
+def export_cache_get(kind: str, digest: str) -> tuple[bytes | None, str | None]:
+    """(the cached export, its tag) of ``digest``, or (None, None): a miss, or caching off."""
+    cache = export_cache(kind)
+    if cache is None:
+        return None, None
+    with cache:
+        return cache.get(digest, tag=True, retry=True)
+
+
+def export_cache_put(kind: str, digest: str, data: bytes, tag: str | None = None) -> bool:
+    """Store ``data`` under ``digest``, then evict least recently used items until the cache's volume
+    is within its limit (diskcache evicts in batches of up to 10, so an overflow of a cache holding
+    few items may empty it, the new one included).  While a write is in flight the directory holds
+    up to the limit plus that item.  An item larger than the limit is not stored (diskcache would
+    store it and keep the cache above its limit until the next write).  True when stored."""
+    cache = export_cache(kind)
+    if cache is None:
+        return False
+    with cache:
+        if len(data) > cache.size_limit:
+            return False
+        cache.set(digest, data, tag=tag, retry=True)
+        cache.cull(retry=True)  # set() culls at most 10 items; this culls down to the limit
+        return True
 
 
 def machine_info(backend: str = "onnxruntime", threads: int = 1) -> dict[str, Any]:
@@ -180,25 +243,22 @@ class Runner:
 
 
 def onnx_bytes(module, x, key: str = "") -> bytes:
-    """ONNX opset 17 export (cached on disk by ``key`` when given)."""
+    """ONNX opset 17 export (cached on disk by ``key`` when given: ``export_cache("onnx")``)."""
     import torch
 
-    path = None
+    digest = None
     if key:
         digest = hashlib.sha1(f"{key}|{tuple(x.shape)}|{torch.__version__}".encode()).hexdigest()[:20]
-        path = cache_dir() / "onnx" / f"{digest}.onnx"
-        if path.is_file():
-            return path.read_bytes()
+        data, _ = export_cache_get("onnx", digest)
+        if data is not None:
+            return data
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), f, opset_version=17, dynamo=False, input_names=["x"], output_names=["y"])
     data = f.getvalue()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    if digest is not None:
+        export_cache_put("onnx", digest, data)
     return data
 
 

@@ -174,8 +174,19 @@ def test_mobile_backend_times_a_layer_against_the_reference(backend, tmp_path, m
     assert row["key"] == sig.key and row["kind"] == "layer" and isinstance(row["undelegated"], list)
     # the reference (MBConv 32->192->32 at 56x56, ~44 M MACs) costs far more than this ~1 M MAC layer
     assert 0.0 < row["rel"] < 0.5 and row["ref_ms"] > 0 and row["ms"] == pytest.approx(row["rel"] * row["ref_ms"], rel=1e-3)
-    cached = sorted(p.name for p in (tmp_path / MB.SUFFIX[backend]).iterdir() if p.suffix == f".{MB.SUFFIX[backend]}")
+    with P.export_cache(MB.SUFFIX[backend]) as c:
+        cached = [c[k] for k in c]
     assert len(cached) == 2  # the reference and the layer
+    # the layer again: from the cache (the converters are not called), with its undelegated ops
+    import search_space.export as E
+
+    def no(*a, **k):
+        raise AssertionError("converted again")
+    monkeypatch.setattr(E, "tflite_bytes", no)
+    monkeypatch.setattr(E, "lower_pte", no)
+    m, shape = P.layer_module(sig)
+    data, left = MB.model_bytes(backend, m, torch.randn(*shape), key=f"layer|{sig.key}")
+    assert data in cached and sorted(set(left)) == row["undelegated"]
     if backend == "executorch":
         from executorch.extension.pybindings import portable_lib
 
