@@ -100,20 +100,28 @@ def export_cache_limit() -> int:
     return int(gb * 2**30)
 
 
+_EXPORT_CACHES: dict[tuple[str, int], Any] = {}
+
+
 def export_cache(kind: str):
     """The on-disk cache of one kind of export (``onnx``, ``tflite``, ``pte``): a ``diskcache.Cache``
     in ``cache_dir()/exports/<kind>`` holding at most ``export_cache_limit()`` bytes (its volume:
     stored files plus its SQLite index; sqlite's WAL journal, a few MB at most, is not counted),
     evicting the least recently used, safe across processes (measuring passes run in spawned ones).
-    ``None`` when caching is off (``EDGENAS_EXPORT_CACHE_GB=0``: nothing is written).  Close it after
-    use (``with``)."""
+    ``None`` when caching is off (``EDGENAS_EXPORT_CACHE_GB=0``: nothing is written).  One handle per
+    directory and limit in a process (opening one costs ~25 ms); closing it (``with``) only closes
+    its connection, which the next use reopens."""
     limit = export_cache_limit()
     if limit == 0:
         return None
-    import diskcache
+    path = str(cache_dir() / "exports" / kind)
+    cache = _EXPORT_CACHES.get((path, limit))
+    if cache is None:
+        import diskcache
 
-    return diskcache.Cache(str(cache_dir() / "exports" / kind), size_limit=limit,
-                           eviction_policy="least-recently-used")
+        cache = _EXPORT_CACHES[path, limit] = diskcache.Cache(path, size_limit=limit,
+                                                              eviction_policy="least-recently-used")
+    return cache
 
 
 def export_cache_get(kind: str, digest: str) -> tuple[bytes | None, str | None]:
@@ -121,8 +129,7 @@ def export_cache_get(kind: str, digest: str) -> tuple[bytes | None, str | None]:
     cache = export_cache(kind)
     if cache is None:
         return None, None
-    with cache:
-        return cache.get(digest, tag=True, retry=True)
+    return cache.get(digest, tag=True, retry=True)
 
 
 def export_cache_put(kind: str, digest: str, data: bytes, tag: str | None = None) -> bool:
@@ -132,14 +139,11 @@ def export_cache_put(kind: str, digest: str, data: bytes, tag: str | None = None
     up to the limit plus that item.  An item larger than the limit is not stored (diskcache would
     store it and keep the cache above its limit until the next write).  True when stored."""
     cache = export_cache(kind)
-    if cache is None:
+    if cache is None or len(data) > cache.size_limit:
         return False
-    with cache:
-        if len(data) > cache.size_limit:
-            return False
-        cache.set(digest, data, tag=tag, retry=True)
-        cache.cull(retry=True)  # set() culls at most 10 items; this culls down to the limit
-        return True
+    cache.set(digest, data, tag=tag, retry=True)
+    cache.cull(retry=True)  # set() culls at most 10 items; this culls down to the limit
+    return True
 
 
 def machine_info(backend: str = "onnxruntime", threads: int = 1) -> dict[str, Any]:
