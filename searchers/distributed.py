@@ -305,7 +305,16 @@ def train_supernet_ddp(space, data, recipe, seed: int = 0, out_dir: Path | None 
     if progress and d.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=step, desc=f"supernet {net.space_name} x{d.world}", dynamic_ncols=True)
+        # the bar counts the steps that train (S.real_steps_done: a recipe may ask more images than the split has)
+        bar = tqdm(total=S.real_steps_done(total, recipe, len(data.train)),
+                   initial=S.real_steps_done(step, recipe, len(data.train)),
+                   desc=f"supernet {net.space_name} x{d.world}", dynamic_ncols=True)
+    msg = S.overshoot_message(recipe, len(data.train))
+    if msg is not None and d.is_main:
+        if bar is not None:
+            bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
     idx, done = None, 0
     while step < total and (stop_after_steps is None or done < stop_after_steps):
         epoch, within = divmod(step, recipe.steps_per_epoch)
@@ -355,7 +364,10 @@ def train_supernet_ddp(space, data, recipe, seed: int = 0, out_dir: Path | None 
                         "train_seconds": seconds, "world": d.world}, out_dir / "supernet.pt")
         (out_dir / "info.json").write_text(json.dumps(
             {"space": net.space_name, "data": data.key, "recipe": asdict(recipe), "seed": seed, "world": d.world,
-             "train_seconds": round(seconds, 1), "steps": total, "params": net.num_params(),
+             "train_seconds": round(seconds, 1), "steps": total,
+             "real_steps": S.real_steps_done(total, recipe, len(data.train)),
+             "images_seen": recipe.epochs * min(recipe.images_per_epoch, len(data.train)),
+             "params": net.num_params(),
              "largest": net.meta()["largest"], "smallest": net.meta()["smallest"]}, indent=1))
     d.barrier()
     net.train_seconds = seconds

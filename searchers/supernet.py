@@ -660,6 +660,18 @@ def real_steps_done(step: int, recipe: SupernetRecipe, n_train: int) -> int:
     return epoch * real + min(within, real)
 
 
+def overshoot_message(recipe: SupernetRecipe, n_train: int) -> str | None:
+    """The line a trainer says when ``recipe`` asks for more images per epoch than the training split
+    holds (its last scheduled steps of each epoch are skipped, ``real_steps_per_epoch``); else None."""
+    if recipe.images_per_epoch <= n_train:
+        return None
+    total = recipe.total_steps
+    return (f"supernet: recipe.images_per_epoch {recipe.images_per_epoch} exceeds the training split "
+            f"({n_train} images): each epoch trains {real_steps_per_epoch(recipe, n_train)} of its "
+            f"{recipe.steps_per_epoch} scheduled steps ({real_steps_done(total, recipe, n_train)} of {total} in all, "
+            f"{recipe.epochs * n_train} images seen; the learning-rate schedule counts all {total})")
+
+
 def sandwich_archs(net: Supernet, space, rng: random.Random, n_random: int | None = None) -> list[Arch]:
     """The subnets of one sandwich step: the supernet's largest and smallest arch, then ``n_random``
     (default: the recipe's, stored in the supernet) archs drawn by ``net.sample`` (uniform over the
@@ -729,12 +741,8 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
 
         bar = tqdm(total=real_total, initial=real_steps_done(step, recipe, n_train),
                    desc=f"supernet {net.space_name}", dynamic_ncols=True)
-    if recipe.images_per_epoch > n_train:
-        real = real_steps_per_epoch(recipe, n_train)
-        msg = (f"supernet: recipe.images_per_epoch {recipe.images_per_epoch} exceeds the training split "
-               f"({n_train} images): each epoch trains {real} of its {recipe.steps_per_epoch} scheduled steps "
-               f"({real_total} of {total} in all, {recipe.epochs * n_train} images seen; the learning-rate "
-               f"schedule counts all {total})")
+    msg = overshoot_message(recipe, n_train)
+    if msg is not None:
         if log is not None:
             log(msg)
         elif bar is not None:

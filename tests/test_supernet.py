@@ -395,6 +395,21 @@ def test_a_recipe_asking_more_images_than_the_split_says_so_and_counts_real_step
     assert (info["steps"], info["real_steps"], info["images_seen"]) == (2, 2, 100)
 
 
+def test_the_ddp_trainer_says_the_same_and_records_real_steps(tmp_path, data, capsys):
+    # train_supernet_ddp (one process) skips the same steps: the same line, a bar of real steps, the same info.json
+    from searchers.distributed import SINGLE, train_supernet_ddp
+
+    recipe = S.SupernetRecipe(epochs=2, images_per_epoch=300, batch_size=50, envelope_samples=60, n_random=1,
+                              checkpoint_every=100, calib_batches=1, calib_batch_size=32, eval_images=48)
+    train_supernet_ddp(ToySpace(), data, recipe, seed=0, out_dir=tmp_path / "d", d=SINGLE, accum=1, resume=False,
+                       progress=True)
+    info = json.loads((tmp_path / "d" / "info.json").read_text())
+    assert (info["steps"], info["real_steps"], info["images_seen"]) == (12, 8, 384)
+    err = capsys.readouterr().err
+    assert S.overshoot_message(recipe, len(data.train)) in err.splitlines()
+    assert "8/8" in err and "/12" not in err
+
+
 def test_mobile_unified_default_recipe_trains_860_of_its_1000_steps():
     from searchers.data import VAL_SIZE_FMNIST
 
