@@ -124,12 +124,37 @@ def export_cache(kind: str):
     return cache
 
 
+_CACHE_WARNED: set[str] = set()
+
+
+def _cache_failed(kind: str, exc: BaseException) -> None:
+    """A cache that cannot be read or written (a full disk, a damaged cache.db, a lock held too long)
+    costs re-exports, not the measurement: one warning per kind and process, then on without it."""
+    if kind not in _CACHE_WARNED:
+        _CACHE_WARNED.add(kind)
+        print(f"warning: export cache {cache_dir() / 'exports' / kind} unusable ({type(exc).__name__}: {exc}); "
+              f"exporting without it (delete that directory, or set {EXPORT_CACHE_ENV}=0)", file=sys.stderr)
+
+
+def _cache_errors() -> tuple:
+    import sqlite3
+
+    import diskcache
+
+    return (OSError, sqlite3.Error, diskcache.Timeout)
+
+
 def export_cache_get(kind: str, digest: str) -> tuple[bytes | None, str | None]:
-    """(the cached export, its tag) of ``digest``, or (None, None): a miss, or caching off."""
+    """(the cached export, its tag) of ``digest``, or (None, None): a miss, caching off, or a cache
+    that cannot be read (``_cache_failed``)."""
     cache = export_cache(kind)
     if cache is None:
         return None, None
-    return cache.get(digest, tag=True, retry=True)
+    try:
+        return cache.get(digest, tag=True, retry=True)
+    except _cache_errors() as exc:
+        _cache_failed(kind, exc)
+        return None, None
 
 
 def export_cache_put(kind: str, digest: str, data: bytes, tag: str | None = None) -> bool:
@@ -141,8 +166,12 @@ def export_cache_put(kind: str, digest: str, data: bytes, tag: str | None = None
     cache = export_cache(kind)
     if cache is None or len(data) > cache.size_limit:
         return False
-    cache.set(digest, data, tag=tag, retry=True)
-    cache.cull(retry=True)  # set() culls at most 10 items; this culls down to the limit
+    try:
+        cache.set(digest, data, tag=tag, retry=True)
+        cache.cull(retry=True)  # set() culls at most 10 items; this culls down to the limit
+    except _cache_errors() as exc:  # e.g. a full disk: the export in hand is still good
+        _cache_failed(kind, exc)
+        return False
     return True
 
 

@@ -168,6 +168,7 @@ def test_mobile_backend_times_a_layer_against_the_reference(backend, tmp_path, m
     from search_space.arch import signatures
 
     monkeypatch.setenv("EDGENAS_CACHE", str(tmp_path))
+    monkeypatch.delenv(P.EXPORT_CACHE_ENV, raising=False)  # the test reads the cache: it must be on
     assert backend in P.BACKENDS and P.machine_info(backend)[next(iter(MB.versions(backend)))] != "not installed"
     sig = signatures(Arch.from_string(MIXED), RES)[1]  # the SE mbconv at 32x32
     (row,) = P.measure_items([("layer", sig)], backend, threads=1, rounds=2)  # the one timing loop
