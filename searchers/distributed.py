@@ -306,10 +306,10 @@ def train_supernet_ddp(space, data, recipe, seed: int = 0, out_dir: Path | None 
         from tqdm.auto import tqdm
 
         # the bar counts the steps that train (S.real_steps_done: a recipe may ask more images than the split has)
-        bar = tqdm(total=S.real_steps_done(total, recipe, len(data.train)),
-                   initial=S.real_steps_done(step, recipe, len(data.train)),
+        bar = tqdm(total=S.real_steps_done(total, recipe, len(data.train), d.world * accum),
+                   initial=S.real_steps_done(step, recipe, len(data.train), d.world * accum),
                    desc=f"supernet {net.space_name} x{d.world}", dynamic_ncols=True)
-    msg = S.overshoot_message(recipe, len(data.train))
+    msg = S.overshoot_message(recipe, len(data.train), d.world * accum)
     if msg is not None and d.is_main:
         if bar is not None:
             bar.write(msg, file=sys.stderr)
@@ -365,8 +365,8 @@ def train_supernet_ddp(space, data, recipe, seed: int = 0, out_dir: Path | None 
         (out_dir / "info.json").write_text(json.dumps(
             {"space": net.space_name, "data": data.key, "recipe": asdict(recipe), "seed": seed, "world": d.world,
              "train_seconds": round(seconds, 1), "steps": total,
-             "real_steps": S.real_steps_done(total, recipe, len(data.train)),
-             "images_seen": recipe.epochs * min(recipe.images_per_epoch, len(data.train)),
+             "real_steps": S.real_steps_done(total, recipe, len(data.train), d.world * accum),
+             "images_seen": S.images_seen(recipe, len(data.train), d.world * accum),
              "params": net.num_params(),
              "largest": net.meta()["largest"], "smallest": net.meta()["smallest"]}, indent=1))
     d.barrier()

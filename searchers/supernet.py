@@ -644,32 +644,46 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def real_steps_per_epoch(recipe: SupernetRecipe, n_train: int) -> int:
+def real_steps_per_epoch(recipe: SupernetRecipe, n_train: int, multiple: int = 1) -> int:
     """The steps of an epoch that get images.  An epoch takes the first ``recipe.images_per_epoch``
     images of a permutation of the training split, so when the recipe asks for more than the split
     holds (mobile-unified's default: 64,000 of Fashion-MNIST's 55,000), its last scheduled steps have
-    no batch and are skipped: 860 of 1,000 there.  The schedule (``recipe.total_steps``, the step
-    counter, the learning rate, checkpoints, the cache key) still counts every scheduled step."""
-    return math.ceil(min(recipe.images_per_epoch, n_train) / recipe.batch_size)
+    no batch and are skipped: 860 of 1,000 there.  The DDP trainer also skips a last batch of fewer
+    than ``multiple`` (its world size x accumulation) images.  The schedule (``recipe.total_steps``,
+    the step counter, the learning rate, checkpoints, the cache key) still counts every scheduled step."""
+    full, rest = divmod(min(recipe.images_per_epoch, n_train), recipe.batch_size)
+    return full + (rest >= max(1, multiple))
 
 
-def real_steps_done(step: int, recipe: SupernetRecipe, n_train: int) -> int:
+def real_steps_done(step: int, recipe: SupernetRecipe, n_train: int, multiple: int = 1) -> int:
     """How many of the first ``step`` scheduled steps had images (trained)."""
     epoch, within = divmod(step, recipe.steps_per_epoch)
-    real = real_steps_per_epoch(recipe, n_train)
+    real = real_steps_per_epoch(recipe, n_train, multiple)
     return epoch * real + min(within, real)
 
 
-def overshoot_message(recipe: SupernetRecipe, n_train: int) -> str | None:
-    """The line a trainer says when ``recipe`` asks for more images per epoch than the training split
-    holds (its last scheduled steps of each epoch are skipped, ``real_steps_per_epoch``); else None."""
-    if recipe.images_per_epoch <= n_train:
+def images_seen(recipe: SupernetRecipe, n_train: int, multiple: int = 1) -> int:
+    """Training images the recipe's steps see in all (the DDP trainer cuts each batch to a multiple of
+    ``multiple`` images)."""
+    m = max(1, multiple)
+    full, rest = divmod(min(recipe.images_per_epoch, n_train), recipe.batch_size)
+    per_batch = recipe.batch_size - recipe.batch_size % m
+    return recipe.epochs * (full * per_batch + (rest - rest % m if rest >= m else 0))
+
+
+def overshoot_message(recipe: SupernetRecipe, n_train: int, multiple: int = 1) -> str | None:
+    """The line a trainer says when some scheduled steps get no batch (``real_steps_per_epoch``): the
+    recipe asks for more images per epoch than the training split holds; else None."""
+    real = real_steps_per_epoch(recipe, n_train, multiple)
+    if real >= recipe.steps_per_epoch:
         return None
     total = recipe.total_steps
-    return (f"supernet: recipe.images_per_epoch {recipe.images_per_epoch} exceeds the training split "
-            f"({n_train} images): each epoch trains {real_steps_per_epoch(recipe, n_train)} of its "
-            f"{recipe.steps_per_epoch} scheduled steps ({real_steps_done(total, recipe, n_train)} of {total} in all, "
-            f"{recipe.epochs * n_train} images seen; the learning-rate schedule counts all {total})")
+    why = (f"recipe.images_per_epoch {recipe.images_per_epoch} exceeds the training split ({n_train} images)"
+           if recipe.images_per_epoch > n_train else
+           f"each epoch's last batch holds fewer images than the {multiple} processes x accumulation steps")
+    return (f"supernet: {why}: each epoch trains {real} of its {recipe.steps_per_epoch} scheduled steps "
+            f"({real_steps_done(total, recipe, n_train, multiple)} of {total} in all, "
+            f"{images_seen(recipe, n_train, multiple)} images seen; the learning-rate schedule counts all {total})")
 
 
 def sandwich_archs(net: Supernet, space, rng: random.Random, n_random: int | None = None) -> list[Arch]:
@@ -798,7 +812,7 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
     (out_dir / "info.json").write_text(json.dumps(
         {"space": net.space_name, "data": data.key, "recipe": asdict(recipe), "seed": seed,
          "train_seconds": round(seconds, 1), "steps": total, "real_steps": real_total,
-         "images_seen": recipe.epochs * min(recipe.images_per_epoch, n_train), "params": net.num_params(),
+         "images_seen": images_seen(recipe, n_train), "params": net.num_params(),
          "largest": net.meta()["largest"], "smallest": net.meta()["smallest"]}, indent=1))
     return net
 

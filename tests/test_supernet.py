@@ -410,6 +410,18 @@ def test_the_ddp_trainer_says_the_same_and_records_real_steps(tmp_path, data, ca
     assert "8/8" in err and "/12" not in err
 
 
+def test_real_steps_under_ddp_skip_a_last_batch_smaller_than_world_x_accum(data):
+    # 192 images in batches of 50: 50, 50, 50, 42; 4 processes x 12 accumulation steps = 48 > 42
+    recipe = S.SupernetRecipe(epochs=2, images_per_epoch=192, batch_size=50, envelope_samples=60, n_random=1)
+    n = len(data.train)
+    assert [S.real_steps_per_epoch(recipe, n, m) for m in (1, 42, 48)] == [4, 4, 3]
+    assert [S.images_seen(recipe, n, m) for m in (1, 4, 48)] == [384, 2 * (3 * 48 + 40), 2 * (3 * 48)]
+    assert S.overshoot_message(recipe, n) is None and S.overshoot_message(recipe, n, 42) is None
+    assert S.overshoot_message(recipe, n, 48) == (
+        "supernet: each epoch's last batch holds fewer images than the 48 processes x accumulation steps: each epoch "
+        "trains 3 of its 4 scheduled steps (6 of 8 in all, 288 images seen; the learning-rate schedule counts all 8)")
+
+
 def test_mobile_unified_default_recipe_trains_860_of_its_1000_steps():
     from searchers.data import VAL_SIZE_FMNIST
 
