@@ -267,13 +267,15 @@ def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = No
     ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log,
                        supernet_path=checkpoint)
     ev.prepare()
-    step = None
-    if checkpoint:
-        step = torch.load(checkpoint, map_location="cpu", weights_only=False).get("step")
+    step, recipe, seconds = None, ev.recipe.__dict__, getattr(ev.supernet, "train_seconds", ev.prepare_cost_s)
+    if checkpoint:  # a checkpoint's own recipe and training time, not the evaluator's default recipe
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        step, recipe = state.get("step"), state.get("recipe", recipe)
+        seconds = state.get("train_seconds", state.get("seconds", seconds))
     info = {"checkpoint": checkpoint, "checkpoint_step": step,
             "trained_now": ev.trained_now, "prepare_seconds": round(ev.prepare_cost_s, 1),
-            "train_seconds": round(getattr(ev.supernet, "train_seconds", ev.prepare_cost_s), 1),
-            "params": ev.supernet.num_params(), "recipe": ev.recipe.__dict__, "scores": {}, "eval_seconds": {}}
+            "train_seconds": round(seconds, 1),
+            "params": ev.supernet.num_params(), "recipe": recipe, "scores": {}, "eval_seconds": {}}
     for i, a in enumerate(archs):
         acc = ev.evaluate(a)
         info["scores"][a.to_string()] = acc

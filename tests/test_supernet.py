@@ -430,3 +430,23 @@ def test_mobile_unified_default_recipe_trains_860_of_its_1000_steps():
     assert (recipe.total_steps, n_train) == (1000, 55000)
     assert S.real_steps_done(recipe.total_steps, recipe, n_train) == 860
     assert S.real_steps_done(recipe.total_steps, S.SupernetRecipe(), n_train) == S.SupernetRecipe().total_steps
+
+
+def test_the_ranking_benchmark_records_a_checkpoints_own_recipe(toy, data, tmp_path, monkeypatch):
+    # benchmarks/evaluators_ranking.py --checkpoint: the scores file names the checkpoint's recipe and training
+    # time, not the evaluator's default recipe (session 8's files said 1 epoch for a 3-epoch supernet)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluators_ranking", ROOT / "benchmarks" / "evaluators_ranking.py")
+    er = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(er)
+    monkeypatch.setattr(er, "DATA_DIR", tmp_path)
+    space = toy[0]
+    net = S.build_supernet(space, data.num_classes, TINY, seed=0)
+    recipe = {**TINY.__dict__, "epochs": 3}
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"meta": net.meta(), "model": net.state_dict(), "step": 7, "recipe": recipe, "seconds": 12.5}, ckpt)
+    arch = space.sample(random.Random(0))
+    info = er.run_supernet(space, [arch], data, 0, lambda *a: None, checkpoint=str(ckpt), tag="t")
+    assert (info["checkpoint_step"], info["recipe"]["epochs"], info["train_seconds"]) == (7, 3, 12.5)
+    assert json.loads((tmp_path / f"supernet_scores_{space.name}_t.json").read_text())["recipe"] == recipe
