@@ -128,8 +128,9 @@ _CACHE_WARNED: set[str] = set()
 
 
 def _cache_failed(kind: str, exc: BaseException) -> None:
-    """A cache that cannot be read or written (a full disk, a damaged cache.db, a lock held too long)
-    costs re-exports, not the measurement: one warning per kind and process, then on without it."""
+    """A cache that cannot be opened, read or written (a full disk, a damaged cache.db) costs re-exports,
+    not the measurement: one warning per kind and process, then on without it.  (A lock another process
+    holds is waited for: the calls pass ``retry=True``.)"""
     if kind not in _CACHE_WARNED:
         _CACHE_WARNED.add(kind)
         print(f"warning: export cache {cache_dir() / 'exports' / kind} unusable ({type(exc).__name__}: {exc}); "
@@ -147,10 +148,10 @@ def _cache_errors() -> tuple:
 def export_cache_get(kind: str, digest: str) -> tuple[bytes | None, str | None]:
     """(the cached export, its tag) of ``digest``, or (None, None): a miss, caching off, or a cache
     that cannot be read (``_cache_failed``)."""
-    cache = export_cache(kind)
-    if cache is None:
-        return None, None
     try:
+        cache = export_cache(kind)  # opening reads cache.db: a damaged one fails here
+        if cache is None:
+            return None, None
         return cache.get(digest, tag=True, retry=True)
     except _cache_errors() as exc:
         _cache_failed(kind, exc)
@@ -163,10 +164,10 @@ def export_cache_put(kind: str, digest: str, data: bytes, tag: str | None = None
     few items may empty it, the new one included).  While a write is in flight the directory holds
     up to the limit plus that item.  An item larger than the limit is not stored (diskcache would
     store it and keep the cache above its limit until the next write).  True when stored."""
-    cache = export_cache(kind)
-    if cache is None or len(data) > cache.size_limit:
-        return False
     try:
+        cache = export_cache(kind)
+        if cache is None or len(data) > cache.size_limit:
+            return False
         cache.set(digest, data, tag=tag, retry=True)
         cache.cull(retry=True)  # set() culls at most 10 items; this culls down to the limit
     except _cache_errors() as exc:  # e.g. a full disk: the export in hand is still good

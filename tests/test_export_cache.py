@@ -201,3 +201,16 @@ def test_a_cache_that_cannot_be_used_costs_a_re_export_not_the_measurement(expor
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: export cache ") and "OSError" in err[0]
     assert "EDGENAS_EXPORT_CACHE_GB=0" in err[0]
+
+
+def test_a_damaged_cache_db_costs_a_re_export_not_the_measurement(exports, tmp_path, monkeypatch, capsys):
+    m, x, key = _layer(128)
+    monkeypatch.setattr(P, "_CACHE_WARNED", set())
+    monkeypatch.setattr(P, "_EXPORT_CACHES", {})
+    db = tmp_path / "exports" / "onnx" / "cache.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database" * 100)
+    data = P.onnx_bytes(m, x, key)
+    assert data[:2] and len(exports) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: export cache ") and "DatabaseError" in err[0]
