@@ -275,7 +275,8 @@ def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = No
     info = {"checkpoint": checkpoint, "checkpoint_step": step,
             "trained_now": ev.trained_now, "prepare_seconds": round(ev.prepare_cost_s, 1),
             "train_seconds": round(seconds, 1),
-            "params": ev.supernet.num_params(), "recipe": recipe, "scores": {}, "eval_seconds": {}}
+            "params": ev.supernet.num_params(), "recipe": recipe, "eval_recipe": ev.recipe.__dict__,
+            "scores": {}, "eval_seconds": {}}  # eval_recipe: the evaluation settings scored with (BN, images)
     for i, a in enumerate(archs):
         acc = ev.evaluate(a)
         info["scores"][a.to_string()] = acc

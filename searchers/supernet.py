@@ -675,13 +675,15 @@ def overshoot_message(recipe: SupernetRecipe, n_train: int, multiple: int = 1) -
     """The line a trainer says when some scheduled steps get no batch (``real_steps_per_epoch``): the
     recipe asks for more images per epoch than the training split holds; else None."""
     real = real_steps_per_epoch(recipe, n_train, multiple)
-    if real >= recipe.steps_per_epoch:
+    over = recipe.images_per_epoch > n_train
+    if real >= recipe.steps_per_epoch and not over:
         return None
     total = recipe.total_steps
-    why = (f"recipe.images_per_epoch {recipe.images_per_epoch} exceeds the training split ({n_train} images)"
-           if recipe.images_per_epoch > n_train else
-           f"each epoch's last batch holds fewer images than the {multiple} processes x accumulation steps")
-    return (f"supernet: {why}: each epoch trains {real} of its {recipe.steps_per_epoch} scheduled steps "
+    rest = min(recipe.images_per_epoch, n_train) % recipe.batch_size
+    why = [f"recipe.images_per_epoch {recipe.images_per_epoch} exceeds the training split ({n_train} images)"] * over
+    if multiple > 1 and 0 < rest < multiple:
+        why.append(f"each epoch's last batch ({rest} images) holds fewer than world x accumulation = {multiple}")
+    return (f"supernet: {' and '.join(why)}: each epoch trains {real} of its {recipe.steps_per_epoch} scheduled steps "
             f"({real_steps_done(total, recipe, n_train, multiple)} of {total} in all, "
             f"{images_seen(recipe, n_train, multiple)} images seen; the learning-rate schedule counts all {total})")
 

@@ -410,16 +410,30 @@ def test_the_ddp_trainer_says_the_same_and_records_real_steps(tmp_path, data, ca
     assert "8/8" in err and "/12" not in err
 
 
-def test_real_steps_under_ddp_skip_a_last_batch_smaller_than_world_x_accum(data):
-    # 192 images in batches of 50: 50, 50, 50, 42; 4 processes x 12 accumulation steps = 48 > 42
-    recipe = S.SupernetRecipe(epochs=2, images_per_epoch=192, batch_size=50, envelope_samples=60, n_random=1)
+def test_real_steps_under_ddp_skip_a_last_batch_smaller_than_world_x_accum(data, tmp_path, capsys):
+    # 160 images in batches of 50: 50, 50, 50, 10; under 1 process x 25 accumulation steps the batch of 10 is
+    # skipped (DDP needs batch_size % (world x accum) == 0: 25 divides 50)
+    from searchers.distributed import SINGLE, train_supernet_ddp
+
+    recipe = S.SupernetRecipe(epochs=2, images_per_epoch=160, batch_size=50, envelope_samples=60, n_random=1,
+                              checkpoint_every=100, calib_batches=1, calib_batch_size=32, eval_images=48)
     n = len(data.train)
-    assert [S.real_steps_per_epoch(recipe, n, m) for m in (1, 42, 48)] == [4, 4, 3]
-    assert [S.images_seen(recipe, n, m) for m in (1, 4, 48)] == [384, 2 * (3 * 48 + 40), 2 * (3 * 48)]
-    assert S.overshoot_message(recipe, n) is None and S.overshoot_message(recipe, n, 42) is None
-    assert S.overshoot_message(recipe, n, 48) == (
-        "supernet: each epoch's last batch holds fewer images than the 48 processes x accumulation steps: each epoch "
-        "trains 3 of its 4 scheduled steps (6 of 8 in all, 288 images seen; the learning-rate schedule counts all 8)")
+    assert [S.real_steps_per_epoch(recipe, n, m) for m in (1, 10, 25)] == [4, 4, 3]
+    assert [S.images_seen(recipe, n, m) for m in (1, 25)] == [320, 300]
+    assert S.overshoot_message(recipe, n) is None and S.overshoot_message(recipe, n, 10) is None
+    said = ("supernet: each epoch's last batch (10 images) holds fewer than world x accumulation = 25: each epoch "
+            "trains 3 of its 4 scheduled steps (6 of 8 in all, 300 images seen; the learning-rate schedule counts all 8)")
+    assert S.overshoot_message(recipe, n, 25) == said
+    train_supernet_ddp(ToySpace(), data, recipe, seed=0, out_dir=tmp_path / "e", d=SINGLE, accum=25, resume=False,
+                       progress=True)
+    info = json.loads((tmp_path / "e" / "info.json").read_text())
+    assert (info["steps"], info["real_steps"], info["images_seen"]) == (8, 6, 300)
+    err = capsys.readouterr().err
+    assert said in err.splitlines() and "6/6" in err and "/8" not in err
+    # more images asked than the split holds but no step lost (200 of 192 at batch 100: 2 scheduled, 2 real): said
+    over = S.SupernetRecipe(epochs=1, images_per_epoch=200, batch_size=100, envelope_samples=60, n_random=1)
+    assert S.real_steps_per_epoch(over, n) == 2 == over.steps_per_epoch
+    assert S.overshoot_message(over, n).startswith("supernet: recipe.images_per_epoch 200 exceeds the training split")
 
 
 def test_mobile_unified_default_recipe_trains_860_of_its_1000_steps():
