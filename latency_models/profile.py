@@ -101,6 +101,7 @@ def export_cache_limit() -> int:
 
 
 _EXPORT_CACHES: dict[tuple[str, int], Any] = {}
+_CACHE_WARNED: set[str] = set()  # kinds whose cache failed in this process: warned once, then not used
 
 
 def export_cache(kind: str):
@@ -112,7 +113,7 @@ def export_cache(kind: str):
     directory and limit in a process (opening one costs ~25 ms); closing it (``with``) only closes
     its connection, which the next use reopens."""
     limit = export_cache_limit()
-    if limit == 0:
+    if limit == 0 or kind in _CACHE_WARNED:  # off, or found unusable earlier in this process
         return None
     path = str(cache_dir() / "exports" / kind)
     cache = _EXPORT_CACHES.get((path, limit))
@@ -124,12 +125,9 @@ def export_cache(kind: str):
     return cache
 
 
-_CACHE_WARNED: set[str] = set()
-
-
 def _cache_failed(kind: str, exc: BaseException) -> None:
     """A cache that cannot be opened, read or written (a full disk, a damaged cache.db) costs re-exports,
-    not the measurement: one warning per kind and process, then on without it.  (A lock another process
+    not the measurement: one warning per kind and process, then that kind goes uncached (no retry per item).  (A lock another process
     holds is waited for: the calls pass ``retry=True``.)"""
     if kind not in _CACHE_WARNED:
         _CACHE_WARNED.add(kind)

@@ -309,12 +309,8 @@ def train_supernet_ddp(space, data, recipe, seed: int = 0, out_dir: Path | None 
         bar = tqdm(total=S.real_steps_done(total, recipe, len(data.train), d.world * accum),
                    initial=S.real_steps_done(step, recipe, len(data.train), d.world * accum),
                    desc=f"supernet {net.space_name} x{d.world}", dynamic_ncols=True)
-    msg = S.overshoot_message(recipe, len(data.train), d.world * accum)
-    if msg is not None and d.is_main:
-        if bar is not None:
-            bar.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr, flush=True)
+    if d.is_main:
+        S.say(S.overshoot_message(recipe, len(data.train), d.world * accum), bar=bar)
     idx, done = None, 0
     while step < total and (stop_after_steps is None or done < stop_after_steps):
         epoch, within = divmod(step, recipe.steps_per_epoch)

@@ -688,6 +688,18 @@ def overshoot_message(recipe: SupernetRecipe, n_train: int, multiple: int = 1) -
             f"{images_seen(recipe, n_train, multiple)} images seen; the learning-rate schedule counts all {total})")
 
 
+def say(msg: str | None, log=None, bar=None) -> None:
+    """A trainer's one-off line: to ``log`` if given, else above the progress ``bar``, else to stderr."""
+    if msg is None:
+        return
+    if log is not None:
+        log(msg)
+    elif bar is not None:
+        bar.write(msg, file=sys.stderr)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
 def sandwich_archs(net: Supernet, space, rng: random.Random, n_random: int | None = None) -> list[Arch]:
     """The subnets of one sandwich step: the supernet's largest and smallest arch, then ``n_random``
     (default: the recipe's, stored in the supernet) archs drawn by ``net.sample`` (uniform over the
@@ -757,14 +769,7 @@ def train_supernet(space, data, recipe: SupernetRecipe = SupernetRecipe(), seed:
 
         bar = tqdm(total=real_total, initial=real_steps_done(step, recipe, n_train),
                    desc=f"supernet {net.space_name}", dynamic_ncols=True)
-    msg = overshoot_message(recipe, n_train)
-    if msg is not None:
-        if log is not None:
-            log(msg)
-        elif bar is not None:
-            bar.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr, flush=True)
+    say(overshoot_message(recipe, n_train), log, bar)
     t0 = time.perf_counter()
     net.train()
     idx = None
