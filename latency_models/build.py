@@ -432,6 +432,18 @@ def read_networks_files(spec: str, resolution: int = 224) -> tuple[list, np.ndar
     return archs, np.concatenate(ms), ",".join(_repo_rel(p) for p in paths)
 
 
+def _has_validation_rows(source: str) -> bool:
+    """Whether any measure_nets file of ``source`` (comma-separated) holds rows written from saved
+    validation measurements (``measure_nets --from-validation``: each such row names its ``from``)."""
+    from latency_models.measure_nets import read_rows
+
+    for p in str(source).split(","):
+        path = repo_path(p.strip())
+        if p.strip() and path.is_file() and any("from" in r for r in read_rows(path)):
+            return True
+    return False
+
+
 def _label(by_kind: bool, residual: str, rounds: int = 0) -> str:
     return (("per-kind scale" if by_kind else "one scale") + ("" if residual == "none" else f" + {residual}")
             + (f" x{rounds}" if residual == "trees" and rounds != 50 else ""))
@@ -532,7 +544,10 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
         err.pop(k, None)
     err["network_term"] = {
         "how": (f"predictor.NetworkTerm ({chosen}) fitted on {len(S)} whole networks measured "
-                f"end-to-end ({source}; never the validation archs or the zoo networks); the form chosen by "
+                f"end-to-end ({source}; never the zoo networks"
+                + ("; the validation archs only of the sets in those files (rows written by measure_nets "
+                   "--from-validation: no longer fresh)" if _has_validation_rows(source) else "; never the validation archs")
+                + f"); the form chosen by "
                 f"{CV_FOLDS}-fold cross-validation over them"
                 + (" (held-out networks priced with cross-fitted layers, as a fresh arch is)" if crossfit else "")),
         "cross_validation": {"folds": CV_FOLDS, "seed": seed, **cv, "chosen": chosen},

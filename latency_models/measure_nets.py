@@ -10,6 +10,14 @@ profiler's interleaved protocol (``profile.measure_items``: relative to the refe
 CPU time at one thread, outlier rounds re-measured), in chunks, each in a fresh process, and appends
 one JSON line per network (arch string, relative cost, reference ms, load average).  Resumable: a
 network already in the file is not measured again.
+
+    python -m latency_models.measure_nets --from-validation A.json,B.json --out X.jsonl
+
+measures nothing: writes the random archs of saved ``latency_models.validate`` measurements
+(``--save`` files) as rows of this format, each at its own time as validate scores it (min over
+passes of the relative cost x the median reference ms), so that a later target's network term can
+be fitted on sets an earlier target was validated on.  The zoo networks are left out (they stay
+a check, never fitted on).  A set used so is no longer fresh: claims need sets measured after.
 """
 from __future__ import annotations
 
@@ -103,6 +111,38 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
     return read_rows(path)
 
 
+def rows_from_validation(paths: list[Path]) -> list[dict]:
+    """measure_nets rows of the random archs of saved validate measurements (see the module doc)."""
+    import statistics
+
+    rows, seen = [], set()
+    for path in paths:
+        try:
+            rec = json.loads(Path(path).read_text())
+            nets, backend, threads = rec["networks"], rec["backend"], int(rec["threads"])
+            res, space, seed = int(rec["resolution"]), rec["space"], int(rec["seed"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TargetError(f"--from-validation {path}: not a latency_models.validate --save file "
+                              f"({type(exc).__name__}: {exc})") from None
+        for n in nets:
+            label = str(n.get("label", ""))
+            if "#" not in label:  # a zoo network
+                continue
+            rel = n["rel"] if isinstance(n["rel"], list) else [n["rel"]]
+            ref = n["ref_ms"] if isinstance(n["ref_ms"], list) else [n["ref_ms"]]
+            key = (n["arch"], res)
+            if key in seen:
+                raise TargetError(f"--from-validation {path}: {label} is also in an earlier file; allowed: each "
+                                  "network once")
+            seen.add(key)
+            ref_med = float(statistics.median(ref))
+            rows.append({"space": space, "seed": seed, "index": int(label.rpartition("#")[2]), "arch": n["arch"],
+                         "resolution": res, "backend": backend, "threads": threads, "rel": min(rel),
+                         "ref_ms": ref_med, "ms": min(rel) * ref_med, "passes": len(rel),
+                         "from": Path(path).name, "load_average": rec.get("load_average")})
+    return rows
+
+
 @cli_entry
 def main(argv=None) -> int:
     from latency_models.profile import BACKENDS, check_timing_options
@@ -117,7 +157,22 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--out", default=str(MEAS_DIR / "local-cpu.networks.jsonl"))
+    ap.add_argument("--from-validation", default=None, metavar="FILES", help="measure nothing: write the random "
+                    "archs of these saved validate measurements (comma-separated) to --out (a new file)")
     args = ap.parse_args(argv)
+    if args.from_validation:
+        from latency_models.build import partial_paths
+
+        out = Path(args.out)
+        if out.exists():
+            raise TargetError(f"--out {out}: exists; allowed: a new file with --from-validation")
+        rows = rows_from_validation(partial_paths(args.from_validation, "--from-validation",
+                                                  "latency_models.validate --save files, comma-separated"))
+        one_runtime(rows, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"{out}: {len(rows)} networks from {len({r['from'] for r in rows})} validation file(s)")
+        return 0
     if args.backend not in BACKENDS:
         raise field_error(TargetError, "--backend", args.backend, BACKENDS)
     if args.archs < 1:

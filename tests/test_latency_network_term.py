@@ -373,3 +373,32 @@ def test_crossfit_prices_held_out_networks_without_their_layers(monkeypatch):
     monkeypatch.setattr(build, "_crossfit_inputs", lambda *a, **k: 2 * real(*a, **k))
     cv2 = build.fit_network_term(model, archs, ms, "t", crossfit=True, log=lambda m: None).error["network_term"]
     assert cv2["cross_validation"]["plain layer sum, cross-fitted layers"]["mape_pct"] > 60
+
+
+def test_measure_nets_from_validation_writes_the_random_archs_at_their_own_time(tmp_path, capsys):
+    """Saved validate measurements become measure_nets rows (random archs only, min over passes of
+    the relative cost x the median reference ms, each naming its file), so a term can be fitted on
+    them; the term's record then says its networks include validation archs."""
+    a = zoo.get("mobilenet_v2").to_string()
+    b = zoo.get("mobilenet_v3_small").to_string()
+    rec = {"backend": "onnxruntime", "threads": 1, "resolution": 224, "space": "mobile-unified", "seed": 2099,
+           "passes": 2, "load_average": [1.0, 1.1],
+           "networks": [{"label": "mobile-unified#0", "arch": a, "rel": [10.0, 9.0], "ref_ms": [1.0, 1.2]},
+                        {"label": "mobile-unified#1", "arch": b, "rel": [4.0, 4.4], "ref_ms": [1.1, 0.9]},
+                        {"label": "mobilenet_v2", "arch": a, "rel": [9.5, 9.6], "ref_ms": [1.0, 1.0]}]}
+    src = tmp_path / "v.json"
+    src.write_text(json.dumps(rec))
+    out = tmp_path / "n.jsonl"
+    assert measure_nets.main(["--from-validation", str(src), "--out", str(out)]) == 0
+    rows = measure_nets.read_rows(out)
+    assert [r["index"] for r in rows] == [0, 1] and {r["from"] for r in rows} == {"v.json"}
+    assert rows[0]["ms"] == pytest.approx(9.0 * 1.1) and rows[1]["ms"] == pytest.approx(4.0 * 1.0)
+    archs, ms, _ = build.read_networks(out)
+    assert [x.to_string() for x in archs] == [a, b] and ms.tolist() == pytest.approx([9.9, 4.0])
+    assert build._has_validation_rows(str(out)) and not build._has_validation_rows(str(NETS))
+    capsys.readouterr()
+    assert measure_nets.main(["--from-validation", str(src), "--out", str(out)]) == 2  # never overwrites
+    assert "exists; allowed: a new file with --from-validation" in capsys.readouterr().err
+    src.write_text("{}")
+    assert measure_nets.main(["--from-validation", str(src), "--out", str(tmp_path / "m.jsonl")]) == 2
+    assert "not a latency_models.validate --save file" in capsys.readouterr().err
