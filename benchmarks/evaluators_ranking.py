@@ -69,7 +69,7 @@ from searchers.training import Recipe, train_arch  # noqa: E402
 
 DATA_DIR = ROOT / "benchmarks" / "data"
 FIELDS = ["arch", "space", "dataset", "seed", "accuracy_test", "accuracy_val", "train_seconds", "steps",
-          "macs", "params", "recipe"]
+          "macs", "params", "recipe", "device"]   # device: where it trained (rows before session 9: cpu)
 
 
 def machine() -> dict:
@@ -227,8 +227,9 @@ def claim(s: str, rjson: str, seed: int) -> bool:
     return True
 
 
-def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
-    """Train every arch stand-alone with ``recipe`` and training seed ``seed``; one CSV row each."""
+def run_standalone(space, archs, data, seed: int, log, recipe: Recipe, device: str = "cpu") -> None:
+    """Train every arch stand-alone with ``recipe`` and training seed ``seed`` on ``device``; one CSV row
+    each.  A row done on either device counts as done (a seed is one draw of the recipe wherever it ran)."""
     path = standalone_path(data.name)
     rjson = json.dumps(recipe.to_dict(), sort_keys=True)
     for i, arch in enumerate(archs):
@@ -236,7 +237,7 @@ def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
         done = {(r["arch"], r["recipe"], r["seed"]) for r in read_standalone(path)}   # other workers' rows too
         if (s, rjson, str(seed)) in done or not claim(s, rjson, seed):
             continue
-        model, stats = train_arch(arch, data, recipe, seed=seed, split="test")
+        model, stats = train_arch(arch, data, recipe, seed=seed, split="test", device=device)
         from searchers.training import accuracy
 
         val = accuracy(model, data.val, limit=recipe.eval_images)
@@ -244,7 +245,7 @@ def run_standalone(space, archs, data, seed: int, log, recipe: Recipe) -> None:
         row = {"arch": s, "space": space.name, "dataset": data.name, "seed": seed,
                "accuracy_test": f"{stats['accuracy']:.4f}", "accuracy_val": f"{val:.4f}",
                "train_seconds": f"{stats['seconds']:.1f}", "steps": stats["steps"], "macs": prof["macs"],
-               "params": prof["params"], "recipe": rjson}
+               "params": prof["params"], "recipe": rjson, "device": torch.device(device).type}
         new = not path.is_file()
         with path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
@@ -260,12 +261,13 @@ def tagged(stem: str, space, tag: str = "") -> Path:
     return DATA_DIR / f"{stem}_{space.name}{'_' + tag if tag else ''}.json"
 
 
-def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = None, tag: str = "") -> dict:
+def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = None, tag: str = "",
+                 device: str = "cpu") -> dict:
     """Score the archs with the (cached, else trained) supernet, or with a training checkpoint."""
     from searchers.evaluators import get_evaluator
 
     ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log,
-                       supernet_path=checkpoint)
+                       supernet_path=checkpoint, device=device)
     ev.prepare()
     step, recipe, seconds = None, ev.recipe.__dict__, getattr(ev.supernet, "train_seconds", ev.prepare_cost_s)
     if checkpoint:  # a checkpoint's own recipe and training time, not the evaluator's default recipe
@@ -276,7 +278,7 @@ def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = No
             "trained_now": ev.trained_now, "prepare_seconds": round(ev.prepare_cost_s, 1),
             "train_seconds": round(seconds, 1),
             "params": ev.supernet.num_params(), "recipe": recipe, "eval_recipe": ev.recipe.__dict__,
-            "scores": {}, "eval_seconds": {}}  # eval_recipe: the evaluation settings scored with (BN, images)
+            "device": device, "scores": {}, "eval_seconds": {}}  # eval_recipe: the evaluation settings scored with (BN, images)
     for i, a in enumerate(archs):
         acc = ev.evaluate(a)
         info["scores"][a.to_string()] = acc
@@ -490,7 +492,11 @@ def main(argv=None) -> int:
                    f"strata are filled (default {SAMPLE_POOL})")
     p.add_argument("--worker", default="0/1", help="stand-alone worker k/n: starts at arch k*N/n (rows done "
                    "or claimed by other workers are skipped)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the standalone part trains "
+                   "and the supernet part evaluates (default cpu; rows record it)")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.exit(2, "error: --device: got cuda but no CUDA device is visible; allowed: cpu\n")
     torch.set_num_threads(args.threads)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -544,9 +550,9 @@ def main(argv=None) -> int:
         k, n = (int(v) for v in args.worker.split("/"))
         start = k * len(archs) // n
         for ts in train_seeds:
-            run_standalone(space, archs[start:] + archs[:start], data, ts, log, recipe)
+            run_standalone(space, archs[start:] + archs[:start], data, ts, log, recipe, args.device)
     if args.part in ("all", "supernet"):
-        run_supernet(space, archs, data, args.seed, log, args.checkpoint, args.tag)
+        run_supernet(space, archs, data, args.seed, log, args.checkpoint, args.tag, args.device)
     if args.part in ("all", "report"):
         report(space, archs, data, args.seed, log, recipe, train_seeds, args.gt_recipe, args.tag,
                groups=groups, sample=sample_info)

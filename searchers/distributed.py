@@ -386,6 +386,8 @@ def _supernet_parser() -> argparse.ArgumentParser:
     a("--space", default="mobile-unified")
     a("--dataset", default="fashion-mnist")
     a("--seed", type=int, default=0)
+    a("--data-seed", type=int, default=None, help="seed of the data set's train/val split (default: --seed); "
+      "another --seed with --data-seed 0 is another training run scored on the same validation images")
     a("--epochs", type=int, default=None)
     a("--images-per-epoch", type=int, default=None)
     a("--batch-size", type=int, default=None, help="global batch (all processes together)")
@@ -419,7 +421,7 @@ def supernet_main(argv: list[str]) -> int:
                                                  "envelope_samples")
                if getattr(args, k) is not None}
     recipe = S.default_recipe(space, **changes)
-    data = load_dataset(args.dataset, seed=args.seed)
+    data = load_dataset(args.dataset, seed=args.seed if args.data_seed is None else args.data_seed)
     d = init_from_env(args.backend, args.device)
     try:
         out = Path(args.out) if args.out else S.supernet_dir(space, data, recipe, args.seed)
