@@ -15,7 +15,7 @@
 #     bash benchmarks/evaluators_gpu.sh
 set -u
 OUT=${OUT:?set OUT to the results folder}
-BUDGET=${BUDGET:-420}          # seconds of training before everything still training is stopped
+BUDGET=${BUDGET:-380}          # seconds of training before everything still training is stopped
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-11}
 GT_ARGS=${GT_ARGS:---gt-recipe 32k --epochs 4}
@@ -71,7 +71,7 @@ supernet() {   # tag, options: train with a budget, then score the 40 archs (a s
     local ck=$W/sn-$tag/supernet.pt
     if [ ! -f "$ck" ] && [ -f "$W/sn-$tag/checkpoint.pt" ]; then ck=$W/sn-$tag/checkpoint.pt; tag=$tag-partial; fi
     [ -f "$ck" ] || return
-    timeout 150 $PY benchmarks/evaluators_ranking.py --part supernet --sample uniform,stratified-macs \
+    timeout 120 $PY benchmarks/evaluators_ranking.py --part supernet --sample uniform,stratified-macs \
         --checkpoint "$ck" --tag "$tag" --device "$DEVICE" > "$W/logs/score-$tag.log" 2>&1
     log "supernet $tag: scoring exit $? ($(tail -1 "$W/logs/score-$tag.log"))"
     $PY - "$ck" "$OUT/$tag.fp16.pt" <<'EOF' 2>&1 | tee -a "$W/logs/main.log"
