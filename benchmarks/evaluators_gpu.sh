@@ -21,7 +21,7 @@ WORKERS=${WORKERS:-11}
 GT_ARGS=${GT_ARGS:---gt-recipe 32k --epochs 4}
 SEEDS=${SEEDS:-1,2,3}
 SN_ARGS=${SN_ARGS:-}           # extra supernet options (the rehearsal's tiny epochs)
-SUPERNETS=${SUPERNETS:-"s9-gpu-3k-s0:--epochs 3 --seed 0|s9-gpu-3k-s1:--epochs 3 --seed 1 --data-seed 0|s9-gpu-9k-s0:--epochs 9 --seed 0"}
+SUPERNETS=${SUPERNETS-"s9-gpu-3k-s0:--epochs 3 --seed 0|s9-gpu-3k-s1:--epochs 3 --seed 1 --data-seed 0|s9-gpu-9k-s0:--epochs 9 --seed 0"}
 PY=${PY:-python3}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 W=${WORK:-/tmp/edgenas_gpu}
