@@ -544,10 +544,11 @@ def fit_network_term(model: LatencyModel, archs: list, measured: np.ndarray, sou
         err.pop(k, None)
     err["network_term"] = {
         "how": (f"predictor.NetworkTerm ({chosen}) fitted on {len(S)} whole networks measured "
-                f"end-to-end ({source}; never the zoo networks"
-                + ("; the validation archs only of the sets in those files (rows written by measure_nets "
-                   "--from-validation: no longer fresh)" if _has_validation_rows(source) else "; never the validation archs")
-                + f"); the form chosen by "
+                f"end-to-end ({source}; "
+                + ("never the zoo networks; the validation archs only of the sets in those files (rows written by "
+                   "measure_nets --from-validation: no longer fresh)" if _has_validation_rows(source)
+                   else "never the validation archs or the zoo networks")
+                + "); the form chosen by "
                 f"{CV_FOLDS}-fold cross-validation over them"
                 + (" (held-out networks priced with cross-fitted layers, as a fresh arch is)" if crossfit else "")),
         "cross_validation": {"folds": CV_FOLDS, "seed": seed, **cv, "chosen": chosen},

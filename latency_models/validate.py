@@ -80,12 +80,26 @@ def _reference_ms(model) -> float:
     return ref_build
 
 
+def other_cpu(model, cpu: str) -> str | None:
+    """A line saying that ``model``'s measurements were made on another CPU than ``cpu`` (its
+    ``meta.device``, e.g. 'AMD EPYC (2 cores, shared VM)', against the profiler's name of this one),
+    else None.  A measured target describes the machine it was measured on: on another CPU its
+    errors are those of a transfer (session 9: built on AMD EPYC, validated on an Intel Xeon, 35% of
+    random archs within 10%), not of the model."""
+    device = str(model.meta.get("device") or "")
+    if not device or not cpu or device.split(" (")[0].strip() == str(cpu).strip():
+        return None
+    return (f"target {model.name} was measured on {device.split(' (')[0]}, these networks on {cpu}: "
+            "another CPU; rebuild the target on this machine before reading its error from them")
+
+
 def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, seed: int, passes: int = 1,
-                     rounds: int = 5, zoo_nets: bool = True, chunk: int = 5, res: int = 224) -> dict:
+                     rounds: int = 5, zoo_nets: bool = True, chunk: int = 5, res: int = 224, targets=()) -> dict:
     """Measure ``n_archs`` random archs of the space and the zoo networks end-to-end, each relative to
     the reference block, in ``passes`` fresh processes.  Returns a JSON-able record: per network its
     arch string, label, per-pass relative costs and reference ms; the reference measured alone first;
-    the machine and its load."""
+    the machine and its load.  ``targets``: a warning for each whose measurements ran on another CPU
+    (``other_cpu``), before anything is measured."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -99,6 +113,9 @@ def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, 
         raise field_error(TargetError, "meta.runtime", backend, BACKENDS)
     space = load_space(space_name)  # a bad name fails before anything is measured
     info = machine_info(backend, threads)
+    for m in targets:
+        if line := other_cpu(m, info["cpu"]):
+            print(f"warning: {line}")
     load0 = os.getloadavg()
     print(f"machine: {info['cpu']}, {info['cores']} cores (load average {', '.join(f'{x:.2f}' for x in load0)}); "
           f"{backend} {runtime_version(info)}, {threads} thread(s)")
@@ -149,6 +166,10 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
         f"{ref_build:.3f} ms: drift {100 * drift:+.1f}%")
     result = {"drift_pct": round(100 * drift, 1), "reference_ms_now": record["reference_alone_ms"],
               "load_average": record.get("load_average")}
+    cpu = (record.get("machine") or {}).get("cpu")
+    if line := other_cpu(model, cpu):
+        result["other_cpu"] = {"target": str(model.meta.get("device")), "measured": cpu}
+        say(f"warning: {line}")
     if record["passes"] > 1:
         rel = np.array([n["rel"] for n in nets])
         rep = np.abs(rel.max(1) - rel.min(1)) / rel.min(1)
@@ -212,7 +233,7 @@ def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path
         _reference_ms(m)
     if record is None:
         record = measure_networks(backend, threads, space_name, n_archs, seed, passes, rounds, zoo_nets, chunk,
-                                  res=int(max(model.meta.get("resolutions") or [224])))
+                                  res=int(max(model.meta.get("resolutions") or [224])), targets=(model, *also))
         if save is not None:
             save.parent.mkdir(parents=True, exist_ok=True)
             save.write_text(json.dumps(record) + "\n")

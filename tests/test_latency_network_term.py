@@ -402,3 +402,24 @@ def test_measure_nets_from_validation_writes_the_random_archs_at_their_own_time(
     src.write_text("{}")
     assert measure_nets.main(["--from-validation", str(src), "--out", str(tmp_path / "m.jsonl")]) == 2
     assert "not a latency_models.validate --save file" in capsys.readouterr().err
+
+
+def test_validate_says_when_the_networks_ran_on_another_cpu(capsys):
+    """A target measured on one CPU scored on networks measured on another: the scores say so (session
+    9's seed-1014 set ran on an Intel Xeon, the target was built on an AMD EPYC)."""
+    from latency_models import validate
+
+    model = latency_models.load("local-cpu")
+    device = str(model.meta["device"]).split(" (")[0]
+    assert validate.other_cpu(model, device) is None
+    line = validate.other_cpu(model, "Intel(R) Xeon(R) Processor")
+    assert line and device in line and "Intel(R) Xeon(R) Processor" in line and "rebuild" in line
+    rec = {"reference_alone_ms": 1.0, "resolution": 224, "passes": 1, "space": "mobile-unified",
+           "machine": {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2},
+           "networks": [{"label": "mobilenet_v2", "arch": zoo.get("mobilenet_v2").to_string(), "rel": [7.0],
+                         "ref_ms": [1.0]}]}
+    res = validate.score_networks(model, rec, None, quiet=False)
+    assert res["other_cpu"] == {"target": model.meta["device"], "measured": "Intel(R) Xeon(R) Processor"}
+    assert "warning: target local-cpu was measured on" in capsys.readouterr().out
+    rec["machine"]["cpu"] = device
+    assert "other_cpu" not in validate.score_networks(model, rec, None, quiet=True)
