@@ -175,15 +175,9 @@ def export_cache_put(kind: str, digest: str, data: bytes, tag: str | None = None
 
 
 def machine_info(backend: str = "onnxruntime", threads: int = 1) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "backend": backend,
+    from latency_models import cpu_name
+
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "backend": backend,
             "threads": threads}
     import torch
 

@@ -86,10 +86,10 @@ def other_cpu(model, cpu: str) -> str | None:
     else None.  A measured target describes the machine it was measured on: on another CPU its
     errors are those of a transfer (session 9: built on AMD EPYC, validated on an Intel Xeon, 35% of
     random archs within 10%), not of the model."""
-    device = str(model.meta.get("device") or "")
-    if not device or not cpu or device.split(" (")[0].strip() == str(cpu).strip():
+    device = latency_models.device_cpu(model.meta.get("device"))
+    if not device or not cpu or device == str(cpu).strip():
         return None
-    return (f"target {model.name} was measured on {device.split(' (')[0]}, these networks on {cpu}: "
+    return (f"target {model.name} was measured on {device}, these networks on {cpu}: "
             "another CPU; rebuild the target on this machine before reading its error from them")
 
 

@@ -155,13 +155,13 @@ BAD_OPTIONS = [
     (profile.main, ["--arch", "mobilenet_v3_small", "--rounds", "0"], "error: --rounds: got 0; allowed: an integer >= 1"),
     (profile.main, ["--arch", "mobilenet_v3_small", "--resolution", "0"],
      "error: --resolution: got 0; allowed: an integer >= 16"),
-    (validate.main, ["--target", "local-cpu", "--rounds", "0", "--archs", "1", "--no-zoo"],
+    (validate.main, ["--target", "local-cpu.json", "--rounds", "0", "--archs", "1", "--no-zoo"],
      "error: --rounds: got 0; allowed: an integer >= 1"),
-    (validate.main, ["--target", "local-cpu", "--archs", "0", "--no-zoo"],
+    (validate.main, ["--target", "local-cpu.json", "--archs", "0", "--no-zoo"],
      "error: --archs: got 0; allowed: an integer >= 1 with --no-zoo (else nothing is measured)"),
-    (validate.main, ["--target", "local-cpu", "--archs", "-1"], "error: --archs: got -1; allowed: an integer >= 0"),
-    (validate.main, ["--target", "local-cpu", "--space", "nosuch", "--archs", "1", "--no-zoo"], "error: space: "),
-    (validate.main, ["--target", "local-cpu", "--measured", "/nope.json", "--rounds", "3"],
+    (validate.main, ["--target", "local-cpu.json", "--archs", "-1"], "error: --archs: got -1; allowed: an integer >= 0"),
+    (validate.main, ["--target", "local-cpu.json", "--space", "nosuch", "--archs", "1", "--no-zoo"], "error: space: "),
+    (validate.main, ["--target", "local-cpu.json", "--measured", "/nope.json", "--rounds", "3"],
      "error: --rounds: does not apply with --measured (nothing is measured); allowed with it: --also, --json, --png, "
      "--record"),
     *[(validate.main, ["--target", t, *opt],
@@ -365,7 +365,7 @@ def test_shipped_local_cpu_refits_from_its_committed_measurements(tmp_path):
     --refit), and it carries its validation on networks it was not fitted on."""
     from search_space import zoo
 
-    shipped = latency_models.load("local-cpu")
+    shipped = latency_models.load("local-cpu.json")
     parts = ",".join(str(p) for p in build.partial_paths(shipped.meta["measurements"]["partial_file"]))
     out = tmp_path / "lc.json"
     assert build.main(["--refit", str(REPO / "latency_models" / "targets" / "local-cpu.json"), "--partial", parts,
@@ -386,11 +386,14 @@ def test_shipped_local_cpu_refits_from_its_committed_measurements(tmp_path):
     assert set(shipped.error["error_sources"]) >= {"measurement_pass_to_pass", "measurement_session_to_session"}
 
 
-def test_shipped_local_cpu_target():
+@pytest.mark.parametrize("name", sorted(p.name for p in latency_models.TARGET_DIR.glob("local-cpu*.json")))
+def test_shipped_local_cpu_target(name):
+    """Every shipped local-cpu file (one per CPU it was measured on: local-cpu.json, local-cpu-*.json)."""
     from search_space import zoo
 
     assert "local-cpu" in latency_models.targets()
-    m = latency_models.load("local-cpu")
+    m = latency_models.load(name)
+    assert m.name == "local-cpu" and latency_models.device_cpu(m.meta.get("device"))
     for field in ("device", "runtime", "runtime_version", "threads", "clock", "resolutions", "date", "repeats",
                   "reference", "drift", "made_by", "made_from"):
         assert field in m.meta, field
@@ -425,7 +428,7 @@ def test_tree_tables_reach_the_leaves_the_walk_reaches():
     """The residual forests as tables over feature bins (``TreeResidual.log_ratio``) give the sums
     of walking every tree (``_walk``) to the last bit, on values at the thresholds, just above and
     below them, NaN and infinities, for the shipped local-cpu layer forest and network forest."""
-    m = latency_models.load("local-cpu")
+    m = latency_models.load("local-cpu.json")
     for forest in (m.predictor.residual, m.term.trees):
         assert forest._bins() is not None
         rng = np.random.default_rng(1)

@@ -72,7 +72,7 @@ def test_local_cpu_carries_a_network_term_that_reproduces_its_fit():
     """The shipped local-cpu prices networks through the network term fitted on the committed
     whole-network measurements; predicting those networks again gives the recorded in-sample error
     and cross-validation says the term beats the plain layer sum."""
-    m = latency_models.load("local-cpu")
+    m = latency_models.load("local-cpu.json")
     assert m.term is not None and m.term.fitted_on["networks"] >= 200
     assert m.term.fitted_on["from"] == "latency_models/targets/measurements/local-cpu.networks-quiet.jsonl"
     assert m.scale == 1.0 and m.overhead_ms == 0.0 and not m.predictor.net_coef.any()
@@ -90,7 +90,7 @@ def test_local_cpu_carries_a_network_term_that_reproduces_its_fit():
 
 
 def test_breakdown_with_a_network_term_sums_to_predict():
-    m = latency_models.load("local-cpu")
+    m = latency_models.load("local-cpu.json")
     for name in ("mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2"):
         a = zoo.get(name)
         rows = m.breakdown(a)
@@ -132,7 +132,7 @@ def test_network_term_fit_recovers_known_scales():
     ("kind", "mlp", "network_term.kind: got 'mlp'; allowed: network-term"),
 ])
 def test_corrupt_network_term_is_one_line(tmp_path, field, value, message):
-    d = json.loads(latency_models.target_path("local-cpu").read_text())
+    d = json.loads(latency_models.target_path("local-cpu.json").read_text())
     assert len(d["predictor"]["network_term"]["kinds"]) == 11  # + "other": 12 in-network scales
     d["predictor"]["network_term"][field] = value
     bad = tmp_path / "bad.json"
@@ -174,7 +174,7 @@ def test_measure_nets_file_resumes_after_a_torn_line(tmp_path, capsys):
     # --networks without --refit, and a network term from fewer networks than the CV folds: one line
     assert build.main(["--target", "local-cpu", "--networks", str(path)]) != 0
     assert "--networks " + str(path) + ": only with --refit" in capsys.readouterr().err
-    model = latency_models.load("local-cpu")
+    model = latency_models.load("local-cpu.json")
     with pytest.raises(TargetError, match="1 measured networks at 224; allowed: at least 5"):
         build.fit_network_term(model, *build.read_networks(path)[:2], str(path), log=lambda m: None)
 
@@ -210,7 +210,7 @@ def test_a_batch_that_cannot_be_priced_leaves_nothing_behind(tmp_path):
     """A block type without a regressor fails the whole batch with one line naming it; the layers
     of that batch are not left half-priced: the model prices the other archs afterwards as a fresh
     model does."""
-    d = json.loads(latency_models.target_path("local-cpu").read_text())
+    d = json.loads(latency_models.target_path("local-cpu.json").read_text())
     d["predictor"]["coefs"] = {k: v for k, v in d["predictor"]["coefs"].items() if k not in ("dwsep", "generic")}
     path = tmp_path / "no-dwsep.json"
     path.write_text(json.dumps(d))
@@ -233,7 +233,7 @@ def test_layer_codes_and_the_per_layer_walk_price_alike(monkeypatch):
     for specs that have no id) give the same floats, on every space and zoo net, at odd and
     non-square resolutions."""
     archs = _fresh_archs(8, seed=5)
-    for target in ("local-cpu", "note10-cpu"):
+    for target in ("local-cpu.json", "note10-cpu"):
         path = latency_models.target_path(target)
         for res in (224, 193, (160, 224)):
             codes, walk = LatencyModel.from_file(path), LatencyModel.from_file(path)
@@ -306,7 +306,7 @@ def test_a_pickled_model_prices_alike():
     import pickle
 
     archs = _fresh_archs(3, seed=4)
-    m = latency_models.load("local-cpu")
+    m = latency_models.load("local-cpu.json")
     a = m.predict_many(archs)
     back = pickle.loads(pickle.dumps(m))
     assert back._n == 0 and not back._cache and back._tblocks
@@ -328,7 +328,7 @@ def test_layer_sums_are_reduceats_floats():
     """The network term's per-network layer sums (numpy's pairwise order, all networks of one length
     at once) equal np.add.reduceat's to the last bit, for segment lengths 1..200 (longer ones go to
     reduceat itself): the term's trees would tell a different rounding."""
-    m = latency_models.load("local-cpu")
+    m = latency_models.load("local-cpu.json")
     m.predict_many(_fresh_archs(10, seed=8))
     rng = np.random.default_rng(0)
     lens = np.concatenate([np.arange(1, 201), rng.integers(1, 60, 300)])
@@ -346,7 +346,7 @@ def test_crossfit_prices_held_out_networks_without_their_layers(monkeypatch):
     from latency_models.predictor import Predictor
     from latency_models.table import Entry
 
-    model = latency_models.load("local-cpu")
+    model = latency_models.load("local-cpu.json")
     first = build.partial_paths(model.meta["network_term_from"], "--networks")[0]
     rows = [json.loads(x) for x in first.read_text().splitlines()[:15]]
     archs, ms = [Arch.from_string(r["arch"]) for r in rows], np.array([r["ms"] for r in rows])
@@ -409,7 +409,7 @@ def test_validate_says_when_the_networks_ran_on_another_cpu(capsys):
     9's seed-1014 set ran on an Intel Xeon, the target was built on an AMD EPYC)."""
     from latency_models import validate
 
-    model = latency_models.load("local-cpu")
+    model = latency_models.load("local-cpu.json")
     device = str(model.meta["device"]).split(" (")[0]
     assert validate.other_cpu(model, device) is None
     line = validate.other_cpu(model, "Intel(R) Xeon(R) Processor")

@@ -1,0 +1,97 @@
+"""A measured target belongs to the CPU it was measured on: ``local-cpu`` resolves to the shipped
+file whose ``meta.device`` names this machine's CPU (``latency_models.machine_target``), else to
+``local-cpu.json`` with one warning line; every file stays loadable by its own name."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import latency_models
+from search_space.errors import TargetError
+
+AMD, XEON = "AMD EPYC", "Intel(R) Xeon(R) Processor"
+
+
+def _target(path, device):
+    path.write_text(json.dumps({"format": "edgenas-latency-target", "version": 1, "target": path.stem.split("-x")[0],
+                                "meta": {"device": f"{device} (2 cores, shared VM)"}}))
+    return path
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A target folder with an AMD local-cpu.json, a Xeon local-cpu-xeon.json and pixel-cpu."""
+    _target(tmp_path / "local-cpu.json", AMD)
+    _target(tmp_path / "local-cpu-xeon.json", XEON)
+    _target(tmp_path / "pixel-cpu.json", "Pixel 1")
+    monkeypatch.setattr(latency_models, "TARGET_DIR", tmp_path)
+    monkeypatch.setattr(latency_models, "_WARNED", set())
+    monkeypatch.setattr(latency_models, "_RESOLVED", {})
+    return tmp_path
+
+
+@pytest.mark.parametrize("cpu,file", [(AMD, "local-cpu.json"), (XEON, "local-cpu-xeon.json")])
+def test_local_cpu_is_the_file_of_this_machines_cpu(shipped, monkeypatch, capsys, cpu, file):
+    monkeypatch.setattr(latency_models, "cpu_name", lambda: cpu)
+    assert latency_models.target_path("local-cpu") == shipped / file
+    assert latency_models.machine_target("local-cpu", cpu) == shipped / file
+    assert capsys.readouterr().err == ""  # a match: no warning
+
+
+def test_no_file_of_this_cpu_falls_back_to_local_cpu_json_with_one_warning(shipped, monkeypatch, capsys):
+    monkeypatch.setattr(latency_models, "cpu_name", lambda: "Apple M2")
+    for _ in range(3):
+        assert latency_models.target_path("local-cpu") == shipped / "local-cpu.json"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: target local-cpu: ")
+    assert "Apple M2" in err and "local-cpu.json" in err and AMD in err
+    monkeypatch.setattr(latency_models, "cpu_name", lambda: "")  # unknown CPU: the same fallback
+    assert latency_models.target_path("local-cpu") == shipped / "local-cpu.json"
+
+
+def test_every_file_keeps_its_own_name(shipped, monkeypatch, capsys):
+    monkeypatch.setattr(latency_models, "cpu_name", lambda: XEON)
+    assert latency_models.targets() == ["local-cpu", "local-cpu-xeon", "pixel-cpu"]
+    assert latency_models.target_path("local-cpu-xeon") == shipped / "local-cpu-xeon.json"
+    assert latency_models.target_path("local-cpu.json") == shipped / "local-cpu.json"  # the AMD file by file name
+    assert latency_models.target_path("local-cpu-xeon.json") == shipped / "local-cpu-xeon.json"
+    assert latency_models.target_path("pixel-cpu") == shipped / "pixel-cpu.json"
+    with pytest.raises(TargetError) as e:
+        latency_models.target_path("nokia")
+    assert "\n" not in str(e.value) and "allowed: local-cpu, local-cpu-xeon, pixel-cpu" in str(e.value)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_choice_follows_the_files(shipped, monkeypatch):
+    """A file added (or rewritten) later is seen: the choice is cached by the files and their times."""
+    monkeypatch.setattr(latency_models, "cpu_name", lambda: "AMD EPYC 9B14")
+    assert latency_models.target_path("local-cpu") == shipped / "local-cpu.json"
+    _target(shipped / "local-cpu-epyc9.json", "AMD EPYC 9B14")
+    assert latency_models.target_path("local-cpu") == shipped / "local-cpu-epyc9.json"
+
+
+def test_shipped_local_cpu_files_are_one_per_cpu(capsys):
+    """The shipped local-cpu files name distinct CPUs; on this machine ``local-cpu`` is the one of its
+    CPU if any (and ``load`` gives that file's model), ``local-cpu.json`` otherwise."""
+    files = [latency_models.TARGET_DIR / "local-cpu.json"] + sorted(latency_models.TARGET_DIR.glob("local-cpu-*.json"))
+    cpus = [latency_models.device_cpu(json.loads(f.read_text())["meta"]["device"]) for f in files]
+    assert all(cpus) and len(set(cpus)) == len(cpus), cpus
+    for f, cpu in zip(files, cpus):
+        assert latency_models.machine_target("local-cpu", cpu) == f
+    here = latency_models.cpu_name()
+    want = files[cpus.index(here)] if here in cpus else files[0]
+    assert latency_models.target_path("local-cpu") == want
+    assert latency_models.load("local-cpu").path == str(want)
+    assert latency_models.load("local-cpu") is latency_models.load(str(want))
+
+
+def test_validate_and_the_searchers_take_the_alias(monkeypatch):
+    """validate (and the searchers, through latency_models.load) read ``local-cpu`` as this machine's file."""
+    from latency_models import validate
+    from searchers.cli_common import check_names
+
+    assert validate.other_cpu(latency_models.load("local-cpu"), latency_models.cpu_name()) is None or \
+        latency_models.target_path("local-cpu").name == "local-cpu.json"  # no file of this CPU: the AMD one
+    s = type("S", (), {"target": "local-cpu", "space": "mobile-unified", "evaluator": "proxy"})()
+    check_names(s)  # accepted
