@@ -43,7 +43,9 @@ def _cli(*args, cwd=ROOT):
 
 def test_learns_on_a_tiny_subset(fmnist, tmp_path):
     arch = Arch.from_string(SMALL)
-    r = TrainRecipe(epochs=2, batch_size=32, lr=0.2, warmup_epochs=0.2, train_images=640, eval_images=500)
+    # 1,280 images (80 steps): with 640 the EMA weights scored 0.23-0.3 depending on the CPU's arithmetic
+    # (an Intel Xeon in session 9 vs the AMD EPYC before; the raw weights 0.39), too close to the bar
+    r = TrainRecipe(epochs=2, batch_size=32, lr=0.2, warmup_epochs=0.2, train_images=1280, eval_images=500)
     tr = Trainer(arch, fmnist, r, tmp_path, scratch_model(arch, 10, 0), progress=False)
     tr.run()
     h = tr.history
@@ -51,7 +53,7 @@ def test_learns_on_a_tiny_subset(fmnist, tmp_path):
     test = tr.test()
     assert test["images"] == 500 and test["top1"] > 0.25          # chance: 0.10
     assert 0 <= test["top1"] <= test["top5"] <= 1 and "top5_raw" in test
-    assert tr.step == 2 * (640 // 32)
+    assert tr.step == 2 * (1280 // 32)
 
 
 def test_resume_is_exact(fmnist, tmp_path):
