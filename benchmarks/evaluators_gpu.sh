@@ -14,6 +14,7 @@
 #   OUT=/tmp/o DEVICE=cpu BUDGET=60 WORKERS=1 GT_ARGS="--gt-recipe 5k" SEEDS=9 SN_ARGS="--images-per-epoch 640" \
 #     bash benchmarks/evaluators_gpu.sh
 set -u
+cd "$(dirname "$0")/.."           # the repo root: PYTHONPATH and the benchmark's relative paths
 OUT=${OUT:?set OUT to the results folder}
 BUDGET=${BUDGET:-380}          # seconds of training before everything still training is stopped
 DEVICE=${DEVICE:-cuda}
@@ -24,15 +25,20 @@ SN_ARGS=${SN_ARGS:-}           # extra supernet options (the rehearsal's tiny ep
 SUPERNETS=${SUPERNETS-"s9-gpu-3k-s0:--epochs 3 --seed 0|s9-gpu-3k-s1:--epochs 3 --seed 1 --data-seed 0|s9-gpu-9k-s0:--epochs 9 --seed 0"}
 PY=${PY:-python3}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-W=${WORK:-/tmp/edgenas_gpu}
-rm -rf "$W" /tmp/edgenas_ranking_claims
-mkdir -p "$W/logs" "$OUT"
+W=${EDGENAS_GPU_WORK:-/tmp/edgenas_gpu}   # scratch: removed first, so only a folder this script made
+if [ -e "$W" ] && [ ! -f "$W/.edgenas_gpu" ]; then echo "error: $W exists and is not this script's scratch folder; allowed: a new path in EDGENAS_GPU_WORK" >&2; exit 2; fi
+rm -rf "$W" "${TMPDIR:-/tmp}/edgenas_ranking_claims"
+mkdir -p "$W/logs" "$OUT" && touch "$W/.edgenas_gpu"
 export EDGENAS_CACHE=$W/cache
 T0=$(date +%s)
 log() { echo "$(date -u +%H:%M:%S) [+$(( $(date +%s) - T0 ))s] $*" | tee -a "$W/logs/main.log"; }
+pids=()
+nets=(); [ -n "$SUPERNETS" ] && IFS='|' read -r -a nets <<< "$SUPERNETS"
 finish() {
+    for p in "${pids[@]}"; do kill -- "$p" 2>/dev/null; done    # a killed script stops its jobs first
     cp benchmarks/data/standalone_fashion_mnist.csv "$W/standalone_fashion_mnist.csv"
-    mkdir -p "$W/scores"; cp benchmarks/data/*_s9-gpu* "$W/scores/" 2>/dev/null
+    mkdir -p "$W/scores"
+    for spec in "${nets[@]}"; do t=${spec%%:*}; cp benchmarks/data/*_"$t".json benchmarks/data/*_"$t"-partial.json "$W/scores/" 2>/dev/null; done
     for d in "$W"/sn-*; do [ -f "$d/info.json" ] && cp "$d/info.json" "$W/scores/info-$(basename "$d").json"; done
     nvidia-smi > "$W/logs/nvidia-smi-end.txt" 2>&1
     tar -C "$W" -czf "$OUT/results.tgz" logs scores standalone_fashion_mnist.csv
@@ -40,7 +46,7 @@ finish() {
 }
 trap finish EXIT
 
-log "machine: $(nproc) cpus, $(free -g | awk '/Mem/{print $2}') GiB; GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
+log "machine: $(nproc --all) cpus, $(free -g | awk '/Mem/{print $2}') GiB; GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
 $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$W/logs/main.log"
 if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
     # MPS lets the many small processes' kernels share the GPU at once instead of taking turns
@@ -55,7 +61,6 @@ if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
     fi
 fi
 
-pids=()
 for k in $(seq 0 $((WORKERS - 1))); do
     timeout "$BUDGET" $PY benchmarks/evaluators_ranking.py --part standalone --sample stratified-macs $GT_ARGS \
         --train-seeds "$SEEDS" --device "$DEVICE" --worker "$k/$WORKERS" > "$W/logs/gt$k.log" 2>&1 &
@@ -83,7 +88,6 @@ keep["note"] = "fp16 copy of the float32 weights (the scores in results.tgz are 
 torch.save(keep, sys.argv[2])
 EOF
 }
-nets=(); [ -n "$SUPERNETS" ] && IFS='|' read -r -a nets <<< "$SUPERNETS"
 for spec in "${nets[@]}"; do
     supernet "${spec%%:*}" ${spec#*:} &
     pids+=($!)
@@ -97,10 +101,12 @@ if [ "$DEVICE" = cuda ] && [ "${TRAIN_CHECK:-1}" = 1 ]; then
         --out "$W/train-cuda" > "$W/logs/train-cuda.log" 2>&1
     log "searchers.train --device cuda --amp: exit $? ($(tail -1 "$W/logs/train-cuda.log"))"
 fi
-while sleep 30; do
+while sleep "${POLL:-30}"; do
     n=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
     rows=$(grep -c '""epochs"": 4' benchmarks/data/standalone_fashion_mnist.csv)
     log "$n job(s) running; 4-epoch rows in the CSV: $rows; $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null)"
     [ "$n" = 0 ] && break
 done
+for p in "${pids[@]}"; do wait "$p"; rc=$?; [ "$rc" = 0 ] || log "job $p ended with exit $rc (124: stopped at BUDGET)"; done
+pids=()
 log "done"

@@ -69,7 +69,8 @@ from searchers.training import Recipe, train_arch  # noqa: E402
 
 DATA_DIR = ROOT / "benchmarks" / "data"
 FIELDS = ["arch", "space", "dataset", "seed", "accuracy_test", "accuracy_val", "train_seconds", "steps",
-          "macs", "params", "recipe", "device"]   # device: where it trained (rows before session 9: cpu)
+          "macs", "params", "recipe", "device"]   # device: where it trained, cpu or "cuda (<GPU>)"; rows before
+                                                   # session 9 (all cpu) gained the column later
 
 
 def machine() -> dict:
@@ -227,11 +228,40 @@ def claim(s: str, rjson: str, seed: int) -> bool:
     return True
 
 
+def device_label(device) -> str:
+    """How a row names where it trained: ``cpu``, or ``cuda (<GPU name>)``."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return dev.type
+
+
+def migrate_standalone(path: Path) -> None:
+    """Rows written before the ``device`` column (session 9) all trained on a CPU: add it as ``cpu``."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames or [], list(reader)
+    if header == FIELDS:
+        return
+    if header != FIELDS[:-1]:
+        raise SystemExit(f"error: {path}: header {header}; allowed: {FIELDS} (or the same without device)")
+    for r in rows:
+        r["device"] = "cpu"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
 def run_standalone(space, archs, data, seed: int, log, recipe: Recipe, device: str = "cpu") -> None:
     """Train every arch stand-alone with ``recipe`` and training seed ``seed`` on ``device``; one CSV row
     each.  A row done on either device counts as done (a seed is one draw of the recipe wherever it ran)."""
     path = standalone_path(data.name)
+    migrate_standalone(path)
     rjson = json.dumps(recipe.to_dict(), sort_keys=True)
+    label = device_label(device)
     for i, arch in enumerate(archs):
         s = arch.to_string()
         done = {(r["arch"], r["recipe"], r["seed"]) for r in read_standalone(path)}   # other workers' rows too
@@ -245,7 +275,7 @@ def run_standalone(space, archs, data, seed: int, log, recipe: Recipe, device: s
         row = {"arch": s, "space": space.name, "dataset": data.name, "seed": seed,
                "accuracy_test": f"{stats['accuracy']:.4f}", "accuracy_val": f"{val:.4f}",
                "train_seconds": f"{stats['seconds']:.1f}", "steps": stats["steps"], "macs": prof["macs"],
-               "params": prof["params"], "recipe": rjson, "device": torch.device(device).type}
+               "params": prof["params"], "recipe": rjson, "device": label}
         new = not path.is_file()
         with path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
@@ -278,7 +308,7 @@ def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = No
             "trained_now": ev.trained_now, "prepare_seconds": round(ev.prepare_cost_s, 1),
             "train_seconds": round(seconds, 1),
             "params": ev.supernet.num_params(), "recipe": recipe, "eval_recipe": ev.recipe.__dict__,
-            "device": device, "scores": {}, "eval_seconds": {}}  # eval_recipe: the evaluation settings scored with (BN, images)
+            "device": device_label(device), "scores": {}, "eval_seconds": {}}  # eval_recipe: the evaluation settings scored with (BN, images)
     for i, a in enumerate(archs):
         acc = ev.evaluate(a)
         info["scores"][a.to_string()] = acc
@@ -388,6 +418,7 @@ def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
                             "file": str(path.relative_to(ROOT)),
                             "accuracy": "accuracy_test, mean over the training seeds",
                             "mean_train_seconds": round(sum(secs) / len(secs), 1),
+                            "mean_train_seconds_by_device": by_device(truth_rows),
                             "accuracy_test_range": [round(min(truth), 4), round(max(truth), 4)],
                             "tau_seed_to_seed": seed_to_seed(per_seed),
                             "tau_val_vs_test": round(kendalltau_(truth_val, truth), 3)},
@@ -455,6 +486,17 @@ def report(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
                                                                             "tau_seed_to_seed")}
                                    for g, d in res["groups"].items()}} if groups else {})}, indent=1))
     return res
+
+
+def by_device(truth_rows: dict) -> dict:
+    """{device: {"rows": n, "mean_train_seconds": s}} over the ground truth's rows (they may have trained on
+    different machines: ``machine`` in a report is the one that wrote the report)."""
+    acc = {}
+    for rows in truth_rows.values():
+        for r in rows:
+            d = acc.setdefault(r.get("device") or "cpu", [])
+            d.append(float(r["train_seconds"]))
+    return {k: {"rows": len(v), "mean_train_seconds": round(sum(v) / len(v), 1)} for k, v in sorted(acc.items())}
 
 
 def kendalltau_(x, y) -> float:

@@ -387,7 +387,7 @@ def _supernet_parser() -> argparse.ArgumentParser:
     a("--dataset", default="fashion-mnist")
     a("--seed", type=int, default=0)
     a("--data-seed", type=int, default=None, help="seed of the data set's train/val split (default: --seed); "
-      "another --seed with --data-seed 0 is another training run scored on the same validation images")
+      "another --seed with --data-seed 0 (and --out) is another training run scored on the same validation images")
     a("--epochs", type=int, default=None)
     a("--images-per-epoch", type=int, default=None)
     a("--batch-size", type=int, default=None, help="global batch (all processes together)")
@@ -421,6 +421,9 @@ def supernet_main(argv: list[str]) -> int:
                                                  "envelope_samples")
                if getattr(args, k) is not None}
     recipe = S.default_recipe(space, **changes)
+    if args.data_seed is not None and args.data_seed != args.seed and not args.out:
+        raise DistError(f"--data-seed: got {args.data_seed} with --seed {args.seed} but no --out; allowed: --out "
+                        "DIR with it (the supernet cache is keyed by one seed)")
     data = load_dataset(args.dataset, seed=args.seed if args.data_seed is None else args.data_seed)
     d = init_from_env(args.backend, args.device)
     try:

@@ -239,7 +239,10 @@ def test_cli_bad_input_is_one_line(capsys):
             (["supernet", "--epochs", "x"], "error: torchrun ... -m searchers.distributed supernet: argument --epochs: "
                                             "invalid int value: 'x'; allowed: a whole number"),
             (["train", "--arch", "mobilenet_v3_small", "--backend", "mpi"],
-             "error: --backend: got 'mpi'; allowed: nccl, gloo")):
+             "error: --backend: got 'mpi'; allowed: nccl, gloo"),
+            (["supernet", "--seed", "1", "--data-seed", "0"],
+             "error: --data-seed: got 0 with --seed 1 but no --out; allowed: --out DIR with it (the supernet cache "
+             "is keyed by one seed)")):
         assert main(args) == 2
         assert capsys.readouterr().err.strip().splitlines() == [line], args
     import pytest

@@ -93,3 +93,99 @@ def test_bad_options_one_line(argv, msg, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(msg) and err.count("\n") == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is visible: --device cuda is valid")
+def test_device_cuda_without_a_gpu_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        er.main(["--device", "cuda", "--part", "report"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "error: --device: got cuda but no CUDA device is visible; allowed: cpu\n"
+
+
+def test_run_standalone_migrates_old_rows_skips_done_ones_and_records_the_device(space, tmp_path, monkeypatch):
+    """A CSV from before the device column gains it (cpu); a row done (on any device) is not retrained; a new
+    row says where it trained.  Training and profiling are stubbed: this is about the rows."""
+    import csv
+
+    import torch
+
+    import searchers.training as T
+    from searchers.training import Recipe
+
+    path = tmp_path / "standalone.csv"
+    monkeypatch.setattr(er, "standalone_path", lambda name: path)
+    archs = er.sample_archs(space, 2, 0)
+    recipe = Recipe(epochs=1, images_per_epoch=64)
+    rj = json.dumps(recipe.to_dict(), sort_keys=True)
+    old = {"arch": archs[0].to_string(), "space": space.name, "dataset": "fashion-mnist", "seed": "5",
+           "accuracy_test": "0.9", "accuracy_val": "0.9", "train_seconds": "1.0", "steps": "1", "macs": "1",
+           "params": "1", "recipe": rj}
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=er.FIELDS[:-1])
+        w.writeheader()
+        w.writerow(old)
+    trained = []
+
+    def fake_train(arch, data, recipe, seed, split, device):
+        trained.append((arch.to_string(), seed, device))
+        return torch.nn.Identity(), {"accuracy": 0.5, "seconds": 2.0, "steps": 1}
+
+    monkeypatch.setattr(er, "train_arch", fake_train)
+    monkeypatch.setattr(T, "accuracy", lambda model, split, limit=None: 0.25)
+    monkeypatch.setattr(er, "profile", lambda arch, res, classes: {"macs": 7, "params": 3})
+
+    class Data:
+        name, resolution, num_classes, val = "fashion-mnist", (32, 32), 10, None
+
+    er.run_standalone(space, archs, Data(), 5, lambda m: None, recipe, "cpu")
+    assert trained == [(archs[1].to_string(), 5, "cpu")]
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == er.FIELDS
+        rows = list(reader)
+    assert [(r["arch"], r["device"], r["accuracy_test"]) for r in rows] == [
+        (archs[0].to_string(), "cpu", "0.9"), (archs[1].to_string(), "cpu", "0.5000")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arch,seed\nx,0\n")
+    with pytest.raises(SystemExit, match="header"):
+        er.migrate_standalone(bad)
+
+
+def test_the_shipped_ground_truth_file_is_well_formed():
+    """Every row has every field, says where it trained, and no (arch, recipe, seed) is there twice; the
+    4-epoch ground truth of the stratified 20 has seeds 0-5 (0 on a CPU, 1-5 on the H200 of session 9)."""
+    import csv
+    from collections import Counter
+
+    path = er.standalone_path("fashion-mnist")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == er.FIELDS
+        rows = list(reader)
+    assert all(None not in r and all(r[k] != "" for k in er.FIELDS) for r in rows)
+    assert {r["device"] for r in rows} <= {"cpu", "cuda (NVIDIA H200)"}
+    keys = Counter((r["arch"], r["recipe"], r["seed"]) for r in rows)
+    assert max(keys.values()) == 1
+    four = Counter((r["seed"], r["device"]) for r in rows if json.loads(r["recipe"])["epochs"] == 4)
+    assert four == {("0", "cpu"): 20, **{(str(s), "cuda (NVIDIA H200)"): 20 for s in range(1, 6)}}
+
+
+def test_the_gpu_script_runs_on_a_cpu_and_guards_its_scratch_folder(tmp_path):
+    """benchmarks/evaluators_gpu.sh with nothing to train (the CPU rehearsal's plumbing): exit 0, the
+    results archive holds the log and the ground-truth file; a scratch folder it did not make is refused."""
+    import subprocess
+    import tarfile
+
+    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "EDGENAS_GPU_WORK": str(tmp_path / "w"),
+           "DEVICE": "cpu", "WORKERS": "0", "SUPERNETS": "", "BUDGET": "1", "POLL": "1", "PY": sys.executable}
+    script = str(Path(er.__file__).with_name("evaluators_gpu.sh"))
+    r = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with tarfile.open(tmp_path / "out" / "results.tgz") as t:
+        names = set(t.getnames())
+    assert {"logs/main.log", "standalone_fashion_mnist.csv"} <= names
+    (tmp_path / "mine").mkdir()
+    r = subprocess.run(["bash", script], env={**env, "EDGENAS_GPU_WORK": str(tmp_path / "mine")},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not this script's scratch folder" in r.stderr
