@@ -95,3 +95,34 @@ def test_validate_and_the_searchers_take_the_alias(monkeypatch):
         latency_models.target_path("local-cpu").name == "local-cpu.json"  # no file of this CPU: the AMD one
     s = type("S", (), {"target": "local-cpu", "space": "mobile-unified", "evaluator": "proxy"})()
     check_names(s)  # accepted
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in latency_models.TARGET_DIR.glob("local-cpu-*.json")))
+def test_per_cpu_file_refits_from_its_committed_measurements(name, tmp_path):
+    """A per-CPU file (e.g. local-cpu-xeon.json) is its committed measurements fitted by this version's
+    model: `build --refit` of it (its table's partial file and its network-term networks, as its meta
+    names them) gives the same errors and prices; its term was fitted on that CPU's networks only."""
+    import random
+
+    import numpy as np
+
+    from latency_models import build
+    from search_space import zoo
+    from search_space.space import load_space
+
+    shipped = latency_models.load(name)
+    assert shipped.term is not None and shipped.meta.get("network_term_crossfit") is True
+    out = tmp_path / name
+    assert build.main(["--refit", str(latency_models.TARGET_DIR / name), "--out", str(out)]) == 0
+    again = latency_models.load(str(out))
+    assert again.meta["network_term_from"] == shipped.meta["network_term_from"]
+    for k in ("layers_held_out", "network_term"):
+        assert again.error[k] == shipped.error[k], k
+    archs = [zoo.get(n) for n in zoo.names()] + [load_space("mobile-unified").sample(random.Random(i)) for i in range(3)]
+    np.testing.assert_allclose(again.predict_many(archs), shipped.predict_many(archs), rtol=1e-5)
+    cpu = latency_models.device_cpu(shipped.meta["device"])
+    for f in build.partial_paths(shipped.meta["network_term_from"], "--networks"):
+        assert f.name.startswith(f"{name[:-5]}."), f  # the term's networks: files of this target only
+    for f in build.partial_paths(shipped.meta["measurements"]["partial_file"]):
+        assert f.name.startswith(f"{name[:-5]}."), f
+    assert cpu and cpu != latency_models.device_cpu(latency_models.load("local-cpu.json").meta["device"])
