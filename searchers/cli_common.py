@@ -16,6 +16,16 @@ from typing import Any
 
 from search_space.errors import EdgenasError
 
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The searchers' --help: the description as written; option help wrapped without breaking a name at
+    its hyphen (a target list keeps ``local-tflite`` whole)."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from search_space.errors import EdgenasError, cli_entry
-from searchers.cli_common import SearchSettings, add_search_options, check_names, given_options, resolve
+from searchers.cli_common import (HelpFormatter, SearchSettings, add_search_options, check_names, given_options,
+                                  resolve)
 from searchers.records import Board, Journal, Records, TrialRecord, best_record, open_run
 from searchers.records import run_paths as records_run_paths
 from searchers.reward import Reward
@@ -448,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     from search_space.errors import OneLineParser
 
     p = OneLineParser(prog="python -m searchers.evolve", description=__doc__.split("\n\n")[0],
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=HelpFormatter)
     add_search_options(p, sweep=True)
     p.add_argument("--population", help="population size P (default: 50)")
     p.add_argument("--sample-size", dest="sample_size", help="tournament size S (default: 10)")

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from search_space.errors import SpaceError, cli_entry
-from searchers.cli_common import OptionError, SearchSettings, add_search_options, given_options, resolve
+from searchers.cli_common import (HelpFormatter, OptionError, SearchSettings, add_search_options, given_options,
+                                  resolve)
 from searchers.controller import ALGOS, ControllerError, PGConfig, PolicyGradient
 from searchers.evolve import Context, Evolution, make_context, start_probe
 from searchers.records import Board, Records, best_record, open_run
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     from search_space.errors import OneLineParser
 
     p = OneLineParser(prog="python -m searchers.rl", description=__doc__.split("\n\n")[0],
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=HelpFormatter)
     add_search_options(p)
     d = PGConfig()
     p.add_argument("--algo", help=f"policy gradient: ppo (MnasNet) or reinforce (default: {d.algo})")
