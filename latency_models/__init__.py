@@ -13,6 +13,7 @@ targets from published data, ``python -m latency_models.validate`` checks a targ
 """
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def targets() -> list[str]:
     return sorted(p.stem for p in TARGET_DIR.glob("*.json"))
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """This machine's CPU as the profiler records it: /proc/cpuinfo's first ``model name``, else
     ``platform.processor()`` (e.g. 'AMD EPYC', 'Intel(R) Xeon(R) Processor')."""

@@ -124,22 +124,31 @@ def rows_from_validation(paths: list[Path]) -> list[dict]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TargetError(f"--from-validation {path}: not a latency_models.validate --save file "
                               f"({type(exc).__name__}: {exc})") from None
-        for n in nets:
-            label = str(n.get("label", ""))
-            if "#" not in label:  # a zoo network
+        for i, n in enumerate(nets):
+            label = str(n.get("label", "")) if isinstance(n, dict) else f"entry {i}"
+            if isinstance(n, dict) and "#" not in label:  # a zoo network
                 continue
-            rel = n["rel"] if isinstance(n["rel"], list) else [n["rel"]]
-            ref = n["ref_ms"] if isinstance(n["ref_ms"], list) else [n["ref_ms"]]
-            key = (n["arch"], res)
+            try:
+                rel = n["rel"] if isinstance(n["rel"], list) else [n["rel"]]
+                ref = n["ref_ms"] if isinstance(n["ref_ms"], list) else [n["ref_ms"]]
+                key = (str(n["arch"]), res)
+                index = int(label.rpartition("#")[2])
+                ref_med, best = float(statistics.median(ref)), float(min(rel))
+            except (KeyError, ValueError, TypeError, statistics.StatisticsError) as exc:
+                raise TargetError(f"--from-validation {path}: network {label}: field rel, ref_ms or arch missing or "
+                                  f"bad ({type(exc).__name__}: {exc}); allowed: a latency_models.validate --save "
+                                  "file") from None
             if key in seen:
                 raise TargetError(f"--from-validation {path}: {label} is also in an earlier file; allowed: each "
                                   "network once")
             seen.add(key)
-            ref_med = float(statistics.median(ref))
-            rows.append({"space": space, "seed": seed, "index": int(label.rpartition("#")[2]), "arch": n["arch"],
-                         "resolution": res, "backend": backend, "threads": threads, "rel": min(rel),
-                         "ref_ms": ref_med, "ms": min(rel) * ref_med, "passes": len(rel),
+            rows.append({"space": space, "seed": seed, "index": index, "arch": key[0],
+                         "resolution": res, "backend": backend, "threads": threads, "rel": best,
+                         "ref_ms": ref_med, "ms": best * ref_med, "passes": len(rel),
                          "from": Path(path).name, "load_average": rec.get("load_average")})
+    if not rows:
+        raise TargetError(f"--from-validation: no random archs (labels 'name#i') in {', '.join(map(str, paths))}; "
+                          "allowed: latency_models.validate --save files with random archs")
     return rows
 
 

@@ -13,6 +13,18 @@ from typing import Any
 from searchers.records import Board, Records, TrialRecord, best_record, pareto_front, safe_url
 
 
+
+def target_file(target: str) -> str:
+    """The target file a name resolved to on this machine (``local-cpu`` is the file of this CPU), as
+    ``name.json (device)``, so results priced by different CPUs' files say so."""
+    try:
+        import latency_models
+
+        model = latency_models.load(target)
+        return f"{latency_models.target_path(target).name} ({model.meta.get('device', '?')})"
+    except Exception:  # noqa: BLE001 - a summary line, never a failure
+        return str(target)
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -192,6 +204,7 @@ def write_outputs(ctx, records: Records, probe=None, wall_s: float = 0.0, progre
         "pareto_size": len(front),
         "budget_ms": s.budget_ms,
         "target": s.target,
+        "target_file": target_file(s.target),
         "resolution": s.resolution,
         "space": ctx.space.name,
         "evaluator": s.evaluator,

@@ -187,6 +187,7 @@ def test_search_records_outputs_and_determinism(tmp_path, capsys, monkeypatch, b
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     best = summary["best"]
     assert summary["trials"] == 12 and summary["seed"] == 3 and summary["versions"]["optuna"] == optuna.__version__
+    assert summary["target_file"] == f"{latency_models.target_path(TARGET).name} ({model.meta['device']})"
     feasible = [t for t in trials if t.values[1] <= budget_ms]
     if feasible:
         assert best["within_budget"]

@@ -402,6 +402,15 @@ def test_measure_nets_from_validation_writes_the_random_archs_at_their_own_time(
     src.write_text("{}")
     assert measure_nets.main(["--from-validation", str(src), "--out", str(tmp_path / "m.jsonl")]) == 2
     assert "not a latency_models.validate --save file" in capsys.readouterr().err
+    bad = dict(rec, networks=[{"label": "mobile-unified#0", "arch": a, "ref_ms": [1.0]}])   # no rel
+    src.write_text(json.dumps(bad))
+    assert measure_nets.main(["--from-validation", str(src), "--out", str(tmp_path / "k.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "network mobile-unified#0: field rel, ref_ms or arch missing or bad" in err
+    zoo_only = dict(rec, networks=rec["networks"][2:])                                      # no random arch
+    src.write_text(json.dumps(zoo_only))
+    assert measure_nets.main(["--from-validation", str(src), "--out", str(tmp_path / "z.jsonl")]) == 2
+    assert "no random archs" in capsys.readouterr().err and not (tmp_path / "z.jsonl").exists()
 
 
 def test_validate_says_when_the_networks_ran_on_another_cpu(capsys):

@@ -91,8 +91,16 @@ def test_validate_and_the_searchers_take_the_alias(monkeypatch):
     from latency_models import validate
     from searchers.cli_common import check_names
 
-    assert validate.other_cpu(latency_models.load("local-cpu"), latency_models.cpu_name()) is None or \
-        latency_models.target_path("local-cpu").name == "local-cpu.json"  # no file of this CPU: the AMD one
+    files = [latency_models.TARGET_DIR / "local-cpu.json"] + sorted(latency_models.TARGET_DIR.glob("local-cpu-*.json"))
+    cpus = [latency_models.device_cpu(json.loads(f.read_text())["meta"]["device"]) for f in files]
+    assert len(cpus) >= 2
+    for cpu in cpus:            # on each CPU a file was measured on, local-cpu is that file: validate has no warning
+        monkeypatch.setattr(latency_models, "cpu_name", lambda cpu=cpu: cpu)
+        monkeypatch.setattr(latency_models, "_RESOLVED", {})
+        assert validate.other_cpu(latency_models.load("local-cpu"), cpu) is None, cpu
+        for other in files:     # every other CPU's file, named explicitly, gets the warning
+            if latency_models.device_cpu(json.loads(other.read_text())["meta"]["device"]) != cpu:
+                assert "another CPU" in validate.other_cpu(latency_models.load(other.name), cpu)
     s = type("S", (), {"target": "local-cpu", "space": "mobile-unified", "evaluator": "proxy"})()
     check_names(s)  # accepted
 
@@ -126,3 +134,20 @@ def test_per_cpu_file_refits_from_its_committed_measurements(name, tmp_path):
     for f in build.partial_paths(shipped.meta["measurements"]["partial_file"]):
         assert f.name.startswith(f"{name[:-5]}."), f
     assert cpu and cpu != latency_models.device_cpu(latency_models.load("local-cpu.json").meta["device"])
+
+
+def test_cpu_name_without_proc_cpuinfo(monkeypatch):
+    """No readable /proc/cpuinfo: platform.processor()'s name, or '' (then local-cpu falls back to local-cpu.json)."""
+    import platform
+    from pathlib import Path
+
+    def refuse(self, *a, **k):
+        raise OSError("no /proc here")
+
+    latency_models.cpu_name.cache_clear()
+    monkeypatch.setattr(Path, "read_text", refuse)
+    try:
+        assert latency_models.cpu_name() == (platform.processor() or "")
+    finally:
+        monkeypatch.undo()
+        latency_models.cpu_name.cache_clear()
