@@ -389,6 +389,9 @@ NET_CANDIDATES = ((False, "none", 0), (True, "none", 0), (True, "ridge", 0), (Tr
 CV_FOLDS = 5
 
 
+NETWORK_TIMES = ("own", "build")  # what a network term is fitted on (``fit_network_term``'s ``time``)
+
+
 def read_networks(path: Path, ref_ms: float | None = None, resolution: int = 224) -> tuple[list, np.ndarray, list[str]]:
     """(archs, measured ms, labels) of a ``latency_models.measure_nets`` file: each network's own
     median time (thread CPU time at one thread) when ``ref_ms`` is None, else its cost relative to
@@ -413,14 +416,15 @@ def read_networks(path: Path, ref_ms: float | None = None, resolution: int = 224
     return archs, ms, [f"{r.get('space')}#{r.get('seed')}/{r.get('index')}" for r in rows]
 
 
-def read_networks_files(spec: str, resolution: int = 224) -> tuple[list, np.ndarray, str]:
-    """``read_networks`` of each file of a comma-separated list (own times), joined; and the list
-    as the target's meta records it (paths relative to the repository).  A network measured in two
-    files is an error: its copies would sit on both sides of the term's cross-validation."""
+def read_networks_files(spec: str, resolution: int = 224, ref_ms: float | None = None) -> tuple[list, np.ndarray, str]:
+    """``read_networks`` of each file of a comma-separated list (own times, or with ``ref_ms`` each
+    network's relative cost x ``ref_ms``), joined; and the list as the target's meta records it
+    (paths relative to the repository).  A network measured in two files is an error: its copies
+    would sit on both sides of the term's cross-validation."""
     paths = partial_paths(spec, "--networks", "latency_models.measure_nets files, comma-separated")
     archs, ms, seen = [], [], {}
     for path in paths:
-        a, m, _ = read_networks(path, None, resolution)
+        a, m, _ = read_networks(path, ref_ms, resolution)
         for x in a:
             key = x.to_string()
             if key in seen:
@@ -638,6 +642,11 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="discard earlier partial measurements")
     ap.add_argument("--networks", default=None, help="with --refit: fit the network term on these whole networks "
                     "(latency_models.measure_nets files, comma-separated; default: the target's meta.network_term_from, if any)")
+    ap.add_argument("--network-time", choices=NETWORK_TIMES, default=None, help="with --refit: the time the network "
+                    "term is fitted on (and validate scores on): 'own', each network's median time when measured, or "
+                    "'build', its cost relative to the reference block x the target's reference ms, which cancels "
+                    "the machine's speed drift between measurements (default: the target's meta.network_term_time, "
+                    "else 'own')")
     ap.add_argument("--refit", default=None, metavar="TARGET_FILE", help="measure nothing: fit this target's "
                     "measurements (--partial, default its meta's) again with this version's model, into --out "
                     "(with --measure-layers-of: the target whose table is read)")
@@ -670,6 +679,9 @@ def main(argv=None) -> int:
     if args.crossfit is not None and not args.refit:
         raise TargetError(f"--{'' if args.crossfit else 'no-'}crossfit: only with --refit; allowed: --refit TARGET_FILE "
                           "[--crossfit|--no-crossfit]")
+    if args.network_time is not None and not args.refit:
+        raise TargetError(f"--network-time {args.network_time}: only with --refit; allowed: --refit TARGET_FILE "
+                          f"--network-time {'|'.join(NETWORK_TIMES)}")
     if args.networks is not None and not args.refit:
         raise TargetError(f"--networks {args.networks}: only with --refit; allowed: --refit TARGET_FILE --networks FILE")
     if args.refit:
@@ -681,11 +693,18 @@ def main(argv=None) -> int:
         nets = args.networks if args.networks is not None else model.meta.get("network_term_from")
         if nets is not None:
             res = int(max(model.meta.get("resolutions") or [224]))
-            archs, ms, where = read_networks_files(nets, res)
+            time_basis = args.network_time or model.meta.get("network_term_time") or "own"
+            if time_basis not in NETWORK_TIMES:
+                raise field_error(TargetError, f"{src}: meta.network_term_time", time_basis, NETWORK_TIMES)
+            ref_ms = float((model.meta.get("reference") or {}).get("ms") or 0.0) if time_basis == "build" else None
+            if ref_ms is not None and ref_ms <= 0:
+                raise TargetError(f"--network-time build: {src} has no meta.reference.ms; allowed: --network-time own")
+            archs, ms, where = read_networks_files(nets, res, ref_ms)
             model.meta["network_term_from"] = where
+            model.meta["network_term_time"] = time_basis
             crossfit = bool(model.meta.get("network_term_crossfit")) if args.crossfit is None else args.crossfit
             model.meta["network_term_crossfit"] = crossfit
-            model = fit_network_term(model, archs, ms, where, args.seed, res, crossfit=crossfit)
+            model = fit_network_term(model, archs, ms, where, args.seed, res, time=time_basis, crossfit=crossfit)
         model.save(out)
         for k, v in model.error.items():
             print(f"  {k}: {v}")
