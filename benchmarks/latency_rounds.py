@@ -1,8 +1,8 @@
 """How many timing rounds a whole-network measurement needs on this machine.
 
 Measures ``--archs`` random archs of a space end-to-end with the profiler's interleaved protocol
-(relative to the reference block, thread CPU time, one thread) in two fresh processes; each process
-times every network in two back-to-back blocks of ``--rounds`` rounds.  Prints, per estimator,
+(relative to the reference block, thread CPU time, one thread; without its re-measurement of outlier
+rounds) in two fresh processes; each process times every network in two back-to-back blocks of ``--rounds`` rounds.  Prints, per estimator,
 how far one block moves between the two blocks of one process and between the two processes, and
 how far the whole process (both blocks: 2 x rounds rounds) moves between processes.  If the
 between-process figure at 2 x rounds is much smaller than at rounds, the noise is round-to-round and

@@ -674,14 +674,15 @@ def main(argv=None) -> int:
     if min(resolutions) < MIN_RESOLUTION:
         raise field_error(TargetError, "--resolutions", args.resolutions,
                           f"comma-separated integers >= {MIN_RESOLUTION}")
+    if args.network_time is not None and (args.measure_layers_of or not args.refit):
+        raise TargetError(f"--network-time {args.network_time}: only with --refit (and networks to fit, measuring "
+                          f"nothing); allowed: --refit TARGET_FILE [--networks FILES] --network-time "
+                          f"{'|'.join(NETWORK_TIMES)}")
     if args.measure_layers_of:
         return measure_network_layers(args)
     if args.crossfit is not None and not args.refit:
         raise TargetError(f"--{'' if args.crossfit else 'no-'}crossfit: only with --refit; allowed: --refit TARGET_FILE "
                           "[--crossfit|--no-crossfit]")
-    if args.network_time is not None and not args.refit:
-        raise TargetError(f"--network-time {args.network_time}: only with --refit; allowed: --refit TARGET_FILE "
-                          f"--network-time {'|'.join(NETWORK_TIMES)}")
     if args.networks is not None and not args.refit:
         raise TargetError(f"--networks {args.networks}: only with --refit; allowed: --refit TARGET_FILE --networks FILE")
     if args.refit:
@@ -691,14 +692,24 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out else src
         model = refit(src, partial, out, args.seed, save=False, old=old)
         nets = args.networks if args.networks is not None else model.meta.get("network_term_from")
+        if nets is None and args.network_time is not None:
+            raise TargetError(f"--network-time {args.network_time}: {src} has no network term to fit (no "
+                              "meta.network_term_from); allowed: with --networks FILES")
         if nets is not None:
             res = int(max(model.meta.get("resolutions") or [224]))
             time_basis = args.network_time or model.meta.get("network_term_time") or "own"
             if time_basis not in NETWORK_TIMES:
                 raise field_error(TargetError, f"{src}: meta.network_term_time", time_basis, NETWORK_TIMES)
-            ref_ms = float((model.meta.get("reference") or {}).get("ms") or 0.0) if time_basis == "build" else None
-            if ref_ms is not None and ref_ms <= 0:
-                raise TargetError(f"--network-time build: {src} has no meta.reference.ms; allowed: --network-time own")
+            ref_ms = None
+            if time_basis == "build":
+                said = "--network-time build" if args.network_time else f"{src}: meta.network_term_time build"
+                try:
+                    ref_ms = float((model.meta.get("reference") or {}).get("ms") or 0.0)
+                except (TypeError, ValueError):
+                    ref_ms = 0.0
+                if not ref_ms > 0:  # also NaN
+                    raise TargetError(f"{said}: {src} has no valid meta.reference.ms (the reference block's time); "
+                                      "allowed: --network-time own")
             archs, ms, where = read_networks_files(nets, res, ref_ms)
             model.meta["network_term_from"] = where
             model.meta["network_term_time"] = time_basis

@@ -473,6 +473,64 @@ def test_refit_takes_a_target_written_with_other_features(tmp_path, capsys):
     assert again.predict(a) == pytest.approx(shipped.predict(a), rel=1e-6)
 
 
+def test_network_term_on_the_build_time_scale(tmp_path, capsys):
+    """``--network-time build`` fits the term on each network's relative cost x the target's reference ms,
+    ``own`` on its own time: networks measured while the machine ran at half speed (own times twice their
+    build-scale times) give an own-time term twice the build-scale one; the choice is recorded and
+    validate scores the model on the same scale."""
+    src = REPO / "latency_models" / "targets" / "local-cpu-xeon.json"
+    shipped = latency_models.load(str(src))
+    ref = shipped.meta["reference"]["ms"]
+    rows = [json.loads(x) for x in (REPO / "latency_models" / "targets" / "measurements"
+                                    / "local-cpu-xeon.networks-s9-ref5.jsonl").read_text().splitlines()[:30]]
+    for r in rows:
+        r["ref_ms"] = 2 * ref                # the reference block ran twice as long ...
+        r["ms"] = r["rel"] * r["ref_ms"]    # ... and so did each network, relative cost unchanged
+    nets = tmp_path / "nets.jsonl"
+    nets.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    models = {}
+    for basis in ("build", "own"):
+        out = tmp_path / f"{basis}.json"
+        assert build.main(["--refit", str(src), "--no-crossfit", "--networks", str(nets), "--network-time", basis,
+                           "--out", str(out)]) == 0
+        models[basis] = latency_models.load(str(out))
+        assert models[basis].meta["network_term_time"] == basis and models[basis].term.fitted_on["time"] == basis
+    from search_space.arch import Arch
+
+    archs = [Arch.from_string(r["arch"]) for r in rows]
+    ratio = models["own"].predict_many(archs) / models["build"].predict_many(archs)
+    assert np.median(ratio) == pytest.approx(2.0, rel=0.05)
+    # the build-scale term prices the measured networks at rel x the target's reference ms
+    np.testing.assert_allclose(np.median(models["build"].predict_many(archs) / np.array([r["rel"] * ref for r in rows])),
+                               1.0, rtol=0.1)
+    record = {"networks": [{"label": f"mobile-unified#{i}", "arch": r["arch"], "rel": [r["rel"]], "ref_ms": [r["ref_ms"]]}
+                           for i, r in enumerate(rows)], "passes": 1, "resolution": 224, "space": "mobile-unified",
+              "reference_alone_ms": 2 * ref, "machine": {"cpu": latency_models.device_cpu(shipped.meta["device"])}}
+    assert validate.score_networks(models["build"], record, quiet=True)["primary"] == "build_scale"
+    assert validate.score_networks(models["own"], record, quiet=True)["primary"] == "own_time"
+    # a refit without the option keeps the target's recorded basis (and its networks)
+    again = tmp_path / "again.json"
+    assert build.main(["--refit", str(tmp_path / "build.json"), "--no-crossfit", "--out", str(again)]) == 0
+    assert latency_models.load(str(again)).meta["network_term_time"] == "build"
+    np.testing.assert_allclose(latency_models.load(str(again)).predict_many(archs),
+                               models["build"].predict_many(archs), rtol=1e-6)
+    capsys.readouterr()
+    assert build.main(["--network-time", "build"]) == 2
+    assert capsys.readouterr().err.strip().endswith("allowed: --refit TARGET_FILE [--networks FILES] "
+                                                    "--network-time own|build")
+    no_ref = json.loads(src.read_text())
+    no_ref["meta"].pop("reference")
+    bad = tmp_path / "no_ref.json"
+    bad.write_text(json.dumps(no_ref))
+    assert build.main(["--refit", str(bad), "--no-crossfit", "--networks", str(nets), "--network-time", "build",
+                       "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--network-time build" in err and "meta.reference.ms" in err
+    assert build.main(["--refit", str(src), "--network-time", "wall"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--network-time" in err and "'own', 'build'" in err
+
+
 @pytest.mark.parametrize("module,paragraph", [
     ("build", "Measure this machine and write a target measured here: ``local-cpu`` (ONNX Runtime) or ``local-tflite`` "
               "(LiteRT with XNNPACK, the phone's kernels run on this CPU)."),
