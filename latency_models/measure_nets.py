@@ -77,7 +77,7 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
 
     from tqdm import tqdm
 
-    from latency_models.profile import machine_info, measure_items, runtime_version
+    from latency_models.profile import machine_info, measure_items, noise_line, runtime_version
 
     space, archs = sample_archs(space_name, n, seed)
     rows = read_rows(path)
@@ -88,6 +88,7 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
     print(f"{len(archs) - len(todo)} of {len(archs)} {space.name} archs (seed {seed}) already in {path}; "
           f"measuring {len(todo)} on {info['cpu']}, {backend} {runtime_version(info)}, {threads} thread(s)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    spreads = []
     with tqdm(total=len(todo), desc="measuring networks", unit="net", file=sys.stderr) as bar:
         for c in range(0, len(todo), chunk):
             part = todo[c:c + chunk]
@@ -107,7 +108,10 @@ def measure(path: Path, space_name: str, n: int, seed: int, backend: str = "onnx
                            "spread": m["spread"], "ref_ms": m["ref_ms"], "ms": m["ms"],
                            "remeasured": m["remeasured"], "load1": [round(load0, 2), round(load1, 2)]}
                     f.write((json.dumps(row) + "\n").encode())
+                    spreads.append(m["spread"])
             bar.update(len(part))
+    if todo:
+        print(noise_line(spreads))
     return read_rows(path)
 
 

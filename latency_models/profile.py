@@ -334,6 +334,23 @@ def _time(run: Callable[[], None], reps: int) -> float:
     return 1e3 * statistics.median(ts)
 
 
+NOISY_SPREAD = 0.03  # median round-to-round spread above which a run's timings cannot support +/-10% claims
+
+
+def noise_line(spreads: list[float], what: str = "networks") -> str:
+    """One line on a run's timing noise: the median and p90 of its items' round-to-round spread (IQR /
+    median of the per-round ratios, ``Measurement.spread``), prefixed ``warning:`` when the median
+    exceeds ``NOISY_SPREAD`` (quiet machines here: ~1% on the AMD EPYC VM; the Xeon VM 3-8%)."""
+    if not spreads:
+        return f"timing noise: no {what} measured"
+    med, p90 = (100 * float(v) for v in np.percentile(spreads, [50, 90]))
+    line = f"timing noise: round-to-round spread median {med:.1f}%, p90 {p90:.1f}% over {len(spreads)} {what}"
+    if med > 100 * NOISY_SPREAD:
+        line = (f"warning: {line} (over {100 * NOISY_SPREAD:.0f}%: this machine's timings move too much for errors "
+                "of a few percent to be read from them; a quiet machine shows ~1%, docs/latency.md)")
+    return line
+
+
 @dataclass
 class Measurement:
     rel: float          # item / reference, median over rounds

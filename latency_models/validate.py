@@ -27,7 +27,7 @@ import numpy as np
 
 import latency_models
 from latency_models.fitting import error_stats
-from latency_models.profile import (BACKENDS, REFERENCE, check_at_least, layer_runner, machine_info,
+from latency_models.profile import (BACKENDS, REFERENCE, check_at_least, layer_runner, machine_info, noise_line,
                                     measure_absolute, measure_items, runtime_version)
 from search_space.errors import OneLineParser, TargetError, cli_entry, field_error
 
@@ -128,6 +128,7 @@ def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, 
     work = [("net", (a, res)) for a, _ in items]
     rels = [[] for _ in items]
     refs = [[] for _ in items]
+    spreads = [[] for _ in items]
     with tqdm(total=len(work) * passes, desc="measuring networks", unit="net", file=sys.stderr) as bar:
         for _ in range(passes):
             with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:  # a fresh process per pass
@@ -136,14 +137,16 @@ def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, 
                     for j, m in enumerate(out, start=i):
                         rels[j].append(m["rel"])
                         refs[j].append(m["ref_ms"])
+                        spreads[j].append(round(m["spread"], 6))
                     bar.update(len(out))
+    print(noise_line([x for sp in spreads for x in sp], "network timings"))
     return {"backend": backend, "threads": threads, "clock": clock, "resolution": res, "space": space.name,
             "seed": seed, "passes": passes, "rounds": rounds,
             "machine": {k: info[k] for k in ("cpu", "cores")}, "runtime": runtime_version(info),
             "load_average": [round(x, 2) for x in load0] + [round(x, 2) for x in os.getloadavg()],
             "reference_alone_ms": round(ref_now, 4), "reference_alone_spread": round(ref_spread, 4),
-            "networks": [{"label": label, "arch": a.to_string(), "rel": r, "ref_ms": f}
-                         for (a, label), r, f in zip(items, rels, refs)]}
+            "networks": [{"label": label, "arch": a.to_string(), "rel": r, "ref_ms": f, "spread": sp}
+                         for (a, label), r, f, sp in zip(items, rels, refs, spreads)]}
 
 
 def score_networks(model, record: dict, png: Path | None = None, quiet: bool = False) -> dict:

@@ -113,8 +113,10 @@ def test_build_small_sample_is_resumable(tmp_path, capsys):
                           "--rounds", "2", "--save", str(meas), "--png", str(tmp_path / "v.png")]) == 0
     out = capsys.readouterr().out
     assert "pass-to-pass spread" in out and "drift" in out and "load average" in out
+    assert "timing noise: round-to-round spread median" in out and "over 6 network timings" in out
     rec = json.loads(meas.read_text())
     assert len(rec["networks"]) == 3 and all(len(n["rel"]) == 2 for n in rec["networks"])
+    assert all(len(n["spread"]) == 2 and min(n["spread"]) >= 0 for n in rec["networks"])
     assert validate.main(["--target", lc, "--measured", str(meas), "--also", lc, "--json", str(scores),
                           "--png", str(tmp_path / "v2.png")]) == 0
     got = json.loads(scores.read_text())
@@ -471,6 +473,18 @@ def test_refit_takes_a_target_written_with_other_features(tmp_path, capsys):
 
     a = zoo.get("mobilenet_v2")
     assert again.predict(a) == pytest.approx(shipped.predict(a), rel=1e-6)
+
+
+def test_noise_line_warns_when_timings_spread_over_three_percent():
+    """The line measure_nets and validate print after measuring: median and p90 of the round-to-round
+    spreads, a warning over ``NOISY_SPREAD`` (session 10's Xeon: 8.4%; the AMD's quiet networks ~1.1%)."""
+    assert profile.noise_line([0.01, 0.012, 0.02]) == ("timing noise: round-to-round spread median 1.2%, p90 1.8% "
+                                                       "over 3 networks")
+    line = profile.noise_line([0.08] * 9 + [0.2], "network timings")
+    assert line.startswith("warning: timing noise: round-to-round spread median 8.0%, p90 9.2% over 10 network "
+                           "timings (over 3%: ") and "\n" not in line
+    assert profile.noise_line([0.03]).startswith("timing noise:")  # at the threshold: no warning
+    assert profile.noise_line([]) == "timing noise: no networks measured"
 
 
 def test_network_term_on_the_build_time_scale(tmp_path, capsys):
