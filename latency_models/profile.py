@@ -334,7 +334,7 @@ def _time(run: Callable[[], None], reps: int) -> float:
     return 1e3 * statistics.median(ts)
 
 
-NOISY_SPREAD = 0.03  # median round-to-round spread above which a run's timings cannot support +/-10% claims
+NOISY_SPREAD = 0.03  # median round-to-round spread above which errors of a few percent cannot be read from a run
 
 
 def noise_line(spreads: list[float], what: str = "networks") -> str:
