@@ -26,6 +26,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
         return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
 
+
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 

@@ -13,7 +13,6 @@ from typing import Any
 from searchers.records import Board, Records, TrialRecord, best_record, pareto_front, safe_url
 
 
-
 def target_file(target: str) -> str:
     """The target file a name resolved to on this machine (``local-cpu`` is the file of this CPU), as
     ``name.json (device)``, so results priced by different CPUs' files say so."""
@@ -24,6 +23,7 @@ def target_file(target: str) -> str:
         return f"{latency_models.target_path(target).name} ({model.meta.get('device', '?')})"
     except Exception:  # noqa: BLE001 - a summary line, never a failure
         return str(target)
+
 
 def versions() -> dict[str, str]:
     import importlib.metadata as md
