@@ -3,6 +3,7 @@ stand-alone training, the two jobs that docs/scale.md spreads over GPUs.
 
     python benchmarks/train_throughput.py                        # CUDA if present (224x224), else CPU (32x32)
     python benchmarks/train_throughput.py --compare-memory-format  # NCHW vs channels-last, and their ratio
+    python benchmarks/train_throughput.py --compare-small-map-convs --steps 20  # plain vs cropped convs, ratio
     python benchmarks/train_throughput.py --resolution 224 --batch-size 256 --amp   # on a GPU
     torchrun --nproc_per_node 8 benchmarks/train_throughput.py --amp  # per-GPU and total
 
@@ -15,6 +16,9 @@ stand-alone training, the two jobs that docs/scale.md spreads over GPUs.
   when asked).
 Both run channels-last (NHWC) by default, as the trainers do (``--no-channels-last``: NCHW);
 ``--compare-memory-format`` times each job both ways in one run and prints the speed-up.
+Both use ``searchers.training.SmallMapConv2d`` (a conv that leaves out the kernel taps which meet only
+zero padding, as the trainers do); ``--compare-small-map-convs`` times each job with the plain convolution
+and with it, in one run, and prints the speed-up.
 
 On a CPU the wall-clock figure depends on what else runs; the images per CPU-second of the process
 (``time.process_time``) are printed beside it.  Synthetic data (random images, labels) so the figure is the model's, not the disk's; ``--warmup`` steps
@@ -59,6 +63,7 @@ def bench_standalone(args, d) -> dict:
 
     from searchers.train import resolve_arch
     from searchers.trainer import Trainer, TrainRecipe
+    from searchers.training import use_small_map_convs
 
     arch, label = resolve_arch(args.arch)
     torch.manual_seed(0)
@@ -72,7 +77,7 @@ def bench_standalone(args, d) -> dict:
     tr.device = d.device
     tr.amp = bool(args.amp and d.device.type == "cuda")
     tr.channels_last = bool(args.channels_last)
-    tr.model = model.to(d.device)
+    tr.model = use_small_map_convs(model.to(d.device))    # as Trainer.__init__
     if tr.channels_last:
         tr.model = tr.model.to(memory_format=torch.channels_last)
     from searchers.distributed import wrap
@@ -154,6 +159,8 @@ def main(argv=None) -> int:
                     help="NHWC memory format (default: on, as the trainers)")
     ap.add_argument("--compare-memory-format", action="store_true",
                     help="time every job in NCHW and in channels-last, print the speed-up")
+    ap.add_argument("--compare-small-map-convs", action="store_true",
+                    help="time every job with plain convs and with SmallMapConv2d, print the speed-up")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -170,6 +177,7 @@ def main(argv=None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
     dev_name = torch.cuda.get_device_name(d.device) if cuda else "cpu"
     from searchers.card import machine
+    from searchers.training import SmallMapConv2d
 
     mach = machine()
     rows = []
@@ -179,8 +187,10 @@ def main(argv=None) -> int:
             if fn is None:
                 raise SystemExit(f"error: --jobs: got {job}; allowed: supernet, standalone")
             for cl in ((False, True) if args.compare_memory_format else (args.channels_last,)):
-                args.channels_last = cl
-                rows.append({**fn(args, d), "channels_last": cl})
+                for crop in ((False, True) if args.compare_small_map_convs else (True,)):
+                    args.channels_last, SmallMapConv2d.crop = cl, crop
+                    rows.append({**fn(args, d), "channels_last": cl, "small_map_convs": crop})
+            SmallMapConv2d.crop = True
     finally:
         shutdown(d)
     if not d.is_main:
@@ -193,10 +203,16 @@ def main(argv=None) -> int:
     for r in rows:
         what = r.get("arch") or f"{r['space']} supernet, {r['subnets_per_step']} subnets/step"
         what += ", NHWC" if r["channels_last"] else ", NCHW"
+        what += "" if r["small_map_convs"] else ", plain convs"
         print(f"{r['job']:<11} {what:<54} {r['params']:>12,} params  {r['images_per_s']:>9.1f} images/s  "
               f"({r['step_s'] * 1000:.0f} ms/step)" + ("" if cuda else
               f"; {r['images_per_cpu_s']:.1f} images per CPU-second of this process"))
-    if args.compare_memory_format:
+    if args.compare_small_map_convs:
+        for plain, small in zip(rows[::2], rows[1::2]):
+            print(f"{plain['job']:<11} small-map convs / plain ({'NHWC' if plain['channels_last'] else 'NCHW'}): "
+                  f"{small['images_per_s'] / plain['images_per_s']:.2f}x images/s "
+                  f"({small['images_per_cpu_s'] / plain['images_per_cpu_s']:.2f}x per CPU-second)")
+    elif args.compare_memory_format:
         for nchw, nhwc in zip(rows[::2], rows[1::2]):
             print(f"{nchw['job']:<11} channels-last / NCHW: {nhwc['images_per_s'] / nchw['images_per_s']:.2f}x "
                   f"images/s ({nhwc['images_per_cpu_s'] / nchw['images_per_cpu_s']:.2f}x per CPU-second)")

@@ -100,6 +100,7 @@ from torch import nn
 
 from search_space.arch import Arch, signatures
 from search_space.errors import EdgenasError, SpaceError, cli_entry, field_error
+from searchers.training import use_small_map_convs
 
 FORMAT = 1
 REF_RESOLUTION = 224            # position keys use each block's output size at 224x224
@@ -335,7 +336,7 @@ class Supernet(nn.Module):
         if hit is not None:
             self._templates.move_to_end(s)
             return hit
-        module = _meta_module(arch, self.num_classes, shared=True)
+        module = use_small_map_convs(_meta_module(arch, self.num_classes, shared=True))
         pos = position_keys(arch)
         plan = []
         for local, want in state_shapes(arch, self.num_classes):

@@ -42,7 +42,7 @@ from torch import nn
 
 from search_space.arch import Arch
 from search_space.errors import EdgenasError, field_error
-from searchers.training import RecipeError, lr_at, param_groups, recalibrate_bn
+from searchers.training import RecipeError, lr_at, param_groups, recalibrate_bn, use_small_map_convs
 
 FORMAT = 1
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -396,7 +396,7 @@ class Trainer:
         self.device = self.dist.device
         cuda = self.device.type == "cuda"
         self.amp, self.channels_last = bool(amp and cuda), bool(channels_last)
-        self.model = model.to(self.device)
+        self.model = use_small_map_convs(model.to(self.device))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         from searchers.distributed import wrap

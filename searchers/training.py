@@ -85,6 +85,67 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
+def _live_taps(n: int, k: int, s: int, p: int) -> tuple[int, int, int, int] | None:
+    """For one spatial dim (input size ``n``, kernel ``k``, stride ``s``, zero padding ``p`` each side):
+    the kernel taps ``[lo, hi)`` that meet the input at some output position, and the left / right
+    padding that keeps every output position's window with only those taps; None when all taps do."""
+    m = (n + 2 * p - k) // s + 1                 # output size
+    if m < 1:
+        return None
+    lo, hi = max(0, p - (m - 1) * s), min(k, n + p)
+    if lo == 0 and hi == k:
+        return None
+    left = p - lo
+    return lo, hi, left, max(0, (m - 1) * s + (hi - lo) - n - left)
+
+
+class SmallMapConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that leaves out the kernel taps which meet only zero padding.
+
+    At the evaluators' 32x32 input the last stages run on 1x1 and 2x2 maps, where a 7x7 depthwise
+    conv with padding 3 multiplies 40-48 of its 49 taps by padding zeros; oneDNN still runs all of
+    them (forward and backward), which cost a third of a supernet training step.  Convolving with
+    the live taps only (the kernel's centre crop, padding adjusted) gives the same outputs and
+    gradients -- the left-out products are exact zeros; the kept ones may be summed in another
+    order, so results agree to float rounding, not bit for bit -- and the cropped taps' gradients are
+    zero, as before.  Tracing and export see the plain convolution.  ``use_small_map_convs`` puts a
+    model's convs in this class (same parameters and state names).  ``SmallMapConv2d.crop = False``
+    runs the plain convolution everywhere (``benchmarks/train_throughput.py --compare-small-map-convs``)."""
+
+    crop = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if (self.crop and self.padding_mode == "zeros" and self.dilation == (1, 1) and isinstance(p, tuple) and k != (1, 1)
+                and x.dim() == 4 and not _tracing()):
+            h = _live_taps(x.shape[-2], k[0], s[0], p[0])
+            w = _live_taps(x.shape[-1], k[1], s[1], p[1])
+            if h or w:
+                h = h or (0, k[0], p[0], p[0])
+                w = w or (0, k[1], p[1], p[1])
+                weight = self.weight[:, :, h[0]:h[1], w[0]:w[1]]
+                if h[2] == h[3] and w[2] == w[3]:
+                    return nn.functional.conv2d(x, weight, self.bias, s, (h[2], w[2]), 1, self.groups)
+                x = nn.functional.pad(x, (w[2], w[3], h[2], h[3]))
+                return nn.functional.conv2d(x, weight, self.bias, s, 0, 1, self.groups)
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def _tracing() -> bool:
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting())
+
+
+def use_small_map_convs(model: nn.Module) -> nn.Module:
+    """Every plain ``nn.Conv2d`` of ``model`` becomes a ``SmallMapConv2d``, in place (parameters,
+    state names and results unchanged).  Training and evaluation use it; the exported model code
+    (``search_space/modules.py``) keeps ``nn.Conv2d``."""
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = SmallMapConv2d
+    return model
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv / linear weights only (ndim > 1), not on BN or biases."""
     decay, no_decay = [], []
@@ -124,6 +185,7 @@ def train_model(model: nn.Module, data, recipe: Recipe = Recipe(), seed: int = 0
     g = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
     to_channels_last(model)
+    use_small_map_convs(model)
     model.train()
     dev = model_device(model)
     opt = make_optimizer(param_groups(model, recipe.weight_decay), recipe)
@@ -226,5 +288,5 @@ def _bar(total: int, desc: str, progress):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-__all__ = ["Recipe", "RecipeError", "accuracy", "lr_at", "model_device", "param_groups", "recalibrate_bn", "to_channels_last",
-           "train_arch", "train_model"]
+__all__ = ["Recipe", "RecipeError", "SmallMapConv2d", "accuracy", "lr_at", "model_device", "param_groups",
+           "recalibrate_bn", "to_channels_last", "train_arch", "train_model", "use_small_map_convs"]
