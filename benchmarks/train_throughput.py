@@ -3,7 +3,7 @@ stand-alone training, the two jobs that docs/scale.md spreads over GPUs.
 
     python benchmarks/train_throughput.py                        # CUDA if present (224x224), else CPU (32x32)
     python benchmarks/train_throughput.py --compare-memory-format  # NCHW vs channels-last, and their ratio
-    python benchmarks/train_throughput.py --compare-small-map-convs --steps 20  # plain vs cropped convs, ratio
+    python benchmarks/train_throughput.py --compare-small-map-convs --steps 10  # plain vs cropped convs, ratio
     python benchmarks/train_throughput.py --resolution 224 --batch-size 256 --amp   # on a GPU
     torchrun --nproc_per_node 8 benchmarks/train_throughput.py --amp  # per-GPU and total
 
@@ -77,7 +77,7 @@ def bench_standalone(args, d) -> dict:
     tr.device = d.device
     tr.amp = bool(args.amp and d.device.type == "cuda")
     tr.channels_last = bool(args.channels_last)
-    tr.model = use_small_map_convs(model.to(d.device))    # as Trainer.__init__
+    tr.model = use_small_map_convs(model.to(d.device))    # as Trainer.run
     if tr.channels_last:
         tr.model = tr.model.to(memory_format=torch.channels_last)
     from searchers.distributed import wrap
@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.compare_memory_format and args.compare_small_map_convs:
+        ap.error("--compare-memory-format and --compare-small-map-convs: one at a time")
     d = init_from_env()
     cuda = d.device.type == "cuda"
     if not cuda:
@@ -190,8 +192,8 @@ def main(argv=None) -> int:
                 for crop in ((False, True) if args.compare_small_map_convs else (True,)):
                     args.channels_last, SmallMapConv2d.crop = cl, crop
                     rows.append({**fn(args, d), "channels_last": cl, "small_map_convs": crop})
-            SmallMapConv2d.crop = True
     finally:
+        SmallMapConv2d.crop = True
         shutdown(d)
     if not d.is_main:
         return 0

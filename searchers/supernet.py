@@ -910,7 +910,7 @@ def evaluate_subnet_correct(net: Supernet, arch: Arch, data, recipe: SupernetRec
     (the first ``recipe.eval_images`` of the split), True where the subnet's top-1 is right."""
     calib, scored = _eval_images(data, recipe, seed)
     device = torch.device(device)
-    model = net.extract(arch).to(device)
+    model = use_small_map_convs(net.extract(arch).to(device))     # scored here, then dropped
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     out = []

@@ -42,7 +42,7 @@ from torch import nn
 
 from search_space.arch import Arch
 from search_space.errors import EdgenasError, field_error
-from searchers.training import RecipeError, lr_at, param_groups, recalibrate_bn, use_small_map_convs
+from searchers.training import RecipeError, lr_at, param_groups, plain_convs, recalibrate_bn, use_small_map_convs
 
 FORMAT = 1
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -396,7 +396,7 @@ class Trainer:
         self.device = self.dist.device
         cuda = self.device.type == "cuda"
         self.amp, self.channels_last = bool(amp and cuda), bool(channels_last)
-        self.model = use_small_map_convs(model.to(self.device))
+        self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         from searchers.distributed import wrap
@@ -507,7 +507,17 @@ class Trainer:
 
     def run(self, resume: bool = True, stop_after: int | None = None, stop_after_steps: int | None = None) -> dict:
         """Train to ``recipe.epochs`` (or ``stop_after`` more epochs / ``stop_after_steps`` more steps);
-        returns {"resumed_from", "epochs_done", "finished"}."""
+        returns {"resumed_from", "epochs_done", "finished"}.  The model (and its EMA copy) run with
+        ``SmallMapConv2d`` convs meanwhile and are handed back with ``nn.Conv2d`` ones."""
+        use_small_map_convs(self.model)
+        try:
+            return self._run(resume, stop_after, stop_after_steps)
+        finally:
+            plain_convs(self.model)
+            if getattr(self, "ema", None) is not None:
+                plain_convs(self.ema.module)
+
+    def _run(self, resume: bool, stop_after: int | None, stop_after_steps: int | None) -> dict:
         from searchers.distributed import rank_slice
 
         self._fresh_state()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
@@ -87,8 +88,10 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
 def _live_taps(n: int, k: int, s: int, p: int) -> tuple[int, int, int, int] | None:
     """For one spatial dim (input size ``n``, kernel ``k``, stride ``s``, zero padding ``p`` each side):
-    the kernel taps ``[lo, hi)`` that meet the input at some output position, and the left / right
-    padding that keeps every output position's window with only those taps; None when all taps do."""
+    the kernel taps ``[lo, hi)`` that meet the input at some output position (a window, not always
+    the centre: stride 2 on a 2x2 map keeps taps 3-4 of 7), and the left / right padding that gives
+    every output position the same input under those taps; None when all taps meet the input or
+    there is no output."""
     m = (n + 2 * p - k) // s + 1                 # output size
     if m < 1:
         return None
@@ -105,19 +108,21 @@ class SmallMapConv2d(nn.Conv2d):
     At the evaluators' 32x32 input the last stages run on 1x1 and 2x2 maps, where a 7x7 depthwise
     conv with padding 3 multiplies 40-48 of its 49 taps by padding zeros; oneDNN still runs all of
     them (forward and backward), which cost a third of a supernet training step.  Convolving with
-    the live taps only (the kernel's centre crop, padding adjusted) gives the same outputs and
-    gradients -- the left-out products are exact zeros; the kept ones may be summed in another
+    the live taps only (``_live_taps``' window of the kernel, padding adjusted) gives the same outputs
+    and gradients -- the left-out products are exact zeros; the kept ones may be summed in another
     order, so results agree to float rounding, not bit for bit -- and the cropped taps' gradients are
-    zero, as before.  Tracing and export see the plain convolution.  ``use_small_map_convs`` puts a
-    model's convs in this class (same parameters and state names).  ``SmallMapConv2d.crop = False``
-    runs the plain convolution everywhere (``benchmarks/train_throughput.py --compare-small-map-convs``)."""
+    zero, as before.  On the CPU only (not measured on a GPU yet); tracing (jit, FX, ONNX, torch.export,
+    compile) sees the plain convolution.  ``use_small_map_convs`` / ``small_map_convs`` put a model's
+    convs in this class (same parameters and state names), ``plain_convs`` takes them back.
+    ``SmallMapConv2d.crop = False`` runs the plain convolution everywhere
+    (``benchmarks/train_throughput.py --compare-small-map-convs``)."""
 
     crop = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s, p = self.kernel_size, self.stride, self.padding
-        if (self.crop and self.padding_mode == "zeros" and self.dilation == (1, 1) and isinstance(p, tuple) and k != (1, 1)
-                and x.dim() == 4 and not _tracing()):
+        if (self.crop and not _tracing() and x.device.type == "cpu" and x.dim() == 4 and k != (1, 1)
+                and self.padding_mode == "zeros" and self.dilation == (1, 1) and isinstance(p, tuple)):
             h = _live_taps(x.shape[-2], k[0], s[0], p[0])
             w = _live_taps(x.shape[-1], k[1], s[1], p[1])
             if h or w:
@@ -132,18 +137,43 @@ class SmallMapConv2d(nn.Conv2d):
 
 
 def _tracing() -> bool:
+    from torch.fx._symbolic_trace import is_fx_tracing
+
     return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting())
+            or torch.compiler.is_exporting() or is_fx_tracing())
 
 
 def use_small_map_convs(model: nn.Module) -> nn.Module:
     """Every plain ``nn.Conv2d`` of ``model`` becomes a ``SmallMapConv2d``, in place (parameters,
-    state names and results unchanged).  Training and evaluation use it; the exported model code
-    (``search_space/modules.py``) keeps ``nn.Conv2d``."""
+    state names and results unchanged).  For modules that stay inside the evaluators (the supernet's
+    subnet templates, a subnet extracted to be scored); ``small_map_convs`` for a model that is
+    handed back."""
     for m in model.modules():
         if type(m) is nn.Conv2d:
             m.__class__ = SmallMapConv2d
     return model
+
+
+def plain_convs(model: nn.Module) -> nn.Module:
+    """``use_small_map_convs`` undone: every ``SmallMapConv2d`` of ``model`` is an ``nn.Conv2d`` again."""
+    for m in model.modules():
+        if type(m) is SmallMapConv2d:
+            m.__class__ = nn.Conv2d
+    return model
+
+
+@contextmanager
+def small_map_convs(*models: nn.Module):
+    """Within the block the models' convs are ``SmallMapConv2d``; after it (also on an error) every
+    ``SmallMapConv2d`` in them is an ``nn.Conv2d`` again, so a trained model is handed back with the
+    classes it came with (what FX, TorchScript and eager quantization expect)."""
+    for m in models:
+        use_small_map_convs(m)
+    try:
+        yield models
+    finally:
+        for m in models:
+            plain_convs(m)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -185,7 +215,11 @@ def train_model(model: nn.Module, data, recipe: Recipe = Recipe(), seed: int = 0
     g = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
     to_channels_last(model)
-    use_small_map_convs(model)
+    with small_map_convs(model):
+        return _train_model(model, data, recipe, seed, progress, desc, g)
+
+
+def _train_model(model, data, recipe, seed, progress, desc, g) -> dict:
     model.train()
     dev = model_device(model)
     opt = make_optimizer(param_groups(model, recipe.weight_decay), recipe)
@@ -275,7 +309,8 @@ def train_arch(arch, data, recipe: Recipe = Recipe(), seed: int = 0, progress: b
     model = arch.build(num_classes=data.num_classes).to(device)
     stats = train_model(model, data, recipe, seed=seed, progress=progress, desc=f"train {arch.to_string()[:40]}")
     t0 = time.perf_counter()
-    stats["accuracy"] = accuracy(model, getattr(data, split), limit=recipe.eval_images)
+    with small_map_convs(model):
+        stats["accuracy"] = accuracy(model, getattr(data, split), limit=recipe.eval_images)
     stats["eval_seconds"] = time.perf_counter() - t0
     return model, stats
 
@@ -289,4 +324,5 @@ def _bar(total: int, desc: str, progress):
 
 
 __all__ = ["Recipe", "RecipeError", "SmallMapConv2d", "accuracy", "lr_at", "model_device", "param_groups",
-           "recalibrate_bn", "to_channels_last", "train_arch", "train_model", "use_small_map_convs"]
+           "plain_convs", "recalibrate_bn", "small_map_convs", "to_channels_last", "train_arch", "train_model",
+           "use_small_map_convs"]

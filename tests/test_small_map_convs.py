@@ -2,6 +2,7 @@
 plain conv's outputs and gradients, takes the cropped path where it should, and changes no export."""
 from __future__ import annotations
 
+import copy
 import io
 import itertools
 import random
@@ -31,8 +32,8 @@ CASES = [(n, k, s, p, g) for n, k, s, g in itertools.product(range(1, 9), (2, 3,
 
 
 def test_outputs_and_gradients_equal_the_plain_conv():
-    """Every map size 1-8 (H) x 2-9 (W), kernel 2-9, stride 1-3, padding 0 / 1 / k // 2, dense and
-    depthwise: outputs and input / weight / bias gradients equal the plain conv's (float64)."""
+    """Every map size 1-8 (H) x 2-9 (W), kernel 2, 3, 5, 7, 9, stride 1-3, padding 0 / 1 / k // 2, dense
+    and depthwise: outputs and input / weight / bias gradients equal the plain conv's (float64)."""
     assert len(CASES) > 400
     for n, k, s, p, groups in CASES:
         plain, small = _pair(n, n + 1, k, s, p, groups)
@@ -61,6 +62,64 @@ def test_the_cropped_path_runs_only_the_live_taps(monkeypatch):
     assert _live_taps(4, 7, 1, 3) is None and _live_taps(7, 7, 1, 3) is None and _live_taps(8, 7, 2, 3) is None
     assert _live_taps(1, 7, 1, 3) == (3, 4, 0, 0)
     assert _live_taps(2, 7, 2, 3) == (3, 5, 0, 0)
+    assert _live_taps(2, 3, 2, 1) == (1, 3, 0, 0)              # off-centre: the window, not the centre
+    assert _live_taps(6, 9, 3, 4) == (1, 9, 3, 2)              # unequal left / right padding
+
+
+def test_crop_off_and_channels_last(monkeypatch):
+    """``SmallMapConv2d.crop = False`` runs the full kernel; channels-last weights and inputs (the
+    trainers' layout) crop to the same result as the plain conv (float32)."""
+    seen = []
+    real = nn.functional.conv2d
+    monkeypatch.setattr(nn.functional, "conv2d", lambda x, w, *a: seen.append(tuple(w.shape[-2:])) or real(x, w, *a))
+    torch.manual_seed(1)
+    plain = nn.Conv2d(16, 16, 7, 1, 3, groups=16, bias=False).to(memory_format=torch.channels_last)
+    small = use_small_map_convs(copy.deepcopy(plain))
+    for n in (1, 2, 3):
+        x = torch.randn(4, 16, n, n).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(small(x), plain(x), rtol=1e-5, atol=1e-6)
+        assert seen[-2:] == [(2 * n - 1, 2 * n - 1), (7, 7)]       # small: the live taps; plain: all
+    monkeypatch.setattr(SmallMapConv2d, "crop", False)
+    small(torch.randn(1, 16, 1, 1))
+    assert seen[-1] == (7, 7)
+
+
+def test_trainers_run_small_map_convs_and_hand_back_plain_ones(monkeypatch):
+    """train_model / train_arch and Trainer.run train with SmallMapConv2d (each forward goes through it)
+    and return models whose convs are nn.Conv2d again (FX, TorchScript and eager quantization expect
+    that), the EMA copy too."""
+    from search_space.arch import Arch
+    from searchers.data import load_dataset
+    from searchers.trainer import Trainer, TrainRecipe, scratch_model
+    from searchers.training import Recipe, train_arch
+
+    calls = {"n": 0}
+    real = SmallMapConv2d.forward
+
+    def counted(self, x):
+        calls["n"] += 1
+        return real(self, x)
+
+    monkeypatch.setattr(SmallMapConv2d, "forward", counted)
+    torch.set_num_threads(1)
+    data = load_dataset("fashion-mnist", seed=0)
+    arch = Arch.from_string("stem_i3_o16_k3_s2_re-mbconv_i16_o24_m48_k7_s2_re-mbconv_i24_o24_m72_k7_s1_re_skip-"
+                            "head_l96_h128_re")
+    model, stats = train_arch(arch, data, Recipe(epochs=1, images_per_epoch=128, batch_size=64, eval_images=100,
+                                                 precise_bn=1), seed=0)
+    assert calls["n"] > 0 and stats["steps"] == 2
+    assert not any(type(m) is SmallMapConv2d for m in model.modules())
+    assert any(type(m) is nn.Conv2d for m in model.modules())
+    calls["n"] = 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(arch, data, TrainRecipe(epochs=1, batch_size=32, train_images=64, eval_images=32), tmp,
+                     scratch_model(arch, 10, 0), progress=False)
+        tr.run()
+    assert calls["n"] > 0
+    for m in (tr.model, tr.ema.module):
+        assert not any(type(c) is SmallMapConv2d for c in m.modules())
 
 
 def test_a_network_keeps_its_state_and_outputs_and_its_onnx_graph():
@@ -80,8 +139,14 @@ def test_a_network_keeps_its_state_and_outputs_and_its_onnx_graph():
     assert any(type(m) is SmallMapConv2d for m in small.modules())
     assert not any(type(m) is nn.Conv2d for m in small.modules())
     x = torch.randn(2, 3, 32, 32)
+    cropped = []
+    for m in small.modules():
+        if type(m) is SmallMapConv2d:
+            m.register_forward_pre_hook(lambda mod, inp: cropped.append(
+                _live_taps(inp[0].shape[-1], mod.kernel_size[1], mod.stride[1], mod.padding[1]) is not None))
     with torch.no_grad():
         torch.testing.assert_close(small(x), plain(x), rtol=1e-4, atol=1e-5)
+    assert any(cropped), "no conv of this network was cropped"
 
     def export(model):
         buf = io.BytesIO()
@@ -107,3 +172,11 @@ def test_supernet_subnets_run_small_map_convs():
     assert any(type(m) is SmallMapConv2d for m in module.modules())
     assert not any(type(m) is nn.Conv2d for m in module.modules())
     assert not any(type(m) is SmallMapConv2d for m in net.extract(net.largest).modules())
+
+
+def test_fx_tracing_sees_the_plain_convolution():
+    """FX traces into SmallMapConv2d (it is not a torch.nn leaf) and gets the plain convolution, at any size."""
+    net = use_small_map_convs(nn.Sequential(nn.Conv2d(8, 8, 7, 1, 3, groups=8), nn.ReLU()))
+    gm = torch.fx.symbolic_trace(net)
+    x = torch.randn(1, 8, 1, 1)
+    torch.testing.assert_close(gm(x), net(x), rtol=1e-5, atol=1e-6)
