@@ -42,7 +42,8 @@ from torch import nn
 
 from search_space.arch import Arch
 from search_space.errors import EdgenasError, field_error
-from searchers.training import RecipeError, lr_at, param_groups, plain_convs, recalibrate_bn, use_small_map_convs
+from searchers.training import (RecipeError, lr_at, param_groups, plain_convs, recalibrate_bn, small_map_convs,
+                                use_small_map_convs)
 
 FORMAT = 1
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -509,7 +510,7 @@ class Trainer:
         """Train to ``recipe.epochs`` (or ``stop_after`` more epochs / ``stop_after_steps`` more steps);
         returns {"resumed_from", "epochs_done", "finished"}.  The model (and its EMA copy) run with
         ``SmallMapConv2d`` convs meanwhile and are handed back with ``nn.Conv2d`` ones."""
-        use_small_map_convs(self.model)
+        use_small_map_convs(self.model)           # (not the small_map_convs context: the EMA copy is made in _run)
         try:
             return self._run(resume, stop_after, stop_after_steps)
         finally:
@@ -620,8 +621,9 @@ class Trainer:
     def test(self) -> dict:
         """Test-split scores of the EMA weights (shipped) and of the raw weights."""
         lim = self.recipe.eval_images or None
-        ema = evaluate(self.ema.module, self.data.test, lim, channels_last=self.channels_last)
-        raw = evaluate(self.model, self.data.test, lim, channels_last=self.channels_last)
+        with small_map_convs(self.ema.module, self.model):
+            ema = evaluate(self.ema.module, self.data.test, lim, channels_last=self.channels_last)
+            raw = evaluate(self.model, self.data.test, lim, channels_last=self.channels_last)
         out = dict(ema)
         out["top1_raw"] = raw["top1"]
         if "top5" in raw:

@@ -16,6 +16,9 @@ images ("precise BN"; a short run's running averages lag behind its weights), th
 supernet evaluator applies to an inherited subnet.  Scores are top-1 accuracy on the validation
 split (or its first ``eval_images`` images).
 Every random draw (init, batch order, dropout) comes from ``seed``, so a run is repeatable.
+While it trains (and ``train_arch`` scores) the model's convs run as ``SmallMapConv2d``, which leaves out
+the kernel taps that meet only zero padding (the last stages' 1x1 and 2x2 maps at 32x32): the same
+arithmetic to float rounding; the model is handed back with ``nn.Conv2d``.
 The model is put in the channels-last memory format before training (``to_channels_last``): the
 same arithmetic, 2.4x faster on this CPU for MobileNetV3-Small (``benchmarks/train_throughput.py
 --compare-memory-format``); its weights keep that layout, which loading a state dict ignores.
@@ -121,8 +124,8 @@ class SmallMapConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s, p = self.kernel_size, self.stride, self.padding
-        if (self.crop and not _tracing() and x.device.type == "cpu" and x.dim() == 4 and k != (1, 1)
-                and self.padding_mode == "zeros" and self.dilation == (1, 1) and isinstance(p, tuple)):
+        if (self.crop and k != (1, 1) and self.padding_mode == "zeros" and self.dilation == (1, 1)
+                and isinstance(p, tuple) and not _tracing() and x.device.type == "cpu" and x.dim() == 4):
             h = _live_taps(x.shape[-2], k[0], s[0], p[0])
             w = _live_taps(x.shape[-1], k[1], s[1], p[1])
             if h or w:
@@ -165,8 +168,8 @@ def plain_convs(model: nn.Module) -> nn.Module:
 @contextmanager
 def small_map_convs(*models: nn.Module):
     """Within the block the models' convs are ``SmallMapConv2d``; after it (also on an error) every
-    ``SmallMapConv2d`` in them is an ``nn.Conv2d`` again, so a trained model is handed back with the
-    classes it came with (what FX, TorchScript and eager quantization expect)."""
+    ``SmallMapConv2d`` in them is an ``nn.Conv2d`` again, so a trained model is handed back with plain
+    convs (what FX, TorchScript and eager quantization expect)."""
     for m in models:
         use_small_map_convs(m)
     try:
@@ -211,15 +214,16 @@ def epoch_indices(n: int, recipe: Recipe, generator: torch.Generator) -> torch.T
 
 def train_model(model: nn.Module, data, recipe: Recipe = Recipe(), seed: int = 0,
                 progress: bool | Callable = False, desc: str = "train") -> dict:
-    """Train ``model`` in place on ``data.train`` with ``recipe``; returns stats (loss, seconds)."""
-    g = torch.Generator().manual_seed(int(seed))
-    torch.manual_seed(int(seed))
+    """Train ``model`` in place on ``data.train`` with ``recipe``; returns stats (loss, seconds).
+    Its convs run as ``SmallMapConv2d`` meanwhile and are ``nn.Conv2d`` again when it returns."""
     to_channels_last(model)
     with small_map_convs(model):
-        return _train_model(model, data, recipe, seed, progress, desc, g)
+        return _train_model(model, data, recipe, seed, progress, desc)
 
 
-def _train_model(model, data, recipe, seed, progress, desc, g) -> dict:
+def _train_model(model: nn.Module, data, recipe: Recipe, seed: int, progress: bool | Callable, desc: str) -> dict:
+    g = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))
     model.train()
     dev = model_device(model)
     opt = make_optimizer(param_groups(model, recipe.weight_decay), recipe)

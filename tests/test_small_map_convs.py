@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import itertools
+import operator
 import random
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_the_cropped_path_runs_only_the_live_taps(monkeypatch):
     seen = []
     real = nn.functional.conv2d
     monkeypatch.setattr(nn.functional, "conv2d", lambda x, w, *a: seen.append(tuple(w.shape[-2:])) or real(x, w, *a))
-    for n, s, want in ((1, 1, (1, 1)), (2, 1, (3, 3)), (2, 2, (2, 2)), (3, 1, (5, 5))):
+    for n, s, want in ((1, 1, (1, 1)), (2, 1, (3, 3)), (2, 2, (2, 2)), (3, 1, (5, 5)), (4, 1, (7, 7))):
         conv = use_small_map_convs(nn.Conv2d(8, 8, 7, s, 3, groups=8, bias=False))
         conv(torch.randn(1, 8, n, n))
         assert seen[-1] == want, (n, s)
@@ -84,14 +85,22 @@ def test_crop_off_and_channels_last(monkeypatch):
     assert seen[-1] == (7, 7)
 
 
-def test_trainers_run_small_map_convs_and_hand_back_plain_ones(monkeypatch):
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_trainers_run_small_map_convs_and_hand_back_plain_ones(monkeypatch, one_thread, tmp_path):
     """train_model / train_arch and Trainer.run train with SmallMapConv2d (each forward goes through it)
     and return models whose convs are nn.Conv2d again (FX, TorchScript and eager quantization expect
     that), the EMA copy too."""
     from search_space.arch import Arch
     from searchers.data import load_dataset
     from searchers.trainer import Trainer, TrainRecipe, scratch_model
-    from searchers.training import Recipe, train_arch
+    from searchers.training import Recipe, train_arch, train_model
 
     calls = {"n": 0}
     real = SmallMapConv2d.forward
@@ -101,7 +110,6 @@ def test_trainers_run_small_map_convs_and_hand_back_plain_ones(monkeypatch):
         return real(self, x)
 
     monkeypatch.setattr(SmallMapConv2d, "forward", counted)
-    torch.set_num_threads(1)
     data = load_dataset("fashion-mnist", seed=0)
     arch = Arch.from_string("stem_i3_o16_k3_s2_re-mbconv_i16_o24_m48_k7_s2_re-mbconv_i24_o24_m72_k7_s1_re_skip-"
                             "head_l96_h128_re")
@@ -111,15 +119,23 @@ def test_trainers_run_small_map_convs_and_hand_back_plain_ones(monkeypatch):
     assert not any(type(m) is SmallMapConv2d for m in model.modules())
     assert any(type(m) is nn.Conv2d for m in model.modules())
     calls["n"] = 0
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(arch, data, TrainRecipe(epochs=1, batch_size=32, train_images=64, eval_images=32), tmp,
-                     scratch_model(arch, 10, 0), progress=False)
-        tr.run()
+    tr = Trainer(arch, data, TrainRecipe(epochs=1, batch_size=32, train_images=64, eval_images=32), tmp_path,
+                 scratch_model(arch, 10, 0), progress=False)
+    tr.run()
     assert calls["n"] > 0
     for m in (tr.model, tr.ema.module):
         assert not any(type(c) is SmallMapConv2d for c in m.modules())
+    tr.test()
+    assert not any(type(c) is SmallMapConv2d for c in tr.model.modules())
+
+    def broken(self, x):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(SmallMapConv2d, "forward", broken)          # an error mid-training: convs handed back
+    model = arch.build(num_classes=10)
+    with pytest.raises(RuntimeError, match="boom"):
+        train_model(model, data, Recipe(epochs=1, images_per_epoch=64, batch_size=64))
+    assert not any(type(c) is SmallMapConv2d for c in model.modules())
 
 
 def test_a_network_keeps_its_state_and_outputs_and_its_onnx_graph():
@@ -175,8 +191,12 @@ def test_supernet_subnets_run_small_map_convs():
 
 
 def test_fx_tracing_sees_the_plain_convolution():
-    """FX traces into SmallMapConv2d (it is not a torch.nn leaf) and gets the plain convolution, at any size."""
+    """FX traces into SmallMapConv2d (it is not a torch.nn leaf) and gets the plain convolution (the whole
+    weight, no slicing, no pad), which runs at any size."""
     net = use_small_map_convs(nn.Sequential(nn.Conv2d(8, 8, 7, 1, 3, groups=8), nn.ReLU()))
     gm = torch.fx.symbolic_trace(net)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert torch.conv2d in targets or nn.functional.conv2d in targets, targets
+    assert operator.getitem not in targets and nn.functional.pad not in targets, targets
     x = torch.randn(1, 8, 1, 1)
     torch.testing.assert_close(gm(x), net(x), rtol=1e-5, atol=1e-6)
