@@ -37,6 +37,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_tracing
 
 from search_space.errors import EdgenasError, field_error
 
@@ -140,8 +141,6 @@ class SmallMapConv2d(nn.Conv2d):
 
 
 def _tracing() -> bool:
-    from torch.fx._symbolic_trace import is_fx_tracing
-
     return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
             or torch.compiler.is_exporting() or is_fx_tracing())
 
