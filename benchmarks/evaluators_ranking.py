@@ -367,6 +367,155 @@ def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds
     return out
 
 
+AGREE_CALIB = (2, 4, 8)          # BN re-estimation batches of 128 training images (the default: 2)
+AGREE_IMAGES = (2000, 5000)      # scored validation images (the default: 2,000; the split has 5,000)
+AGREE_METRICS = ("top1", "loglik")
+AGREE_DEFAULT = "calib2x128_scored2000"
+
+
+def _agree_settings() -> list[str]:
+    return [f"calib{c}x128_scored{n}" for c in AGREE_CALIB for n in AGREE_IMAGES]
+
+
+def score_run_settings(space, archs, data, seed: int, log, checkpoint: str) -> dict:
+    """One supernet's scores of ``archs`` under every setting of ``AGREE_CALIB`` x ``AGREE_IMAGES``:
+    top-1 and the mean log-likelihood of the true class (``loglik``), each arch inheriting its weights,
+    its BatchNorm statistics re-estimated (reset, cumulative average) on the first ``c`` of 8 seeded
+    batches of 128 training images (the evaluator's own draw: its 2 are the first 2), the first ``n``
+    validation images scored.  Returns ``{setting: {metric: [score per arch]}}``."""
+    from searchers.evaluators import get_evaluator
+    from searchers.training import use_small_map_convs
+
+    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log,
+                       supernet_path=checkpoint)
+    ev.prepare()
+    cl = torch.channels_last
+    g = torch.Generator().manual_seed(int(seed))
+    calib = [x.contiguous(memory_format=cl) for x, _ in
+             data.train.batches(128, shuffle=True, generator=g, limit=max(AGREE_CALIB) * 128)]
+    xv, yv = data.val.batch(torch.arange(min(max(AGREE_IMAGES), len(data.val))))
+    xv = xv.contiguous(memory_format=cl)
+    out = {s: {m: [] for m in AGREE_METRICS} for s in _agree_settings()}
+    for i, a in enumerate(archs):
+        for c in AGREE_CALIB:
+            m = use_small_map_convs(ev.supernet.extract(a))
+            bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+            with torch.inference_mode():
+                for b in bns:
+                    b.reset_running_stats()
+                    b.momentum = None
+                m.train()
+                for x in calib[:c]:
+                    m(x)
+                m.eval()
+                lp = torch.cat([m(xv[j:j + 500]) for j in range(0, len(xv), 500)]).log_softmax(1)
+            right = (lp.argmax(1) == yv).float()
+            ll = lp.gather(1, yv[:, None]).squeeze(1)
+            for n in AGREE_IMAGES:
+                out[f"calib{c}x128_scored{n}"]["top1"].append(round(float(right[:n].mean()), 5))
+                out[f"calib{c}x128_scored{n}"]["loglik"].append(round(float(ll[:n].mean()), 5))
+        log(f"[agreement {i + 1}/{len(archs)}] scored under {len(out)} settings")
+    return out
+
+
+def time_settings(space, archs, data, seed: int, checkpoint: str) -> dict:
+    """Seconds per arch of the evaluator's own path (``evaluate_subnet``: extract, BN re-estimation,
+    BN folded, scoring) under each top-1 setting, and its scores (a check of ``score_run_settings``)."""
+    from searchers.evaluators import get_evaluator
+    from searchers.supernet import evaluate_subnet
+
+    ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, supernet_path=checkpoint)
+    ev.prepare()
+    out = {}
+    for c in AGREE_CALIB:
+        for n in AGREE_IMAGES:
+            r = replace(ev.recipe, calib_batches=c, eval_images=n)
+            evaluate_subnet(ev.supernet, archs[0], data, r, seed)          # images prepared, caches warm
+            secs, scores = [], []
+            for a in archs:
+                t0 = time.perf_counter()
+                scores.append(evaluate_subnet(ev.supernet, a, data, r, seed))
+                secs.append(time.perf_counter() - t0)
+            out[f"calib{c}x128_scored{n}"] = {"mean_s": round(sum(secs) / len(secs), 3), "max_s": round(max(secs), 3),
+                                               "top1": scores}
+    return out
+
+
+def agreement(runs: dict, truth: list, per_seed_truth: dict | None = None) -> dict:
+    """From ``{run: {setting: {metric: [score per arch]}}}``: per setting and metric, Kendall's tau between
+    every two runs (mean, min, max), each run's tau against ``truth`` (the stand-alone mean accuracy, same
+    arch order), their mean, and the tau of the runs' mean score.  The setting chosen (declared in
+    docs/evaluators.md, session 12, before any score): the top-1 setting with the highest mean run-to-run
+    tau (a tie: the default, then fewer images, then fewer calibration batches) -- chosen without the
+    ground truth."""
+    from itertools import combinations
+
+    import numpy as np
+
+    names = sorted(runs)
+    res = {"runs": names, "settings": {}}
+    for s in _agree_settings():
+        for metric in AGREE_METRICS:
+            sc = {r: runs[r][s][metric] for r in names}
+            pairs = [kendalltau_(sc[a], sc[b]) for a, b in combinations(names, 2)]
+            vs = {r: round(kendalltau_(sc[r], truth), 3) for r in names}
+            mean_score = np.mean([sc[r] for r in names], axis=0).tolist()
+            res["settings"][f"{s}:{metric}"] = {
+                "run_to_run_tau_mean": round(float(np.mean(pairs)), 3) if pairs else None,
+                "run_to_run_tau_min": round(float(min(pairs)), 3) if pairs else None,
+                "run_to_run_tau_max": round(float(max(pairs)), 3) if pairs else None,
+                "tau_vs_truth": vs, "tau_vs_truth_mean": round(float(np.mean(list(vs.values()))), 3),
+                "tau_of_mean_score_vs_truth": round(kendalltau_(mean_score, truth), 3)}
+    order = {s: (s != AGREE_DEFAULT, int(s.split("scored")[1]), int(s[5:].split("x")[0])) for s in _agree_settings()}
+    if len(names) >= 2:
+        best = max(_agree_settings(), key=lambda s: (res["settings"][f"{s}:top1"]["run_to_run_tau_mean"],
+                                                     tuple(-v for v in order[s])))
+        res["chosen"] = best
+    return res
+
+
+def run_agreement(space, archs, data, seed: int, log, recipe: Recipe, train_seeds, checkpoints: dict,
+                  tag: str = "") -> dict:
+    """How far the supernet's ranking repeats across training runs of one recipe, per evaluation setting
+    (``score_run_settings``), and how each setting ranks against the ground truth (``agreement``).  Scores
+    are kept per run in ``supernet_run_agreement_<space>[_<tag>].json`` and not recomputed for a run
+    already there with the same checkpoint file."""
+    path = tagged("supernet_run_agreement", space, tag)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runs = old.get("scores", {})
+    ckpts = old.get("checkpoints", {})
+    mean, per_seed = ground_truth(standalone_path(data.name), recipe, train_seeds, {a.to_string() for a in archs})
+    keep = [a for a in archs if a.to_string() in mean]
+    names = [a.to_string() for a in keep]
+    if old and old.get("archs") != names:
+        raise SystemExit(f"{path}: scored on other archs; use another --tag")
+    for name, ck in checkpoints.items():
+        if name in runs and ckpts.get(name) == ck:
+            continue
+        log(f"[agreement] scoring run {name}: {ck}")
+        runs[name], ckpts[name] = score_run_settings(space, keep, data, seed, log, ck), ck
+        path.write_text(json.dumps({**old, "archs": names, "scores": runs, "checkpoints": ckpts}, indent=1))
+    timing = old.get("timing")
+    if timing is None and checkpoints:
+        first = next(iter(checkpoints))
+        log(f"[agreement] timing the evaluator's path under each top-1 setting on run {first}")
+        timing = {"run": first, **time_settings(space, keep, data, seed, checkpoints[first])}
+    truth = [mean[a] for a in names]
+    res = agreement({r: runs[r] for r in (checkpoints or runs)}, truth)
+    out = {"space": space.name, "machine": machine(), "archs": names, "checkpoints": ckpts, "scores": runs,
+           "timing": timing, "ground_truth": {"recipe": recipe.to_dict(), "train_seeds": list(train_seeds),
+                                              "accuracy": truth, "seed_to_seed": seed_to_seed(per_seed)},
+           "result": res}
+    path.write_text(json.dumps(out, indent=1))
+    for k, v in res["settings"].items():
+        log(f"[agreement] {k}: run-to-run tau {v['run_to_run_tau_mean']} (min {v['run_to_run_tau_min']}, "
+            f"max {v['run_to_run_tau_max']}); vs truth: runs' mean {v['tau_vs_truth_mean']}, "
+            f"mean score {v['tau_of_mean_score_vs_truth']}")
+    if "chosen" in res:
+        log(f"[agreement] chosen by run-to-run agreement (top-1): {res['chosen']}")
+    return out
+
+
 def run_proxies(archs, data, seed: int) -> dict:
     from searchers.evaluators import get_evaluator
 
@@ -512,12 +661,15 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--part", choices=("all", "standalone", "supernet", "report", "variants"), default="all",
-                   help="variants: the supernet's tau under other evaluation settings (not part of all)")
+    p.add_argument("--part", choices=("all", "standalone", "supernet", "report", "variants", "agreement"),
+                   default="all", help="variants: the supernet's tau under other evaluation settings; agreement: "
+                   "how far several training runs' rankings repeat per evaluation setting (neither is part of all)")
     p.add_argument("--from-csv", action="store_true", help="supernet/report parts: use the archs of the "
                    "stand-alone file (this recipe and seed) instead of sampling them")
     p.add_argument("--checkpoint", help="supernet / variants parts: score with this checkpoint.pt / supernet.pt "
                    "instead of the cached default supernet")
+    p.add_argument("--checkpoints", default="", help="agreement part: NAME=PATH pairs, comma-separated: "
+                   "supernet checkpoints of one recipe's training runs (none: rescore the runs already in the file)")
     p.add_argument("--tag", default="", help="suffix of the supernet_scores / evaluators_ranking / "
                    "supernet_eval_variants files (another supernet's results kept apart)")
     p.add_argument("--gt-recipe", default="32k", help=f"stand-alone (ground-truth) recipe: one of "
@@ -554,6 +706,13 @@ def main(argv=None) -> int:
     except ValueError:
         p.exit(2, f"error: --train-seeds: got {args.train_seeds!r}; allowed: distinct non-negative integers "
                   "separated by commas, e.g. 0,1\n")
+    checkpoints = {}
+    for item in filter(None, (v.strip() for v in args.checkpoints.split(","))):
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).is_file() or name in checkpoints:
+            p.exit(2, f"error: --checkpoints: got {item!r}; allowed: NAME=PATH of an existing checkpoint file, "
+                      "names distinct, comma-separated\n")
+        checkpoints[name] = path
     samplers = [v.strip() for v in args.sample.split(",")]
     if not samplers or any(v not in SAMPLERS for v in samplers) or len(set(samplers)) != len(samplers):
         p.exit(2, f"error: --sample: got {args.sample!r}; allowed: distinct names among {', '.join(SAMPLERS)} "
@@ -600,6 +759,8 @@ def main(argv=None) -> int:
                groups=groups, sample=sample_info)
     if args.part == "variants":
         run_variants(space, archs, data, args.seed, log, recipe, train_seeds, args.checkpoint, args.tag)
+    if args.part == "agreement":
+        run_agreement(space, archs, data, args.seed, log, recipe, train_seeds, checkpoints, args.tag)
     return 0
 
 

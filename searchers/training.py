@@ -37,7 +37,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from search_space.errors import EdgenasError, field_error
 
@@ -142,7 +142,7 @@ class SmallMapConv2d(nn.Conv2d):
 
 def _tracing() -> bool:
     return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting() or is_fx_tracing())
+            or torch.compiler.is_exporting() or is_fx_symbolic_tracing())
 
 
 def use_small_map_convs(model: nn.Module) -> nn.Module:
