@@ -86,6 +86,9 @@ def test_rank_corr_known_values():
                                "stratified-macs separated by commas"),
     (["--sample", "uniform,uniform"], "error: --sample: got 'uniform,uniform'"),
     (["--sample", "stratified-macs", "--pool", "10"], "error: --pool: got 10; allowed: at least --n (20)"),
+    (["--part", "agreement", "--checkpoints", "a=/no/such/supernet.pt"],
+     "error: --checkpoints: got 'a=/no/such/supernet.pt'; allowed: NAME=PATH of an existing checkpoint file"),
+    (["--part", "agreement", "--checkpoints", "just-a-path"], "error: --checkpoints: got 'just-a-path'"),
 ])
 def test_bad_options_one_line(argv, msg, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -93,6 +96,38 @@ def test_bad_options_one_line(argv, msg, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(msg) and err.count("\n") == 1
+
+
+def _runs(order_by_setting: dict, n_runs: int = 3, n: int = 6) -> dict:
+    """Synthetic runs: under each setting a list of per-run score lists (``None``: every run its own shuffle)."""
+    import random
+
+    rng = random.Random(0)
+    runs = {f"r{i}": {} for i in range(n_runs)}
+    for s in er._agree_settings():
+        for i in range(n_runs):
+            fixed = order_by_setting.get(s)
+            top1 = list(fixed) if fixed is not None else rng.sample(range(n), n)
+            runs[f"r{i}"][s] = {"top1": [float(v) for v in top1], "loglik": [float(-v) for v in top1]}
+    return runs
+
+
+def test_agreement_chooses_by_run_to_run_agreement_not_by_the_truth():
+    n = 6
+    target = "calib4x128_scored5000"
+    runs = _runs({target: range(n)}, n=n)               # only under `target` do the runs agree (tau 1)
+    truth = list(range(n, 0, -1))                       # ... and there they rank exactly against the truth
+    res = er.agreement(runs, truth)
+    assert res["chosen"] == target
+    got = res["settings"][f"{target}:top1"]
+    assert got["run_to_run_tau_mean"] == got["run_to_run_tau_min"] == 1.0
+    assert got["tau_vs_truth"] == {"r0": -1.0, "r1": -1.0, "r2": -1.0} and got["tau_of_mean_score_vs_truth"] == -1.0
+    assert res["settings"][f"{target}:loglik"]["tau_vs_truth"]["r0"] == 1.0   # loglik = -score here
+    # every setting agrees equally: the tie goes to the default
+    same = _runs({s: range(n) for s in er._agree_settings()}, n=n)
+    assert er.agreement(same, truth)["chosen"] == er.AGREE_DEFAULT
+    # one run: nothing to agree on, nothing chosen
+    assert "chosen" not in er.agreement({"r0": runs["r0"]}, truth)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is visible: --device cuda is valid")
