@@ -19,7 +19,11 @@ Kendall's tau of each score against the stand-alone test accuracy, costs and the
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part supernet
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part report   # proxies + tau
     python benchmarks/evaluators_ranking.py --space mobile-unified --n 20 --part variants # eval settings
-(``--part all`` runs everything in one process.)
+    python benchmarks/evaluators_ranking.py --part agreement --sample stratified-macs --epochs 4 --tag T
+        --train-seeds 0,1,2,3,4,5,6,7 --checkpoints run1=PATH1,run2=PATH2   # runs of one recipe (one line)
+(``--part all`` runs everything in one process.)  ``--part agreement`` scores several training runs of one
+supernet recipe under 6 evaluation settings and reports how far their rankings repeat and how each ranks
+against the ground truth (``supernet_run_agreement_<space>_<tag>.json``; docs/evaluators.md, session 12).
 
 Samples (``--sample``, ``SAMPLERS``): ``uniform`` (sessions 1-3, sample seed 0: 20 archs that spread over
 only 3.9-7.9 MMACs at 32x32 and 85.6-87.6%, seed-to-seed tau 0.14) and ``stratified-macs`` (session 4).
@@ -389,6 +393,8 @@ def score_run_settings(space, archs, data, seed: int, log, checkpoint: str) -> d
     ev = get_evaluator("supernet", space=space, dataset=data, seed=seed, progress=False, log=log,
                        supernet_path=checkpoint)
     ev.prepare()
+    if ev.recipe.calib_batch_size != 128:         # the settings' names and the evaluator's draw assume it
+        raise SystemExit(f"agreement: the evaluator's calib_batch_size is {ev.recipe.calib_batch_size}, not 128")
     cl = torch.channels_last
     g = torch.Generator().manual_seed(int(seed))
     calib = [x.contiguous(memory_format=cl) for x, _ in
@@ -441,23 +447,28 @@ def time_settings(space, archs, data, seed: int, checkpoint: str) -> dict:
     return out
 
 
-def agreement(runs: dict, truth: list, per_seed_truth: dict | None = None) -> dict:
+def agreement(runs: dict, truth: list, timing: dict | None = None) -> dict:
     """From ``{run: {setting: {metric: [score per arch]}}}``: per setting and metric, Kendall's tau between
     every two runs (mean, min, max), each run's tau against ``truth`` (the stand-alone mean accuracy, same
     arch order), their mean, and the tau of the runs' mean score.  The setting chosen (declared in
     docs/evaluators.md, session 12, before any score): the top-1 setting with the highest mean run-to-run
-    tau (a tie: the default, then fewer images, then fewer calibration batches) -- chosen without the
-    ground truth."""
+    tau, unrounded (a tie: the default, then fewer images, then fewer calibration batches) -- chosen
+    without the ground truth.  ``decision`` applies the protocol's rule: the default changes to the
+    chosen setting iff its mean run-to-run tau is >= 0.10 above the default's and ``timing`` (seconds per
+    arch of the evaluator's own path, ``time_settings``) gives it a mean of at most 2 s."""
     from itertools import combinations
 
     import numpy as np
 
     names = sorted(runs)
     res = {"runs": names, "settings": {}}
+    agree = {}                                   # setting -> unrounded mean run-to-run tau of top-1
     for s in _agree_settings():
         for metric in AGREE_METRICS:
             sc = {r: runs[r][s][metric] for r in names}
             pairs = [kendalltau_(sc[a], sc[b]) for a, b in combinations(names, 2)]
+            if metric == "top1" and pairs:
+                agree[s] = float(np.mean(pairs))
             vs = {r: round(kendalltau_(sc[r], truth), 3) for r in names}
             mean_score = np.mean([sc[r] for r in names], axis=0).tolist()
             res["settings"][f"{s}:{metric}"] = {
@@ -468,9 +479,13 @@ def agreement(runs: dict, truth: list, per_seed_truth: dict | None = None) -> di
                 "tau_of_mean_score_vs_truth": round(kendalltau_(mean_score, truth), 3)}
     order = {s: (s != AGREE_DEFAULT, int(s.split("scored")[1]), int(s[5:].split("x")[0])) for s in _agree_settings()}
     if len(names) >= 2:
-        best = max(_agree_settings(), key=lambda s: (res["settings"][f"{s}:top1"]["run_to_run_tau_mean"],
-                                                     tuple(-v for v in order[s])))
+        best = max(_agree_settings(), key=lambda s: (agree[s], tuple(-v for v in order[s])))
         res["chosen"] = best
+        gain = agree[best] - agree[AGREE_DEFAULT]
+        secs = (timing or {}).get(best, {}).get("mean_s")
+        change = best != AGREE_DEFAULT and gain >= 0.10 and secs is not None and secs <= 2.0
+        res["decision"] = {"chosen": best, "gain_over_default": round(gain, 3), "chosen_mean_eval_s": secs,
+                           "change_default": bool(change)}
     return res
 
 
@@ -485,23 +500,35 @@ def run_agreement(space, archs, data, seed: int, log, recipe: Recipe, train_seed
     runs = old.get("scores", {})
     ckpts = old.get("checkpoints", {})
     mean, per_seed = ground_truth(standalone_path(data.name), recipe, train_seeds, {a.to_string() for a in archs})
-    keep = [a for a in archs if a.to_string() in mean]
-    names = [a.to_string() for a in keep]
+    if len(mean) != len(archs):          # the archs scored must not depend on which seeds are complete
+        raise SystemExit(f"error: --train-seeds: got {','.join(map(str, train_seeds))}, trained on {len(mean)} of "
+                         f"the {len(archs)} archs; allowed: seeds trained on all of them (complete seeds)")
+    names = [a.to_string() for a in archs]
     if old and old.get("archs") != names:
-        raise SystemExit(f"{path}: scored on other archs; use another --tag")
+        raise SystemExit(f"error: --tag: {path.name} was scored on other archs; allowed: another tag")
+    if not checkpoints and not runs:
+        raise SystemExit(f"error: --checkpoints: got ''; allowed: NAME=PATH pairs, comma-separated (required "
+                         f"while {path.name} holds no runs)")
     for name, ck in checkpoints.items():
         if name in runs and ckpts.get(name) == ck:
             continue
         log(f"[agreement] scoring run {name}: {ck}")
-        runs[name], ckpts[name] = score_run_settings(space, keep, data, seed, log, ck), ck
-        path.write_text(json.dumps({**old, "archs": names, "scores": runs, "checkpoints": ckpts}, indent=1))
+        runs[name], ckpts[name] = score_run_settings(space, archs, data, seed, log, ck), ck
+        path.write_text(json.dumps({"archs": names, "scores": runs, "checkpoints": ckpts,
+                                    **({"timing": old["timing"]} if "timing" in old else {})}, indent=1))
     timing = old.get("timing")
-    if timing is None and checkpoints:
+    if checkpoints:                      # timed on the first run given; redone if that is another run now
         first = next(iter(checkpoints))
-        log(f"[agreement] timing the evaluator's path under each top-1 setting on run {first}")
-        timing = {"run": first, **time_settings(space, keep, data, seed, checkpoints[first])}
+        if timing is None or timing.get("run") != first or timing.get("checkpoint", checkpoints[first]) != checkpoints[first]:
+            log(f"[agreement] timing the evaluator's path under each top-1 setting on run {first}")
+            timing = {"run": first, "checkpoint": checkpoints[first],
+                      **time_settings(space, archs, data, seed, checkpoints[first])}
     truth = [mean[a] for a in names]
-    res = agreement({r: runs[r] for r in (checkpoints or runs)}, truth)
+    res = agreement(runs, truth, timing)      # every run in the file
+    if timing and timing.get("run") in runs:       # the evaluator's own path against this part's scores
+        res["evaluator_path_check"] = {
+            s: sum(abs(a - b) > 1e-9 for a, b in zip(timing[s]["top1"], runs[timing["run"]][s]["top1"]))
+            for s in _agree_settings()}            # archs whose top-1 differs (BN folding: arg-max ties only)
     out = {"space": space.name, "machine": machine(), "archs": names, "checkpoints": ckpts, "scores": runs,
            "timing": timing, "ground_truth": {"recipe": recipe.to_dict(), "train_seeds": list(train_seeds),
                                               "accuracy": truth, "seed_to_seed": seed_to_seed(per_seed)},
@@ -512,7 +539,9 @@ def run_agreement(space, archs, data, seed: int, log, recipe: Recipe, train_seed
             f"max {v['run_to_run_tau_max']}); vs truth: runs' mean {v['tau_vs_truth_mean']}, "
             f"mean score {v['tau_of_mean_score_vs_truth']}")
     if "chosen" in res:
-        log(f"[agreement] chosen by run-to-run agreement (top-1): {res['chosen']}")
+        log(f"[agreement] chosen by run-to-run agreement (top-1): {res['chosen']}; {res['decision']}")
+    if "evaluator_path_check" in res:
+        log(f"[agreement] archs whose top-1 differs from the evaluator's own path: {res['evaluator_path_check']}")
     return out
 
 
@@ -671,7 +700,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoints", default="", help="agreement part: NAME=PATH pairs, comma-separated: "
                    "supernet checkpoints of one recipe's training runs (none: rescore the runs already in the file)")
     p.add_argument("--tag", default="", help="suffix of the supernet_scores / evaluators_ranking / "
-                   "supernet_eval_variants files (another supernet's results kept apart)")
+                   "supernet_eval_variants / supernet_run_agreement files (another supernet's results kept apart)")
     p.add_argument("--gt-recipe", default="32k", help=f"stand-alone (ground-truth) recipe: one of "
                    f"{', '.join(GT_RECIPES)} (default 32k)")
     p.add_argument("--train-seeds", default="0,1", help="stand-alone training seeds, comma-separated: the "
@@ -709,6 +738,7 @@ def main(argv=None) -> int:
     checkpoints = {}
     for item in filter(None, (v.strip() for v in args.checkpoints.split(","))):
         name, sep, path = item.partition("=")
+        path = str(Path(path).expanduser()) if path else path
         if not sep or not name or not Path(path).is_file() or name in checkpoints:
             p.exit(2, f"error: --checkpoints: got {item!r}; allowed: NAME=PATH of an existing checkpoint file, "
                       "names distinct, comma-separated\n")

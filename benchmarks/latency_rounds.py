@@ -6,10 +6,13 @@ rounds) in two fresh processes; each process times every network in two back-to-
 how far one block moves between the two blocks of one process and between the two processes, and
 how far the whole process (both blocks: 2 x rounds rounds) moves between processes.  If the
 between-process figure at 2 x rounds is much smaller than at rounds, the noise is round-to-round and
-more rounds help; if not, it is per process and more passes (fresh processes) help.  Run it pinned
+more rounds help; if not, it is per process and more passes (fresh processes) help.  With
+``--fresh-session`` the second block runs on a newly built session in the same process, so "within a
+process" becomes session to session: if it is as large as between processes, the noise is per session
+(where its buffers land), and timing several sessions per process would average it.  Run it pinned
 to one core with the other idle (``taskset -c 1``; session 9: load on one vCPU slows the other).
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/latency_rounds.py [--archs 10] [--rounds 5] [--seed 7500]
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/latency_rounds.py [--archs 10] [--rounds 5] [--seed 7500] [--fresh-session]
 """
 from __future__ import annotations
 
@@ -47,8 +50,9 @@ def _blocks(run, ref, rounds: int, reps: int, ref_reps: int) -> list[tuple[list[
     return out
 
 
-def worker(arch_strings: list[str], rounds: int) -> list[dict]:
-    """One fresh process: every network timed in two blocks of ``rounds`` rounds."""
+def worker(arch_strings: list[str], rounds: int, fresh_session: bool = False) -> list[dict]:
+    """One fresh process: every network timed in two blocks of ``rounds`` rounds (``fresh_session``: the
+    second block on a newly built ONNX Runtime session of the same network, its buffers allocated anew)."""
     import torch
 
     from latency_models import profile
@@ -65,8 +69,14 @@ def worker(arch_strings: list[str], rounds: int) -> list[dict]:
             r.run()
         reps = profile.reps_for(profile._time(r.run, 3))
         ref_reps = profile.reps_for(profile._time(ref.run, 3))
-        rows.append({"A": _blocks(r.run, ref.run, rounds, reps, ref_reps),
-                     "B": _blocks(r.run, ref.run, rounds, reps, ref_reps)})
+        a = _blocks(r.run, ref.run, rounds, reps, ref_reps)
+        if fresh_session:
+            del r
+            r = profile.net_runner(Arch.from_string(s), 224, "onnxruntime", 1)
+            for _ in range(3):
+                ref.run()
+                r.run()
+        rows.append({"A": a, "B": _blocks(r.run, ref.run, rounds, reps, ref_reps)})
         del r
     return rows
 
@@ -86,17 +96,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--space", default="mobile-unified")
     ap.add_argument("--seed", type=int, default=7500, help="sampling seed (keep away from validate's 1000-2999)")
+    ap.add_argument("--fresh-session", action="store_true", help="time each network's second block on a newly "
+                    "built session: 'within a process' is then session to session (is the noise per session?)")
     args = ap.parse_args()
     from search_space.space import load_space
 
-    header(f"whole-network timing noise: {args.archs} archs, blocks of {args.rounds} rounds, 2 fresh processes")
+    header(f"whole-network timing noise: {args.archs} archs, blocks of {args.rounds} rounds, 2 fresh processes"
+           + (", each block on its own session" if args.fresh_session else ""))
     space = load_space(args.space)
     rng = random.Random(args.seed)
     archs = [space.sample(rng).to_string() for _ in range(args.archs)]
     procs = []
     for _ in range(2):
         with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-            procs.append(ex.submit(worker, archs, args.rounds).result())
+            procs.append(ex.submit(worker, archs, args.rounds, args.fresh_session).result())
     r = args.rounds
     print(f"   mean |relative change| over {args.archs} networks (max in brackets):")
     print(f"   {'estimator':42s} {'within a process':>18s} {'between processes':>18s} "

@@ -126,8 +126,64 @@ def test_agreement_chooses_by_run_to_run_agreement_not_by_the_truth():
     # every setting agrees equally: the tie goes to the default
     same = _runs({s: range(n) for s in er._agree_settings()}, n=n)
     assert er.agreement(same, truth)["chosen"] == er.AGREE_DEFAULT
+    # ties between other settings: fewer images first, then fewer calibration batches
+    r = _runs({"calib4x128_scored5000": range(n), "calib8x128_scored2000": range(n)}, n=n)
+    assert er.agreement(r, truth)["chosen"] == "calib8x128_scored2000"
+    r = _runs({"calib8x128_scored2000": range(n), "calib4x128_scored2000": range(n)}, n=n)
+    assert er.agreement(r, truth)["chosen"] == "calib4x128_scored2000"
+    # the choice is made on top-1 alone: runs that agree on the log-likelihood elsewhere change nothing
+    other = "calib8x128_scored5000"
+    for i, name in enumerate(sorted(runs)):
+        runs[name][other]["loglik"] = [float(v) for v in range(n)]
+        runs[name][target]["loglik"] = [float(v) for v in __import__("random").Random(i).sample(range(n), n)]
+    assert er.agreement(runs, truth)["chosen"] == target
     # one run: nothing to agree on, nothing chosen
     assert "chosen" not in er.agreement({"r0": runs["r0"]}, truth)
+
+
+def test_agreement_decision_needs_the_gain_and_the_time():
+    n = 6
+    target = "calib4x128_scored5000"
+    runs, truth = _runs({target: range(n)}, n=n), list(range(n))
+    fast = {target: {"mean_s": 1.2}, er.AGREE_DEFAULT: {"mean_s": 0.6}}
+    d = er.agreement(runs, truth, fast)["decision"]
+    assert d["chosen"] == target and d["change_default"] and d["gain_over_default"] >= 0.10
+    assert not er.agreement(runs, truth, {target: {"mean_s": 2.5}})["decision"]["change_default"]   # too slow
+    assert not er.agreement(runs, truth)["decision"]["change_default"]                             # not timed
+    same = _runs({s: range(n) for s in er._agree_settings()}, n=n)      # the default itself is chosen
+    assert not er.agreement(same, truth, fast)["decision"]["change_default"]
+
+
+def test_score_run_settings_is_the_evaluators_own_path(tmp_path, monkeypatch):
+    """Under the default setting (2 calibration batches of 128, the first 2,000 validation images) the
+    part's top-1 equals ``evaluate_subnet``'s (BN not folded: bit for bit), the 2 batches being the first 2 of
+    its 8-batch draw; more batches and images change the scores."""
+    import random
+    from dataclasses import replace
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _toy_space import ToySpace, toy_npz
+    from searchers import supernet as S
+    from searchers.data import load_dataset
+
+    torch.set_num_threads(1)
+    space = ToySpace()
+    data = load_dataset(toy_npz(tmp_path / "toy.npz", n=2400))
+    net = S.build_supernet(space, data.num_classes, S.SupernetRecipe(envelope_samples=60), seed=0)
+    ck = tmp_path / "supernet.pt"
+    torch.save({"meta": net.meta(), "model": net.state_dict()}, ck)
+    archs = [space.sample(random.Random(i)) for i in range(3)]
+    monkeypatch.setattr(er, "AGREE_IMAGES", (100, 2000))
+    got = er.score_run_settings(space, archs, data, 0, lambda m: None, str(ck))
+    assert set(got) == {f"calib{c}x128_scored{n}" for c in (2, 4, 8) for n in (100, 2000)}
+    for c in (2, 8):
+        want = [S.evaluate_subnet(net, a, data, replace(S.SupernetRecipe(), calib_batches=c, eval_images=2000),
+                                  0, fold=False) for a in archs]
+        assert got[f"calib{c}x128_scored2000"]["top1"] == [round(w, 5) for w in want]
+    assert all(v < 0 for v in got["calib2x128_scored100"]["loglik"])
+    assert got["calib2x128_scored100"] != got["calib2x128_scored2000"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is visible: --device cuda is valid")
