@@ -18,6 +18,7 @@ a table (200) priced by the regressor vs the exact table sums at the two nearest
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -93,10 +94,22 @@ def other_cpu(model, cpu: str) -> str | None:
             "another CPU; rebuild the target on this machine before reading its error from them")
 
 
+CALIBRATION_SEED = 9000      # the calibration networks' sampling seed (validate samples with 1000-2999)
+
+
+def calibration_archs(space, n: int) -> list:
+    """The ``n`` calibration networks of a space: its first ``n`` draws from ``random.Random(CALIBRATION_SEED)``,
+    the same on every machine and day, never among the validated archs."""
+    rng = random.Random(CALIBRATION_SEED)
+    return [space.sample(rng) for _ in range(n)]
+
+
 def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, seed: int, passes: int = 1,
-                     rounds: int = 5, zoo_nets: bool = True, chunk: int = 5, res: int = 224, targets=()) -> dict:
+                     rounds: int = 5, zoo_nets: bool = True, chunk: int = 5, res: int = 224, targets=(),
+                     calibrate: int = 0) -> dict:
     """Measure ``n_archs`` random archs of the space and the zoo networks end-to-end, each relative to
-    the reference block, in ``passes`` fresh processes.  Returns a JSON-able record: per network its
+    the reference block, in ``passes`` fresh processes; with ``calibrate``, that many calibration networks
+    (``calibration_archs``, labelled ``calibration#i``) spread evenly among them in every pass.  Returns a JSON-able record: per network its
     arch string, label, per-pass relative costs and reference ms; the reference measured alone first;
     the machine and its load.  ``targets``: a warning for each whose measurements ran on another CPU
     (``other_cpu``), before anything is measured."""
@@ -125,6 +138,10 @@ def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, 
     items = [(space.sample(rng), f"{space.name}#{i}") for i in range(n_archs)]
     if zoo_nets:
         items += [(zoo.get(n), n) for n in zoo.names()]
+    if calibrate:                        # spread evenly, so that they see the whole pass's drift
+        step = len(items) / calibrate
+        for i, a in reversed(list(enumerate(calibration_archs(space, calibrate)))):
+            items.insert(math.ceil(i * step + step / 2), (a, f"calibration#{i}"))
     work = [("net", (a, res)) for a, _ in items]
     rels = [[] for _ in items]
     refs = [[] for _ in items]
@@ -142,6 +159,7 @@ def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, 
     print(noise_line([x for sp in spreads for x in sp], "network timings"))
     return {"backend": backend, "threads": threads, "clock": clock, "resolution": res, "space": space.name,
             "seed": seed, "passes": passes, "rounds": rounds,
+            **({"calibration": {"seed": CALIBRATION_SEED, "n": calibrate}} if calibrate else {}),
             "machine": {k: info[k] for k in ("cpu", "cores")}, "runtime": runtime_version(info),
             "load_average": [round(x, 2) for x in load0] + [round(x, 2) for x in os.getloadavg()],
             "reference_alone_ms": round(ref_now, 4), "reference_alone_spread": round(ref_spread, 4),
@@ -164,6 +182,16 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
     true = np.array([min(n["rel"]) * ref_build for n in nets])
     raw = np.array([min(n["rel"]) * float(np.median(n["ref_ms"])) for n in nets])
     pred = model.predict_many(archs, record["resolution"])
+    is_cal = np.array([label.startswith("calibration#") for label in labels])
+    if is_cal.any():                     # the calibration networks are scored nowhere: they only set the scale
+        cal = {"n": int(is_cal.sum()), "seed": (record.get("calibration") or {}).get("seed"),
+               "scale": round(float(np.median(true[is_cal] / pred[is_cal])), 4),
+               "scale_own_time": round(float(np.median(raw[is_cal] / pred[is_cal])), 4)}
+        keep = ~is_cal
+        archs = [a for a, k in zip(archs, keep) if k]
+        labels = [lb for lb, k in zip(labels, keep) if k]
+        true, raw, pred = true[keep], raw[keep], pred[keep]
+        nets = [n for n, k in zip(nets, keep) if k]
     is_zoo = np.array(["#" not in label for label in labels])
     say(f"{model.name} ({model.path}): reference block now {record['reference_alone_ms']:.3f} ms, at build "
         f"{ref_build:.3f} ms: drift {100 * drift:+.1f}%")
@@ -193,6 +221,21 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
         if not quiet:
             _print(f"random {record['space']} archs", result["random_archs"])
             _print("  same, own time (raw ms)", result["random_archs_own_time"])
+    if is_cal.any():
+        result["calibration"] = cal
+        say(f"calibrated: every prediction x the median measured / predicted of the {cal['n']} calibration "
+            f"networks measured in the same passes: x{cal['scale']} (own time: x{cal['scale_own_time']})")
+        for key, y, sc in (("", true, cal["scale"]), ("_own_time", raw, cal["scale_own_time"])):
+            if (~is_zoo).any():
+                result[f"random_archs{key}_calibrated"] = stats(pred[~is_zoo] * sc, y[~is_zoo])
+            if is_zoo.any():
+                result[f"zoo{key}_calibrated"] = stats(pred[is_zoo] * sc, y[is_zoo])
+        if not quiet:
+            for k in ("random_archs_calibrated", "random_archs_own_time_calibrated", "zoo_calibrated"):
+                if k in result:
+                    _print({"random_archs_calibrated": f"random {record['space']} archs, calibrated",
+                            "random_archs_own_time_calibrated": "  same, own time (raw ms)",
+                            "zoo_calibrated": "zoo networks, calibrated"}[k], result[k])
     if is_zoo.any():
         result["zoo"] = stats(pred[is_zoo], true[is_zoo])
         result["zoo_own_time"] = stats(pred[is_zoo], raw[is_zoo])
@@ -221,7 +264,7 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
 
 def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path, chunk: int = 5,
                       rounds: int = 5, zoo_nets: bool = True, passes: int = 1, also=(), save: Path | None = None,
-                      record: dict | None = None) -> dict:
+                      record: dict | None = None, calibrate: int = 0) -> dict:
     """Measure (or take ``record``) and score ``model`` and every model in ``also`` on the same
     measurements; ``save`` writes the measurements (JSON) for re-scoring without re-measuring."""
     backend = model.meta.get("runtime", "onnxruntime")
@@ -236,7 +279,8 @@ def validate_measured(model, space_name: str, n_archs: int, seed: int, png: Path
         _reference_ms(m)
     if record is None:
         record = measure_networks(backend, threads, space_name, n_archs, seed, passes, rounds, zoo_nets, chunk,
-                                  res=int(max(model.meta.get("resolutions") or [224])), targets=(model, *also))
+                                  res=int(max(model.meta.get("resolutions") or [224])), targets=(model, *also),
+                                  calibrate=calibrate)
         if save is not None:
             save.parent.mkdir(parents=True, exist_ok=True)
             save.write_text(json.dumps(record) + "\n")
@@ -256,7 +300,8 @@ def record_validation(path: Path, result: dict, record: dict | None, argv=None) 
 
     d = json.loads(path.read_text())
     v = {k: result[k] for k in ("primary", "random_archs", "random_archs_own_time", "zoo", "zoo_own_time", "all",
-                                "drift_pct", "measurement_pass_to_pass") if k in result}
+                                "drift_pct", "measurement_pass_to_pass", "calibration", "random_archs_calibrated",
+                                "random_archs_own_time_calibrated", "zoo_calibrated") if k in result}
     v["how"] = ("python -m latency_models.validate " + " ".join(argv if argv is not None else sys.argv[1:]) +
                 ": random archs of the space never fitted on (sampling seed differs from the build's) and every "
                 "zoo network, measured end-to-end here; primary figures: " +
@@ -315,7 +360,7 @@ def validate_note10(model, png: Path, n: int = 100, seed: int = 0) -> dict:
 
 # the options that measure (their defaults when not given) and those that only a target measured here takes
 MEASURING = {"archs": 50, "space": "mobile-unified", "seed": 1, "rounds": 5, "no_zoo": False, "passes": 1,
-             "save": None}
+             "save": None, "calibrate": 0}
 LOCAL_ONLY = {**MEASURING, "also": [], "measured": None, "record": False}
 
 
@@ -338,7 +383,7 @@ def check_options(args, model) -> None:
             raise TargetError(f"{_option(measuring[0])}: does not apply with --measured (nothing is measured); "
                               "allowed with it: --also, --json, --png, --record")
         return
-    for dest, lo in (("archs", 0), ("passes", 1), ("rounds", 1)):
+    for dest, lo in (("archs", 0), ("passes", 1), ("rounds", 1), ("calibrate", 0)):
         if getattr(args, dest) is not None:
             check_at_least(_option(dest), getattr(args, dest), lo)
     if args.archs == 0 and args.no_zoo:
@@ -361,6 +406,9 @@ def main(argv=None) -> int:
                     "(min over them; their spread is the measurement's own noise; default 1)")
     ap.add_argument("--also", action="append", default=None, help="another target (name or file) of the same "
                     "backend scored on the same measurements (repeatable)")
+    ap.add_argument("--calibrate", type=int, default=None, help="also measure this many calibration networks "
+                    f"(random archs of seed {CALIBRATION_SEED}, spread among the others in every pass) and report "
+                    "the figures with every prediction scaled by their median measured / predicted (default 0)")
     ap.add_argument("--save", default=None, help="write the measurements here (JSON)")
     ap.add_argument("--measured", default=None, help="score against these saved measurements, measure nothing")
     ap.add_argument("--json", default=None, help="write the scores here (JSON)")
@@ -390,7 +438,8 @@ def main(argv=None) -> int:
         result = validate_measured(model, args.space, args.archs, args.seed + 1000, png, rounds=args.rounds,
                                    zoo_nets=not args.no_zoo, passes=args.passes,
                                    also=[latency_models.load(t) for t in args.also],
-                                   save=Path(args.save) if args.save else None, record=record)
+                                   save=Path(args.save) if args.save else None, record=record,
+                                   calibrate=args.calibrate)
         if args.record:
             record_validation(Path(model.path), result, record or json.loads(Path(args.save).read_text())
                               if (record or args.save) else None, argv)

@@ -432,3 +432,49 @@ def test_validate_says_when_the_networks_ran_on_another_cpu(capsys):
     assert "warning: target local-cpu was measured on" in capsys.readouterr().out
     rec["machine"]["cpu"] = device
     assert "other_cpu" not in validate.score_networks(model, rec, None, quiet=True)
+
+
+def test_validate_calibration_networks_set_one_scale_and_are_scored_nowhere():
+    """Session 12: networks of a fixed seed measured in the same passes rescale every prediction by their
+    median measured / predicted; they enter no figure.  On a real Xeon measurement (seed 1016, session 11):
+    the first 10 random archs relabelled as calibration networks."""
+    from latency_models import validate
+    from latency_models.fitting import error_stats  # noqa: F401  (the figures' own statistics)
+
+    M = Path(latency_models.__file__).parent / "targets" / "measurements"
+    rec = json.loads((M / "local-cpu-xeon.validation-s11-seed1016.json").read_text())
+    model = latency_models.load("local-cpu-xeon.json")
+    plain = validate.score_networks(model, rec, quiet=True)
+    for i, n in enumerate(rec["networks"][:10]):
+        n["label"] = f"calibration#{i}"
+    res = validate.score_networks(model, rec, quiet=True)
+    nets = rec["networks"]
+    ref = validate._reference_ms(model)
+    true = np.array([min(n["rel"]) * ref for n in nets])
+    pred = model.predict_many([Arch.from_string(n["arch"]) for n in nets], 224)
+    scale = float(np.median(true[:10] / pred[:10]))
+    assert res["calibration"]["n"] == 10 and res["calibration"]["scale"] == pytest.approx(scale, abs=1e-4)
+    assert res["random_archs"]["n"] == 90 and res["zoo"] == plain["zoo"]
+    rand = slice(10, 100)
+    assert res["random_archs_calibrated"] == validate.stats(pred[rand] * res["calibration"]["scale"], true[rand])
+    assert res["random_archs"] == validate.stats(pred[rand], true[rand])
+    assert not any(p["label"].startswith("calibration#") for p in res["per_network"])
+    assert res["all"]["n"] == 90 + 21
+    assert "calibration" not in plain and "random_archs_calibrated" not in plain
+
+
+def test_validate_measures_the_calibration_networks_among_the_others(tmp_path):
+    from latency_models import validate
+
+    space = load_space("proxylessnas")
+    cal = validate.calibration_archs(space, 2)
+    assert [a.to_string() for a in cal] == [a.to_string() for a in validate.calibration_archs(space, 2)]
+    rec = validate.measure_networks("onnxruntime", 1, "proxylessnas", 2, 1001, rounds=1, zoo_nets=False,
+                                    calibrate=2)
+    labels = [n["label"] for n in rec["networks"]]
+    assert labels == ["proxylessnas#0", "calibration#0", "proxylessnas#1", "calibration#1"]
+    assert [n["arch"] for n in rec["networks"] if n["label"].startswith("calibration#")] == [a.to_string() for a in cal]
+    assert rec["calibration"] == {"seed": validate.CALIBRATION_SEED, "n": 2}
+    model = latency_models.load("local-cpu-xeon.json")
+    res = validate.score_networks(model, rec, quiet=True)
+    assert res["random_archs"]["n"] == 2 and res["calibration"]["n"] == 2 and res["calibration"]["scale"] > 0
