@@ -159,6 +159,7 @@ class LatencyModel:
         self.path = path
         self.scale = predictor.scale if predictor else 1.0
         self.overhead_ms = predictor.overhead_ms if predictor else 0.0
+        self.calibration = self._calibration_scale(self.meta, path)   # latency_models.calibrate (1.0: none)
         self._tblocks: list | None = []  # (table section, block layer code, ms); None: match blocks by key string
         self._shapes = self._table_shapes()
         self._tcodes: dict = {}          # table resolution -> (sorted block codes, their ms)
@@ -166,6 +167,19 @@ class LatencyModel:
         # the network-level term (where fitted): per cached layer a row of its inputs
         self.term = predictor.network_term if predictor else None
         self._reset_cache()
+
+    @staticmethod
+    def _calibration_scale(meta: dict, where) -> float:
+        """``meta.calibration.scale``: the factor ``latency_models.calibrate`` measured for this machine now
+        (every prediction is multiplied by it); 1.0 when the file has none."""
+        cal = meta.get("calibration")
+        if cal is None:
+            return 1.0
+        v = cal.get("scale") if isinstance(cal, dict) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not 0.2 <= v <= 5:
+            raise TargetError(f"{where}: meta.calibration.scale: got {v!r}; allowed: a number in [0.2, 5] "
+                              "(written by python -m latency_models.calibrate)")
+        return float(v)
 
     def _table_shapes(self) -> set | None:
         """``_shape_key`` of every table entry: a layer whose shape key is not there cannot be in
@@ -699,6 +713,8 @@ class LatencyModel:
             ms = self.term.predict(self._layer_sums(rows, starts))
         else:
             ms = np.add.reduceat(self._cost[rows], starts)
+        if self.calibration != 1.0:
+            return rows, starts, (ms + self.overhead_ms) * self.calibration
         return rows, starts, ms + self.overhead_ms
 
     def _layer_sums(self, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -750,10 +766,11 @@ class LatencyModel:
         its layer costs): the rows show where the network's time goes, in its predicted total."""
         rows, starts, ms = self._networks([arch], resolution)
         cost = self._cost[rows]
-        f = float((ms[0] - self.overhead_ms) / cost.sum()) if self.term is not None else 1.0
-        out = [(s.key, f * float(c)) for s, c in zip(signatures(arch, resolution), cost)]
+        c = self.calibration
+        f = float((ms[0] / c - self.overhead_ms) / cost.sum()) if self.term is not None else 1.0
+        out = [(s.key, c * f * float(x)) for s, x in zip(signatures(arch, resolution), cost)]
         if self.overhead_ms:
-            out.append(("network overhead", self.overhead_ms))
+            out.append(("network overhead", c * self.overhead_ms))
         return out
 
     def source_of(self, arch: Arch, resolution: int = 224) -> list[str]:

@@ -478,3 +478,47 @@ def test_validate_measures_the_calibration_networks_among_the_others(tmp_path):
     model = latency_models.load("local-cpu-xeon.json")
     res = validate.score_networks(model, rec, quiet=True)
     assert res["random_archs"]["n"] == 2 and res["calibration"]["n"] == 2 and res["calibration"]["scale"] > 0
+
+
+def test_a_calibrated_target_scales_every_prediction(tmp_path):
+    base = latency_models.load("local-cpu-xeon.json")
+    d = json.loads(Path(base.path).read_text())
+    d["meta"]["calibration"] = {"scale": 0.9}
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps(d))
+    cal = latency_models.load(str(f))
+    archs = [load_space("mobile-unified").sample(random.Random(i)) for i in range(20)] + [zoo.get("mobilenet_v2")]
+    assert cal.calibration == 0.9 and base.calibration == 1.0
+    np.testing.assert_allclose(cal.predict_many(archs), 0.9 * base.predict_many(archs), rtol=1e-12)
+    assert cal.predict(archs[3]) == pytest.approx(0.9 * base.predict(archs[3]), rel=1e-12)
+    assert sum(ms for _, ms in cal.breakdown(archs[3])) == pytest.approx(cal.predict(archs[3]), rel=1e-9)
+    for bad in ("x", -1, 10, True, None):
+        d["meta"]["calibration"] = {"scale": bad}
+        f.write_text(json.dumps(d))
+        with pytest.raises(TargetError, match=r"meta\.calibration\.scale: got .*; allowed: a number in \[0\.2, 5\]"):
+            LatencyModel.from_file(f)
+
+
+def test_calibrate_cli_measures_and_writes_a_calibrated_copy(tmp_path, capsys):
+    from latency_models import calibrate
+
+    out = tmp_path / "mine.json"
+    assert calibrate.main(["--target", "local-cpu-xeon.json", "--out", str(out), "--networks", "2", "--rounds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "calibration of local-cpu" in printed and f"use it as --target {out}" in printed
+    cal = latency_models.load(str(out))
+    meta = cal.meta["calibration"]
+    assert meta["n"] == 2 and meta["seed"] == 9000 and 0.2 <= meta["scale"] <= 5 and cal.calibration == meta["scale"]
+    ratios = [m["measured_ms"] / m["predicted_ms"] for m in meta["networks"]]
+    assert meta["scale"] == pytest.approx(float(np.median(ratios)), rel=1e-3)
+    base = latency_models.load("local-cpu-xeon.json")
+    a = zoo.get("mobilenet_v3_small")
+    assert cal.predict(a) == pytest.approx(meta["scale"] * base.predict(a), rel=1e-9)
+    assert {k: v for k, v in cal.meta.items() if k != "calibration"} == base.meta      # the rest unchanged
+    for argv, msg in ((["--target", "pixel-cpu", "--out", str(out)], "--target: got 'pixel-cpu'; allowed:"),
+                      (["--out", str(out), "--networks", "0"], "--networks"),
+                      (["--out", str(tmp_path / "x.txt")], "--out: got"),
+                      ([], "--out")):
+        assert calibrate.main(argv) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
