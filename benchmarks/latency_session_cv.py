@@ -39,7 +39,7 @@ def validation_sets(exclude=()):
         if seed in exclude:
             continue
         d = json.loads(f.read_text())
-        nets = [n for n in d["networks"] if "#" in n["label"]]
+        nets = [n for n in d["networks"] if "#" in n["label"] and not n["label"].startswith("calibration#")]
         ms = [min(np.atleast_1d(n["rel"])) * float(np.median(np.atleast_1d(n["ref_ms"]))) for n in nets]
         out.append((sess, seed, [Arch.from_string(n["arch"]) for n in nets], np.array(ms)))
     return out

@@ -102,7 +102,8 @@ def load(target: str):
     from latency_models.model import LatencyModel
 
     path = target_path(target)
-    key = f"{path.resolve()}:{path.stat().st_mtime_ns if path.is_file() else 0}"
+    st = path.stat() if path.is_file() else None
+    key = f"{path.resolve()}:{st.st_mtime_ns if st else 0}:{st.st_size if st else 0}"
     if key not in _LOADED:
         _LOADED[key] = LatencyModel.from_file(path)
     return _LOADED[key]

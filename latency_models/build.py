@@ -270,6 +270,7 @@ def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, sav
     agg = aggregate(rows)
     where = ",".join(_repo_rel(Path(p)) for p in partials)
     old_meta, old_error = old.get("meta") or {}, old.get("error") or {}
+    old_meta = {k: v for k, v in old_meta.items() if k != "calibration"}   # a refit is of the measurements, not of a day
     meta = dict(old_meta, refit={"date": _dt.datetime.now().isoformat(timespec="seconds"),
                                  "from": where, "rows": len(rows),
                                  "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})

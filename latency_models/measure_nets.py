@@ -130,8 +130,8 @@ def rows_from_validation(paths: list[Path]) -> list[dict]:
                               f"({type(exc).__name__}: {exc})") from None
         for i, n in enumerate(nets):
             label = str(n.get("label", "")) if isinstance(n, dict) else f"entry {i}"
-            if isinstance(n, dict) and "#" not in label:  # a zoo network
-                continue
+            if isinstance(n, dict) and ("#" not in label or label.startswith("calibration#")):
+                continue                     # a zoo network, or a calibration network (validate --calibrate)
             try:
                 rel = n["rel"] if isinstance(n["rel"], list) else [n["rel"]]
                 ref = n["ref_ms"] if isinstance(n["ref_ms"], list) else [n["ref_ms"]]

@@ -231,11 +231,13 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
             if is_zoo.any():
                 result[f"zoo{key}_calibrated"] = stats(pred[is_zoo] * sc, y[is_zoo])
         if not quiet:
-            for k in ("random_archs_calibrated", "random_archs_own_time_calibrated", "zoo_calibrated"):
+            for k in ("random_archs_calibrated", "random_archs_own_time_calibrated", "zoo_calibrated",
+                      "zoo_own_time_calibrated"):
                 if k in result:
                     _print({"random_archs_calibrated": f"random {record['space']} archs, calibrated",
                             "random_archs_own_time_calibrated": "  same, own time (raw ms)",
-                            "zoo_calibrated": "zoo networks, calibrated"}[k], result[k])
+                            "zoo_calibrated": "zoo networks, calibrated",
+                            "zoo_own_time_calibrated": "  same, own time (raw ms)"}[k], result[k])
     if is_zoo.any():
         result["zoo"] = stats(pred[is_zoo], true[is_zoo])
         result["zoo_own_time"] = stats(pred[is_zoo], raw[is_zoo])
@@ -301,7 +303,8 @@ def record_validation(path: Path, result: dict, record: dict | None, argv=None) 
     d = json.loads(path.read_text())
     v = {k: result[k] for k in ("primary", "random_archs", "random_archs_own_time", "zoo", "zoo_own_time", "all",
                                 "drift_pct", "measurement_pass_to_pass", "calibration", "random_archs_calibrated",
-                                "random_archs_own_time_calibrated", "zoo_calibrated") if k in result}
+                                "random_archs_own_time_calibrated", "zoo_calibrated", "zoo_own_time_calibrated")
+         if k in result}
     v["how"] = ("python -m latency_models.validate " + " ".join(argv if argv is not None else sys.argv[1:]) +
                 ": random archs of the space never fitted on (sampling seed differs from the build's) and every "
                 "zoo network, measured end-to-end here; primary figures: " +
@@ -386,6 +389,9 @@ def check_options(args, model) -> None:
     for dest, lo in (("archs", 0), ("passes", 1), ("rounds", 1), ("calibrate", 0)):
         if getattr(args, dest) is not None:
             check_at_least(_option(dest), getattr(args, dest), lo)
+    if args.calibrate and args.seed is not None and args.seed + 1000 == CALIBRATION_SEED:
+        raise field_error(TargetError, "--seed", args.seed, f"any seed but {CALIBRATION_SEED - 1000} with --calibrate "
+                          "(it samples the calibration networks themselves)")
     if args.archs == 0 and args.no_zoo:
         raise field_error(TargetError, "--archs", 0, "an integer >= 1 with --no-zoo (else nothing is measured)")
 

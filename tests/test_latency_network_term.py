@@ -434,12 +434,11 @@ def test_validate_says_when_the_networks_ran_on_another_cpu(capsys):
     assert "other_cpu" not in validate.score_networks(model, rec, None, quiet=True)
 
 
-def test_validate_calibration_networks_set_one_scale_and_are_scored_nowhere():
+def test_validate_calibration_networks_set_one_scale_and_are_scored_nowhere(tmp_path, capsys):
     """Session 12: networks of a fixed seed measured in the same passes rescale every prediction by their
     median measured / predicted; they enter no figure.  On a real Xeon measurement (seed 1016, session 11):
     the first 10 random archs relabelled as calibration networks."""
     from latency_models import validate
-    from latency_models.fitting import error_stats  # noqa: F401  (the figures' own statistics)
 
     M = Path(latency_models.__file__).parent / "targets" / "measurements"
     rec = json.loads((M / "local-cpu-xeon.validation-s11-seed1016.json").read_text())
@@ -461,6 +460,16 @@ def test_validate_calibration_networks_set_one_scale_and_are_scored_nowhere():
     assert not any(p["label"].startswith("calibration#") for p in res["per_network"])
     assert res["all"]["n"] == 90 + 21
     assert "calibration" not in plain and "random_archs_calibrated" not in plain
+    # calibration networks are no training rows either (measure_nets --from-validation skips them)
+    src, rows = tmp_path / "rec.json", tmp_path / "rows.jsonl"
+    src.write_text(json.dumps(rec))
+    assert measure_nets.main(["--from-validation", str(src), "--out", str(rows)]) == 0
+    got = [json.loads(x) for x in rows.read_text().splitlines()]
+    assert len(got) == 90 and not any(r["arch"] in {n["arch"] for n in nets[:10]} for r in got)
+    # validating the calibration networks themselves is refused before anything is measured
+    assert validate.main(["--target", "local-cpu-xeon.json", "--seed", str(validate.CALIBRATION_SEED - 1000),
+                          "--calibrate", "2"]) == 2
+    assert f"--seed: got {validate.CALIBRATION_SEED - 1000}; allowed: any seed but" in capsys.readouterr().err
 
 
 def test_validate_measures_the_calibration_networks_among_the_others(tmp_path):
@@ -492,6 +501,22 @@ def test_a_calibrated_target_scales_every_prediction(tmp_path):
     np.testing.assert_allclose(cal.predict_many(archs), 0.9 * base.predict_many(archs), rtol=1e-12)
     assert cal.predict(archs[3]) == pytest.approx(0.9 * base.predict(archs[3]), rel=1e-12)
     assert sum(ms for _, ms in cal.breakdown(archs[3])) == pytest.approx(cal.predict(archs[3]), rel=1e-9)
+    for (k, ms), (k0, ms0) in zip(cal.breakdown(archs[3]), base.breakdown(archs[3])):   # every row, not just the sum
+        assert k == k0 and ms == pytest.approx(0.9 * ms0, rel=1e-9)
+    # a target without a network term and with a per-network overhead: the overhead row is scaled too
+    tfl = latency_models.load("local-tflite.json")
+    assert tfl.term is None and tfl.overhead_ms > 0
+    t = json.loads(Path(tfl.path).read_text())
+    t["meta"]["calibration"] = {"scale": 1.25}
+    g = tmp_path / "tfl.json"
+    g.write_text(json.dumps(t))
+    ctfl = latency_models.load(str(g))
+    a = zoo.get("mobilenet_v2")
+    rows, rows0 = ctfl.breakdown(a), tfl.breakdown(a)
+    assert rows[-1] == ("network overhead", pytest.approx(1.25 * tfl.overhead_ms))
+    assert [ms for _, ms in rows] == pytest.approx([1.25 * ms for _, ms in rows0], rel=1e-12)
+    assert ctfl.predict(a) == pytest.approx(1.25 * tfl.predict(a), rel=1e-12)
+    assert sum(ms for _, ms in rows) == pytest.approx(ctfl.predict(a), rel=1e-9)
     for bad in ("x", -1, 10, True, None):
         d["meta"]["calibration"] = {"scale": bad}
         f.write_text(json.dumps(d))
@@ -503,21 +528,36 @@ def test_calibrate_cli_measures_and_writes_a_calibrated_copy(tmp_path, capsys):
     from latency_models import calibrate
 
     out = tmp_path / "mine.json"
-    assert calibrate.main(["--target", "local-cpu-xeon.json", "--out", str(out), "--networks", "2", "--rounds", "1"]) == 0
+    argv = ["--target", "local-cpu-xeon.json", "--out", str(out), "--networks", "2", "--rounds", "1", "--passes", "1"]
+    assert calibrate.main(argv) == 0
     printed = capsys.readouterr().out
     assert "calibration of local-cpu" in printed and f"use it as --target {out}" in printed
     cal = latency_models.load(str(out))
     meta = cal.meta["calibration"]
     assert meta["n"] == 2 and meta["seed"] == 9000 and 0.2 <= meta["scale"] <= 5 and cal.calibration == meta["scale"]
-    ratios = [m["measured_ms"] / m["predicted_ms"] for m in meta["networks"]]
+    # the Xeon target's network term was fitted on own times: its calibration is on own times too
+    assert meta["applied"] == "own_time" and meta["scale"] == meta["scale_own_time"]
+    ratios = [m["measured_own_ms"] / m["predicted_ms"] for m in meta["networks"]]
     assert meta["scale"] == pytest.approx(float(np.median(ratios)), rel=1e-3)
+    assert meta["how"] == "python -m latency_models.calibrate " + " ".join(argv)
     base = latency_models.load("local-cpu-xeon.json")
     a = zoo.get("mobilenet_v3_small")
     assert cal.predict(a) == pytest.approx(meta["scale"] * base.predict(a), rel=1e-9)
     assert {k: v for k, v in cal.meta.items() if k != "calibration"} == base.meta      # the rest unchanged
+    # calibrating a calibrated copy: the new scale is taken on the uncalibrated predictions
+    again = tmp_path / "again.json"
+    assert calibrate.main(["--target", str(out), "--out", str(again), "--networks", "2", "--rounds", "1",
+                           "--passes", "1"]) == 0
+    capsys.readouterr()
+    m2 = latency_models.load(str(again)).meta["calibration"]
+    assert [n["predicted_ms"] for n in m2["networks"]] == pytest.approx([n["predicted_ms"] for n in meta["networks"]])
+    targets = Path(latency_models.__file__).parent / "targets"
     for argv, msg in ((["--target", "pixel-cpu", "--out", str(out)], "--target: got 'pixel-cpu'; allowed:"),
                       (["--out", str(out), "--networks", "0"], "--networks"),
                       (["--out", str(tmp_path / "x.txt")], "--out: got"),
+                      (["--out", str(tmp_path)], "--out: got"),
+                      (["--out", str(targets / "local-cpu-mine.json")], "outside latency_models/targets/"),
+                      (["--out", str(out / "sub.json")], "--out: got"),
                       ([], "--out")):
         assert calibrate.main(argv) == 2
         err = capsys.readouterr().err
