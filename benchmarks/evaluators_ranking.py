@@ -322,6 +322,21 @@ def run_supernet(space, archs, data, seed: int, log, checkpoint: str | None = No
     return info
 
 
+def _log_probs(model, calib: list, xv: torch.Tensor) -> torch.Tensor:
+    """``model``'s log-probabilities on ``xv`` (batches of 500) after its BatchNorm statistics are reset and
+    re-estimated (cumulative average) on the ``calib`` batches."""
+    with torch.inference_mode():
+        for b in model.modules():
+            if isinstance(b, torch.nn.modules.batchnorm._BatchNorm):
+                b.reset_running_stats()
+                b.momentum = None
+        model.train()
+        for x in calib:
+            model(x)
+        model.eval()
+        return torch.cat([model(xv[j:j + 500]) for j in range(0, len(xv), 500)]).log_softmax(1)
+
+
 def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds=(0,),
                  checkpoint: str | None = None, tag: str = "") -> dict:
     """How the supernet's ranking depends on the evaluation settings (not its training): for 1, 2 and 4
@@ -348,17 +363,7 @@ def run_variants(space, archs, data, seed: int, log, recipe: Recipe, train_seeds
     for ncal in (1, 2, 4):
         logp = []
         for a in keep:
-            m = net.extract(a)
-            bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
-            with torch.inference_mode():
-                for b in bns:
-                    b.reset_running_stats()
-                    b.momentum = None
-                m.train()
-                for x in calib[:ncal]:
-                    m(x)
-                m.eval()
-                logp.append(torch.cat([m(xv[i:i + 500]) for i in range(0, len(xv), 500)]).log_softmax(1))
+            logp.append(_log_probs(net.extract(a), calib[:ncal], xv))
         for n in (300, 600, 1000, 2000, 5000):
             top1 = [float((lp[:n].argmax(1) == yv[:n]).float().mean()) for lp in logp]
             ll = [lp[:n].gather(1, yv[:n, None]) for lp in logp]
@@ -404,17 +409,7 @@ def score_run_settings(space, archs, data, seed: int, log, checkpoint: str) -> d
     out = {s: {m: [] for m in AGREE_METRICS} for s in _agree_settings()}
     for i, a in enumerate(archs):
         for c in AGREE_CALIB:
-            m = use_small_map_convs(ev.supernet.extract(a))
-            bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
-            with torch.inference_mode():
-                for b in bns:
-                    b.reset_running_stats()
-                    b.momentum = None
-                m.train()
-                for x in calib[:c]:
-                    m(x)
-                m.eval()
-                lp = torch.cat([m(xv[j:j + 500]) for j in range(0, len(xv), 500)]).log_softmax(1)
+            lp = _log_probs(use_small_map_convs(ev.supernet.extract(a)), calib[:c], xv)
             right = (lp.argmax(1) == yv).float()
             ll = lp.gather(1, yv[:, None]).squeeze(1)
             for n in AGREE_IMAGES:
