@@ -484,6 +484,36 @@ def agreement(runs: dict, truth: list, timing: dict | None = None) -> dict:
     return res
 
 
+def plot_agreement(res: dict, png: Path, n_seeds: int) -> None:
+    """Per evaluation setting and metric: how far the runs' rankings agree with each other (x) against how far
+    they agree with the ground truth (y: each run, and the runs' mean score)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for metric, marker in (("top1", "o"), ("loglik", "s")):
+        items = [(k, v) for k, v in res["settings"].items() if k.endswith(":" + metric)]
+        x = [v["run_to_run_tau_mean"] for _, v in items]
+        ax.scatter(x, [v["tau_vs_truth_mean"] for _, v in items], marker=marker, label=f"{metric}: runs' mean tau")
+        ax.scatter(x, [v["tau_of_mean_score_vs_truth"] for _, v in items], marker=marker, facecolors="none",
+                   edgecolors="k", label=f"{metric}: the runs' mean score")
+        for (k, v), xi in zip(items, x):
+            ax.annotate(k.split(":")[0].replace("calib", "").replace("x128_scored", "x"), (xi, v["tau_vs_truth_mean"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.6, color="r", ls="--", lw=1, label="goal (tau 0.6)")
+    ax.set_xlabel(f"run-to-run Kendall tau (mean over {len(res['runs']) * (len(res['runs']) - 1) // 2} pairs of runs)")
+    ax.set_ylabel(f"Kendall tau vs stand-alone accuracy ({n_seeds}-seed mean)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.2, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("supernet scores: agreement between runs vs with stand-alone training", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def run_agreement(space, archs, data, seed: int, log, recipe: Recipe, train_seeds, checkpoints: dict,
                   tag: str = "") -> dict:
     """How far the supernet's ranking repeats across training runs of one recipe, per evaluation setting
@@ -529,6 +559,8 @@ def run_agreement(space, archs, data, seed: int, log, recipe: Recipe, train_seed
                                               "accuracy": truth, "seed_to_seed": seed_to_seed(per_seed)},
            "result": res}
     path.write_text(json.dumps(out, indent=1))
+    plot_agreement(res, path.with_suffix(".png"), len(train_seeds))
+    log(f"[agreement] wrote {path.with_suffix('.png')}")
     for k, v in res["settings"].items():
         log(f"[agreement] {k}: run-to-run tau {v['run_to_run_tau_mean']} (min {v['run_to_run_tau_min']}, "
             f"max {v['run_to_run_tau_max']}); vs truth: runs' mean {v['tau_vs_truth_mean']}, "

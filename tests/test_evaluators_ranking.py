@@ -141,6 +141,14 @@ def test_agreement_chooses_by_run_to_run_agreement_not_by_the_truth():
     assert "chosen" not in er.agreement({"r0": runs["r0"]}, truth)
 
 
+def test_agreement_plot_is_a_png(tmp_path):
+    n = 6
+    res = er.agreement(_runs({"calib4x128_scored5000": range(n)}, n=n), list(range(n)))
+    png = tmp_path / "a.png"
+    er.plot_agreement(res, png, 9)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
 def test_agreement_decision_needs_the_gain_and_the_time():
     n = 6
     target = "calib4x128_scored5000"
