@@ -52,9 +52,8 @@ def calibrate(model, n: int = 10, rounds: int = 10, passes: int = 2, space_name:
 
     nets = rec["networks"]
     base = model.predict_many([Arch.from_string(x["arch"]) for x in nets], res) / model.calibration
-    true = np.array([min(x["rel"]) * ref_build for x in nets])
-    own = np.array([min(x["rel"]) * float(np.median(x["ref_ms"])) for x in nets])
-    own_time = model.term is not None and model.term.fitted_on.get("time") == "own"
+    true, own = validate.measured_ms(nets, ref_build)
+    own_time = validate.own_time_target(model)
     scale_build, scale_own = float(np.median(true / base)), float(np.median(own / base))
     return {"scale": round(scale_own if own_time else scale_build, 4), "applied": "own_time" if own_time else "build_scale",
             "scale_build_scale": round(scale_build, 4), "scale_own_time": round(scale_own, 4), "n": len(nets),

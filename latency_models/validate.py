@@ -104,6 +104,20 @@ def calibration_archs(space, n: int) -> list:
     return [space.sample(rng) for _ in range(n)]
 
 
+def measured_ms(nets: list, ref_build: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per measured network (``measure_networks`` rows): (min over passes of its cost relative to the reference
+    block x the target's reference ms at build, the same x the reference ms measured beside it: its own time)."""
+    true = np.array([min(n["rel"]) * ref_build for n in nets])
+    raw = np.array([min(n["rel"]) * float(np.median(n["ref_ms"])) for n in nets])
+    return true, raw
+
+
+def own_time_target(model) -> bool:
+    """True for a target whose network term was fitted on the networks' own times (its primary figures, and
+    the time basis a calibration of it is applied in)."""
+    return model.term is not None and model.term.fitted_on.get("time") == "own"
+
+
 def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, seed: int, passes: int = 1,
                      rounds: int = 5, zoo_nets: bool = True, chunk: int = 5, res: int = 224, targets=(),
                      calibrate: int = 0) -> dict:
@@ -179,8 +193,7 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
     nets = record["networks"]
     archs = [Arch.from_string(n["arch"]) for n in nets]
     labels = [n["label"] for n in nets]
-    true = np.array([min(n["rel"]) * ref_build for n in nets])
-    raw = np.array([min(n["rel"]) * float(np.median(n["ref_ms"])) for n in nets])
+    true, raw = measured_ms(nets, ref_build)
     pred = model.predict_many(archs, record["resolution"])
     is_cal = np.array([label.startswith("calibration#") for label in labels])
     if is_cal.any():                     # the calibration networks are scored nowhere: they only set the scale
@@ -212,7 +225,7 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
             f", p90 {result['measurement_pass_to_pass']['p90_spread_pct']}%, over 10%: "
             f"{result['measurement_pass_to_pass']['share_over_10pct']:.1%}")
     # a network term fitted on the networks' own times is scored on those (see build.read_networks)
-    own = model.term is not None and model.term.fitted_on.get("time") == "own"
+    own = own_time_target(model)
     result["primary"] = "own_time" if own else "build_scale"
     say(f"primary figures: {'each network own median time (raw ms)' if own else 'relative to the reference block x its ms at build'}")
     if (~is_zoo).any():
