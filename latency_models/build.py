@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_models.features import SCALE, features_many, layer_features
+from latency_models.features import PW_ALIGNS, SCALE, features_many, layer_features, nchwc_block, pw_align_of
 from latency_models.fitting import error_stats
 from latency_models.model import LatencyModel
 from latency_models.predictor import (NET_FEATURES, TreeResidual, fit_network_model, fit_network_model_by_kind,
@@ -256,11 +256,12 @@ def _repo_rel(path: Path) -> str:
 
 
 def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, save: bool = True,
-          old: dict | None = None) -> LatencyModel:
+          old: dict | None = None, pw_align: int | None = None) -> LatencyModel:
     """Fit ``target_file``'s measurements (its partial file(s): the build's, plus any layers measured
     later with ``--measure-layers-of``) again with this version's model, keeping how they were made
     (meta); the target's error is recomputed.  ``save=False``: only return it (the CLI saves once,
-    after the network term, so a failed step never leaves a half-made target)."""
+    after the network term, so a failed step never leaves a half-made target).  ``pw_align``: the layer
+    features' 1x1 channel flag (``features.PW_ALIGNS``; default: the file's ``meta.pw_align``, else 8)."""
     old = old or LatencyModel.read_file(target_file)  # its meta and error: the predictor is fitted anew
     per_file = [_read_partial(Path(p)) for p in partials]
     rows = combine_partials(per_file)
@@ -275,6 +276,8 @@ def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, sav
                                  "from": where, "rows": len(rows),
                                  "made_by": "python -m latency_models.build " + " ".join(sys.argv[1:])})
     meta["measurements"] = dict(old_meta.get("measurements", {}), partial_file=where, rows=len(rows))
+    if pw_align is not None:
+        meta["pw_align"] = pw_align
     if len(partials) > 1:  # the table's time scale is the pooled files' (``aggregate``): the meta says so
         meta["reference"] = dict(old_meta.get("reference", {}), ms=round(agg["ref_ms"], 4))
         meta["drift"] = agg["drift"]
@@ -303,6 +306,7 @@ def fit_layer_regressor(kinds, X: np.ndarray, y: np.ndarray, seed: int, trees: b
 def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
                name: str = "local-cpu", network_model: str = "common") -> LatencyModel:
     best, ref_ms, null_rel = agg["best"], agg["ref_ms"], agg["null_rel"]
+    align = pw_align_of(meta, "build: meta")
     entries, kinds, X, y = {}, [], [], []
     for s in layers:
         k = s.key
@@ -312,7 +316,7 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
         ms = max(1e-4, (b["rel"] - null_rel) * ref_ms)
         entries[k] = Entry(ms, b["spread"] * ms, b["n"])
         kinds.append(s.kind)
-        X.append(layer_features(s))
+        X.append(layer_features(s, align))
         y.append(ms)
     if len(y) < 3:
         raise TargetError("build: fewer than 3 layers measured; run it again (it resumes) or raise --blocks")
@@ -346,7 +350,8 @@ def fit_target(layers, nets, agg, meta: dict, min_rows: int = 15, seed: int = 0,
                              "layers_held_out_linear_only": linear_err}
     if len(measured) >= 3:
         sums = np.array([model.predict(a, r) for a, r, _, _ in measured])
-        feats = np.array([np.sum([layer_features(s) for s in signatures(a, r)], axis=0) for a, r, _, _ in measured])
+        feats = np.array([np.sum([layer_features(s, align) for s in signatures(a, r)], axis=0)
+                          for a, r, _, _ in measured])
         true = np.array([m[3] for m in measured])
         kinds_all = sorted({s.kind for a, r, _, _ in measured for s in signatures(a, r)})
         ksums = np.zeros((len(measured), len(kinds_all)))
@@ -470,7 +475,7 @@ def _crossfit_inputs(model: LatencyModel, p, archs: list, resolution: int, folds
     trees = model.predictor.residual is not None
     keys = list(entries)  # every table layer's signature and features once, not once per fold
     sigs = [signature_from_key(k) for k in keys]
-    X_all, y_all = features_many(sigs), np.array([entries[k].ms for k in keys])
+    X_all, y_all = features_many(sigs, model.pw_align), np.array([entries[k].ms for k in keys])
     Vx = np.zeros((len(archs), p.network_term.width))
     for _, te in folds:
         hold = {s.key for i in te for s in signatures(archs[i], resolution)}
@@ -654,6 +659,10 @@ def main(argv=None) -> int:
     ap.add_argument("--crossfit", action=argparse.BooleanOptionalAction, default=None, help="with --refit: choose "
                     "the network term by a cross-validation that prices held-out networks with cross-fitted layers, "
                     "as fresh archs are (default: the target's meta.network_term_crossfit)")
+    ap.add_argument("--pw-align", type=int, choices=PW_ALIGNS, default=None, help="the layer features' 1x1 "
+                    "channel flag: 1x1 MACs on channel counts not a multiple of this are a feature of their own "
+                    "(ONNX Runtime's NCHWc block: 16 with AVX-512, 8 with AVX2; default: this CPU's for a new build, "
+                    "the target's meta.pw_align, else 8, for --refit)")
     ap.add_argument("--measure-layers-of", default=None, metavar="NETWORKS_FILE", help="measure the layers of these "
                     "networks (a latency_models.measure_nets file) that the target's table lacks, into --partial "
                     "(resumable), or 'table': every layer of its table again; then fit them in with --refit TARGET_FILE "
@@ -680,6 +689,9 @@ def main(argv=None) -> int:
                           f"nothing); allowed: --refit TARGET_FILE [--networks FILES] --network-time "
                           f"{'|'.join(NETWORK_TIMES)}")
     if args.measure_layers_of:
+        if args.pw_align is not None:
+            raise TargetError(f"--pw-align {args.pw_align}: not with --measure-layers-of (it measures, fitting nothing); "
+                              "allowed: --refit TARGET_FILE --pw-align N, or a new build")
         return measure_network_layers(args)
     if args.crossfit is not None and not args.refit:
         raise TargetError(f"--{'' if args.crossfit else 'no-'}crossfit: only with --refit; allowed: --refit TARGET_FILE "
@@ -691,7 +703,7 @@ def main(argv=None) -> int:
         old = LatencyModel.read_file(src)
         partial = partial_paths(args.partial or (old.get("meta") or {}).get("measurements", {}).get("partial_file") or "")
         out = Path(args.out) if args.out else src
-        model = refit(src, partial, out, args.seed, save=False, old=old)
+        model = refit(src, partial, out, args.seed, save=False, old=old, pw_align=args.pw_align)
         nets = args.networks if args.networks is not None else model.meta.get("network_term_from")
         if nets is None and args.network_time is not None:
             raise TargetError(f"--network-time {args.network_time}: {src} has no network term to fit (no "
@@ -760,6 +772,7 @@ def main(argv=None) -> int:
         "measurements": {"partial_file": str(partial), "rows": len(rows), "measured_this_run": len(rows) - before},
         "build_minutes_this_run": round((time.time() - t0) / 60, 1),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "pw_align": args.pw_align or nchwc_block(),
     }
     model = fit_target(layers, nets, agg, meta, seed=args.seed, name=args.target)
     out = Path(args.out) if args.out else REPO / "latency_models" / "targets" / f"{args.target}.json"

@@ -29,7 +29,7 @@ FEATURES = (
     "dense_macs",     # kxk full (or grouped) convs, k > 1
     "se_macs",        # squeeze-and-excitation FCs
     "dwu4_macs",      # extra term: depthwise MACs on channel counts not a multiple of DW_ALIGN (4)
-    "pwu_macs",       # extra term: 1x1 / dense MACs with in or out channels not a multiple of 8
+    "pwu_macs",       # extra term: 1x1 MACs with in or out channels not a multiple of the target's pw_align (8)
     "in_bytes",       # activation bytes read by the layer
     "out_bytes",      # activation bytes written at its output
     "mid_bytes",      # intermediate activation bytes (written + read inside the layer)
@@ -39,14 +39,36 @@ FEATURES = (
     "one",            # per-layer constant
 )
 N_FEATURES = len(FEATURES)
-ALIGN = 8     # 1x1 / dense convs: channel counts not a multiple of this get the pwu_macs term (a coarse
+ALIGN = 8     # default pw_align.  1x1 / dense convs: channel counts not a multiple of this get the pwu_macs term (a coarse
 # flag: here dense 3x3 convs take about the same time at 34-40 input channels, 1.15-1.43x the 32-channel
 # time per MAC -- padded to ONNX Runtime's NCHWc block of 16 --, 1x1 convs at most 1.09x;
 # ``benchmarks/ort_alignment.py``)
+PW_ALIGNS = (8, 16)  # a target's ``meta.pw_align``: ONNX Runtime's NCHWc block, 8 channels with AVX2, 16 with
+# AVX-512 (``nchwc_block``).  On the AVX-512 Xeon of sessions 9-13 isolated layers whose channel counts are a
+# multiple of 8 but not of 16 ran ~10% slower than a model on the 8-flag priced them (docs/latency.md, session 13).
 DW_ALIGN = 4  # depthwise convs: ONNX Runtime's NCHWc depthwise kernel takes channel counts that are a
 # multiple of 4; other counts fall back to a per-channel path 5-13x slower per MAC on this CPU
 # (``benchmarks/ort_alignment.py``: 646 channels, k7, 14x14: 2.18 ms vs 0.17 ms at 644)
 _IDX = {n: i for i, n in enumerate(FEATURES)}
+
+
+def nchwc_block(flags: str | None = None) -> int:
+    """ONNX Runtime's NCHWc channel block on this CPU (its MLAS kernels): 16 with AVX-512F, else 8 -- the
+    ``pw_align`` a new ``local-cpu`` build records.  ``flags``: a /proc/cpuinfo ``flags`` line (default: read it)."""
+    if flags is None:
+        try:
+            flags = next((ln for ln in open("/proc/cpuinfo", encoding="utf-8") if ln.startswith("flags")), "")
+        except OSError:
+            flags = ""
+    return 16 if "avx512f" in flags.split() else 8
+
+
+def pw_align_of(meta: dict, where: str = "meta") -> int:
+    """A target's ``meta.pw_align`` (default 8, the features of every target made before it existed)."""
+    v = meta.get("pw_align", ALIGN) if isinstance(meta, dict) else ALIGN
+    if isinstance(v, bool) or v not in PW_ALIGNS:
+        raise TargetError(f"{where}.pw_align: got {v!r}; allowed: {', '.join(map(str, PW_ALIGNS))}")
+    return int(v)
 SCALE = np.array([1e-6 if n.endswith("macs") else 1e-6 if n.endswith("bytes") else
                   1e-6 if n.endswith("elems") else 1.0 for n in FEATURES])  # keep numbers O(1)
 
@@ -54,10 +76,11 @@ SCALE = np.array([1e-6 if n.endswith("macs") else 1e-6 if n.endswith("bytes") el
 class _Acc:
     """Accumulates operator costs of one layer."""
 
-    __slots__ = ("v",)
+    __slots__ = ("v", "align")
 
-    def __init__(self) -> None:
+    def __init__(self, align: int = ALIGN) -> None:
         self.v = [0.0] * N_FEATURES
+        self.align = align
 
     def add(self, name: str, value: float) -> None:
         self.v[_IDX[name]] += value
@@ -68,7 +91,7 @@ class _Acc:
 
     def pw(self, cin: int, cout: int, hw: int, groups: int = 1) -> None:
         self.add("pw_macs", cin * cout * hw / groups)
-        if cin % ALIGN or cout % ALIGN:  # optimised kernels (e.g. ONNX Runtime's NCHWc) need aligned channels
+        if cin % self.align or cout % self.align:  # optimised kernels (e.g. ONNX Runtime's NCHWc) need aligned channels
             self.add("pwu_macs", cin * cout * hw / groups)
         self.add("weight_bytes", 4 * (cin * cout / groups + 2 * cout))
         self.add("ops", 1)
@@ -215,9 +238,9 @@ def _head(s: Head, cin: int, h: int, w: int, num_classes: int, a: _Acc) -> None:
     a.pw(ch, num_classes, 1)
 
 
-def layer_features(sig: Signature) -> np.ndarray:
-    """The feature vector (unscaled) of one signature."""
-    a = _Acc()
+def layer_features(sig: Signature, align: int = ALIGN) -> np.ndarray:
+    """The feature vector (unscaled) of one signature; ``align``: the target's ``pw_align``."""
+    a = _Acc(align)
     h, w = sig.h, sig.w
     a.add("in_bytes", 4 * sig.in_ch * h * w)
     a.add("one", 1)
@@ -233,7 +256,7 @@ def layer_features(sig: Signature) -> np.ndarray:
         if dec is not None:
             dec(sig.spec, h, w, a)
             if not _macs_agree(sig, a):  # a variant this decomposition does not know: price it generically
-                a = _Acc()
+                a = _Acc(align)
                 a.add("in_bytes", 4 * sig.in_ch * h * w)
                 a.add("one", 1)
                 _generic(sig.spec, h, w, a)
@@ -283,8 +306,8 @@ def is_generic(kind: str) -> bool:
     return kind not in DECOMPOSE and kind not in ("stem", "head")
 
 
-def feature_matrix(sigs) -> np.ndarray:
-    return np.stack([layer_features(s) for s in sigs]) if sigs else np.zeros((0, N_FEATURES))
+def feature_matrix(sigs, align: int = ALIGN) -> np.ndarray:
+    return np.stack([layer_features(s, align) for s in sigs]) if sigs else np.zeros((0, N_FEATURES))
 
 
 def total_macs(sig: Signature) -> float:
@@ -373,8 +396,9 @@ class _VAcc:
     """``_Acc`` for n rows at once (feature-major); every term is added in ``_Acc``'s order, so a
     row's values equal ``layer_features``'s (adding 0.0 where a term does not apply)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, align: int = ALIGN) -> None:
         self.F = np.zeros((N_FEATURES, n))
+        self.align = align
 
     def add(self, name: str, value, mask=None) -> None:
         if mask is not None:
@@ -387,7 +411,7 @@ class _VAcc:
     def pw(self, cin, cout, hw, groups=1, mask=None) -> None:
         v = cin * cout * hw / groups
         self.add("pw_macs", v, mask)
-        un = (cin % ALIGN != 0) | (cout % ALIGN != 0)
+        un = (cin % self.align != 0) | (cout % self.align != 0)
         self.add("pwu_macs", v, un if mask is None else un & mask)
         self.add("weight_bytes", 4 * (cin * cout / groups + 2 * cout), mask)
         self.add("ops", 1, mask)
@@ -738,13 +762,15 @@ def _v_head(specs: list, cin: np.ndarray, h: np.ndarray, w: np.ndarray, ncls: np
 
 
 def features_cols(kinds, specs, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
-                  ncls: np.ndarray, vals: list | None = None, numeric: np.ndarray | None = None) -> np.ndarray:
+                  ncls: np.ndarray, vals: list | None = None, numeric: np.ndarray | None = None,
+                  align: int = ALIGN) -> np.ndarray:
     """``layer_features`` of many layers given as columns (kind, spec, input channels, H, W, classes
     of a head), one numpy pass per block family; a family without an array form goes through
     ``layer_features`` row by row.  ``kinds``: names or a ``Kinds``.  ``vals``: each block spec's
     ``spec_fields``, when the caller has them already; ``numeric``: each block's numeric row
     (``search_space.arch.ROW_FIELDS``; rows of stems and heads are not read), and then ``specs``
-    is only indexed for the rare rows that need a spec object (it may build them on demand)."""
+    is only indexed for the rare rows that need a spec object (it may build them on demand).  ``align``: the
+    target's ``pw_align``."""
     n = len(kinds)
     out = np.zeros((n, N_FEATURES))
     if not n:
@@ -758,7 +784,7 @@ def features_cols(kinds, specs, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
             ss = [specs[i] for i in idx.tolist()]
         hh, ww, cc = h[idx], w[idx], cin[idx]
         dec, cost = V_DECOMPOSE.get(kind), V_COST.get(kind)
-        a = _VAcc(len(idx))
+        a = _VAcc(len(idx), align)
         a.add("in_bytes", 4 * cc * hh * ww)
         a.add("one", 1)
         if kind == "stem":
@@ -767,7 +793,7 @@ def features_cols(kinds, specs, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
             a.add("out_bytes", 4 * _v_head(ss, cc, hh, ww, ncls[idx], a))
         elif dec is None and cost is None:
             for i in idx.tolist():
-                out[i] = layer_features(Signature(kind, specs[i], int(cin[i]), int(h[i]), int(w[i])))
+                out[i] = layer_features(Signature(kind, specs[i], int(cin[i]), int(h[i]), int(w[i])), align)
             continue
         else:
             r = _Rows(ss, hh, ww, None if vals is None or numeric is not None else [vals[i] for i in idx.tolist()],
@@ -777,7 +803,7 @@ def features_cols(kinds, specs, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
                 ok = _agree_rows(kind, r, idx, cc)
                 if not ok.all():
                     for j in np.flatnonzero(~ok):  # variants the decomposition does not know: generic
-                        a.F[:, j] = layer_features(Signature(kind, ss[j], int(cc[j]), int(hh[j]), int(ww[j])))
+                        a.F[:, j] = layer_features(Signature(kind, ss[j], int(cc[j]), int(hh[j]), int(ww[j])), align)
                         a.F[_IDX["out_bytes"], j] = 0.0
             else:
                 params, macs = cost(r)
@@ -789,10 +815,10 @@ def features_cols(kinds, specs, cin: np.ndarray, h: np.ndarray, w: np.ndarray,
     return out
 
 
-def features_many(sigs: list) -> np.ndarray:
+def features_many(sigs: list, align: int = ALIGN) -> np.ndarray:
     """``layer_features`` of many signatures (rows), by ``features_cols``."""
     n = len(sigs)
     return features_cols([s.kind for s in sigs], [s.spec for s in sigs],
                          np.fromiter((s.in_ch for s in sigs), np.int64, n), np.fromiter((s.h for s in sigs), np.int64, n),
                          np.fromiter((s.w for s in sigs), np.int64, n),
-                         np.fromiter((s.num_classes or 1000 for s in sigs), np.int64, n))
+                         np.fromiter((s.num_classes or 1000 for s in sigs), np.int64, n), align=align)

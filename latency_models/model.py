@@ -40,7 +40,7 @@ from array import array
 from itertools import repeat
 from operator import attrgetter
 
-from latency_models.features import _SPEC_COL, Kinds, as_kinds, features_cols, spec_fields
+from latency_models.features import _SPEC_COL, Kinds, as_kinds, features_cols, pw_align_of, spec_fields
 from latency_models.predictor import Predictor
 from latency_models.table import LatencyTable
 from search_space.arch import BLOCKS, ROW_FIELDS, TYPE_NAMES, Arch, BlockSpec, Signature, signatures
@@ -160,6 +160,7 @@ class LatencyModel:
         self.scale = predictor.scale if predictor else 1.0
         self.overhead_ms = predictor.overhead_ms if predictor else 0.0
         self.calibration = self._calibration_scale(self.meta, path)   # latency_models.calibrate (1.0: none)
+        self.pw_align = pw_align_of(self.meta, f"{path or name}: meta")   # the layer features' 1x1 channel flag
         self._tblocks: list | None = []  # (table section, block layer code, ms); None: match blocks by key string
         self._shapes = self._table_shapes()
         self._tcodes: dict = {}          # table resolution -> (sorted block codes, their ms)
@@ -528,7 +529,8 @@ class LatencyModel:
                                       f"and no regressor; regressors for: {', '.join(p.kinds())}")
         ncls = np.full(n, num_classes, np.int64)
         return self._append(kinds, base, miss, lambda sl: features_cols(
-            kinds[sl], _Offset(specs, sl.start), cin[sl], h[sl], w[sl], ncls[sl], numeric=R[sl]), self.CHUNK)
+            kinds[sl], _Offset(specs, sl.start), cin[sl], h[sl], w[sl], ncls[sl], numeric=R[sl],
+            align=self.pw_align), self.CHUNK)
 
     CHUNK = 65536  # new layers priced per step: its arrays stay small enough to be reused, not mapped afresh
 
@@ -695,7 +697,7 @@ class LatencyModel:
         return self._append(as_kinds(kinds), base, miss, lambda sl: features_cols(
             kinds, [t[2] for t in new], np.fromiter((t[3] for t in new), np.int64, n),
             np.fromiter((t[4] for t in new), np.int64, n), np.fromiter((t[5] for t in new), np.int64, n),
-            np.full(n, num_classes, np.int64), vals=self._vals(new)))  # one step: sl is every row
+            np.full(n, num_classes, np.int64), vals=self._vals(new), align=self.pw_align))  # one step: sl is every row
 
     # -- public API -------------------------------------------------------------------------------
     def _networks(self, archs: Sequence[Arch], resolution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -92,3 +92,54 @@ def test_unaligned_depthwise_marks_channel_counts_not_a_multiple_of_four():
         assert total_macs(sig) == pytest.approx(layer_cost(sig)[1], rel=1e-9)  # the extra term is not a MAC count
         assert np.array_equal(features_many([sig])[0], layer_features(sig))
     assert keys == {640: 0, 644: 0, 646: 646 * 49 * 112 * 112, 648: 0, 650: 650 * 49 * 112 * 112}
+
+
+def test_pw_align_16_flags_1x1_convs_on_channels_not_a_multiple_of_16():
+    """``meta.pw_align`` 16 (ONNX Runtime's NCHWc block with AVX-512): a 1x1 conv on 24 or 40 channels (multiples of
+    8, not of 16) gets the pwu_macs term, as one on 20 channels does under both; 32 and 48 under neither.  The numeric
+    path (``features_cols``, what predict_many prices with) agrees with the per-layer one for every space's layers."""
+    from search_space.arch import Arch
+    from latency_models.features import features_many, nchwc_block
+
+    got = {}
+    for mid in (20, 24, 32, 40, 48):
+        sig = signatures(Arch.from_string(f"stem_i3_o32_k3_s2_re-mbconv_i32_o32_m{mid}_k3_s1_re_skip-head_l1280_re"),
+                         224)[1]
+        f8, f16 = (dict(zip(FEATURES, layer_features(sig, a))) for a in (8, 16))
+        got[mid] = (f8["pwu_macs"], f16["pwu_macs"])
+        assert {k: v for k, v in f8.items() if k != "pwu_macs"} == {k: v for k, v in f16.items() if k != "pwu_macs"}
+    expand_project = 2 * 32 * 112 * 112
+    assert got == {20: (20 * expand_project,) * 2, 24: (0, 24 * expand_project), 32: (0, 0),
+                   40: (0, 40 * expand_project), 48: (0, 0)}
+    sigs = [s for a in _archs() for s in signatures(a, 224)]
+    for align in (8, 16):
+        assert np.array_equal(features_many(sigs, align), np.stack([layer_features(s, align) for s in sigs]))
+    assert not np.array_equal(features_many(sigs, 8), features_many(sigs, 16))
+    assert nchwc_block("flags\t\t: fpu sse2 avx2 avx512f avx512dq") == 16
+    assert nchwc_block("flags\t\t: fpu sse2 avx avx2 fma") == 8
+
+
+def test_a_target_prices_with_its_pw_align_and_refuses_others(tmp_path):
+    """A target file's ``meta.pw_align`` decides its features (predict == predict_many under it); every shipped target
+    made before it existed prices as before (8); a value outside 8/16 is one line naming the field."""
+    import json
+
+    from latency_models.model import LatencyModel
+    from search_space.errors import TargetError
+
+    src = latency_models.load("local-cpu.json")
+    assert src.pw_align == 8 and "pw_align" not in src.meta
+    d = json.loads(open(src.path).read())
+    archs = [load_space("mobile-unified").sample(random.Random(3)) for _ in range(20)]
+    d["meta"]["pw_align"] = 16
+    (tmp_path / "a16.json").write_text(json.dumps(d))
+    m16 = LatencyModel.from_file(tmp_path / "a16.json")
+    assert m16.pw_align == 16
+    p16 = m16.predict_many(archs)
+    assert np.array_equal(p16, np.array([m16.predict(a) for a in archs]))
+    assert not np.allclose(p16, src.predict_many(archs))          # its pwu coefficient sees other layers
+    for bad in (12, "16", True):
+        d["meta"]["pw_align"] = bad
+        (tmp_path / "bad.json").write_text(json.dumps(d))
+        with pytest.raises(TargetError, match=r"meta\.pw_align: got .*; allowed: 8, 16$"):
+            LatencyModel.from_file(tmp_path / "bad.json")

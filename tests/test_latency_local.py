@@ -184,6 +184,8 @@ BAD_OPTIONS = [
                                        ("--max-minutes", "0", "0.0", "a number > 0"),
                                        ("--max-minutes", "-1", "-1.0", "a number > 0"),
                                        ("--net-max-mmacs", "-5", "-5.0", "a number >= 0 (0: no limit)")]],
+    (build.main, ["--refit", "latency_models/targets/local-cpu-xeon.json", "--measure-layers-of", "table",
+                  "--pw-align", "16", "--partial", OUT], "error: --pw-align 16: not with --measure-layers-of"),
 ]
 
 
@@ -217,6 +219,7 @@ def test_every_latency_cli_prints_usage_errors_as_one_line(module, argv, capsys)
     (["--zoo", "nosuch"], "argument --zoo: invalid choice: 'nosuch' (choose from 'all', 'space', 'none')"),
     (["--rounds", "abc"], "argument --rounds: invalid int value: 'abc'; allowed: a whole number"),
     (["--max-minutes", "soon"], "argument --max-minutes: invalid float value: 'soon'; allowed: a number"),
+    (["--pw-align", "12"], "argument --pw-align: invalid choice: 12 (choose from 8, 16)"),
 ])
 def test_build_malformed_values_are_one_line(argv, message, capsys):
     assert build.main([*argv, "--out", OUT]) == 2
