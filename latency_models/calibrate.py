@@ -10,11 +10,12 @@ calibration networks (``validate.calibration_archs``: fixed random archs of its 
 arch) end to end on its backend and threads, exactly as ``validate`` does (min over ``--passes`` fresh
 processes), and writes a copy of the target whose every prediction is multiplied by their median measured /
 predicted (``meta.calibration.scale``), measured in the time the target predicts in: each network's own
-time for a target whose network term was fitted on own times (``local-cpu-xeon.json``), else relative to
-the reference block in the build's time scale.  Give the copy to any searcher or to ``validate`` as
+time for a target whose network term was fitted on own times (session 9's Xeon target,
+``candidates/local-cpu-xeon-s9.json``), else relative to the reference block in the build's time scale (the
+shipped ``local-cpu-xeon.json`` since session 13).  Give the copy to any searcher or to ``validate`` as
 ``--target my-local-cpu.json`` (it keeps the target's name: a search resumed under another calibration
 mixes two scales).  ``validate --calibrate N`` reports what such a calibration does on fresh archs measured
-in the same run; a copy made by this command has not itself been checked on a fresh set.
+in the same run; a copy made by this command was checked on fresh seed 1019 (docs/latency.md, session 13).
 """
 from __future__ import annotations
 

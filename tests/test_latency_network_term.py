@@ -535,10 +535,19 @@ def test_calibrate_cli_measures_and_writes_a_calibrated_copy(tmp_path, capsys):
     cal = latency_models.load(str(out))
     meta = cal.meta["calibration"]
     assert meta["n"] == 2 and meta["seed"] == 9000 and 0.2 <= meta["scale"] <= 5 and cal.calibration == meta["scale"]
-    # the Xeon target's network term was fitted on own times: its calibration is on own times too
-    assert meta["applied"] == "own_time" and meta["scale"] == meta["scale_own_time"]
-    ratios = [m["measured_own_ms"] / m["predicted_ms"] for m in meta["networks"]]
+    # the shipped Xeon target's network term was fitted on the build's time scale (session 13): so is its calibration
+    assert meta["applied"] == "build_scale" and meta["scale"] == meta["scale_build_scale"]
+    ratios = [m["measured_ms"] / m["predicted_ms"] for m in meta["networks"]]
     assert meta["scale"] == pytest.approx(float(np.median(ratios)), rel=1e-3)
+    # session 9's Xeon target (now a candidate) was fitted on own times: its calibration is on own times
+    own = tmp_path / "own.json"
+    assert calibrate.main(["--target", str(REPO / "latency_models/targets/candidates/local-cpu-xeon-s9.json"), "--out", str(own),
+                           "--networks", "2", "--rounds", "1", "--passes", "1"]) == 0
+    capsys.readouterr()
+    m_own = latency_models.load(str(own)).meta["calibration"]
+    assert m_own["applied"] == "own_time" and m_own["scale"] == m_own["scale_own_time"]
+    assert m_own["scale"] == pytest.approx(float(np.median([m["measured_own_ms"] / m["predicted_ms"]
+                                                            for m in m_own["networks"]])), rel=1e-3)
     assert meta["how"] == "python -m latency_models.calibrate " + " ".join(argv)
     base = latency_models.load("local-cpu-xeon.json")
     a = zoo.get("mobilenet_v3_small")
