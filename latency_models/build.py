@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_models.features import PW_ALIGNS, SCALE, features_many, layer_features, nchwc_block, pw_align_of
+from latency_models.features import ALIGN, PW_ALIGNS, SCALE, features_many, layer_features, pw_align_of
 from latency_models.fitting import error_stats
 from latency_models.model import LatencyModel
 from latency_models.predictor import (NET_FEATURES, TreeResidual, fit_network_model, fit_network_model_by_kind,
@@ -263,6 +263,7 @@ def refit(target_file: Path, partials: list[Path], out: Path, seed: int = 0, sav
     after the network term, so a failed step never leaves a half-made target).  ``pw_align``: the layer
     features' 1x1 channel flag (``features.PW_ALIGNS``; default: the file's ``meta.pw_align``, else 8)."""
     old = old or LatencyModel.read_file(target_file)  # its meta and error: the predictor is fitted anew
+    pw_align_of(old.get("meta") or {}, f"{target_file}: meta")  # a bad value named before anything is read
     per_file = [_read_partial(Path(p)) for p in partials]
     rows = combine_partials(per_file)
     if not rows:
@@ -661,8 +662,8 @@ def main(argv=None) -> int:
                     "as fresh archs are (default: the target's meta.network_term_crossfit)")
     ap.add_argument("--pw-align", type=int, choices=PW_ALIGNS, default=None, help="the layer features' 1x1 "
                     "channel flag: 1x1 MACs on channel counts not a multiple of this are a feature of their own "
-                    "(ONNX Runtime's NCHWc block: 16 with AVX-512, 8 with AVX2; default: this CPU's for a new build, "
-                    "the target's meta.pw_align, else 8, for --refit)")
+                    "(16: ONNX Runtime's NCHWc block with AVX-512; default 8 for a new build, the target's "
+                    "meta.pw_align, else 8, for --refit)")
     ap.add_argument("--measure-layers-of", default=None, metavar="NETWORKS_FILE", help="measure the layers of these "
                     "networks (a latency_models.measure_nets file) that the target's table lacks, into --partial "
                     "(resumable), or 'table': every layer of its table again; then fit them in with --refit TARGET_FILE "
@@ -772,7 +773,7 @@ def main(argv=None) -> int:
         "measurements": {"partial_file": str(partial), "rows": len(rows), "measured_this_run": len(rows) - before},
         "build_minutes_this_run": round((time.time() - t0) / 60, 1),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "pw_align": args.pw_align or nchwc_block(),
+        "pw_align": args.pw_align or ALIGN,
     }
     model = fit_target(layers, nets, agg, meta, seed=args.seed, name=args.target)
     out = Path(args.out) if args.out else REPO / "latency_models" / "targets" / f"{args.target}.json"

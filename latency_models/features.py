@@ -39,28 +39,18 @@ FEATURES = (
     "one",            # per-layer constant
 )
 N_FEATURES = len(FEATURES)
-ALIGN = 8     # default pw_align.  1x1 / dense convs: channel counts not a multiple of this get the pwu_macs term (a coarse
+ALIGN = 8     # default pw_align.  1x1 convs: channel counts not a multiple of this get the pwu_macs term (a coarse
 # flag: here dense 3x3 convs take about the same time at 34-40 input channels, 1.15-1.43x the 32-channel
 # time per MAC -- padded to ONNX Runtime's NCHWc block of 16 --, 1x1 convs at most 1.09x;
 # ``benchmarks/ort_alignment.py``)
-PW_ALIGNS = (8, 16)  # a target's ``meta.pw_align``: ONNX Runtime's NCHWc block, 8 channels with AVX2, 16 with
-# AVX-512 (``nchwc_block``).  On the AVX-512 Xeon of sessions 9-13 isolated layers whose channel counts are a
-# multiple of 8 but not of 16 ran ~10% slower than a model on the 8-flag priced them (docs/latency.md, session 13).
+PW_ALIGNS = (8, 16)  # a target's ``meta.pw_align`` (default ALIGN): 16 is ONNX Runtime's NCHWc block with AVX-512.
+# On the AVX-512 Xeon of sessions 9-13 X2's 628 measured layers whose channel counts were a multiple of 8 but not
+# of 16 were priced ~10% low under the 8-flag (docs/latency.md, session 13); whether 16 is better for whole networks
+# was not confirmed on the fresh set there, so 8 stays the default everywhere and 16 is chosen per target.
 DW_ALIGN = 4  # depthwise convs: ONNX Runtime's NCHWc depthwise kernel takes channel counts that are a
 # multiple of 4; other counts fall back to a per-channel path 5-13x slower per MAC on this CPU
 # (``benchmarks/ort_alignment.py``: 646 channels, k7, 14x14: 2.18 ms vs 0.17 ms at 644)
 _IDX = {n: i for i, n in enumerate(FEATURES)}
-
-
-def nchwc_block(flags: str | None = None) -> int:
-    """ONNX Runtime's NCHWc channel block on this CPU (its MLAS kernels): 16 with AVX-512F, else 8 -- the
-    ``pw_align`` a new ``local-cpu`` build records.  ``flags``: a /proc/cpuinfo ``flags`` line (default: read it)."""
-    if flags is None:
-        try:
-            flags = next((ln for ln in open("/proc/cpuinfo", encoding="utf-8") if ln.startswith("flags")), "")
-        except OSError:
-            flags = ""
-    return 16 if "avx512f" in flags.split() else 8
 
 
 def pw_align_of(meta: dict, where: str = "meta") -> int:

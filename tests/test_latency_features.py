@@ -99,7 +99,7 @@ def test_pw_align_16_flags_1x1_convs_on_channels_not_a_multiple_of_16():
     8, not of 16) gets the pwu_macs term, as one on 20 channels does under both; 32 and 48 under neither.  The numeric
     path (``features_cols``, what predict_many prices with) agrees with the per-layer one for every space's layers."""
     from search_space.arch import Arch
-    from latency_models.features import features_many, nchwc_block
+    from latency_models.features import features_many
 
     got = {}
     for mid in (20, 24, 32, 40, 48):
@@ -115,31 +115,61 @@ def test_pw_align_16_flags_1x1_convs_on_channels_not_a_multiple_of_16():
     for align in (8, 16):
         assert np.array_equal(features_many(sigs, align), np.stack([layer_features(s, align) for s in sigs]))
     assert not np.array_equal(features_many(sigs, 8), features_many(sigs, 16))
-    assert nchwc_block("flags\t\t: fpu sse2 avx2 avx512f avx512dq") == 16
-    assert nchwc_block("flags\t\t: fpu sse2 avx avx2 fma") == 8
 
 
-def test_a_target_prices_with_its_pw_align_and_refuses_others(tmp_path):
-    """A target file's ``meta.pw_align`` decides its features (predict == predict_many under it); every shipped target
-    made before it existed prices as before (8); a value outside 8/16 is one line naming the field."""
+def _fresh(model):
+    from latency_models.model import LatencyModel
+
+    return LatencyModel.from_file(model.path)
+
+
+def _with_meta(tmp_path, src, name: str, **meta):
     import json
 
     from latency_models.model import LatencyModel
+
+    d = json.loads(open(src.path).read())
+    d["meta"].update(meta)
+    (tmp_path / name).write_text(json.dumps(d))
+    return lambda: LatencyModel.from_file(tmp_path / name)
+
+
+def test_a_target_prices_with_its_pw_align_and_refuses_others(tmp_path, monkeypatch):
+    """A target file's ``meta.pw_align`` decides its features on every pricing path: a layer the table lacks costs
+    its regressor on the layer's features under that align; predict, predict_many (layer codes) and the per-layer walk
+    agree, each on a freshly loaded model.  Every shipped target made before it existed prices with 8; the shipped
+    Xeon target (session 13) with 16.  A value outside 8 / 16 is one line naming the file and the field."""
     from search_space.errors import TargetError
 
     src = latency_models.load("local-cpu.json")
     assert src.pw_align == 8 and "pw_align" not in src.meta
-    d = json.loads(open(src.path).read())
+    assert latency_models.load("local-cpu-xeon.json").pw_align == 16
+    for t in ("pixel-cpu", "note10-cpu", "local-tflite"):
+        assert "pw_align" not in latency_models.load(t).meta and latency_models.load(t).pw_align == 8, t
+    new16 = _with_meta(tmp_path, src, "a16.json", pw_align=16)
     archs = [load_space("mobile-unified").sample(random.Random(3)) for _ in range(20)]
-    d["meta"]["pw_align"] = 16
-    (tmp_path / "a16.json").write_text(json.dumps(d))
-    m16 = LatencyModel.from_file(tmp_path / "a16.json")
-    assert m16.pw_align == 16
-    p16 = m16.predict_many(archs)
-    assert np.array_equal(p16, np.array([m16.predict(a) for a in archs]))
+    p16 = new16().predict_many(archs)
+    one = new16()
+    assert one.pw_align == 16 and np.array_equal(p16, np.array([one.predict(a) for a in archs]))
+    walk = new16()
+    monkeypatch.setattr(walk, "_codes_np", lambda *a: None)
+    monkeypatch.setattr(walk, "_codes_walk", lambda *a: None)
+    assert np.array_equal(walk.predict_many(archs), p16) and not walk._cache and walk._wcache
     assert not np.allclose(p16, src.predict_many(archs))          # its pwu coefficient sees other layers
+    # the network term's inputs: the layers' features summed under the target's align; layers the table lacks are
+    # priced by the regressor on those features, so an arch with a layer flagged only at 16 costs more or less
+    from latency_models.features import N_FEATURES
+
+    m, m8 = new16(), _fresh(src)
+    k = FEATURES.index("pwu_macs")
+    arch = next(a for a in archs if any(x.key not in m.table.entries and layer_features(x, 16)[k] > layer_features(x, 8)[k]
+                                        for x in signatures(a, 224)))
+    V16, V8 = m.network_inputs([arch])[0], m8.network_inputs([arch])[0]
+    sigs = signatures(arch, 224)
+    np.testing.assert_allclose(V16[-N_FEATURES:], np.sum([layer_features(x, 16) for x in sigs], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(V8[-N_FEATURES:], np.sum([layer_features(x, 8) for x in sigs], axis=0), rtol=1e-12)
+    assert V16[-N_FEATURES + k] > V8[-N_FEATURES + k] and V16[0] != V8[0]
     for bad in (12, "16", True):
-        d["meta"]["pw_align"] = bad
-        (tmp_path / "bad.json").write_text(json.dumps(d))
-        with pytest.raises(TargetError, match=r"meta\.pw_align: got .*; allowed: 8, 16$"):
-            LatencyModel.from_file(tmp_path / "bad.json")
+        f = _with_meta(tmp_path, src, "bad.json", pw_align=bad)
+        with pytest.raises(TargetError, match=r"bad\.json: meta\.pw_align: got .*; allowed: 8, 16$"):
+            f()

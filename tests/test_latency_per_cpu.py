@@ -124,6 +124,7 @@ def test_per_cpu_file_refits_from_its_committed_measurements(name, tmp_path):
     assert build.main(["--refit", str(latency_models.TARGET_DIR / name), "--out", str(out)]) == 0
     again = latency_models.load(str(out))
     assert again.meta["network_term_from"] == shipped.meta["network_term_from"]
+    assert again.pw_align == shipped.pw_align   # a refit keeps the file's 1x1 alignment flag unless told
     for k in ("layers_held_out", "network_term"):
         assert again.error[k] == shipped.error[k], k
     archs = [zoo.get(n) for n in zoo.names()] + [load_space("mobile-unified").sample(random.Random(i)) for i in range(3)]
@@ -151,3 +152,23 @@ def test_cpu_name_without_proc_cpuinfo(monkeypatch):
     finally:
         monkeypatch.undo()
         latency_models.cpu_name.cache_clear()
+
+
+def test_refit_pw_align_overrides_the_files_flag(tmp_path, capsys):
+    """``build --refit X --pw-align N`` fits X's measurements with the other 1x1 flag (the shipped Xeon file: 16);
+    without it the file's is kept; a file whose meta.pw_align is not 8 or 16 is refused, naming it, before anything
+    is read."""
+    from latency_models import build
+
+    src = latency_models.TARGET_DIR / "local-cpu-xeon.json"
+    parts = build.partial_paths(latency_models.load(src.name).meta["measurements"]["partial_file"])
+    kept = build.refit(src, parts, tmp_path / "k.json", save=False)
+    eight = build.refit(src, parts, tmp_path / "e.json", save=False, pw_align=8)
+    assert kept.meta["pw_align"] == kept.pw_align == 16 and eight.meta["pw_align"] == eight.pw_align == 8
+    assert kept.error["layers_held_out"] != eight.error["layers_held_out"]     # other features, other regressor
+    d = json.loads(src.read_text())
+    d["meta"]["pw_align"] = 4
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(TargetError, match=r"bad\.json: meta\.pw_align: got 4; allowed: 8, 16$"):
+        build.refit(bad, [tmp_path / "never-read.jsonl"], tmp_path / "x.json", save=False)
