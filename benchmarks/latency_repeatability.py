@@ -45,10 +45,6 @@ def paired(first: dict, second: dict) -> list[tuple[dict, dict]]:
     return [(a[(n["label"], n["arch"])], n) for n in second["networks"] if (n["label"], n["arch"]) in a]
 
 
-def group(label: str) -> str:
-    return "calibration" if label.startswith("calibration#") else "random" if "#" in label else "zoo"
-
-
 def agreement(x: np.ndarray, y: np.ndarray) -> dict:
     """Within +/-10% (of y), mean |log ratio|, and the per-measurement noise s.d. it implies (normal, two alike)."""
     d = np.log(x / y)
@@ -56,17 +52,19 @@ def agreement(x: np.ndarray, y: np.ndarray) -> dict:
     sigma = mad * math.sqrt(math.pi / 2) / math.sqrt(2)      # E|N(0, 2 sigma^2)| = 2 sigma / sqrt(pi)
     need = math.log1p(0.10) / 1.959964           # the total s.d. at which 95% fall within +/-10%
     return {"n": len(d), "within_10pct": float(np.mean(np.abs(x / y - 1) <= 0.10)), "mean_abs_diff_pct": 100 * mad,
-            "noise_sd_pct": 100 * sigma, "perfect_model_within_10pct": share_within(sigma),
+            "noise_sd_pct": 100 * sigma, "pairs_expected_within_10pct": share_within(sigma * math.sqrt(2)),
+            "perfect_model_within_10pct": share_within(sigma),
             "nn_meter_class_within_10pct": share_within(math.hypot(sigma, NN_METER_SD)),
             "model_sd_for_95pct": 100 * math.sqrt(need ** 2 - sigma ** 2) if sigma < need else 0.0}
 
 
 def times(pairs, ref_ms: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(first, second) per time basis: the build scale (min relative cost x ref_ms) and own times."""
-    own = lambda n: min(n["rel"]) * float(np.median(n["ref_ms"]))  # noqa: E731
-    return {"build scale": (np.array([min(p["rel"]) * ref_ms for p, _ in pairs]),
-                            np.array([min(q["rel"]) * ref_ms for _, q in pairs])),
-            "own time": (np.array([own(p) for p, _ in pairs]), np.array([own(q) for _, q in pairs]))}
+    """(first, second) per time basis: the build scale (min relative cost x ref_ms) and own times
+    (``validate.measured_ms``, validate's own figures)."""
+    from latency_models.validate import measured_ms
+
+    (b1, o1), (b2, o2) = (measured_ms([pq[i] for pq in pairs], ref_ms) for i in (0, 1))
+    return {"build scale": (b1, b2), "own time": (o1, o2)}
 
 
 def main(argv=None) -> int:
@@ -80,24 +78,28 @@ def main(argv=None) -> int:
     for p, r in zip((args.first, args.second), recs):
         print(f"   {p}: {r['machine']['cpu']}, {r['runtime']} {r['threads']} thread(s), seed {r['seed']}, "
               f"{r['passes']} passes x {r['rounds']} rounds, load average {r.get('load_average')}")
+    from latency_models.validate import network_group
+
     pairs = paired(*recs)
     model = None
-    ref_ms = 0.9599
+    ref_ms = 1.0       # without a target: relative costs (a common factor changes no agreement figure)
     if args.target:
         import latency_models
         from latency_models import validate
 
         model = latency_models.load(args.target)
         ref_ms = validate._reference_ms(model)
-    print(f"   build scale: relative cost x {ref_ms:.4f} ms; one measurement = min over its passes")
+    print(f"   build scale: relative cost x {ref_ms:.4f}{' ms (the target reference block at build)' if model else ''};"
+          " one measurement = min over its passes")
     for g in ("random", "zoo", "calibration"):
-        sel = [(p, q) for p, q in pairs if group(p["label"]) == g]
+        sel = [(p, q) for p, q in pairs if network_group(p["label"]) == g]
         if not sel:
             continue
         for basis, (x, y) in times(sel, ref_ms).items():
             raw, scaled = agreement(x, y), agreement(x / np.median(x / y), y)
             print(f"{g:11s} {basis:11s} n {raw['n']:3d}: the two within +/-10% {raw['within_10pct']:6.1%} "
-                  f"(one scale removed {scaled['within_10pct']:6.1%}); mean |diff| {raw['mean_abs_diff_pct']:.2f}% -> "
+                  f"(one scale removed {scaled['within_10pct']:6.1%}, the normal model expects "
+                  f"{scaled['pairs_expected_within_10pct']:.1%}); mean |diff| {raw['mean_abs_diff_pct']:.2f}% -> "
                   f"noise s.d. per measurement {scaled['noise_sd_pct']:.2f}%: a perfect model within 10% of one "
                   f"measurement {scaled['perfect_model_within_10pct']:.1%}, an nn-Meter-class one "
                   f"{scaled['nn_meter_class_within_10pct']:.1%}; 95% needs a model error s.d. <= "

@@ -31,6 +31,7 @@ TRAIN = {"quiet": ("local-cpu.networks-quiet.jsonl", "s4"), "s8": ("local-cpu.ne
 
 def validation_sets(exclude=()):
     """(session, seed, archs, own ms) of each saved validation file's random archs."""
+    from latency_models.validate import network_group
     from search_space.arch import Arch
 
     out = []
@@ -39,7 +40,7 @@ def validation_sets(exclude=()):
         if seed in exclude:
             continue
         d = json.loads(f.read_text())
-        nets = [n for n in d["networks"] if "#" in n["label"] and not n["label"].startswith("calibration#")]
+        nets = [n for n in d["networks"] if network_group(n["label"]) == "random"]
         ms = [min(np.atleast_1d(n["rel"])) * float(np.median(np.atleast_1d(n["ref_ms"]))) for n in nets]
         out.append((sess, seed, [Arch.from_string(n["arch"]) for n in nets], np.array(ms)))
     return out

@@ -119,6 +119,8 @@ def rows_from_validation(paths: list[Path]) -> list[dict]:
     """measure_nets rows of the random archs of saved validate measurements (see the module doc)."""
     import statistics
 
+    from latency_models.validate import network_group
+
     rows, seen = [], set()
     for path in paths:
         try:
@@ -130,7 +132,7 @@ def rows_from_validation(paths: list[Path]) -> list[dict]:
                               f"({type(exc).__name__}: {exc})") from None
         for i, n in enumerate(nets):
             label = str(n.get("label", "")) if isinstance(n, dict) else f"entry {i}"
-            if isinstance(n, dict) and ("#" not in label or label.startswith("calibration#")):
+            if isinstance(n, dict) and network_group(label) != "random":
                 continue                     # a zoo network, or a calibration network (validate --calibrate)
             try:
                 rel = n["rel"] if isinstance(n["rel"], list) else [n["rel"]]

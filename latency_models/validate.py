@@ -104,6 +104,15 @@ def calibration_archs(space, n: int) -> list:
     return [space.sample(rng) for _ in range(n)]
 
 
+CALIBRATION_LABEL = "calibration#"
+
+
+def network_group(label: str) -> str:
+    """What a ``measure_networks`` row is, by its label: 'calibration' (``calibration#i``), 'random' (``<space>#i``)
+    or 'zoo' (a zoo network's name)."""
+    return "calibration" if label.startswith(CALIBRATION_LABEL) else "random" if "#" in label else "zoo"
+
+
 def measured_ms(nets: list, ref_build: float) -> tuple[np.ndarray, np.ndarray]:
     """Per measured network (``measure_networks`` rows): (min over passes of its cost relative to the reference
     block x the target's reference ms at build, the same x the reference ms measured beside it: its own time)."""
@@ -155,7 +164,7 @@ def measure_networks(backend: str, threads: int, space_name: str, n_archs: int, 
     if calibrate:                        # spread evenly, so that they see the whole pass's drift
         step = len(items) / calibrate
         for i, a in reversed(list(enumerate(calibration_archs(space, calibrate)))):
-            items.insert(math.ceil(i * step + step / 2), (a, f"calibration#{i}"))
+            items.insert(math.ceil(i * step + step / 2), (a, f"{CALIBRATION_LABEL}{i}"))
     work = [("net", (a, res)) for a, _ in items]
     rels = [[] for _ in items]
     refs = [[] for _ in items]
@@ -195,7 +204,7 @@ def score_networks(model, record: dict, png: Path | None = None, quiet: bool = F
     labels = [n["label"] for n in nets]
     true, raw = measured_ms(nets, ref_build)
     pred = model.predict_many(archs, record["resolution"])
-    is_cal = np.array([label.startswith("calibration#") for label in labels])
+    is_cal = np.array([network_group(label) == "calibration" for label in labels])
     if is_cal.any():                     # the calibration networks are scored nowhere: they only set the scale
         cal = {"n": int(is_cal.sum()), "seed": (record.get("calibration") or {}).get("seed"),
                "scale": round(float(np.median(true[is_cal] / pred[is_cal])), 4),
